@@ -1,0 +1,41 @@
+"""pgqueue: a durable job queue that lives in Postgres.
+
+queue = Queue(pool)
+await queue.enqueue("email.send", {"to": "a@example.com"})
+
+registry = Registry()
+
+@registry.handler("email.send")
+async def send(ctx: JobContext) -> None: ...
+
+await Worker(dsn, registry).run()
+"""
+
+from __future__ import annotations
+
+from pgqueue.errors import DoNotRetry, JobCancelled, LeaseLost, PgQueueError, RetryLater
+from pgqueue.models import Job, JobSpec, JobState, QueueStats
+from pgqueue.queue import Queue
+from pgqueue.registry import Registry
+from pgqueue.retry import RetryPolicy
+from pgqueue.settings import QueueSettings
+from pgqueue.worker import Event, JobContext, Worker
+
+__all__ = [
+    "DoNotRetry",
+    "Event",
+    "Job",
+    "JobCancelled",
+    "JobContext",
+    "JobSpec",
+    "JobState",
+    "LeaseLost",
+    "PgQueueError",
+    "Queue",
+    "QueueSettings",
+    "QueueStats",
+    "Registry",
+    "RetryLater",
+    "RetryPolicy",
+    "Worker",
+]

@@ -1,0 +1,55 @@
+"""Exceptions raised by pgqueue, and the ones handlers raise to steer retries.
+
+    PgQueueError
+    ├── JobError                 raised by handlers to steer what happens to the job
+    │   ├── RetryLater           retry after an explicit delay (e.g. an upstream Retry-After)
+    │   └── DoNotRetry           fail the job now, whatever attempts remain
+    ├── LeaseLost                the worker no longer holds the job: its writes were refused
+    └── JobCancelled             the job was cancelled while its handler ran
+
+Every class's docstring is its default message.
+"""
+
+from __future__ import annotations
+
+
+class PgQueueError(Exception):
+    """A pgqueue error."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class JobError(PgQueueError):
+    """The handler asked for a particular outcome."""
+
+
+class RetryLater(JobError):
+    """The handler asked to be retried later."""
+
+    def __init__(self, message: str | None = None, *, delay_s: float) -> None:
+        """Retry after `delay_s` seconds instead of the policy's backoff.
+
+        The attempt still counts, so a job that keeps asking is failed once its attempts are
+        spent rather than retried for ever.
+
+        Args:
+            message: why, stored in the job's `last_error`.
+            delay_s: seconds to wait before the next attempt (>= 0).
+        """
+        if delay_s < 0:
+            raise ValueError(f"delay_s must be >= 0, got {delay_s!r}")
+        super().__init__(message)
+        self.delay_s = delay_s
+
+
+class DoNotRetry(JobError):
+    """The job failed in a way that retrying cannot fix."""
+
+
+class LeaseLost(PgQueueError):
+    """The job's lease was lost: another worker may own it now."""
+
+
+class JobCancelled(PgQueueError):
+    """The job was cancelled."""

@@ -1,0 +1,142 @@
+"""Rows as typed, immutable values: `Job`, `JobState`, `QueueStats`, `JobSpec`."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+
+class JobState(enum.StrEnum):
+    """The states of `pgqueue.jobs.state`. "Delayed" is QUEUED with `run_at > now()`."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for the states a job never leaves."""
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+def _json(value: Any) -> Any:
+    # asyncpg hands jsonb over as text unless a codec is installed; accept both.
+    return json.loads(value) if isinstance(value, str) else value
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Job:
+    """One row of `pgqueue.jobs`.
+
+    `is_new` is not a column: `Queue.enqueue` sets it to False when an idempotency key matched an
+    existing job, so the caller can tell a fresh job from the one it already had.
+    """
+
+    id: int
+    queue: str
+    kind: str
+    payload: Any
+    state: JobState
+    priority: int
+    attempts: int
+    max_attempts: int
+    run_at: datetime
+    lease_expires_at: datetime | None
+    lease_token: int | None
+    worker_id: str | None
+    last_error: str | None
+    progress: Any
+    result: Any
+    idempotency_key: str | None
+    concurrency_key: str | None
+    concurrency_limit: int | None
+    timeout_s: float | None
+    cancel_requested_at: datetime | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    is_new: bool = True
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any], *, is_new: bool = True) -> Job:
+        """Build a Job from an asyncpg record of `SELECT *` / `RETURNING *`."""
+        values = {f.name: record[f.name] for f in dataclasses.fields(cls) if f.name != "is_new"}
+        values["state"] = JobState(values["state"])
+        for name in ("payload", "progress", "result"):
+            values[name] = _json(values[name])
+        return cls(**values, is_new=is_new)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobSpec:
+    """What to enqueue: the arguments of `Queue.enqueue`, as a value for `enqueue_many`.
+
+    Args:
+        kind: the handler's name in the worker's registry.
+        payload: any JSON-serialisable value handed to the handler.
+        queue: the queue's name; `None` takes the Queue's default.
+        priority: smaller runs first.
+        run_at: earliest start (aware datetime); exclusive with `delay`.
+        delay: earliest start relative to the database's `now()`.
+        max_attempts: attempts before the job is failed; `None` takes the Queue's default.
+        timeout: per-attempt time limit; the handler is cancelled when it is reached.
+        idempotency_key: a second enqueue with the same key returns the first job.
+        concurrency_key: jobs sharing it never run more than `concurrency_limit` at once.
+        concurrency_limit: required with `concurrency_key`, >= 1.
+    """
+
+    kind: str
+    payload: Any = None
+    queue: str | None = None
+    priority: int = 0
+    run_at: datetime | None = None
+    delay: timedelta | None = None
+    max_attempts: int | None = None
+    timeout: timedelta | None = None
+    idempotency_key: str | None = None
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.kind or len(self.kind) > 128:
+            raise ValueError("kind must be 1-128 characters, e.g. 'storyboard.generate'")
+        if self.queue is not None and not 1 <= len(self.queue) <= 128:
+            raise ValueError("queue must be 1-128 characters, or None for the default queue")
+        if self.run_at is not None and self.delay is not None:
+            raise ValueError("give run_at or delay, not both")
+        if self.run_at is not None and self.run_at.tzinfo is None:
+            raise ValueError("run_at must be timezone-aware, e.g. datetime.now(timezone.utc)")
+        if self.max_attempts is not None and self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
+        if self.timeout is not None and self.timeout <= timedelta(0):
+            raise ValueError("timeout must be positive, or None for no time limit")
+        if (self.concurrency_key is None) != (self.concurrency_limit is None):
+            raise ValueError("give concurrency_key and concurrency_limit together")
+        if self.concurrency_limit is not None and self.concurrency_limit < 1:
+            raise ValueError(f"concurrency_limit must be >= 1, got {self.concurrency_limit}")
+        if not -(2**31) <= self.priority < 2**31:
+            raise ValueError("priority must fit a 32-bit integer")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class QueueStats:
+    """One row of `pgqueue.queue_stats`."""
+
+    queue: str
+    waiting: int
+    delayed: int
+    active: int
+    completed: int
+    failed: int
+    cancelled: int
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> QueueStats:
+        """Build from a row of the view."""
+        return cls(**{f.name: record[f.name] for f in dataclasses.fields(cls)})

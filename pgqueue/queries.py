@@ -1,0 +1,247 @@
+"""Every SQL statement pgqueue runs, as named constants.
+
+Only `queue.py`, `worker/`, `heartbeat.py` and `reaper.py` execute these. Parameters are always
+`$n` placeholders; table names are fixed. Each statement that changes a job is a single
+statement decided by Postgres `now()`, and every write a worker makes about a job it holds is
+fenced by `id + lease_token + state = 'running'`.
+"""
+
+from __future__ import annotations
+
+# -- enqueue_jobs: insert a batch (one row per array element); duplicates of an idempotency key
+# -- are skipped here and read back by SELECT_JOBS_BY_IDEMPOTENCY_KEY in the same transaction.
+ENQUEUE_JOBS = """
+INSERT INTO pgqueue.jobs (queue, kind, payload, priority, run_at, max_attempts, timeout_s,
+                          idempotency_key, concurrency_key, concurrency_limit)
+SELECT l.queue, l.kind, l.payload::jsonb, l.priority,
+       coalesce(l.run_at, now() + make_interval(secs => l.delay_s)),
+       l.max_attempts, l.timeout_s, l.idempotency_key, l.concurrency_key, l.concurrency_limit
+FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::timestamptz[], $6::float8[],
+            $7::int[], $8::float8[], $9::text[], $10::text[], $11::int[])
+     WITH ORDINALITY AS l(queue, kind, payload, priority, run_at, delay_s, max_attempts, timeout_s,
+                          idempotency_key, concurrency_key, concurrency_limit, position)
+ORDER BY l.position
+ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING *
+"""
+
+# -- select_jobs_by_idempotency_key: the existing jobs that a batch's duplicates refer to
+SELECT_JOBS_BY_IDEMPOTENCY_KEY = """
+SELECT * FROM pgqueue.jobs WHERE idempotency_key = ANY($1::text[])
+"""
+
+# -- get_job: one job by id
+GET_JOB = """
+SELECT * FROM pgqueue.jobs WHERE id = $1
+"""
+
+# -- cancel_job: a queued job is cancelled at once; a running one is flagged for its worker,
+# -- which cancels the handler within a heartbeat. Terminal jobs are left as they are.
+CANCEL_JOB = """
+UPDATE pgqueue.jobs
+SET state = CASE WHEN state = 'queued' THEN 'cancelled'::pgqueue.job_state ELSE state END,
+    finished_at = CASE WHEN state = 'queued' THEN now() ELSE finished_at END,
+    last_error = CASE WHEN state = 'queued' THEN 'cancelled before it ran' ELSE last_error END,
+    cancel_requested_at = CASE WHEN state = 'running' THEN now() ELSE cancel_requested_at END
+WHERE id = $1 AND state IN ('queued', 'running')
+RETURNING *
+"""
+
+# -- claim_jobs: take up to $2 runnable jobs of the queues $1, in priority, run_at, id order.
+# -- The lateral subquery scans jobs_claim_idx once per queue, skipping rows other workers hold
+# -- and keys already at their limit. The slots CTE then locks the concurrency rows of the
+# -- candidates' keys: FOR UPDATE waits for a concurrent claimer and returns the count it
+# -- committed, so the final check below is exact across workers. The attempt counts here.
+CLAIM_JOBS = """
+WITH candidates AS MATERIALIZED (
+    SELECT c.*
+    FROM unnest($1::text[]) AS q(name)
+    CROSS JOIN LATERAL (
+        SELECT j.id, j.priority, j.run_at, j.concurrency_key, j.concurrency_limit
+        FROM pgqueue.jobs AS j
+        WHERE j.state = 'queued' AND j.queue = q.name AND j.run_at <= now()
+          AND (j.concurrency_key IS NULL OR NOT EXISTS (
+                SELECT 1 FROM pgqueue.concurrency_slots AS s
+                WHERE s.key = j.concurrency_key AND s.running >= j.concurrency_limit))
+        ORDER BY j.priority, j.run_at, j.id
+        LIMIT $2
+        FOR UPDATE OF j SKIP LOCKED
+    ) AS c
+), slots AS (
+    SELECT s.key, s.running
+    FROM pgqueue.concurrency_slots AS s
+    WHERE s.key IN (SELECT concurrency_key FROM candidates)
+    ORDER BY s.key
+    FOR UPDATE
+), chosen AS (
+    SELECT ranked.id
+    FROM (
+        SELECT c.id, c.priority, c.run_at,
+               c.concurrency_key IS NULL
+               OR row_number() OVER (PARTITION BY c.concurrency_key
+                                     ORDER BY c.priority, c.run_at, c.id)
+                  <= c.concurrency_limit - coalesce(s.running, c.concurrency_limit) AS allowed
+        FROM candidates AS c LEFT JOIN slots AS s ON s.key = c.concurrency_key
+    ) AS ranked
+    WHERE ranked.allowed
+    ORDER BY ranked.priority, ranked.run_at, ranked.id
+    LIMIT $2
+)
+UPDATE pgqueue.jobs AS j
+SET state = 'running',
+    attempts = j.attempts + 1,
+    worker_id = $3,
+    lease_token = nextval('pgqueue.lease_tokens'),
+    lease_expires_at = now() + make_interval(secs => $4),
+    started_at = now()
+FROM chosen
+WHERE j.id = chosen.id
+RETURNING j.*
+"""
+
+# -- renew_leases: one statement for all of a worker's jobs; also writes throttled progress.
+# -- Jobs missing from the result were lost (reaped, or cancelled while queued).
+RENEW_LEASES = """
+UPDATE pgqueue.jobs AS j
+SET lease_expires_at = now() + make_interval(secs => $3),
+    progress = coalesce(l.progress::jsonb, j.progress)
+FROM unnest($1::bigint[], $2::bigint[], $4::text[]) AS l(id, lease_token, progress)
+WHERE j.id = l.id AND j.lease_token = l.lease_token AND j.state = 'running'
+RETURNING j.id, j.cancel_requested_at IS NOT NULL AS cancel_requested
+"""
+
+# -- set_progress: fenced progress write from a running handler
+SET_PROGRESS = """
+UPDATE pgqueue.jobs SET progress = $3::jsonb
+WHERE id = $1 AND lease_token = $2 AND state = 'running'
+RETURNING cancel_requested_at IS NOT NULL AS cancel_requested
+"""
+
+# -- lock_held_job: inside a handler's transaction, prove the lease is still ours and hold the
+# -- row so the reaper cannot take it before the transaction commits.
+LOCK_HELD_JOB = """
+SELECT id FROM pgqueue.jobs
+WHERE id = $1 AND lease_token = $2 AND state = 'running'
+FOR NO KEY UPDATE
+"""
+
+# -- complete_job: fenced success
+COMPLETE_JOB = """
+UPDATE pgqueue.jobs
+SET state = 'succeeded', finished_at = now(), lease_expires_at = NULL,
+    result = $3::jsonb, progress = coalesce($4::jsonb, progress)
+WHERE id = $1 AND lease_token = $2 AND state = 'running'
+RETURNING *
+"""
+
+# -- fail_attempt: fenced failure; back to queued after $4 seconds when $3 (retryable) and
+# -- attempts remain, else failed for good. The database decides, from the row it locked.
+FAIL_ATTEMPT = """
+UPDATE pgqueue.jobs
+SET state = CASE WHEN $3 AND attempts < max_attempts THEN 'queued'::pgqueue.job_state
+                 ELSE 'failed'::pgqueue.job_state END,
+    run_at = CASE WHEN $3 AND attempts < max_attempts
+                  THEN now() + make_interval(secs => $4) ELSE run_at END,
+    finished_at = CASE WHEN $3 AND attempts < max_attempts THEN NULL ELSE now() END,
+    worker_id = CASE WHEN $3 AND attempts < max_attempts THEN NULL ELSE worker_id END,
+    lease_expires_at = NULL,
+    last_error = $5,
+    progress = coalesce($6::jsonb, progress)
+WHERE id = $1 AND lease_token = $2 AND state = 'running'
+RETURNING *
+"""
+
+# -- cancel_held_job: fenced; the handler was cancelled on request
+CANCEL_HELD_JOB = """
+UPDATE pgqueue.jobs
+SET state = 'cancelled', finished_at = now(), lease_expires_at = NULL, last_error = $3
+WHERE id = $1 AND lease_token = $2 AND state = 'running'
+RETURNING *
+"""
+
+# -- release_jobs: fenced; give jobs back at shutdown without spending their attempt
+RELEASE_JOBS = """
+WITH released AS (
+    UPDATE pgqueue.jobs AS j
+    SET state = 'queued', attempts = j.attempts - 1, run_at = now(), worker_id = NULL,
+        lease_expires_at = NULL
+    FROM unnest($1::bigint[], $2::bigint[]) AS l(id, lease_token)
+    WHERE j.id = l.id AND j.lease_token = l.lease_token AND j.state = 'running'
+    RETURNING j.id, j.queue
+)
+SELECT id, pg_notify('pgqueue_jobs', queue) FROM released
+"""
+
+# -- try_reaper_lock: one reaper at a time across all workers (transaction-scoped)
+TRY_REAPER_LOCK = """
+SELECT pg_try_advisory_xact_lock(hashtext('pgqueue.reaper'))
+"""
+
+# -- select_expired_leases: running jobs whose lease ended, locked for the reaper's transaction
+SELECT_EXPIRED_LEASES = """
+SELECT id, attempts FROM pgqueue.jobs
+WHERE state = 'running' AND lease_expires_at < now()
+ORDER BY lease_expires_at
+LIMIT $1
+FOR UPDATE SKIP LOCKED
+"""
+
+# -- reap_jobs: expired leases go back to queued after their backoff, or to failed when their
+# -- attempts are spent, or to cancelled when a cancel was pending. The lost attempt counts.
+REAP_JOBS = """
+WITH reaped AS (
+    UPDATE pgqueue.jobs AS j
+    SET state = CASE WHEN j.cancel_requested_at IS NOT NULL THEN 'cancelled'::pgqueue.job_state
+                     WHEN j.attempts < j.max_attempts THEN 'queued'::pgqueue.job_state
+                     ELSE 'failed'::pgqueue.job_state END,
+        run_at = CASE WHEN j.cancel_requested_at IS NULL AND j.attempts < j.max_attempts
+                      THEN now() + make_interval(secs => l.delay_s) ELSE j.run_at END,
+        finished_at = CASE WHEN j.cancel_requested_at IS NULL AND j.attempts < j.max_attempts
+                           THEN NULL ELSE now() END,
+        last_error = 'lease expired: worker ' || j.worker_id || ' stopped heartbeating',
+        worker_id = NULL,
+        lease_expires_at = NULL
+    FROM unnest($1::bigint[], $2::float8[]) AS l(id, delay_s)
+    WHERE j.id = l.id AND j.state = 'running' AND j.lease_expires_at < now()
+    RETURNING j.id, j.queue, j.kind, j.state, j.attempts, j.max_attempts
+)
+SELECT * FROM reaped
+"""
+
+# -- queue_stats: one row per queue
+QUEUE_STATS = """
+SELECT queue, waiting, delayed, active, completed, failed, cancelled
+FROM pgqueue.queue_stats ORDER BY queue
+"""
+
+# -- waiting_jobs: runnable jobs of the given queues (the backlog warning)
+COUNT_WAITING = """
+SELECT count(*) FROM pgqueue.jobs
+WHERE state = 'queued' AND queue = ANY($1::text[]) AND run_at <= now()
+"""
+
+# -- fold_finished_counts: collapse the counters' delta rows into one row per queue and state
+FOLD_FINISHED_COUNTS = """
+WITH folded AS (
+    DELETE FROM pgqueue.finished_counts RETURNING queue, state, n
+)
+INSERT INTO pgqueue.finished_counts (queue, state, n)
+SELECT queue, state, sum(n) FROM folded GROUP BY queue, state HAVING sum(n) <> 0
+"""
+
+# -- purge_finished: delete at most $3 jobs in the states $1 finished before now() - $2 seconds
+PURGE_FINISHED = """
+DELETE FROM pgqueue.jobs
+WHERE id IN (
+    SELECT id FROM pgqueue.jobs
+    WHERE finished_at < now() - make_interval(secs => $2) AND state = ANY($1::pgqueue.job_state[])
+    ORDER BY finished_at
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+)
+"""
+
+# -- ping: is this connection still alive?
+PING = """
+SELECT 1
+"""

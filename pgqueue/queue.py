@@ -1,0 +1,234 @@
+"""`Queue`: enqueue, inspect, cancel and maintain jobs. Used by applications and by workers."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from pgqueue import models, queries
+
+DEFAULT_QUEUE = "default"
+DEFAULT_MAX_ATTEMPTS = 3
+PURGE_BATCH = 1000  # rows per retention DELETE: short transactions, short locks
+
+
+class Queue:
+    """The producer's and inspector's handle on `pgqueue.jobs`.
+
+    Args:
+        pool: an asyncpg pool (or a single connection) on a database migrated by alembic.
+        default_queue: the queue of jobs enqueued without one.
+        max_attempts: the attempts of jobs enqueued without `max_attempts`.
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool | asyncpg.Connection,
+        *,
+        default_queue: str = DEFAULT_QUEUE,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
+        if not 1 <= len(default_queue) <= 128:
+            raise ValueError("default_queue must be 1-128 characters")
+        self._pool = pool
+        self.default_queue = default_queue
+        self.max_attempts = max_attempts
+
+    async def enqueue(
+        self,
+        kind: str,
+        payload: Any = None,
+        *,
+        queue: str | None = None,
+        priority: int = 0,
+        run_at: datetime | None = None,
+        delay: timedelta | None = None,
+        max_attempts: int | None = None,
+        timeout: timedelta | None = None,
+        idempotency_key: str | None = None,
+        concurrency_key: str | None = None,
+        concurrency_limit: int | None = None,
+        conn: asyncpg.Connection | None = None,
+    ) -> models.Job:
+        """Enqueue one job; see `models.JobSpec` for the arguments.
+
+        Args:
+            conn: run inside this connection's transaction, so the job commits (or rolls back)
+                with the caller's own rows. Without it, the job commits at once.
+
+        Returns:
+            The new job, or the existing one when `idempotency_key` matched (`is_new` False).
+        """
+        spec = models.JobSpec(
+            kind=kind,
+            payload=payload,
+            queue=queue,
+            priority=priority,
+            run_at=run_at,
+            delay=delay,
+            max_attempts=max_attempts,
+            timeout=timeout,
+            idempotency_key=idempotency_key,
+            concurrency_key=concurrency_key,
+            concurrency_limit=concurrency_limit,
+        )
+        (job,) = await self.enqueue_many([spec], conn=conn)
+        return job
+
+    async def enqueue_many(
+        self, specs: Sequence[models.JobSpec], *, conn: asyncpg.Connection | None = None
+    ) -> list[models.Job]:
+        """Enqueue many jobs in one round trip (two when idempotency keys repeat).
+
+        Returns the jobs in the order of `specs`; a spec whose idempotency key already exists
+        (in the table, or earlier in `specs`) yields the existing job with `is_new` False.
+        """
+        if not specs:
+            return []
+        columns = self._columns(specs)
+        keys = [spec.idempotency_key for spec in specs if spec.idempotency_key is not None]
+        if conn is not None:
+            return await self._enqueue(conn, specs, columns, keys)
+        async with self._acquire() as own:
+            if not keys:
+                return await self._enqueue(own, specs, columns, keys)
+            async with own.transaction():
+                return await self._enqueue(own, specs, columns, keys)
+
+    async def _enqueue(
+        self,
+        conn: asyncpg.Connection,
+        specs: Sequence[models.JobSpec],
+        columns: list[list[Any]],
+        keys: list[str],
+    ) -> list[models.Job]:
+        inserted = [
+            models.Job.from_record(r) for r in await conn.fetch(queries.ENQUEUE_JOBS, *columns)
+        ]
+        by_key = {job.idempotency_key: job for job in inserted if job.idempotency_key is not None}
+        missing = [key for key in keys if key not in by_key]
+        if missing:
+            # Same transaction, new snapshot: a concurrent enqueue of the same key has committed
+            # by now (the unique index made our INSERT wait for it), so its row is visible.
+            for record in await conn.fetch(queries.SELECT_JOBS_BY_IDEMPOTENCY_KEY, missing):
+                by_key[record["idempotency_key"]] = models.Job.from_record(record, is_new=False)
+        # Rows without a key were inserted in input order, so their ids ascend with it.
+        unkeyed = iter(sorted((j for j in inserted if not j.idempotency_key), key=lambda j: j.id))
+        result: list[models.Job] = []
+        first_seen: set[str] = set()
+        for spec in specs:
+            key = spec.idempotency_key
+            if key is None:
+                result.append(next(unkeyed))
+                continue
+            job = by_key[key]
+            if key in first_seen and job.is_new:
+                job = dataclasses.replace(job, is_new=False)
+            first_seen.add(key)
+            result.append(job)
+        return result
+
+    def _columns(self, specs: Sequence[models.JobSpec]) -> list[list[Any]]:
+        return [
+            [spec.queue or self.default_queue for spec in specs],
+            [spec.kind for spec in specs],
+            [json.dumps(spec.payload if spec.payload is not None else {}) for spec in specs],
+            [spec.priority for spec in specs],
+            [spec.run_at for spec in specs],
+            [spec.delay.total_seconds() if spec.delay else 0.0 for spec in specs],
+            [spec.max_attempts or self.max_attempts for spec in specs],
+            [spec.timeout.total_seconds() if spec.timeout else None for spec in specs],
+            [spec.idempotency_key for spec in specs],
+            [spec.concurrency_key for spec in specs],
+            [spec.concurrency_limit for spec in specs],
+        ]
+
+    async def get(
+        self, job_id: int, *, conn: asyncpg.Connection | None = None
+    ) -> models.Job | None:
+        """The job with this id, or None."""
+        async with self._acquire(conn) as c:
+            record = await c.fetchrow(queries.GET_JOB, job_id)
+        return models.Job.from_record(record) if record else None
+
+    async def cancel(
+        self, job_id: int, *, conn: asyncpg.Connection | None = None
+    ) -> models.Job | None:
+        """Cancel a job: at once when queued; within a heartbeat when running.
+
+        Returns the job as it is after the call, or None when no such job exists. A terminal
+        job is returned unchanged.
+        """
+        async with self._acquire(conn) as c:
+            record = await c.fetchrow(queries.CANCEL_JOB, job_id)
+            if record is None:
+                record = await c.fetchrow(queries.GET_JOB, job_id)
+        return models.Job.from_record(record) if record else None
+
+    async def stats(self) -> dict[str, models.QueueStats]:
+        """Counts per queue, from the `pgqueue.queue_stats` view (cheap at any table size)."""
+        async with self._acquire() as c:
+            records = await c.fetch(queries.QUEUE_STATS)
+        return {r["queue"]: models.QueueStats.from_record(r) for r in records}
+
+    async def count_waiting(self, queues: Sequence[str]) -> int:
+        """Runnable jobs (queued, `run_at` passed) in these queues."""
+        async with self._acquire() as c:
+            count: int = await c.fetchval(queries.COUNT_WAITING, list(queues))
+        return count
+
+    async def purge_finished(
+        self,
+        *,
+        succeeded_older_than: timedelta,
+        failed_older_than: timedelta,
+        batch_size: int = PURGE_BATCH,
+        max_batches: int = 100,
+    ) -> int:
+        """Delete old finished jobs in small batches; returns how many were deleted.
+
+        Succeeded and cancelled jobs go after `succeeded_older_than`, failed ones after
+        `failed_older_than`. Each batch is its own short transaction.
+        """
+        rules = [
+            (["succeeded", "cancelled"], succeeded_older_than.total_seconds()),
+            (["failed"], failed_older_than.total_seconds()),
+        ]
+        deleted = 0
+        async with self._acquire() as c:
+            for states, age_s in rules:
+                for _ in range(max_batches):
+                    status = await c.execute(queries.PURGE_FINISHED, states, age_s, batch_size)
+                    count = int(status.split()[-1])
+                    deleted += count
+                    if count < batch_size:
+                        break
+            await c.execute(queries.FOLD_FINISHED_COUNTS)
+        return deleted
+
+    def _acquire(self, conn: asyncpg.Connection | None = None) -> Any:
+        if conn is not None:
+            return _Borrowed(conn)
+        if isinstance(self._pool, asyncpg.Connection):
+            return _Borrowed(self._pool)
+        return self._pool.acquire()
+
+
+class _Borrowed:
+    """An async context manager that lends a connection the caller owns."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def __aenter__(self) -> asyncpg.Connection:
+        return self._conn
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None

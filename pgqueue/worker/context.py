@@ -1,0 +1,108 @@
+"""`JobContext`: what a handler sees of its job: payload, progress, a fenced transaction."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import asyncpg
+
+from pgqueue import errors, models, queries
+
+ProgressHook = Callable[[models.Job, dict[str, Any]], Awaitable[None]]
+
+
+class JobContext:
+    """Handed to a handler for one attempt of one job.
+
+    Args:
+        job: the job as claimed (attempts already counts this attempt).
+        pool: the worker's connection pool.
+        state: the value the registry's lifespan yielded.
+        progress_interval_s: at most one progress write per this many seconds; throttled
+            updates are kept and written by the next heartbeat or with the final state.
+        on_progress: called with each progress update (the worker's event hook).
+    """
+
+    def __init__(
+        self,
+        job: models.Job,
+        pool: asyncpg.Pool,
+        *,
+        state: Any = None,
+        progress_interval_s: float = 1.0,
+        on_progress: ProgressHook | None = None,
+    ) -> None:
+        if job.lease_token is None:
+            raise ValueError("a JobContext needs a claimed job (with a lease_token)")
+        self.job = job
+        self.state = state
+        self._pool = pool
+        self._token: int = job.lease_token
+        self._interval_s = progress_interval_s
+        self._on_progress = on_progress
+        self._last_write = float("-inf")
+        self.pending_progress: dict[str, Any] | None = None
+        self.latest_progress: dict[str, Any] | None = None
+
+    @property
+    def payload(self) -> Any:
+        """The job's payload."""
+        return self.job.payload
+
+    @property
+    def attempt(self) -> int:
+        """This attempt's number, from 1."""
+        return self.job.attempts
+
+    async def progress(
+        self, percent: float | None = None, message: str | None = None, **data: Any
+    ) -> None:
+        """Record progress: `{"percent", "message", **data}` into the job's `progress` column.
+
+        Writes at most once per `progress_interval_s`; a throttled update is written later, so
+        the last one always lands. Raises `LeaseLost` when the job is no longer ours.
+        """
+        if percent is not None and not 0 <= percent <= 100:
+            raise ValueError(f"percent must be within 0-100, got {percent}")
+        value: dict[str, Any] = dict(data)
+        if percent is not None:
+            value["percent"] = percent
+        if message is not None:
+            value["message"] = message
+        self.latest_progress = value
+        if self._on_progress is not None:
+            await self._on_progress(self.job, value)
+        now = time.monotonic()
+        if now - self._last_write < self._interval_s:
+            self.pending_progress = value
+            return
+        self._last_write = now
+        self.pending_progress = None
+        async with self._pool.acquire() as conn:
+            record = await conn.fetchrow(
+                queries.SET_PROGRESS, self.job.id, self._token, json.dumps(value)
+            )
+        if record is None:
+            raise errors.LeaseLost()
+
+    def take_pending_progress(self) -> str | None:
+        """The throttled update not yet written, as JSON (and forget it), for a batched write."""
+        value, self.pending_progress = self.pending_progress, None
+        return None if value is None else json.dumps(value)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        """A transaction that commits only while this worker still holds the job.
+
+        The job's row is locked first, so the reaper cannot take the job until the
+        transaction ends; if the lease is already lost, `LeaseLost` is raised and nothing the
+        block would have written commits.
+        """
+        async with self._pool.acquire() as conn, conn.transaction():
+            if await conn.fetchrow(queries.LOCK_HELD_JOB, self.job.id, self._token) is None:
+                raise errors.LeaseLost()
+            yield conn

@@ -1,0 +1,407 @@
+"""`Worker`: claims jobs into free slots, runs them, keeps their leases, and stops gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+
+from pgqueue import heartbeat, models, queries, retry
+from pgqueue.queue import Queue
+from pgqueue.reaper import Reaper
+from pgqueue.registry import Registry
+from pgqueue.worker import events
+from pgqueue.worker.context import JobContext
+from pgqueue.worker.listener import Listener
+from pgqueue.worker.runner import TRANSIENT_ERRORS, JobRunner, RunningJob, StopReason
+
+logger = logging.getLogger("pgqueue.worker")
+
+DEFAULT_CONCURRENCY = 3
+DEFAULT_LEASE_S = 30.0  # seconds
+DEFAULT_POLL_INTERVAL_S = 3.0  # seconds; the fallback when no notification arrives
+DEFAULT_SHUTDOWN_GRACE_S = 30.0  # seconds
+DEFAULT_BACKLOG_WARN = 10  # runnable jobs
+DEFAULT_MAINTENANCE_INTERVAL_S = 60.0  # seconds between retention passes
+BACKLOG_CHECK_INTERVAL_S = 10.0  # seconds between backlog checks
+BACKLOG_WARN_EVERY_S = 60.0  # seconds between two backlog warnings
+SIDE_LOOP_ERROR_DELAY_S = 1.0  # seconds a side loop waits after an error
+
+
+class Worker:
+    """Runs jobs from `queues` with the handlers of `registry`.
+
+    Args:
+        dsn: the database (a libpq URL); the worker opens its own pool and LISTEN connection.
+        registry: the handlers, by kind.
+        queues: the queues to take jobs from.
+        concurrency: the most jobs run at once.
+        lease_s: a claimed job's lease; heartbeats renew it every third of it.
+        poll_interval_s: how often to look for jobs when no notification arrives.
+        retry_policy: the backoff of failed attempts.
+        shutdown_grace_s: on stop, how long running jobs may finish before they are cancelled
+            and released without spending their attempt.
+        burst: run what is runnable now, then stop.
+        backlog_warn: log a warning when more runnable jobs than this wait.
+        progress_interval_s: the most often one job's progress is written.
+        reap_interval_s: how often expired leases are looked for (default: a quarter lease).
+        retention_succeeded: succeeded and cancelled jobs are deleted after this.
+        retention_failed: failed jobs are deleted after this.
+        maintenance_interval_s: how often retention runs.
+        worker_id: this worker's name in `jobs.worker_id` (default: host, pid and a nonce).
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        registry: Registry,
+        *,
+        queues: Sequence[str] = ("default",),
+        concurrency: int = DEFAULT_CONCURRENCY,
+        lease_s: float = DEFAULT_LEASE_S,
+        poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
+        retry_policy: retry.RetryPolicy | None = None,
+        shutdown_grace_s: float = DEFAULT_SHUTDOWN_GRACE_S,
+        burst: bool = False,
+        backlog_warn: int = DEFAULT_BACKLOG_WARN,
+        progress_interval_s: float = 1.0,
+        reap_interval_s: float | None = None,
+        retention_succeeded: timedelta = timedelta(days=7),
+        retention_failed: timedelta = timedelta(days=30),
+        maintenance_interval_s: float = DEFAULT_MAINTENANCE_INTERVAL_S,
+        worker_id: str | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        if not queues:
+            raise ValueError("give at least one queue, e.g. queues=['default']")
+        if lease_s <= 0 or poll_interval_s <= 0:
+            raise ValueError("lease_s and poll_interval_s must be positive seconds")
+        if shutdown_grace_s < 0:
+            raise ValueError("shutdown_grace_s must be >= 0")
+        self.dsn = dsn
+        self.registry = registry
+        self.queues = list(dict.fromkeys(queues))
+        self.concurrency = concurrency
+        self.lease_s = lease_s
+        self.poll_interval_s = poll_interval_s
+        self.retry_policy = retry_policy or retry.RetryPolicy()
+        self.shutdown_grace_s = shutdown_grace_s
+        self.burst = burst
+        self.backlog_warn = backlog_warn
+        self.progress_interval_s = progress_interval_s
+        self.reap_interval_s = reap_interval_s or max(0.05, lease_s / 4)
+        self.retention_succeeded = retention_succeeded
+        self.retention_failed = retention_failed
+        self.maintenance_interval_s = maintenance_interval_s
+        self.worker_id = worker_id or f"{socket.gethostname()}:{_pid()}:{uuid.uuid4().hex[:8]}"
+        self.hooks = events.Hooks()
+        self._running: dict[int, RunningJob] = {}
+        self._wake = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._pool: asyncpg.Pool | None = None
+        self._listener: Listener | None = None
+        self._last_backlog_warning = float("-inf")
+
+    def on(self, name: events.EventName, hook: events.Hook) -> None:
+        """Call `hook(event)` on each `name` event: active, progress, completed, failed, stalled."""
+        self.hooks.add(name, hook)
+
+    def stop(self) -> None:
+        """Ask the worker to stop: no more claims; running jobs get the grace period."""
+        if not self._stopping.is_set():
+            logger.info("worker stopping", extra={"action": "worker_stopping"})
+        self._stopping.set()
+        self._wake.set()
+
+    @property
+    def running_job_ids(self) -> list[int]:
+        """The jobs this worker holds now."""
+        return list(self._running)
+
+    @property
+    def listener_pid(self) -> int | None:
+        """The backend pid of the LISTEN connection, when connected (for tests and tooling)."""
+        return self._listener.backend_pid if self._listener else None
+
+    async def run(self) -> None:
+        """Run until `stop()` (or, with `burst`, until nothing is runnable)."""
+        pool = await _create_pool(self.dsn, max_size=self.concurrency + 4)
+        self._pool = pool
+        self._listener = Listener(
+            self.dsn, self.queues, self._wake.set, ping_interval_s=self.poll_interval_s
+        )
+        runner = JobRunner(pool, self.registry, self.retry_policy, self.hooks, self.lease_s)
+        logger.info(
+            "worker %s started: queues=%s concurrency=%d",
+            self.worker_id,
+            ",".join(self.queues),
+            self.concurrency,
+            extra={"action": "worker_started", "worker_id": self.worker_id},
+        )
+        try:
+            async with self.registry.lifespan() as state:
+                side_tasks = [
+                    asyncio.create_task(self._listener.run(), name="pgqueue-listener"),
+                    asyncio.create_task(
+                        self._side_loop("heartbeat", self._heartbeat_once, self.lease_s / 3),
+                        name="pgqueue-heartbeat",
+                    ),
+                    asyncio.create_task(
+                        self._side_loop("reaper", self._reap_once, self.reap_interval_s),
+                        name="pgqueue-reaper",
+                    ),
+                    asyncio.create_task(
+                        self._side_loop(
+                            "maintenance", self._maintain_once, self.maintenance_interval_s
+                        ),
+                        name="pgqueue-maintenance",
+                    ),
+                    asyncio.create_task(
+                        self._side_loop("backlog", self._check_backlog, BACKLOG_CHECK_INTERVAL_S),
+                        name="pgqueue-backlog",
+                    ),
+                ]
+                supervisor = asyncio.create_task(
+                    self._supervise(side_tasks), name="pgqueue-supervisor"
+                )
+                try:
+                    await self._claim_loop(runner, state)
+                    await self._drain()
+                finally:
+                    supervisor.cancel()
+                    for task in side_tasks:
+                        task.cancel()
+                    await asyncio.gather(supervisor, *side_tasks, return_exceptions=True)
+        finally:
+            await pool.close()
+            self._pool = None
+            logger.info("worker %s stopped", self.worker_id, extra={"action": "worker_stopped"})
+
+    async def _claim_loop(self, runner: JobRunner, state: Any) -> None:
+        assert self._pool is not None
+        failures = 0
+        while not self._stopping.is_set():
+            free = self.concurrency - len(self._running)
+            if free <= 0:
+                # Every slot is busy: sleep until one frees rather than polling the database.
+                self._slot_freed.clear()
+                await _wait_any(self._slot_freed, self._stopping)
+                continue
+            self._wake.clear()
+            try:
+                async with self._pool.acquire() as conn:
+                    records = await conn.fetch(
+                        queries.CLAIM_JOBS, self.queues, free, self.worker_id, self.lease_s
+                    )
+                failures = 0
+            except TRANSIENT_ERRORS as exc:
+                failures += 1
+                delay = min(self.poll_interval_s, 0.05 * 2**failures)
+                logger.warning(
+                    "claim failed (%s); retrying in %.2fs",
+                    exc,
+                    delay,
+                    extra={"action": "claim_failed"},
+                )
+                await _wait_any(self._stopping, timeout=delay)
+                continue
+            for record in records:
+                self._start(runner, models.Job.from_record(record), state)
+            if len(records) == free:
+                continue  # maybe more are waiting: claim again at once
+            if self.burst:
+                if not self._running:
+                    return
+                self._slot_freed.clear()
+                await _wait_any(self._slot_freed, self._stopping)
+                continue
+            # Jittered so that many idle workers do not poll in lockstep.
+            timeout = self.poll_interval_s * random.uniform(0.8, 1.0)
+            await _wait_any(self._wake, self._stopping, timeout=timeout)
+
+    def _start(self, runner: JobRunner, job: models.Job, state: Any) -> None:
+        assert self._pool is not None
+
+        async def on_progress(job: models.Job, value: dict[str, Any]) -> None:
+            await self.hooks.emit(events.Event("progress", job.id, job=job, progress=value))
+
+        context = JobContext(
+            job,
+            self._pool,
+            state=state,
+            progress_interval_s=self.progress_interval_s,
+            on_progress=on_progress,
+        )
+        running = RunningJob(
+            job=job, context=context, lease_deadline=time.monotonic() + self.lease_s
+        )
+        running.task = asyncio.create_task(runner.run(running), name=f"pgqueue-job-{job.id}")
+        self._running[job.id] = running
+        running.task.add_done_callback(lambda _task: self._finished(job.id))
+
+    def _finished(self, job_id: int) -> None:
+        running = self._running.pop(job_id, None)
+        if running is not None and running.task is not None and not running.task.cancelled():
+            exc = running.task.exception()
+            if exc is not None:  # JobRunner.run never raises; if it did, it is a bug
+                logger.error(
+                    "job %s runner crashed",
+                    job_id,
+                    exc_info=exc,
+                    extra={"action": "runner_crashed"},
+                )
+        self._slot_freed.set()
+        self._wake.set()
+
+    async def _drain(self) -> None:
+        """Let running jobs finish within the grace period, then cancel and release the rest."""
+        tasks = [r.task for r in self._running.values() if r.task is not None]
+        if not tasks:
+            return
+        if self.shutdown_grace_s > 0:
+            logger.info(
+                "waiting up to %.1fs for %d running job(s)",
+                self.shutdown_grace_s,
+                len(tasks),
+                extra={"action": "worker_draining"},
+            )
+            await asyncio.wait(tasks, timeout=self.shutdown_grace_s)
+        for running in list(self._running.values()):
+            running.stop_reason = StopReason.SHUTDOWN
+            if running.task is not None:
+                running.task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _supervise(self, tasks: list[asyncio.Task[None]]) -> None:
+        # Side loops never return on their own; if one does, the worker cannot keep its
+        # promises (leases, wake-ups), so it stops rather than limp on.
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            exc = None if task.cancelled() else task.exception()
+            logger.error(
+                "%s stopped unexpectedly; stopping the worker",
+                task.get_name(),
+                exc_info=exc,
+                extra={"action": "side_task_died"},
+            )
+        self.stop()
+
+    async def _side_loop(
+        self, name: str, once: Callable[[], Awaitable[None]], interval_s: float
+    ) -> None:
+        while True:
+            try:
+                await once()
+            except Exception as exc:  # a side loop survives anything a database can throw
+                log = logger.warning if isinstance(exc, TRANSIENT_ERRORS) else logger.exception
+                log("%s failed: %s", name, exc, extra={"action": f"{name}_failed"})
+                await asyncio.sleep(min(interval_s, SIDE_LOOP_ERROR_DELAY_S))
+                continue
+            await asyncio.sleep(interval_s)
+
+    async def _heartbeat_once(self) -> None:
+        assert self._pool is not None
+        now = time.monotonic()
+        # A lease we could not renew in time may belong to someone else by now: stop the
+        # handler before it does more work for nothing (its writes would be refused anyway).
+        for running in list(self._running.values()):
+            if now > running.lease_deadline:
+                self._cancel(running, StopReason.LEASE_LOST)
+        held = [r for r in self._running.values() if r.stop_reason is None]
+        if not held:
+            return
+        leases = [
+            heartbeat.HeldLease(r.job.id, r.lease_token, r.context.take_pending_progress())
+            for r in held
+        ]
+        sent_at = time.monotonic()
+        async with self._pool.acquire() as conn:
+            renewal = await heartbeat.renew(conn, leases, self.lease_s)
+        for job_id in renewal.renewed:
+            if job_id in self._running:
+                self._running[job_id].lease_deadline = sent_at + self.lease_s
+        for job_id in renewal.cancel_requested:
+            if job_id in self._running:
+                self._cancel(self._running[job_id], StopReason.CANCEL_REQUESTED)
+        for job_id in renewal.lost:
+            if job_id in self._running:
+                self._cancel(self._running[job_id], StopReason.LEASE_LOST)
+
+    def _cancel(self, running: RunningJob, reason: StopReason) -> None:
+        if running.stop_reason is None and running.task is not None:
+            running.stop_reason = reason
+            running.task.cancel()
+
+    async def _reap_once(self) -> None:
+        assert self._pool is not None
+        async with self._pool.acquire() as conn:
+            reaped = await Reaper(self.retry_policy).run_once(conn)
+        for job in reaped:
+            await self.hooks.emit(
+                events.Event(
+                    "stalled",
+                    job.id,
+                    error="lease expired",
+                    will_retry=job.state is models.JobState.QUEUED,
+                )
+            )
+        if any(job.state is models.JobState.QUEUED for job in reaped):
+            self._wake.set()
+
+    async def _maintain_once(self) -> None:
+        assert self._pool is not None
+        deleted = await Queue(self._pool).purge_finished(
+            succeeded_older_than=self.retention_succeeded, failed_older_than=self.retention_failed
+        )
+        if deleted:
+            logger.info(
+                "retention deleted %d finished job(s)", deleted, extra={"action": "retention"}
+            )
+
+    async def _check_backlog(self) -> None:
+        assert self._pool is not None
+        waiting = await Queue(self._pool).count_waiting(self.queues)
+        now = time.monotonic()
+        if waiting > self.backlog_warn and now - self._last_backlog_warning >= BACKLOG_WARN_EVERY_S:
+            self._last_backlog_warning = now
+            logger.warning(
+                "backlog: %d runnable jobs waiting (threshold %d)",
+                waiting,
+                self.backlog_warn,
+                extra={"action": "backlog", "waiting": waiting},
+            )
+
+
+async def _create_pool(dsn: str, *, max_size: int) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size)
+    assert pool is not None
+    return pool
+
+
+async def _wait_any(*flags: asyncio.Event, timeout: float | None = None) -> None:
+    """Return when any of `flags` is set, or after `timeout` seconds."""
+    waiters = [asyncio.ensure_future(flag.wait()) for flag in flags]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*waiters, return_exceptions=True)
+
+
+def _pid() -> int:
+    import os
+
+    return os.getpid()
