@@ -109,6 +109,7 @@ class Worker:
         self._wake = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._abort = asyncio.Event()
         self._pool: asyncpg.Pool | None = None
         self._listener: Listener | None = None
         self._last_backlog_warning = float("-inf")
@@ -117,11 +118,18 @@ class Worker:
         """Call `hook(event)` on each `name` event: active, progress, completed, failed, stalled."""
         self.hooks.add(name, hook)
 
-    def stop(self) -> None:
-        """Ask the worker to stop: no more claims; running jobs get the grace period."""
+    def stop(self, *, immediate: bool = False) -> None:
+        """Ask the worker to stop claiming; running jobs get the grace period.
+
+        Args:
+            immediate: skip (or cut short) the grace period: running jobs are cancelled and
+                released at once, their attempts not spent.
+        """
         if not self._stopping.is_set():
             logger.info("worker stopping", extra={"action": "worker_stopping"})
         self._stopping.set()
+        if immediate:
+            self._abort.set()
         self._wake.set()
 
     @property
@@ -276,7 +284,9 @@ class Worker:
                 len(tasks),
                 extra={"action": "worker_draining"},
             )
-            await asyncio.wait(tasks, timeout=self.shutdown_grace_s)
+            all_done = asyncio.ensure_future(asyncio.wait(tasks))
+            await _wait_any_future(all_done, self._abort, timeout=self.shutdown_grace_s)
+            all_done.cancel()
         for running in list(self._running.values()):
             running.stop_reason = StopReason.SHUTDOWN
             if running.task is not None:
@@ -399,6 +409,17 @@ async def _wait_any(*flags: asyncio.Event, timeout: float | None = None) -> None
             waiter.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*waiters, return_exceptions=True)
+
+
+async def _wait_any_future(
+    future: asyncio.Future[Any], flag: asyncio.Event, *, timeout: float
+) -> None:
+    """Return when `future` is done, `flag` is set, or `timeout` seconds passed."""
+    waiter: asyncio.Future[Any] = asyncio.ensure_future(flag.wait())
+    try:
+        await asyncio.wait([future, waiter], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
 
 
 def _pid() -> int:

@@ -1,0 +1,109 @@
+"""`python -m pgqueue.worker MODULE:ATTR`: the worker daemon.
+
+MODULE:ATTR names a `Registry` (or a function returning one). Settings come from the
+environment (`PGQUEUE_*`, `DATABASE_URL`); flags override them. Without DATABASE_URL the
+worker uses the embedded server of `./.pgdata` (started if it is not running).
+Exit status: 0 after a clean (also signalled) stop, 2 on bad arguments, 1 on a crash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import sys
+from collections.abc import Sequence
+from datetime import timedelta
+
+from pgqueue import logs
+from pgqueue.registry import Registry
+from pgqueue.settings import QueueSettings
+from pgqueue.worker import signals
+from pgqueue.worker.core import Worker
+
+EMBEDDED_DIR = ".pgdata"  # relative to the working directory, like `make run`'s
+
+
+def load_registry(target: str) -> Registry:
+    """Import `module:attr` and return the Registry it names."""
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"expected MODULE:ATTR, e.g. service.jobs:registry; got {target!r}")
+    value = getattr(importlib.import_module(module_name), attr)
+    if callable(value) and not isinstance(value, Registry):
+        value = value()
+    if not isinstance(value, Registry):
+        raise ValueError(f"{target} is a {type(value).__name__}, not a pgqueue Registry")
+    return value
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m pgqueue.worker",
+        description="Run pgqueue jobs with the handlers of a registry.",
+    )
+    parser.add_argument("registry", help="MODULE:ATTR of a pgqueue Registry")
+    parser.add_argument("--concurrency", type=int, help="jobs run at once (PGQUEUE_CONCURRENCY)")
+    parser.add_argument(
+        "--queue",
+        action="append",
+        dest="queues",
+        metavar="Q",
+        help="a queue to take jobs from; repeat for several (PGQUEUE_QUEUES, default 'default')",
+    )
+    parser.add_argument("--burst", action="store_true", help="run what is runnable, then exit")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text")
+    args = parser.parse_args(argv)
+    if args.concurrency is not None and args.concurrency < 1:
+        parser.error("--concurrency must be >= 1")
+    return args
+
+
+def build_worker(args: argparse.Namespace, settings: QueueSettings, dsn: str) -> Worker:
+    """A Worker from the flags, falling back on the settings."""
+    return Worker(
+        dsn,
+        load_registry(args.registry),
+        queues=args.queues or settings.queues,
+        concurrency=args.concurrency or settings.concurrency,
+        lease_s=settings.lease_s,
+        poll_interval_s=settings.poll_interval_s,
+        retry_policy=settings.retry_policy(),
+        shutdown_grace_s=settings.shutdown_grace_s,
+        burst=args.burst,
+        backlog_warn=settings.backlog_warn,
+        progress_interval_s=settings.progress_interval_s,
+        retention_succeeded=timedelta(seconds=settings.retention_succeeded_s),
+        retention_failed=timedelta(seconds=settings.retention_failed_s),
+    )
+
+
+async def serve(worker: Worker) -> None:
+    """Run `worker` until it stops; SIGTERM/SIGINT stop it gracefully."""
+    with signals.on_stop(worker.stop, lambda: worker.stop(immediate=True)):
+        await worker.run()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    args = parse_args(argv)
+    logs.configure(args.log_level, args.log_format)
+    settings = QueueSettings()
+    dsn = settings.database_url
+    if dsn is None:
+        from pgqueue.embedded import EmbeddedPostgres
+
+        dsn = EmbeddedPostgres(EMBEDDED_DIR).start()
+    try:
+        worker = build_worker(args, settings, dsn)
+    except (ValueError, ImportError, AttributeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    asyncio.run(serve(worker))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
