@@ -1,0 +1,130 @@
+"""Enqueue: options stored, batches in order, transactions honoured, idempotency under races."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from pgqueue import JobSpec, JobState, Queue
+
+
+async def test_enqueue_stores_every_option(queue: Queue) -> None:
+    run_at = datetime(2030, 1, 1, tzinfo=UTC)
+    job = await queue.enqueue(
+        "email.send",
+        {"to": "a@example.com"},
+        queue="mail",
+        priority=-5,
+        run_at=run_at,
+        max_attempts=7,
+        timeout=timedelta(seconds=12),
+        idempotency_key="mail-1",
+        concurrency_key="tenant-1",
+        concurrency_limit=2,
+    )
+    assert job.is_new
+    assert (job.queue, job.kind, job.payload) == ("mail", "email.send", {"to": "a@example.com"})
+    assert (job.state, job.priority, job.attempts, job.max_attempts) == (JobState.QUEUED, -5, 0, 7)
+    assert (job.run_at, job.timeout_s) == (run_at, 12.0)
+    assert (job.concurrency_key, job.concurrency_limit) == ("tenant-1", 2)
+    assert await queue.get(job.id) == job
+
+
+async def test_delay_is_relative_to_database_now(queue: Queue, pool: asyncpg.Pool) -> None:
+    job = await queue.enqueue("k", delay=timedelta(minutes=10))
+    seconds = await pool.fetchval(
+        "SELECT extract(epoch FROM run_at - created_at) FROM pgqueue.jobs WHERE id = $1", job.id
+    )
+    assert 599 < seconds < 601
+
+
+async def test_enqueue_many_returns_jobs_in_input_order(queue: Queue) -> None:
+    specs = [
+        JobSpec(kind="k", payload=i, idempotency_key=f"key-{i}" if i % 2 else None)
+        for i in range(50)
+    ]
+    jobs = await queue.enqueue_many(specs)
+    assert [job.payload for job in jobs] == list(range(50))
+    assert all(job.is_new for job in jobs)
+
+
+async def test_duplicate_keys_return_the_first_job_and_add_no_row(
+    queue: Queue, pool: asyncpg.Pool
+) -> None:
+    first = await queue.enqueue("k", {"n": 1}, idempotency_key="same")
+    again = await queue.enqueue("k", {"n": 2}, idempotency_key="same")
+    batch = await queue.enqueue_many(
+        [
+            JobSpec(kind="k", idempotency_key="same"),
+            JobSpec(kind="k", idempotency_key="new"),
+            JobSpec(kind="k", idempotency_key="new"),
+        ]
+    )
+    assert again.id == first.id and not again.is_new and again.payload == {"n": 1}
+    assert batch[0].id == first.id and not batch[0].is_new
+    assert batch[1].is_new and batch[2].id == batch[1].id and not batch[2].is_new
+    assert await pool.fetchval("SELECT count(*) FROM pgqueue.jobs") == 2
+
+
+async def test_concurrent_enqueues_of_one_key_make_one_row(
+    queue: Queue, pool: asyncpg.Pool
+) -> None:
+    jobs = await asyncio.gather(*(queue.enqueue("k", idempotency_key="race") for _ in range(20)))
+    assert len({job.id for job in jobs}) == 1
+    assert sum(job.is_new for job in jobs) == 1
+    assert await pool.fetchval("SELECT count(*) FROM pgqueue.jobs") == 1
+
+
+async def test_enqueue_joins_the_callers_transaction(queue: Queue, pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        with pytest.raises(RuntimeError):
+            async with conn.transaction():
+                await queue.enqueue("k", conn=conn)
+                raise RuntimeError("the app's own write failed")
+        async with conn.transaction():
+            await queue.enqueue("k", {"kept": True}, conn=conn)
+    rows = await pool.fetch("SELECT payload FROM pgqueue.jobs")
+    assert [r["payload"] for r in rows] == ['{"kept": true}']
+
+
+async def test_enqueue_notifies_listeners_once_per_queue(queue: Queue, db_url: str) -> None:
+    conn = await asyncpg.connect(db_url)
+    received: list[str] = []
+    await conn.add_listener("pgqueue_jobs", lambda *args: received.append(args[-1]))
+    try:
+        await queue.enqueue_many(
+            [JobSpec(kind="k") for _ in range(100)] + [JobSpec(kind="k", queue="other")]
+        )
+        await conn.execute("SELECT 1")  # notifications arrive before the next reply
+        for _ in range(50):
+            if len(received) >= 2:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await conn.close()
+    assert sorted(received) == ["default", "other"]
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("attempts", 5),  # above max_attempts
+        ("max_attempts", 0),
+        ("finished_at", "now()"),  # a queued job cannot be finished
+        ("state", "'running'"),  # running without a lease
+        ("concurrency_limit", 3),  # limit without key
+        ("kind", "''"),
+    ],
+)
+async def test_schema_refuses_rows_that_break_invariants(
+    pool: asyncpg.Pool, column: str, value: object
+) -> None:
+    with pytest.raises(asyncpg.CheckViolationError):
+        await pool.execute(
+            f"INSERT INTO pgqueue.jobs (kind, {column}) VALUES ('k', {value})"
+            if column != "kind"
+            else "INSERT INTO pgqueue.jobs (kind) VALUES ('')"
+        )
