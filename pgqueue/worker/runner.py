@@ -123,13 +123,15 @@ class JobRunner:
         spec = self._registry.get(job.kind)
         if spec is None:
             raise errors.DoNotRetry(f"no handler registered for kind {job.kind!r}")
-        async with asyncio.timeout(job.timeout_s) as deadline:
-            try:
+        deadline = asyncio.timeout(job.timeout_s)
+        try:
+            async with deadline:
                 return await spec.handler(running.context)
-            except TimeoutError:
-                if deadline.expired():
-                    raise _TimedOut(job.timeout_s) from None
-                raise
+        except TimeoutError:
+            # Our deadline, or a TimeoutError of the handler's own (an HTTP client's, say).
+            if deadline.expired():
+                raise _TimedOut(job.timeout_s) from None
+            raise
 
     async def _succeeded(
         self, running: RunningJob, result: Any, duration_s: float, log_extra: dict[str, Any]
