@@ -73,7 +73,7 @@ COMMENT ON COLUMN pgqueue.jobs.cancel_requested_at IS
 
 -- Serves the claim: one ordered range scan per queue over runnable jobs only.
 CREATE INDEX jobs_claim_idx ON pgqueue.jobs (queue, priority, run_at, id) WHERE state = 'queued';
--- Serves the reaper: running jobs by lease expiry.
+-- Serves the reaper (running jobs by lease expiry) and the stats' count of running jobs.
 CREATE INDEX jobs_lease_expiry_idx ON pgqueue.jobs (lease_expires_at) WHERE state = 'running';
 -- One job per idempotency key, whatever its state, until retention deletes it.
 CREATE UNIQUE INDEX jobs_idempotency_key_uniq ON pgqueue.jobs (idempotency_key)
@@ -182,14 +182,20 @@ CREATE TRIGGER jobs_notify_enqueued
     AFTER INSERT ON pgqueue.jobs REFERENCING NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION pgqueue.notify_enqueued();
 
+-- Each branch of `live` is served by a partial index (queued: jobs_claim_idx, running:
+-- jobs_lease_expiry_idx), so the view reads only live rows; finished ones come from counters.
 CREATE VIEW pgqueue.queue_stats AS
 WITH live AS (
-    SELECT queue,
-           count(*) FILTER (WHERE state = 'queued' AND run_at <= now()) AS waiting,
-           count(*) FILTER (WHERE state = 'queued' AND run_at > now()) AS delayed,
-           count(*) FILTER (WHERE state = 'running') AS active
-    FROM pgqueue.jobs
-    WHERE state IN ('queued', 'running')
+    SELECT queue, sum(waiting) AS waiting, sum(delayed) AS delayed, sum(active) AS active
+    FROM (
+        SELECT queue,
+               count(*) FILTER (WHERE run_at <= now()) AS waiting,
+               count(*) FILTER (WHERE run_at > now()) AS delayed,
+               0 AS active
+        FROM pgqueue.jobs WHERE state = 'queued' GROUP BY queue
+        UNION ALL
+        SELECT queue, 0, 0, count(*) FROM pgqueue.jobs WHERE state = 'running' GROUP BY queue
+    ) AS by_state
     GROUP BY queue
 ), finished AS (
     SELECT queue,

@@ -1,0 +1,51 @@
+"""The sizes and settings of one benchmark run; the CLI fills them in."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(slots=True)
+class Config:
+    """What to run, and how big.
+
+    The defaults keep a full run (peers included, their first install aside) near 6 minutes on
+    2 cores; `--quick` shrinks everything for a smoke run.
+    """
+
+    throughput_jobs: int = 20_000  # no-op jobs per throughput run
+    concurrencies: tuple[int, ...] = (3, 10, 50, 100, 200)  # swept; 3 is always included
+    enqueue_jobs: int = 50_000  # jobs enqueued with enqueue_many
+    enqueue_batch: int = 1_000  # specs per enqueue_many call
+    single_enqueue_jobs: int = 2_000  # jobs enqueued one call each (per mode)
+    single_enqueue_callers: int = 10  # concurrent callers in the concurrent single mode
+    latency_jobs: int = 200
+    latency_interval_ms: float = 20.0
+    claim_history_rows: int = 1_000_000  # finished rows behind the claim; 0 skips that half
+    claim_queued_rows: int = 10_000
+    claim_samples: int = 300  # claims timed per table size
+    claim_limit: int = 10  # jobs per claim, like a worker with 10 free slots
+    sustained_s: float = 60.0
+    sustained_concurrency: int | None = None  # default: the fastest found by `throughput`
+    rss_jobs: int = 100_000
+    rss_concurrency: int = 3
+    peers: tuple[str, ...] = ("pgqueuer", "procrastinate")
+    peer_jobs: int = 20_000  # no-op jobs per peer throughput run (procrastinate: a quarter)
+    peer_upgrade: bool = False  # reinstall the peers' latest releases even when present
+
+    @classmethod
+    def quick(cls) -> Config:
+        """Small sizes: every scenario runs end to end in about a minute (figures are rough)."""
+        return cls(
+            throughput_jobs=3_000,
+            concurrencies=(3, 50),
+            enqueue_jobs=10_000,
+            single_enqueue_jobs=300,
+            latency_jobs=50,
+            claim_history_rows=100_000,
+            claim_queued_rows=2_000,
+            claim_samples=50,
+            sustained_s=12.0,
+            rss_jobs=10_000,
+            peer_jobs=3_000,
+        )

@@ -1,0 +1,45 @@
+"""Operations on our queue that several scenarios share: bulk enqueue, figures from SQL."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from pgqueue import JobSpec, Queue
+
+ENQUEUE_CHUNK = 5_000  # specs per enqueue_many when filling a queue before a run
+
+# -- throughput: first start to last finish of the succeeded jobs of one kind
+THROUGHPUT = """
+SELECT count(*) AS jobs,
+       extract(epoch FROM max(finished_at) - min(started_at))::float8 AS seconds
+FROM pgqueue.jobs WHERE state = 'succeeded' AND kind = $1
+"""
+
+# -- count_in_state: how many jobs of one kind are in one state
+COUNT_IN_STATE = """
+SELECT count(*) FROM pgqueue.jobs WHERE kind = $1 AND state = $2::pgqueue.job_state
+"""
+
+
+async def fill(dsn: str, kind: str, jobs: int, *, chunk: int = ENQUEUE_CHUNK) -> None:
+    """Enqueue `jobs` jobs of `kind` with enqueue_many, `chunk` per call."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        queue = Queue(conn)
+        for start in range(0, jobs, chunk):
+            count = min(chunk, jobs - start)
+            await queue.enqueue_many([JobSpec(kind=kind) for _ in range(count)])
+    finally:
+        await conn.close()
+
+
+async def throughput(conn: asyncpg.Connection, kind: str) -> tuple[int, float]:
+    """(jobs succeeded, seconds from the first start to the last finish)."""
+    row = await conn.fetchrow(THROUGHPUT, kind)
+    return int(row["jobs"]), float(row["seconds"] or 0.0)
+
+
+async def count(conn: asyncpg.Connection, kind: str, state: str) -> int:
+    """Jobs of `kind` in `state`."""
+    value: int = await conn.fetchval(COUNT_IN_STATE, kind, state)
+    return value

@@ -1,0 +1,101 @@
+"""What every image provider takes and gives: `ImageRequest`, `GeneratedImage`, the protocol."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Protocol
+
+# The pixel size asked for per aspect ratio: sizes Seedream accepts, and the local renderer's.
+SIZES: dict[str, tuple[int, int]] = {
+    "16:9": (1280, 720),
+    "9:16": (720, 1280),
+    "1:1": (1024, 1024),
+}
+
+# Magic numbers of the formats upstreams answer with, to name and serve the stored bytes.
+_SIGNATURES: tuple[tuple[bytes, str, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "image/png", "png"),
+    (b"\xff\xd8\xff", "image/jpeg", "jpg"),
+    (b"GIF8", "image/gif", "gif"),
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CharacterRef:
+    """A character appearing in a shot."""
+
+    name: str
+    description: str
+    reference_image_url: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ImageRequest:
+    """One storyboard frame to generate.
+
+    Args:
+        shot_number: the shot's number.
+        description: what happens in the shot.
+        style: the project's visual style (may be empty).
+        aspect_ratio: one of `SIZES`.
+        characters: the characters in the shot, in the project's order.
+    """
+
+    shot_number: int
+    description: str
+    style: str
+    aspect_ratio: str
+    characters: tuple[CharacterRef, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.aspect_ratio not in SIZES:
+            raise ValueError(f"aspect_ratio must be one of {', '.join(SIZES)}")
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Width and height in pixels."""
+        return SIZES[self.aspect_ratio]
+
+    @property
+    def prompt(self) -> str:
+        """The text prompt: style, shot description, and the characters' descriptions."""
+        parts = []
+        if self.style:
+            parts.append(f"Style: {self.style}.")
+        parts.append(f"Storyboard frame, shot {self.shot_number}: {self.description}")
+        for character in self.characters:
+            text = f"{character.name}: {character.description}".rstrip(": ")
+            parts.append(f"Character {text}")
+        return "\n".join(parts)
+
+    @property
+    def reference_image_urls(self) -> list[str]:
+        """The reference images of the characters in the shot."""
+        return [c.reference_image_url for c in self.characters if c.reference_image_url]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GeneratedImage:
+    """Image bytes exactly as produced, with their media type and file extension."""
+
+    data: bytes
+    content_type: str
+    extension: str
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> GeneratedImage:
+        """Name the bytes by their signature (PNG, JPEG, GIF, WebP); unknown ones are `.bin`."""
+        for signature, content_type, extension in _SIGNATURES:
+            if data.startswith(signature):
+                return cls(data, content_type, extension)
+        if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+            return cls(data, "image/webp", "webp")
+        return cls(data, "application/octet-stream", "bin")
+
+
+class ImageProvider(Protocol):
+    """Turns an `ImageRequest` into image bytes, raising `images.errors.ImageError`s."""
+
+    async def generate(self, request: ImageRequest) -> GeneratedImage:
+        """Generate one image."""
+        ...

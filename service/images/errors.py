@@ -1,0 +1,33 @@
+"""Errors of image providers, as the job handler needs to tell them apart.
+
+    ImageError                  any failure to produce an image
+    ├── RetryableImageError     408/409/425/429/5xx, time-outs, connection errors: try again
+    └── PermanentImageError     any other 4xx (e.g. a content-policy refusal): do not retry
+
+Every class's docstring is its default message.
+"""
+
+from __future__ import annotations
+
+
+class ImageError(Exception):
+    """The image could not be generated."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class RetryableImageError(ImageError):
+    """The image provider failed in a way a later attempt may not."""
+
+    def __init__(self, message: str | None = None, *, retry_after_s: float | None = None) -> None:
+        """Args:
+        message: what went wrong, for the storyboard's error and the job's last_error.
+        retry_after_s: the provider's `Retry-After`, in seconds, when it sent one.
+        """
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class PermanentImageError(ImageError):
+    """The image provider refused the request; retrying the same request cannot help."""

@@ -1,0 +1,56 @@
+"""`ServiceSettings`: the storyboard service's environment, read only by entry points."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_IMAGE_TIMEOUT_S = 55.0  # seconds; below a 60 s platform limit, unlike the old 50/60 pair
+DEFAULT_STORYBOARD_TIMEOUT_S = 300.0  # seconds a storyboard may stay `generating` unattended
+DEFAULT_STORYBOARD_CONCURRENCY = 3  # shots of one project generating at once
+
+
+class ServiceSettings(BaseSettings):
+    """Settings of the API and the job handlers, from the environment (see CONTRACT.md).
+
+    Args:
+        database_url: `DATABASE_URL`; None means the embedded server under `.pgdata/`.
+        image_provider: `local` (offline Pillow renderer) or `http` (Seedream-compatible API).
+        image_api_base: for `http`, the base URL; requests go to `{base}/images/generations`.
+        image_api_key: for `http`, the bearer key.
+        image_model: for `http`, the model name sent upstream.
+        image_timeout_s: one upstream call's time limit, in seconds.
+        storyboard_concurrency: most shots of one project generating at once, across workers.
+        storyboard_timeout_s: a storyboard `generating` this long with no live job reads failed.
+        media_dir: where images are written.
+        host, port: the API's address.
+        max_attempts: attempts per storyboard job (`PGQUEUE_MAX_ATTEMPTS`, shared with workers).
+        queue: the pgqueue queue storyboard jobs go to (`PGQUEUE_QUEUE`).
+    """
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
+    image_provider: Literal["local", "http"] = "local"
+    image_api_base: str = ""
+    image_api_key: str = ""
+    image_model: str = ""
+    image_timeout_s: float = Field(default=DEFAULT_IMAGE_TIMEOUT_S, gt=0)
+    storyboard_concurrency: int = Field(default=DEFAULT_STORYBOARD_CONCURRENCY, ge=1, le=1000)
+    storyboard_timeout_s: float = Field(default=DEFAULT_STORYBOARD_TIMEOUT_S, gt=0)
+    media_dir: Path = Path("media")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    max_attempts: int = Field(default=3, ge=1, validation_alias="PGQUEUE_MAX_ATTEMPTS")
+    queue: str = Field(default="default", min_length=1, validation_alias="PGQUEUE_QUEUE")
+
+    def check(self) -> None:
+        """Raise `ValueError` when the settings cannot work together, saying how to fix it."""
+        if self.image_provider == "http" and not self.image_api_base:
+            raise ValueError(
+                "IMAGE_PROVIDER=http needs IMAGE_API_BASE, e.g. "
+                "https://ark.ap-southeast.bytepluses.com/api/v3"
+            )
