@@ -39,7 +39,9 @@ async def wait_idle_and_listening(conn: asyncpg.Connection, worker: daemon.Daemo
         await wait_until(probes_done, timeout_s=READY_TIMEOUT_S, what="the worker to be ready")
 
 
-async def paced_enqueues(conn: asyncpg.Connection, jobs: int, interval_s: float) -> dict[int, float]:
+async def paced_enqueues(
+    conn: asyncpg.Connection, jobs: int, interval_s: float
+) -> dict[int, float]:
     """Enqueue `jobs` latency jobs `interval_s` apart; job id -> time.time() just before."""
     queue = Queue(conn)
     sent: dict[int, float] = {}
@@ -68,7 +70,9 @@ async def run(ctx: Context) -> dict[str, Any]:
         try:
             async with worker:
                 await wait_idle_and_listening(conn, worker)
-                sent = await paced_enqueues(conn, config.latency_jobs, config.latency_interval_ms / 1000)
+                sent = await paced_enqueues(
+                    conn, config.latency_jobs, config.latency_interval_ms / 1000
+                )
 
                 async def all_done() -> bool:
                     worker.check_alive()

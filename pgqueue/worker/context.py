@@ -47,6 +47,7 @@ class JobContext:
         self._last_write = float("-inf")
         self.pending_progress: dict[str, Any] | None = None
         self.latest_progress: dict[str, Any] | None = None
+        self.completed_in_transaction = False
 
     @property
     def payload(self) -> Any:
@@ -106,3 +107,22 @@ class JobContext:
             if await conn.fetchrow(queries.LOCK_HELD_JOB, self.job.id, self._token) is None:
                 raise errors.LeaseLost()
             yield conn
+
+    async def complete_in(self, conn: asyncpg.Connection, result: Any = None) -> None:
+        """Mark the job succeeded inside `conn`'s transaction (one opened by `transaction()`).
+
+        The job's success then commits or rolls back together with the handler's own writes,
+        so an effect recorded in that transaction happens exactly once: a crash before the
+        commit leaves neither, a crash after it leaves both. The handler's return value is
+        ignored once this was called.
+        """
+        record = await conn.fetchrow(
+            queries.COMPLETE_JOB,
+            self.job.id,
+            self._token,
+            json.dumps(result),
+            self.take_pending_progress(),
+        )
+        if record is None:
+            raise errors.LeaseLost()
+        self.completed_in_transaction = True

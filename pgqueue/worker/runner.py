@@ -137,6 +137,21 @@ class JobRunner:
         self, running: RunningJob, result: Any, duration_s: float, log_extra: dict[str, Any]
     ) -> None:
         job = running.job
+        if running.context.completed_in_transaction:
+            # The handler completed the job in its own transaction; if that transaction rolled
+            # back afterwards, the job is still running under our lease and we complete it here.
+            async with self._pool.acquire() as conn:
+                current = await conn.fetchrow(queries.GET_JOB, job.id)
+            if (
+                current is not None
+                and current["lease_token"] == running.lease_token
+                and (current["state"] == models.JobState.SUCCEEDED.value)
+            ):
+                self._log_success(job, duration_s, log_extra)
+                await self._hooks.emit(
+                    events.Event("completed", job.id, job=models.Job.from_record(current))
+                )
+                return
         try:
             result_json = json.dumps(result)
         except (TypeError, ValueError) as exc:
@@ -154,15 +169,18 @@ class JobRunner:
         )
         if record is None:
             return
+        self._log_success(job, duration_s, log_extra)
+        await self._hooks.emit(
+            events.Event("completed", job.id, job=models.Job.from_record(record), result=result)
+        )
+
+    def _log_success(self, job: models.Job, duration_s: float, log_extra: dict[str, Any]) -> None:
         logger.info(
             "job %s succeeded in %.3fs (attempt %d)",
             job.id,
             duration_s,
             job.attempts,
             extra={"action": "job_succeeded", "duration_s": round(duration_s, 6), **log_extra},
-        )
-        await self._hooks.emit(
-            events.Event("completed", job.id, job=models.Job.from_record(record), result=result)
         )
 
     async def _failed(

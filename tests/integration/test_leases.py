@@ -64,8 +64,8 @@ async def test_reaper_requeues_expired_leases_with_backoff_and_counts_the_attemp
         reaped = await Reaper(RetryPolicy(base_s=30, jitter=0)).run_once(conn)
     assert [(r.id, r.state) for r in reaped] == [(job.id, JobState.QUEUED)]
     row = await pool.fetchrow(
-        "SELECT state, attempts, worker_id, last_error, extract(epoch FROM run_at - now()) AS wait_s"
-        " FROM pgqueue.jobs WHERE id = $1",
+        "SELECT state, attempts, worker_id, last_error,"
+        " extract(epoch FROM run_at - now()) AS wait_s FROM pgqueue.jobs WHERE id = $1",
         job.id,
     )
     assert row["state"] == "queued" and row["attempts"] == 1 and row["worker_id"] is None

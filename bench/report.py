@@ -1,0 +1,105 @@
+"""The final table, `bench/results.json` and `bench/results.md`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+RESULTS_JSON = Path(__file__).resolve().parent / "results.json"
+RESULTS_MD = Path(__file__).resolve().parent / "results.md"
+
+# (key, label, unit, target): the rows of the table, in order. A target reads "<= 6" or ">= 1.3x".
+ROWS: tuple[tuple[str, str, str, str], ...] = (
+    ("throughput_c3_jobs_s", "no-op throughput, 1 worker, concurrency 3", "jobs/s", ""),
+    ("throughput_jobs_s", "no-op throughput, 1 worker, fastest setting", "jobs/s", ""),
+    ("throughput_best_concurrency", "  fastest concurrency", "", ""),
+    ("batch_enqueue_jobs_s", "enqueue_many, batches of 1000", "jobs/s", ""),
+    ("single_enqueue_jobs_s", "enqueue, one per call, sequential", "jobs/s", ""),
+    ("single_enqueue_concurrent_jobs_s", "enqueue, one per call, concurrent callers", "jobs/s", ""),
+    ("latency_p50_ms", "enqueue-to-start latency p50 (idle worker)", "ms", "<= 2.5"),
+    ("latency_p95_ms", "enqueue-to-start latency p95", "ms", ""),
+    ("latency_p99_ms", "enqueue-to-start latency p99", "ms", "<= 6"),
+    ("claim_empty_ms", "claim p50, empty table", "ms", ""),
+    ("claim_queued_only_ms", "claim p50, 10k queued", "ms", ""),
+    ("claim_1m_ms", "claim p50, 10k queued + 1M finished", "ms", ""),
+    ("claim_1m_vs_queued_only", "  ratio 1M / 10k queued only", "x", "<= 1.2"),
+    ("sustained_first5_jobs_s", "sustained run, first 5 s", "jobs/s", ""),
+    ("sustained_last5_jobs_s", "sustained run, last 5 s", "jobs/s", ""),
+    ("sustained_last_vs_first", "  ratio last / first", "x", ">= 0.8"),
+    ("storyboard_makespan_ratio", "storyboard makespan / ideal", "x", "<= 1.1"),
+    ("worker_rss_mb", "worker RSS, 100k queued", "MiB", "<= 80"),
+)
+
+# The figures compared with each peer: ours / theirs.
+PEER_KEYS: tuple[tuple[str, str], ...] = (
+    ("throughput_jobs_s", "no-op throughput, fastest (jobs/s)"),
+    ("throughput_c3_jobs_s", "no-op throughput, baseline setting (jobs/s)"),
+    ("batch_enqueue_jobs_s", "batch enqueue (jobs/s)"),
+    ("latency_p50_ms", "latency p50 (ms)"),
+    ("latency_p99_ms", "latency p99 (ms)"),
+)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.3f}" if value < 10 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def table(results: dict[str, Any]) -> list[list[str]]:
+    """Rows of [figure, value, unit, target] for what was measured."""
+    rows = [["figure", "value", "unit", "target"]]
+    for key, label, unit, target in ROWS:
+        if key in results:
+            rows.append([label, _fmt(results[key]), unit, target])
+    for name, peer in sorted(results.get("peers", {}).items()):
+        if "error" in peer:
+            rows.append([f"{name}: failed", peer["error"][:60], "", ""])
+            continue
+        for key, label in PEER_KEYS:
+            if key not in peer:
+                continue
+            ours, theirs = results.get(key), peer[key]
+            ratio = f"ours/theirs {ours / theirs:.2f}" if ours and theirs else ""
+            rows.append([f"{name} {peer.get('version', '')}: {label}", _fmt(theirs), ratio, ""])
+    return rows
+
+
+def render_text(rows: list[list[str]]) -> str:
+    """An aligned plain-text table."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in rows
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def render_markdown(rows: list[list[str]], results: dict[str, Any]) -> str:
+    """The table as Markdown, headed by the date and the machine."""
+    machine = results.get("machine", {})
+    head = (
+        f"# pgqueue benchmark\n\n{results.get('date', '')}: {machine.get('cpu_count')} x "
+        f"{machine.get('cpu_model')}, Python {machine.get('python')}, PostgreSQL "
+        f"{machine.get('postgres')} ({results.get('server', '')}). `python -m bench "
+        f"{' '.join(results.get('argv', []))}`\n\n"
+    )
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    lines += [
+        "| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows[1:]
+    ]
+    return head + "\n".join(lines) + "\n"
+
+
+def write(results: dict[str, Any]) -> str:
+    """Write results.json and results.md; return the text table."""
+    rows = table(results)
+    RESULTS_JSON.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    RESULTS_MD.write_text(render_markdown(rows, results))
+    return render_text(rows)

@@ -1,0 +1,23 @@
+"""The scenarios, in the order they run. Each is `async run(ctx) -> figures`."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from bench.context import Context
+from bench.scenarios import claim, enqueue, latency, makespan, memory, peers, sustained, throughput
+
+Scenario = Callable[[Context], Awaitable[dict[str, Any]]]
+
+# throughput runs before sustained, which reuses the fastest concurrency it found.
+SCENARIOS: dict[str, Scenario] = {
+    "throughput": throughput.run,
+    "enqueue": enqueue.run,
+    "latency": latency.run,
+    "claim": claim.run,
+    "sustained": sustained.run,
+    "makespan": makespan.run,
+    "memory": memory.run,
+    "peers": peers.run,
+}

@@ -1,0 +1,114 @@
+"""4b. A sustained run: jobs/s in its first 5 s against its last 5 s, as finished rows pile up."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+
+from bench import daemon, handlers, ops
+from bench.context import Context
+from bench.waiting import wait_until
+from pgqueue import JobSpec, Queue
+
+WINDOW_S = 5.0
+DEFAULT_CONCURRENCY = 50  # when the throughput sweep did not run
+BACKLOG_LOW = 20_000  # the feeder tops the queue up below this many runnable jobs
+FEED_CHUNK = 5_000
+FEED_POLL_S = 0.05
+
+# -- windows: jobs finished in the first and the last WINDOW_S of a run of $2 seconds
+WINDOWS = """
+WITH start AS (SELECT min(started_at) AS t0 FROM pgqueue.jobs WHERE kind = $1)
+SELECT count(*) FILTER (WHERE finished_at < t0 + make_interval(secs => $3)) AS first,
+       count(*) FILTER (WHERE finished_at >= t0 + make_interval(secs => $2 - $3)
+                          AND finished_at < t0 + make_interval(secs => $2)) AS last,
+       count(*) FILTER (WHERE finished_at < t0 + make_interval(secs => $2)) AS total
+FROM pgqueue.jobs, start
+WHERE kind = $1 AND state = 'succeeded'
+"""
+
+# -- elapsed: seconds since the first job of the run started, by the database's clock
+ELAPSED = """
+SELECT extract(epoch FROM now() - min(started_at))::float8 FROM pgqueue.jobs WHERE kind = $1
+"""
+
+
+class Feeder:
+    """Keeps at least BACKLOG_LOW runnable jobs queued, so the worker never runs dry."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.lowest_backlog: int | None = None
+
+    async def run(self) -> None:
+        """Top up until cancelled."""
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            queue = Queue(conn)
+            while True:
+                waiting = await queue.count_waiting(["default"])
+                if self.lowest_backlog is None or waiting < self.lowest_backlog:
+                    self.lowest_backlog = waiting
+                if waiting < BACKLOG_LOW:
+                    await queue.enqueue_many([JobSpec(kind=handlers.NOOP)] * FEED_CHUNK)
+                else:
+                    await asyncio.sleep(FEED_POLL_S)
+        finally:
+            await conn.close()
+
+
+async def run(ctx: Context) -> dict[str, Any]:
+    """Run one daemon for `sustained_s` seconds over a queue kept full; compare the windows."""
+    duration_s = ctx.config.sustained_s
+    concurrency = (
+        ctx.config.sustained_concurrency
+        or ctx.figures.get("throughput_best_concurrency")
+        or DEFAULT_CONCURRENCY
+    )
+    async with ctx.databases.fresh("sustained") as dsn:
+        await ops.fill(dsn, handlers.NOOP, BACKLOG_LOW + FEED_CHUNK)
+        conn = await asyncpg.connect(dsn)
+        feeder = Feeder(dsn)
+        feeding = asyncio.create_task(feeder.run(), name="bench-feeder")
+        worker = daemon.pgqueue_worker("sustained", dsn, concurrency=concurrency)
+        try:
+            async with worker:
+
+                async def elapsed() -> float | None:
+                    worker.check_alive()
+                    if feeding.done():
+                        feeding.result()  # surfaces the feeder's error
+                    seconds: float | None = await conn.fetchval(ELAPSED, handlers.NOOP)
+                    return seconds if seconds is not None and seconds >= duration_s else None
+
+                ctx.say(f"sustained: {duration_s:.0f}s at concurrency {concurrency}...")
+                await wait_until(
+                    elapsed, timeout_s=duration_s + 60, what="the sustained run", poll_s=0.25
+                )
+        finally:
+            feeding.cancel()
+            await asyncio.gather(feeding, return_exceptions=True)
+        try:
+            row = await conn.fetchrow(WINDOWS, handlers.NOOP, duration_s, WINDOW_S)
+        finally:
+            await conn.close()
+    first = row["first"] / WINDOW_S
+    last = row["last"] / WINDOW_S
+    mean = row["total"] / duration_s
+    ctx.say(
+        f"sustained: first {WINDOW_S:.0f}s {first:.0f} jobs/s, last {WINDOW_S:.0f}s {last:.0f} "
+        f"jobs/s, mean {mean:.0f} jobs/s ({row['total']} jobs; lowest backlog "
+        f"{feeder.lowest_backlog})"
+    )
+    return {
+        "sustained_first5_jobs_s": round(first),
+        "sustained_last5_jobs_s": round(last),
+        "sustained_mean_jobs_s": round(mean),
+        "sustained_last_vs_first": round(last / first, 3) if first else None,
+        "sustained_s": duration_s,
+        "sustained_concurrency": concurrency,
+        "sustained_jobs": row["total"],
+        "sustained_lowest_backlog": feeder.lowest_backlog,
+    }

@@ -1,0 +1,218 @@
+"""Every SQL statement of the storyboard service, as named constants.
+
+Only `storyboards.py`, `auth.py` and `jobs.py` execute these. Parameters are `$n` placeholders,
+never interpolated. Lock order, to rule out deadlocks: a job's row (taken by
+`JobContext.transaction`), then the project's row (`LOCK_PROJECT`), then storyboard rows.
+"""
+
+from __future__ import annotations
+
+# -- insert_token: store the hash of a new API token
+INSERT_TOKEN = """
+INSERT INTO storyboard.api_tokens (user_name, token_hash, tier, is_admin)
+VALUES ($1, $2, $3, $4)
+RETURNING id
+"""
+
+# -- select_token_user: who holds the token with this hash
+SELECT_TOKEN_USER = """
+SELECT user_name, tier, is_admin FROM storyboard.api_tokens WHERE token_hash = $1
+"""
+
+# -- insert_project: a new project, owned by $1
+INSERT_PROJECT = """
+INSERT INTO storyboard.projects (owner, title, style, aspect_ratio)
+VALUES ($1, $2, $3, $4)
+RETURNING *
+"""
+
+# -- insert_characters: a project's characters, one row per array element
+INSERT_CHARACTERS = """
+INSERT INTO storyboard.characters (project_id, name, position, description, reference_image_url)
+SELECT $1, l.name, l.position, l.description, l.url
+FROM unnest($2::text[], $3::int[], $4::text[], $5::text[]) AS l(name, position, description, url)
+"""
+
+# -- insert_shots: a project's shots; $5 holds each shot's character names as a JSON array,
+# -- because Postgres arrays of arrays must be rectangular
+INSERT_SHOTS = """
+INSERT INTO storyboard.shots (project_id, shot_number, description, duration_seconds, characters)
+SELECT $1, l.shot_number, l.description, l.duration,
+       ARRAY(SELECT jsonb_array_elements_text(l.characters::jsonb))
+FROM unnest($2::int[], $3::text[], $4::float8[], $5::text[])
+     AS l(shot_number, description, duration, characters)
+"""
+
+# -- insert_storyboards: one `pending` storyboard per shot
+INSERT_STORYBOARDS = """
+INSERT INTO storyboard.storyboards (project_id, shot_number)
+SELECT $1, unnest($2::int[])
+"""
+
+# -- list_projects: the projects of owner $1, newest first, with their storyboard counts
+LIST_PROJECTS = """
+SELECT p.*,
+       (SELECT count(*) FROM storyboard.shots AS s WHERE s.project_id = p.id) AS shot_count
+FROM storyboard.projects AS p
+WHERE p.owner = $1
+ORDER BY p.created_at DESC, p.id
+LIMIT $2
+"""
+
+# -- get_project: one project of owner $2 (None for anyone else's: they read 404)
+GET_PROJECT = """
+SELECT * FROM storyboard.projects WHERE id = $1 AND owner = $2
+"""
+
+# -- lock_own_project: the same, locked, to serialise generate calls on one project
+LOCK_OWN_PROJECT = """
+SELECT * FROM storyboard.projects WHERE id = $1 AND owner = $2 FOR NO KEY UPDATE
+"""
+
+# -- lock_project: serialise the writers that finish a project's generation, so the last one
+# -- to commit sees every other storyboard's final state (READ COMMITTED takes a new snapshot
+# -- per statement, after the lock wait)
+LOCK_PROJECT = """
+SELECT id FROM storyboard.projects WHERE id = $1 FOR NO KEY UPDATE
+"""
+
+# -- owns_project: whether project $1 (as text, from a job's payload) belongs to $2
+OWNS_PROJECT = """
+SELECT EXISTS (SELECT 1 FROM storyboard.projects WHERE id::text = $1 AND owner = $2)
+"""
+
+# -- select_characters: a project's characters in their given order
+SELECT_CHARACTERS = """
+SELECT name, description, reference_image_url
+FROM storyboard.characters WHERE project_id = $1 ORDER BY position
+"""
+
+# -- select_shots: a project's shots
+SELECT_SHOTS = """
+SELECT shot_number, description, duration_seconds, characters
+FROM storyboard.shots WHERE project_id = $1 ORDER BY shot_number
+"""
+
+# -- select_storyboards: a project's storyboards with the live attempt count of their jobs
+SELECT_STORYBOARDS = """
+SELECT s.shot_number, s.status, s.image_url, s.error, s.job_id, s.generation,
+       greatest(s.attempts, coalesce(j.attempts, 0)) AS attempts, j.progress AS job_progress
+FROM storyboard.storyboards AS s
+LEFT JOIN pgqueue.jobs AS j ON j.id = s.job_id
+WHERE s.project_id = $1
+ORDER BY s.shot_number
+"""
+
+# The storyboards of project $1 that are `generating` although nothing will ever finish them:
+# their job ended (failed, cancelled, or succeeded without writing), or no live job has held
+# them for $2 seconds (the job is gone, or its lease lapsed with no worker left to reap it).
+_STALE = """
+SELECT s.project_id, s.shot_number, j.attempts AS job_attempts,
+       CASE
+         WHEN j.state IN ('failed', 'cancelled') THEN
+           'job ' || j.state || ' after ' || j.attempts || ' attempt(s): '
+           || coalesce(left((regexp_match(btrim(j.last_error, E' \n'), '[^\n]*$'))[1], 1000),
+                       'no error recorded')
+         WHEN j.state = 'succeeded' THEN 'job finished without storing an image'
+         ELSE 'timed out: still generating after ' || $2::float8 || ' s with no live job'
+       END AS error
+FROM storyboard.storyboards AS s
+LEFT JOIN pgqueue.jobs AS j ON j.id = s.job_id
+WHERE s.project_id = $1 AND s.status = 'generating'
+  AND (j.state IN ('failed', 'cancelled', 'succeeded')
+       OR (s.updated_at < now() - make_interval(secs => $2)
+           AND (j.id IS NULL OR (j.state = 'running' AND j.lease_expires_at < now()))))
+"""
+
+# -- has_stale_storyboards: cheap, lock-free check before FAIL_STALE_STORYBOARDS
+HAS_STALE_STORYBOARDS = f"SELECT EXISTS ({_STALE})"
+
+# -- fail_stale_storyboards: turn the stale storyboards `failed`, with a readable error
+FAIL_STALE_STORYBOARDS = f"""
+WITH stale AS ({_STALE})
+UPDATE storyboard.storyboards AS s
+SET status = 'failed', error = stale.error, updated_at = now(),
+    attempts = greatest(s.attempts, coalesce(stale.job_attempts, 0))
+FROM stale
+WHERE s.project_id = stale.project_id AND s.shot_number = stale.shot_number
+RETURNING s.shot_number
+"""
+
+# -- start_generation: a new generation number for the jobs about to be enqueued
+START_GENERATION = """
+UPDATE storyboard.projects
+SET generation = generation + 1, status = 'generating', updated_at = now()
+WHERE id = $1
+RETURNING generation
+"""
+
+# -- mark_generating: point storyboards at their new jobs
+MARK_GENERATING = """
+UPDATE storyboard.storyboards AS s
+SET status = 'generating', job_id = l.job_id, generation = $2, error = NULL, attempts = 0,
+    updated_at = now()
+FROM unnest($3::int[], $4::bigint[]) AS l(shot_number, job_id)
+WHERE s.project_id = $1 AND s.shot_number = l.shot_number
+"""
+
+# -- finish_project: once no storyboard is `generating`, set the project's step status:
+# -- completed (no failure), failed (no success), partial (both). Shots never asked for
+# -- (`pending`) do not count; a project with nothing attempted stays `pending`.
+FINISH_PROJECT = """
+WITH counts AS (
+    SELECT count(*) FILTER (WHERE status = 'generating') AS generating,
+           count(*) FILTER (WHERE status = 'success') AS succeeded,
+           count(*) FILTER (WHERE status = 'failed') AS failed,
+           count(*) AS total
+    FROM storyboard.storyboards WHERE project_id = $1
+)
+UPDATE storyboard.projects AS p
+SET status = CASE WHEN c.generating > 0 THEN 'generating'
+                  WHEN c.succeeded = 0 AND c.failed = 0 THEN 'pending'
+                  WHEN c.failed = 0 THEN 'completed'
+                  WHEN c.succeeded = 0 THEN 'failed'
+                  ELSE 'partial' END,
+    updated_at = now()
+FROM counts AS c
+WHERE p.id = $1
+RETURNING p.status, c.generating, c.succeeded, c.failed, c.total
+"""
+
+# -- select_shot_for_job: what a storyboard job needs to build its image request, and which
+# -- job owns the storyboard now
+SELECT_SHOT_FOR_JOB = """
+SELECT p.style, p.aspect_ratio, sh.description, s.status, s.job_id,
+       coalesce((SELECT jsonb_agg(jsonb_build_object(
+                            'name', c.name, 'description', c.description,
+                            'reference_image_url', c.reference_image_url)
+                        ORDER BY c.position)
+                 FROM storyboard.characters AS c
+                 WHERE c.project_id = p.id AND c.name = ANY(sh.characters)),
+                '[]'::jsonb) AS characters
+FROM storyboard.projects AS p
+JOIN storyboard.shots AS sh ON sh.project_id = p.id
+JOIN storyboard.storyboards AS s
+  ON s.project_id = sh.project_id AND s.shot_number = sh.shot_number
+WHERE p.id = $1 AND sh.shot_number = $2
+"""
+
+# -- mark_success: the job $3 that owns the storyboard stored its image
+MARK_SUCCESS = """
+UPDATE storyboard.storyboards
+SET status = 'success', image_url = $4, error = NULL, attempts = $5, updated_at = now()
+WHERE project_id = $1 AND shot_number = $2 AND job_id = $3
+RETURNING shot_number
+"""
+
+# -- mark_failed: the job $3 that owns the storyboard failed for good
+MARK_FAILED = """
+UPDATE storyboard.storyboards
+SET status = 'failed', error = $4, attempts = $5, updated_at = now()
+WHERE project_id = $1 AND shot_number = $2 AND job_id = $3 AND status <> 'success'
+RETURNING shot_number
+"""
+
+# -- ping: does the database answer?
+PING = """
+SELECT 1
+"""

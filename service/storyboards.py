@@ -1,0 +1,273 @@
+"""The storyboard domain: projects, the generate call, status, and the end of a generation.
+
+The rules that keep a storyboard from staying `generating` for ever live here:
+
+* `generate` marks storyboards `generating` and enqueues their jobs in one transaction, so
+  either both happen or neither does;
+* the job handler writes each outcome fenced by its lease (see `jobs.py`);
+* `reconcile` turns `failed` any storyboard whose job ended without writing (a worker killed
+  on the last attempt) or that has had no live job for `STORYBOARD_TIMEOUT_S`; every read of a
+  project runs it first.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from pgqueue import JobSpec, Queue
+from service import queries
+from service.auth import User
+from service.errors import ApiError, not_found
+from service.schemas import GenerateIn, ProjectIn
+from service.settings import ServiceSettings
+
+JOB_KIND = "storyboard.generate"
+# Smaller runs first: a paying user's shots overtake the free backlog.
+PRIORITY_BY_TIER = {"pro": 0, "free": 10}
+LIST_LIMIT = 500  # projects returned by GET /api/projects
+
+
+def parse_project_id(text: str) -> uuid.UUID:
+    """The project id of a URL; a malformed one is simply not found."""
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise not_found("project") from None
+
+
+def idempotency_key(project_id: uuid.UUID, shot_number: int, generation: int) -> str:
+    """One job per shot per generation, whoever enqueues it and however often."""
+    return f"storyboard:{project_id}:{shot_number}:{generation}"
+
+
+async def create_project(pool: asyncpg.Pool, user: User, body: ProjectIn) -> dict[str, Any]:
+    """Insert a project with its characters, shots and `pending` storyboards, atomically."""
+    async with pool.acquire() as conn, conn.transaction():
+        project = await conn.fetchrow(
+            queries.INSERT_PROJECT, user.name, body.title, body.style, body.aspect_ratio
+        )
+        assert project is not None
+        project_id = project["id"]
+        if body.characters:
+            await conn.execute(
+                queries.INSERT_CHARACTERS,
+                project_id,
+                [c.name for c in body.characters],
+                list(range(len(body.characters))),
+                [c.description for c in body.characters],
+                [c.reference_image_url for c in body.characters],
+            )
+        numbers = [s.shot_number for s in body.shots]
+        await conn.execute(
+            queries.INSERT_SHOTS,
+            project_id,
+            numbers,
+            [s.description for s in body.shots],
+            [s.duration_seconds for s in body.shots],
+            [json.dumps(s.characters) for s in body.shots],
+        )
+        await conn.execute(queries.INSERT_STORYBOARDS, project_id, numbers)
+        return await _project_json(conn, project)
+
+
+async def list_projects(pool: asyncpg.Pool, user: User) -> list[dict[str, Any]]:
+    """The user's projects, newest first, without their shots."""
+    records = await pool.fetch(queries.LIST_PROJECTS, user.name, LIST_LIMIT)
+    return [{**_project_summary(r), "shot_count": r["shot_count"]} for r in records]
+
+
+async def get_project(
+    pool: asyncpg.Pool, user: User, project_id: uuid.UUID, settings: ServiceSettings
+) -> dict[str, Any]:
+    """One of the user's projects with its characters, shots and storyboards."""
+    async with pool.acquire() as conn:
+        await reconcile(conn, project_id, settings.storyboard_timeout_s)
+        project = await conn.fetchrow(queries.GET_PROJECT, project_id, user.name)
+        if project is None:
+            raise not_found("project")
+        return await _project_json(conn, project)
+
+
+async def generate(
+    pool: asyncpg.Pool,
+    queue: Queue,
+    settings: ServiceSettings,
+    user: User,
+    project_id: uuid.UUID,
+    body: GenerateIn,
+) -> dict[str, Any]:
+    """Enqueue one job per shot that needs an image; answer the jobs of all requested shots.
+
+    Shots already `generating` keep their job (no duplicate work: repeated and concurrent calls
+    return the same ids); `success` shots are skipped unless `force`; `pending` and `failed`
+    shots get a new job. The project's row lock serialises concurrent calls, and the
+    idempotency key (project, shot, generation) backs it in the jobs table itself.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        project = await conn.fetchrow(queries.LOCK_OWN_PROJECT, project_id, user.name)
+        if project is None:
+            raise not_found("project")
+        # A storyboard whose job died for good must count as failed (and so be retried here),
+        # not as pending work whose job id we would hand back.
+        await conn.execute(
+            queries.FAIL_STALE_STORYBOARDS, project_id, settings.storyboard_timeout_s
+        )
+        storyboards = {r["shot_number"]: r for r in await conn.fetch(queries.SELECT_STORYBOARDS, project_id)}
+        if body.shot_numbers is None:
+            targets = sorted(storyboards)
+        else:
+            unknown = [n for n in body.shot_numbers if n not in storyboards]
+            if unknown:
+                raise ApiError(
+                    422,
+                    "unknown_shots",
+                    f"the project has no shot(s) {', '.join(map(str, unknown))}",
+                    details=[{"loc": ["shot_numbers"], "unknown": unknown}],
+                )
+            targets = list(body.shot_numbers)
+        to_enqueue = [
+            n
+            for n in targets
+            if storyboards[n]["status"] in ("pending", "failed")
+            or (storyboards[n]["status"] == "success" and body.force)
+        ]
+        job_ids = {n: storyboards[n]["job_id"] for n in targets}
+        if to_enqueue:
+            generation = await conn.fetchval(queries.START_GENERATION, project_id)
+            specs = [
+                JobSpec(
+                    kind=JOB_KIND,
+                    payload={
+                        "project_id": str(project_id),
+                        "shot_number": n,
+                        "generation": generation,
+                    },
+                    queue=settings.queue,
+                    priority=PRIORITY_BY_TIER[user.tier],
+                    max_attempts=settings.max_attempts,
+                    idempotency_key=idempotency_key(project_id, n, generation),
+                    concurrency_key=f"project:{project_id}",
+                    concurrency_limit=settings.storyboard_concurrency,
+                )
+                for n in to_enqueue
+            ]
+            jobs = await queue.enqueue_many(specs, conn=conn)
+            await conn.execute(
+                queries.MARK_GENERATING,
+                project_id,
+                generation,
+                to_enqueue,
+                [job.id for job in jobs],
+            )
+            job_ids.update(zip(to_enqueue, (job.id for job in jobs), strict=True))
+        await conn.execute(queries.FINISH_PROJECT, project_id)
+    return {
+        "project_id": str(project_id),
+        "job_ids": [job_ids[n] for n in targets if job_ids[n] is not None],
+        "total": len(targets),
+        "queued": len(to_enqueue),
+    }
+
+
+async def project_status(
+    pool: asyncpg.Pool, user: User, project_id: uuid.UUID, settings: ServiceSettings
+) -> dict[str, Any]:
+    """The status answer of CONTRACT.md, after `reconcile`."""
+    async with pool.acquire() as conn:
+        await reconcile(conn, project_id, settings.storyboard_timeout_s)
+        if await conn.fetchrow(queries.GET_PROJECT, project_id, user.name) is None:
+            raise not_found("project")
+        records = await conn.fetch(queries.SELECT_STORYBOARDS, project_id)
+    storyboards = [storyboard_json(r) for r in records]
+    counts = {state: 0 for state in ("pending", "generating", "success", "failed")}
+    for storyboard in storyboards:
+        counts[storyboard["status"]] += 1
+    attempted = len(storyboards) - counts["pending"]
+    finished = counts["success"] + counts["failed"]
+    return {
+        "project_id": str(project_id),
+        "status": step_status(counts["generating"], counts["success"], counts["failed"]),
+        "total": len(storyboards),
+        "pending": counts["pending"],
+        "generating": counts["generating"],
+        "succeeded": counts["success"],
+        "failed": counts["failed"],
+        "percent": finished * 100 // attempted if attempted else 0,
+        "done": counts["generating"] == 0,
+        "storyboards": storyboards,
+    }
+
+
+def step_status(generating: int, succeeded: int, failed: int) -> str:
+    """The project's step status from its storyboard counts (as `queries.FINISH_PROJECT`)."""
+    if generating:
+        return "generating"
+    if not succeeded and not failed:
+        return "pending"
+    if not failed:
+        return "completed"
+    return "failed" if not succeeded else "partial"
+
+
+async def reconcile(conn: asyncpg.Connection, project_id: uuid.UUID, timeout_s: float) -> None:
+    """Fail the project's storyboards that nothing will finish, then update its status.
+
+    The check runs without locks, so that polling stays cheap; only when there is something to
+    repair is the project locked (before the storyboards: the order `queries` documents).
+    """
+    if not await conn.fetchval(queries.HAS_STALE_STORYBOARDS, project_id, timeout_s):
+        return
+    async with conn.transaction():
+        await conn.execute(queries.LOCK_PROJECT, project_id)
+        await conn.execute(queries.FAIL_STALE_STORYBOARDS, project_id, timeout_s)
+        await conn.execute(queries.FINISH_PROJECT, project_id)
+
+
+def storyboard_json(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A storyboard as the API answers it."""
+    progress = record["job_progress"]
+    return {
+        "shot_number": record["shot_number"],
+        "status": record["status"],
+        "image_url": record["image_url"],
+        "error": record["error"],
+        "attempts": record["attempts"],
+        "job_id": record["job_id"],
+        "progress": json.loads(progress) if isinstance(progress, str) else progress,
+    }
+
+
+def _project_summary(record: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "id": str(record["id"]),
+        "title": record["title"],
+        "style": record["style"],
+        "aspect_ratio": record["aspect_ratio"],
+        "status": record["status"],
+        "generation": record["generation"],
+        "created_at": _iso(record["created_at"]),
+        "updated_at": _iso(record["updated_at"]),
+    }
+
+
+async def _project_json(conn: asyncpg.Connection, project: Mapping[str, Any]) -> dict[str, Any]:
+    project_id = project["id"]
+    characters = await conn.fetch(queries.SELECT_CHARACTERS, project_id)
+    shots = await conn.fetch(queries.SELECT_SHOTS, project_id)
+    storyboards = await conn.fetch(queries.SELECT_STORYBOARDS, project_id)
+    return {
+        **_project_summary(project),
+        "characters": [dict(c) for c in characters],
+        "shots": [{**dict(s), "characters": list(s["characters"])} for s in shots],
+        "storyboards": [storyboard_json(s) for s in storyboards],
+    }
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat()
