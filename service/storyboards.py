@@ -118,7 +118,9 @@ async def generate(
         await conn.execute(
             queries.FAIL_STALE_STORYBOARDS, project_id, settings.storyboard_timeout_s
         )
-        storyboards = {r["shot_number"]: r for r in await conn.fetch(queries.SELECT_STORYBOARDS, project_id)}
+        storyboards = {
+            r["shot_number"]: r for r in await conn.fetch(queries.SELECT_STORYBOARDS, project_id)
+        }
         if body.shot_numbers is None:
             targets = sorted(storyboards)
         else:

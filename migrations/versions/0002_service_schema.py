@@ -23,7 +23,8 @@ CREATE TABLE storyboard.api_tokens (
     user_name   text NOT NULL CONSTRAINT api_tokens_user_name_length
                     CHECK (length(user_name) BETWEEN 1 AND 100),
     token_hash  text NOT NULL UNIQUE,
-    tier        text NOT NULL DEFAULT 'free' CONSTRAINT api_tokens_tier CHECK (tier IN ('free', 'pro')),
+    tier        text NOT NULL DEFAULT 'free'
+                    CONSTRAINT api_tokens_tier CHECK (tier IN ('free', 'pro')),
     is_admin    boolean NOT NULL DEFAULT false,
     created_at  timestamptz NOT NULL DEFAULT now()
 );
@@ -33,7 +34,8 @@ CREATE TABLE storyboard.api_tokens (
 CREATE TABLE storyboard.projects (
     id            uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     owner         text NOT NULL,
-    title         text NOT NULL CONSTRAINT projects_title_length CHECK (length(title) BETWEEN 1 AND 200),
+    title         text NOT NULL
+                      CONSTRAINT projects_title_length CHECK (length(title) BETWEEN 1 AND 200),
     style         text NOT NULL DEFAULT '',
     aspect_ratio  text NOT NULL CONSTRAINT projects_aspect_ratio
                       CHECK (aspect_ratio IN ('16:9', '9:16', '1:1')),

@@ -1,0 +1,50 @@
+"""`create_app(settings)`: the Starlette application of the storyboard API."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import asyncpg
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+
+from pgqueue import Queue
+from service import errors, routes
+from service.settings import ServiceSettings
+
+POOL_MAX_SIZE = 10  # connections per API process
+
+
+def create_app(settings: ServiceSettings) -> Starlette:
+    """The API, on the database of `settings.database_url` (which must be set).
+
+    The lifespan opens one asyncpg pool and a `Queue` on it, and yields them as the
+    `routes.AppState` that every request sees as `request.state`.
+    """
+    if settings.database_url is None:
+        raise ValueError("create_app needs settings.database_url (DATABASE_URL)")
+    settings.check()
+    dsn = settings.database_url
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[routes.AppState]:
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=POOL_MAX_SIZE)
+        assert pool is not None
+        try:
+            yield routes.AppState(
+                pool=pool,
+                queue=Queue(pool, default_queue=settings.queue, max_attempts=settings.max_attempts),
+                settings=settings,
+            )
+        finally:
+            await pool.close()
+
+    return Starlette(
+        routes=routes.ROUTES,
+        lifespan=lifespan,
+        exception_handlers={
+            errors.ApiError: errors.handle_api_error,
+            HTTPException: errors.handle_http_exception,
+        },
+    )

@@ -1,0 +1,249 @@
+"""The HTTP endpoints: each one parses, calls the domain (`storyboards`), and answers JSON."""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict, cast
+
+import asyncpg
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from pgqueue import Job, Queue
+from service import auth, media, queries, schemas, storyboards
+from service.errors import ApiError, not_found
+from service.openapi import openapi_document
+from service.settings import ServiceSettings
+
+MAX_BIGINT = 2**63 - 1
+READY_TIMEOUT_S = 2.0  # seconds /readyz waits for the database
+
+
+class AppState(TypedDict):
+    """What the lifespan yields; Starlette hands a copy to every request as `request.state`."""
+
+    pool: asyncpg.Pool
+    queue: Queue
+    settings: ServiceSettings
+
+
+def _state(request: Request) -> AppState:
+    return cast(AppState, request.scope["state"])
+
+
+async def _user(request: Request) -> auth.User:
+    return await auth.authenticate(_state(request)["pool"], request.headers.get("authorization"))
+
+
+async def read_body(request: Request) -> bytes:
+    """The request body, refusing more than 1 MiB (413) before reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > schemas.MAX_BODY_BYTES):
+        raise (
+            _too_large()
+            if declared.isdigit()
+            else ApiError(400, "bad_request", "bad Content-Length")
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > schemas.MAX_BODY_BYTES:  # chunked bodies carry no Content-Length
+            raise _too_large()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large() -> ApiError:
+    return ApiError(413, "payload_too_large", f"the body exceeds {schemas.MAX_BODY_BYTES} bytes")
+
+
+async def healthz(request: Request) -> Response:
+    """Liveness: the process answers."""
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    """Readiness: the database answers."""
+    try:
+        await _state(request)["pool"].fetchval(queries.PING, timeout=READY_TIMEOUT_S)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        return JSONResponse(
+            {
+                "error": {
+                    "code": "not_ready",
+                    "message": f"database unavailable: {exc}",
+                    "details": [],
+                }
+            },
+            status_code=503,
+        )
+    return JSONResponse({"status": "ready"})
+
+
+async def create_project(request: Request) -> Response:
+    """POST /api/projects"""
+    user = await _user(request)
+    body = schemas.parse_body(schemas.ProjectIn, await read_body(request))
+    project = await storyboards.create_project(_state(request)["pool"], user, body)
+    return JSONResponse(
+        project, status_code=201, headers={"Location": f"/api/projects/{project['id']}"}
+    )
+
+
+async def list_projects(request: Request) -> Response:
+    """GET /api/projects"""
+    user = await _user(request)
+    return JSONResponse(
+        {"projects": await storyboards.list_projects(_state(request)["pool"], user)}
+    )
+
+
+async def get_project(request: Request) -> Response:
+    """GET /api/projects/{id}"""
+    user = await _user(request)
+    state = _state(request)
+    project_id = storyboards.parse_project_id(request.path_params["project_id"])
+    return JSONResponse(
+        await storyboards.get_project(state["pool"], user, project_id, state["settings"])
+    )
+
+
+async def generate(request: Request) -> Response:
+    """POST /api/projects/{id}/storyboards/generate"""
+    user = await _user(request)
+    state = _state(request)
+    project_id = storyboards.parse_project_id(request.path_params["project_id"])
+    body = schemas.parse_body(schemas.GenerateIn, await read_body(request), optional=True)
+    answer = await storyboards.generate(
+        state["pool"], state["queue"], state["settings"], user, project_id, body
+    )
+    return JSONResponse(answer, status_code=202)
+
+
+async def regenerate(request: Request) -> Response:
+    """POST /api/projects/{id}/storyboards/{shot_number}/regenerate"""
+    user = await _user(request)
+    state = _state(request)
+    project_id = storyboards.parse_project_id(request.path_params["project_id"])
+    shot_number = _int_param(request, "shot_number", 1000, "shot")
+    await read_body(request)  # no body is expected; still refuse oversized ones
+    body = schemas.GenerateIn(shot_numbers=[shot_number], force=True)
+    answer = await storyboards.generate(
+        state["pool"], state["queue"], state["settings"], user, project_id, body
+    )
+    answer["job_id"] = answer["job_ids"][0]
+    return JSONResponse(answer, status_code=202)
+
+
+async def status(request: Request) -> Response:
+    """GET /api/projects/{id}/storyboards/status"""
+    user = await _user(request)
+    state = _state(request)
+    project_id = storyboards.parse_project_id(request.path_params["project_id"])
+    return JSONResponse(
+        await storyboards.project_status(state["pool"], user, project_id, state["settings"])
+    )
+
+
+async def get_job(request: Request) -> Response:
+    """GET /api/jobs/{id}: the job, for the owner of its project or an admin."""
+    user = await _user(request)
+    state = _state(request)
+    job_id = _int_param(request, "job_id", MAX_BIGINT, "job")
+    job = await state["queue"].get(job_id)
+    if job is None:
+        raise not_found("job")
+    if not user.is_admin:
+        project_id = job.payload.get("project_id") if isinstance(job.payload, dict) else None
+        if not isinstance(project_id, str) or not await state["pool"].fetchval(
+            queries.OWNS_PROJECT, project_id, user.name
+        ):
+            raise not_found("job")
+    return JSONResponse(job_json(job))
+
+
+async def queue_stats(request: Request) -> Response:
+    """GET /api/queue/stats (admins only)."""
+    user = await _user(request)
+    if not user.is_admin:
+        raise ApiError(403, "forbidden", "queue statistics are for admins")
+    stats = await _state(request)["queue"].stats()
+    return JSONResponse(
+        {
+            "queues": {
+                name: {
+                    "waiting": s.waiting,
+                    "delayed": s.delayed,
+                    "active": s.active,
+                    "completed": s.completed,
+                    "failed": s.failed,
+                    "cancelled": s.cancelled,
+                }
+                for name, s in stats.items()
+            }
+        }
+    )
+
+
+async def image(request: Request) -> Response:
+    """GET /media/{path}: a stored image (its URL is unguessable: it holds the project uuid)."""
+    path = media.resolve(_state(request)["settings"].media_dir, request.path_params["path"])
+    if path is None:
+        raise not_found("image")
+    return FileResponse(path, headers={"Cache-Control": "public, max-age=31536000, immutable"})
+
+
+async def openapi(request: Request) -> Response:
+    """GET /openapi.json"""
+    return JSONResponse(openapi_document())
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    """A job as the API answers it."""
+    return {
+        "id": job.id,
+        "queue": job.queue,
+        "kind": job.kind,
+        "state": job.state.value,
+        "payload": job.payload,
+        "priority": job.priority,
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+        "last_error": job.last_error,
+        "progress": job.progress,
+        "result": job.result,
+        "run_at": job.run_at.isoformat(),
+        "created_at": job.created_at.isoformat(),
+        "started_at": job.started_at.isoformat() if job.started_at else None,
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+    }
+
+
+def _int_param(request: Request, name: str, maximum: int, what: str) -> int:
+    # The route's `int` convertor only admits digits; out-of-range values would overflow the
+    # database's integer types, so they are simply not found.
+    value: int = request.path_params[name]
+    if not 1 <= value <= maximum:
+        raise not_found(what)
+    return value
+
+
+ROUTES = [
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+    Route("/openapi.json", openapi, methods=["GET"]),
+    Route("/api/projects", create_project, methods=["POST"]),
+    Route("/api/projects", list_projects, methods=["GET"]),
+    Route("/api/projects/{project_id}", get_project, methods=["GET"]),
+    Route("/api/projects/{project_id}/storyboards/generate", generate, methods=["POST"]),
+    Route(
+        "/api/projects/{project_id}/storyboards/{shot_number:int}/regenerate",
+        regenerate,
+        methods=["POST"],
+    ),
+    Route("/api/projects/{project_id}/storyboards/status", status, methods=["GET"]),
+    Route("/api/jobs/{job_id:int}", get_job, methods=["GET"]),
+    Route("/api/queue/stats", queue_stats, methods=["GET"]),
+    Route("/media/{path:path}", image, methods=["GET"]),
+]
