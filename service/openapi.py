@@ -85,7 +85,7 @@ def openapi_document() -> dict[str, Any]:
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(schema.pop("$defs", {}))
         components[model.__name__] = schema
-    secured = [{"bearer": []}]
+    secured: list[dict[str, list[str]]] = [{"bearer": []}]
     paths: dict[str, Any] = {
         "/healthz": {"get": {"summary": "liveness", "responses": {"200": {"description": "up"}}}},
         "/readyz": {

@@ -120,7 +120,11 @@ class GenerateIn(_Strict):
 
 def _duplicates(values: list[Any]) -> str:
     seen: set[Any] = set()
-    repeated = [v for v in values if v in seen or seen.add(v)]
+    repeated: list[Any] = []
+    for value in values:
+        if value in seen:
+            repeated.append(value)
+        seen.add(value)
     return ", ".join(str(v) for v in dict.fromkeys(repeated))
 
 

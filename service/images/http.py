@@ -9,6 +9,7 @@ upstream's own message).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import email.utils
@@ -55,7 +56,7 @@ class HttpImageProvider:
         self._endpoint = base_url.rstrip("/") + "/images/generations"
         self._api_key = api_key
         self._model = model
-        self._timeout = httpx.Timeout(timeout_s)
+        self._timeout_s = timeout_s
 
     def request_body(self, request: ImageRequest) -> dict[str, Any]:
         """The JSON body sent upstream for `request`."""
@@ -102,12 +103,15 @@ class HttpImageProvider:
         return GeneratedImage.from_bytes(response.content)
 
     async def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        # httpx's own timeouts bound each phase (connect, each read); the overall limit of one
+        # call is ours, so an upstream that trickles bytes is cut off too.
         try:
-            return await self._client.request(method, url, timeout=self._timeout, **kwargs)
-        except httpx.TimeoutException as exc:
-            raise RetryableImageError(
-                f"upstream timed out after {self._timeout.read}s ({type(exc).__name__})"
-            ) from exc
+            async with asyncio.timeout(self._timeout_s):
+                return await self._client.request(
+                    method, url, timeout=httpx.Timeout(self._timeout_s), **kwargs
+                )
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            raise RetryableImageError(f"upstream timed out after {self._timeout_s:g}s") from exc
         except httpx.TransportError as exc:
             raise RetryableImageError(f"upstream unreachable: {type(exc).__name__}: {exc}") from exc
 

@@ -1,0 +1,117 @@
+"""`python -m service api | worker | create-token | run`.
+
+    api            the HTTP API (uvicorn) on HOST:PORT, or --host/--port
+    worker         a worker with the service's handlers (= python -m pgqueue.worker
+                   service.jobs:registry; further arguments are passed on)
+    create-token   a new API token, printed alone on the last line
+    run            embedded Postgres (unless DATABASE_URL), migrations, API and a worker
+
+Without DATABASE_URL, every command uses the embedded server under `./.pgdata`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+import asyncpg
+from pydantic import ValidationError
+
+from service import auth
+from service.settings import ServiceSettings
+
+EMBEDDED_DIR = ".pgdata"
+
+
+def _database_url(settings: ServiceSettings) -> str:
+    if settings.database_url is not None:
+        return settings.database_url
+    from pgqueue.embedded import EmbeddedPostgres
+
+    return EmbeddedPostgres(EMBEDDED_DIR).start()
+
+
+def _api(settings: ServiceSettings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from pgqueue import logs
+    from service.app import create_app
+
+    logs.configure(args.log_level)
+    settings = settings.model_copy(update={"database_url": _database_url(settings)})
+    uvicorn.run(
+        create_app(settings),
+        host=args.host or settings.host,
+        port=settings.port if args.port is None else args.port,
+        log_config=None,  # keep our log format (pgqueue.logs) for uvicorn's records too
+        access_log=args.access_log,
+    )
+    return 0
+
+
+def _worker(extra: Sequence[str]) -> int:
+    from pgqueue.worker.__main__ import main as worker_main
+
+    return worker_main(["service.jobs:registry", *extra])
+
+
+async def _create_token(dsn: str, args: argparse.Namespace) -> str:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await auth.create_token(conn, args.user, tier=args.tier, admin=args.admin)
+    finally:
+        await conn.close()
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    """The command line; unknown arguments are kept for `worker`."""
+    parser = argparse.ArgumentParser(prog="python -m service", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    api = commands.add_parser("api", help="run the HTTP API")
+    api.add_argument("--host", help="address to bind (HOST, default 127.0.0.1)")
+    api.add_argument("--port", type=int, help="port (PORT, default 8000)")
+    api.add_argument("--log-level", default="INFO")
+    api.add_argument("--access-log", action="store_true", help="log every request")
+    commands.add_parser("worker", help="run a worker (options of python -m pgqueue.worker)")
+    token = commands.add_parser("create-token", help="create an API token")
+    token.add_argument("--user", required=True, help="the user the token acts as")
+    token.add_argument("--tier", choices=("free", "pro"), default="free")
+    token.add_argument("--admin", action="store_true", help="may read any job and the stats")
+    commands.add_parser("run", help="embedded Postgres, migrations, API and a worker")
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "worker":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args, extra
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    args, extra = parse_args(argv)
+    if args.command == "worker":
+        return _worker(extra)
+    try:
+        settings = ServiceSettings()
+        settings.check()
+    except (ValidationError, ValueError) as exc:
+        print(f"error: bad settings: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "api":
+        return _api(settings, args)
+    if args.command == "create-token":
+        try:
+            token = asyncio.run(_create_token(_database_url(settings), args))
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"token for user {args.user!r} (tier {args.tier}{', admin' if args.admin else ''}):")
+        print(token)
+        return 0
+    from service.launcher import Launcher
+
+    return Launcher(settings).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
