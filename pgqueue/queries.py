@@ -134,6 +134,17 @@ WHERE id = $1 AND lease_token = $2 AND state = 'running'
 RETURNING *
 """
 
+# -- complete_jobs: fenced success of many jobs at once (the worker's group commit)
+COMPLETE_JOBS = """
+UPDATE pgqueue.jobs AS j
+SET state = 'succeeded', finished_at = now(), lease_expires_at = NULL,
+    result = l.result::jsonb, progress = coalesce(l.progress::jsonb, j.progress)
+FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[])
+     AS l(id, lease_token, result, progress)
+WHERE j.id = l.id AND j.lease_token = l.lease_token AND j.state = 'running'
+RETURNING j.id
+"""
+
 # -- fail_attempt: fenced failure; back to queued after $4 seconds when $3 (retryable) and
 # -- attempts remain, else failed for good. The database decides, from the row it locked.
 FAIL_ATTEMPT = """

@@ -20,9 +20,11 @@ from pgqueue.queue import Queue
 from pgqueue.reaper import Reaper
 from pgqueue.registry import Registry
 from pgqueue.worker import events
+from pgqueue.worker.completer import Completer
 from pgqueue.worker.context import JobContext
 from pgqueue.worker.listener import Listener
-from pgqueue.worker.runner import TRANSIENT_ERRORS, JobRunner, RunningJob, StopReason
+from pgqueue.worker.runner import JobRunner, RunningJob, StopReason
+from pgqueue.worker.transient import TRANSIENT_ERRORS
 
 logger = logging.getLogger("pgqueue.worker")
 
@@ -31,6 +33,9 @@ DEFAULT_LEASE_S = 30.0  # seconds
 DEFAULT_POLL_INTERVAL_S = 3.0  # seconds; the fallback when no notification arrives
 DEFAULT_SHUTDOWN_GRACE_S = 30.0  # seconds
 DEFAULT_BACKLOG_WARN = 10  # runnable jobs
+# Writes are batched, so a big worker needs few connections; handlers that hold connections
+# for long inside ctx.transaction() may want more (pool_size=).
+DEFAULT_MAX_POOL_SIZE = 20
 DEFAULT_MAINTENANCE_INTERVAL_S = 60.0  # seconds between retention passes
 BACKLOG_CHECK_INTERVAL_S = 10.0  # seconds between backlog checks
 BACKLOG_WARN_EVERY_S = 60.0  # seconds between two backlog warnings
@@ -58,6 +63,8 @@ class Worker:
         retention_failed: failed jobs are deleted after this.
         maintenance_interval_s: how often retention runs.
         worker_id: this worker's name in `jobs.worker_id` (default: host, pid and a nonce).
+        pool_size: connections of the worker's pool (default: enough for claims, batched
+            writes and handlers' own transactions, at most DEFAULT_MAX_POOL_SIZE).
     """
 
     def __init__(
@@ -79,6 +86,7 @@ class Worker:
         retention_failed: timedelta = timedelta(days=30),
         maintenance_interval_s: float = DEFAULT_MAINTENANCE_INTERVAL_S,
         worker_id: str | None = None,
+        pool_size: int | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
@@ -103,6 +111,7 @@ class Worker:
         self.retention_succeeded = retention_succeeded
         self.retention_failed = retention_failed
         self.maintenance_interval_s = maintenance_interval_s
+        self.pool_size = pool_size or min(concurrency + 3, DEFAULT_MAX_POOL_SIZE)
         self.worker_id = worker_id or f"{socket.gethostname()}:{_pid()}:{uuid.uuid4().hex[:8]}"
         self.hooks = events.Hooks()
         self._running: dict[int, RunningJob] = {}
@@ -144,12 +153,13 @@ class Worker:
 
     async def run(self) -> None:
         """Run until `stop()` (or, with `burst`, until nothing is runnable)."""
-        pool = await _create_pool(self.dsn, max_size=self.concurrency + 4)
+        pool = await _create_pool(self.dsn, max_size=self.pool_size)
         self._pool = pool
+        completer = Completer(pool)
         self._listener = Listener(
             self.dsn, self.queues, self._wake.set, ping_interval_s=self.poll_interval_s
         )
-        runner = JobRunner(pool, self.registry, self.retry_policy, self.hooks, self.lease_s)
+        runner = JobRunner(pool, self.registry, self.retry_policy, self.hooks, completer)
         logger.info(
             "worker %s started: queues=%s concurrency=%d",
             self.worker_id,
@@ -161,6 +171,7 @@ class Worker:
             async with self.registry.lifespan() as state:
                 side_tasks = [
                     asyncio.create_task(self._listener.run(), name="pgqueue-listener"),
+                    asyncio.create_task(completer.run(), name="pgqueue-completer"),
                     asyncio.create_task(
                         self._side_loop("heartbeat", self._heartbeat_once, self.lease_s / 3),
                         name="pgqueue-heartbeat",

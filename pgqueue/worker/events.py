@@ -54,9 +54,16 @@ class Hooks:
             raise ValueError(f"unknown event {name!r}; choose one of {', '.join(EVENT_NAMES)}")
         self._hooks[name].append(hook)
 
+    def wants(self, name: EventName) -> bool:
+        """Whether any hook listens for `name` (lets callers skip building the event)."""
+        return bool(self._hooks[name])
+
     async def emit(self, event: Event) -> None:
         """Run the hooks of `event.name`, in order."""
-        for hook in self._hooks[event.name]:
+        hooks = self._hooks[event.name]
+        if not hooks:
+            return
+        for hook in hooks:
             try:
                 outcome = hook(event)
                 if inspect.isawaitable(outcome):

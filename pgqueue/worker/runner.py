@@ -16,22 +16,12 @@ import asyncpg
 from pgqueue import errors, models, queries, retry
 from pgqueue.registry import Registry
 from pgqueue.worker import events
+from pgqueue.worker.completer import Completer
 from pgqueue.worker.context import JobContext
+from pgqueue.worker.transient import TRANSIENT_ERRORS, retry_delay_s
 
 logger = logging.getLogger("pgqueue.worker")
 
-# Errors after which the same write may succeed on a fresh connection: the server restarted,
-# the connection dropped, a deadlock victim. Anything else is a bug and is not retried.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.OperatorInterventionError,
-    asyncpg.exceptions.DeadlockDetectedError,
-    asyncpg.exceptions.SerializationError,
-)
-WRITE_RETRY_DELAYS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)  # then every 2 s until the lease ends
 MAX_ERROR_CHARS = 8000  # last_error keeps the message and the tail of the traceback
 
 
@@ -68,7 +58,7 @@ class JobRunner:
         registry: the handlers.
         policy: backoff for failed attempts.
         hooks: event callbacks.
-        lease_s: the lease length, which bounds how long a final write is retried.
+        completer: the group commit that writes successes.
     """
 
     def __init__(
@@ -77,31 +67,25 @@ class JobRunner:
         registry: Registry,
         policy: retry.RetryPolicy,
         hooks: events.Hooks,
-        lease_s: float,
+        completer: Completer,
     ) -> None:
         self._pool = pool
         self._registry = registry
         self._policy = policy
         self._hooks = hooks
-        self._lease_s = lease_s
+        self._completer = completer
 
     async def run(self, running: RunningJob) -> None:
         """Run one attempt to its end; never raises (outcomes are written, not thrown)."""
         job = running.job
         started = time.monotonic()
-        log_extra = {
-            "job_id": job.id,
-            "kind": job.kind,
-            "queue": job.queue,
-            "attempt": job.attempts,
-        }
         logger.info(
             "job %s started: kind=%s attempt=%d/%d",
             job.id,
             job.kind,
             job.attempts,
             job.max_attempts,
-            extra={"action": "job_started", **log_extra},
+            extra={"action": "job_started", **_log_extra(job)},
         )
         await self._hooks.emit(events.Event("active", job.id, job=job))
         try:
@@ -112,17 +96,17 @@ class JobRunner:
             await asyncio.shield(self._stopped(running, reason))
             return
         except Exception as exc:  # the job boundary: every failure becomes an outcome
-            duration_s = time.monotonic() - started
-            await asyncio.shield(self._failed(running, exc, duration_s, log_extra))
+            await asyncio.shield(self._failed(running, exc, time.monotonic() - started))
             return
-        duration_s = time.monotonic() - started
-        await asyncio.shield(self._succeeded(running, result, duration_s, log_extra))
+        await asyncio.shield(self._succeeded(running, result, time.monotonic() - started))
 
     async def _call(self, running: RunningJob) -> Any:
         job = running.job
         spec = self._registry.get(job.kind)
         if spec is None:
             raise errors.DoNotRetry(f"no handler registered for kind {job.kind!r}")
+        if job.timeout_s is None:
+            return await spec.handler(running.context)
         deadline = asyncio.timeout(job.timeout_s)
         try:
             async with deadline:
@@ -133,66 +117,57 @@ class JobRunner:
                 raise _TimedOut(job.timeout_s) from None
             raise
 
-    async def _succeeded(
-        self, running: RunningJob, result: Any, duration_s: float, log_extra: dict[str, Any]
-    ) -> None:
+    async def _succeeded(self, running: RunningJob, result: Any, duration_s: float) -> None:
         job = running.job
-        if running.context.completed_in_transaction:
-            # The handler completed the job in its own transaction; if that transaction rolled
-            # back afterwards, the job is still running under our lease and we complete it here.
-            async with self._pool.acquire() as conn:
-                current = await conn.fetchrow(queries.GET_JOB, job.id)
-            if (
-                current is not None
-                and current["lease_token"] == running.lease_token
-                and (current["state"] == models.JobState.SUCCEEDED.value)
-            ):
-                self._log_success(job, duration_s, log_extra)
-                await self._hooks.emit(
-                    events.Event("completed", job.id, job=models.Job.from_record(current))
-                )
+        context = running.context
+        if context.completed_in_transaction and await self._completed_by_handler(running):
+            written = True
+        else:
+            try:
+                result_json = json.dumps(result)
+            except (TypeError, ValueError) as exc:
+                error = errors.DoNotRetry(f"the handler's result is not JSON: {exc}")
+                await self._failed(running, error, duration_s)
                 return
-        try:
-            result_json = json.dumps(result)
-        except (TypeError, ValueError) as exc:
-            await self._failed(
-                running, errors.DoNotRetry(f"result is not JSON: {exc}"), duration_s, log_extra
+            written = await self._completer.complete(
+                job.id,
+                running.lease_token,
+                result_json,
+                context.take_pending_progress(),
+                running.lease_deadline,
             )
+        if not written:
+            _log_lease_lost(job)
             return
-        record = await self._write(
-            running,
-            queries.COMPLETE_JOB,
-            job.id,
-            running.lease_token,
-            result_json,
-            running.context.take_pending_progress(),
-        )
-        if record is None:
-            return
-        self._log_success(job, duration_s, log_extra)
-        await self._hooks.emit(
-            events.Event("completed", job.id, job=models.Job.from_record(record), result=result)
-        )
-
-    def _log_success(self, job: models.Job, duration_s: float, log_extra: dict[str, Any]) -> None:
         logger.info(
             "job %s succeeded in %.3fs (attempt %d)",
             job.id,
             duration_s,
             job.attempts,
-            extra={"action": "job_succeeded", "duration_s": round(duration_s, 6), **log_extra},
+            extra={
+                "action": "job_succeeded",
+                "duration_s": round(duration_s, 6),
+                **_log_extra(job),
+            },
+        )
+        if self._hooks.wants("completed"):
+            done = dataclasses.replace(job, state=models.JobState.SUCCEEDED, result=result)
+            await self._hooks.emit(events.Event("completed", job.id, job=done, result=result))
+
+    async def _completed_by_handler(self, running: RunningJob) -> bool:
+        # The handler called complete_in(); unless its transaction rolled back afterwards, the
+        # job is already succeeded under our token and there is nothing left to write.
+        record = await self._write(running, queries.GET_JOB, running.job.id)
+        return (
+            record is not None
+            and record["lease_token"] == running.lease_token
+            and record["state"] == models.JobState.SUCCEEDED.value
         )
 
-    async def _failed(
-        self, running: RunningJob, exc: BaseException, duration_s: float, log_extra: dict[str, Any]
-    ) -> None:
+    async def _failed(self, running: RunningJob, exc: Exception, duration_s: float) -> None:
         job = running.job
         if isinstance(exc, errors.LeaseLost):
-            logger.warning(
-                "job %s: lease lost, result dropped",
-                job.id,
-                extra={"action": "lease_lost", **log_extra},
-            )
+            _log_lease_lost(job)
             return
         retryable = not isinstance(exc, errors.DoNotRetry)
         if isinstance(exc, errors.RetryLater):
@@ -211,6 +186,7 @@ class JobRunner:
             running.context.take_pending_progress(),
         )
         if record is None:
+            _log_lease_lost(job)
             return
         will_retry = record["state"] == models.JobState.QUEUED.value
         log = logger.warning if will_retry else logger.error
@@ -226,83 +202,80 @@ class JobRunner:
                 "duration_s": round(duration_s, 6),
                 "will_retry": will_retry,
                 "error": error_text,
-                **log_extra,
+                **_log_extra(job),
             },
         )
+        failed = models.Job.from_record(record)
         await self._hooks.emit(
-            events.Event(
-                "failed",
-                job.id,
-                job=models.Job.from_record(record),
-                error=exc,
-                will_retry=will_retry,
-            )
+            events.Event("failed", job.id, job=failed, error=exc, will_retry=will_retry)
         )
 
     async def _stopped(self, running: RunningJob, reason: StopReason) -> None:
         job = running.job
         if reason is StopReason.LEASE_LOST:
-            logger.warning(
-                "job %s: lease lost, handler cancelled",
-                job.id,
-                extra={"action": "lease_lost", "job_id": job.id},
-            )
+            _log_lease_lost(job)
             await self._hooks.emit(events.Event("stalled", job.id, job=job, error="lease lost"))
-            return
-        if reason is StopReason.CANCEL_REQUESTED:
-            await self._write(
-                running,
-                queries.CANCEL_HELD_JOB,
-                job.id,
-                running.lease_token,
-                "cancelled while running",
-            )
+        elif reason is StopReason.CANCEL_REQUESTED:
+            args = (job.id, running.lease_token, "cancelled while running")
+            if await self._write(running, queries.CANCEL_HELD_JOB, *args) is not None:
+                logger.info(
+                    "job %s cancelled", job.id, extra={"action": "job_cancelled", **_log_extra(job)}
+                )
+        elif await self._write(running, queries.RELEASE_JOBS, [job.id], [running.lease_token]):
             logger.info(
-                "job %s cancelled", job.id, extra={"action": "job_cancelled", "job_id": job.id}
+                "job %s released at shutdown; its attempt is not spent",
+                job.id,
+                extra={"action": "job_released", **_log_extra(job)},
             )
-            return
-        await self._write(running, queries.RELEASE_JOBS, [job.id], [running.lease_token])
-        logger.info(
-            "job %s released at shutdown; its attempt is not spent",
-            job.id,
-            extra={"action": "job_released", "job_id": job.id},
-        )
 
     async def _write(self, running: RunningJob, query: str, *args: Any) -> asyncpg.Record | None:
-        """Run a fenced final write, retrying transient errors while the lease may still hold.
+        """Run one fenced write, retrying passing outages while the lease may still hold.
 
-        Returns the row written, or None when the fence refused it (the lease was lost) or the
-        database stayed away past the lease, in which case the reaper will hand the job on.
+        Returns the row, or None when the fence refused the write (the lease was lost), the
+        database stayed away past the lease, or the write failed for good; in each case the
+        job is (or will be, once its lease expires) in someone else's hands: nothing is lost.
         """
-        attempt = 0
+        failures = 0
         while True:
             try:
                 async with self._pool.acquire() as conn:
                     record: asyncpg.Record | None = await conn.fetchrow(query, *args)
-                if record is None:
-                    logger.warning(
-                        "job %s: lease lost before its outcome was written",
-                        running.job.id,
-                        extra={"action": "lease_lost", "job_id": running.job.id},
-                    )
                 return record
             except TRANSIENT_ERRORS as exc:
+                failures += 1
                 if time.monotonic() > running.lease_deadline:
                     logger.error(
-                        "job %s: could not write its outcome before the lease ended (%s)",
+                        "job %s: outcome not written before the lease ended (%s)",
                         running.job.id,
                         exc,
                         extra={"action": "write_abandoned", "job_id": running.job.id},
                     )
                     return None
-                delay = WRITE_RETRY_DELAYS_S[min(attempt, len(WRITE_RETRY_DELAYS_S) - 1)]
-                attempt += 1
-                await asyncio.sleep(delay)
+                await asyncio.sleep(retry_delay_s(failures))
+            except Exception:
+                logger.exception(
+                    "job %s: writing its outcome failed",
+                    running.job.id,
+                    extra={"action": "write_failed", "job_id": running.job.id},
+                )
+                return None
 
 
 class _TimedOut(Exception):
     def __init__(self, timeout_s: float | None) -> None:
         super().__init__(f"timed out after {timeout_s}s")
+
+
+def _log_extra(job: models.Job) -> dict[str, Any]:
+    return {"job_id": job.id, "kind": job.kind, "queue": job.queue, "attempt": job.attempts}
+
+
+def _log_lease_lost(job: models.Job) -> None:
+    logger.warning(
+        "job %s: lease lost; its outcome was not written",
+        job.id,
+        extra={"action": "lease_lost", **_log_extra(job)},
+    )
 
 
 def _describe(exc: BaseException) -> str:
