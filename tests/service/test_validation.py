@@ -1,0 +1,183 @@
+"""Bad input answers a clear 4xx in the contract's error shape, and creates nothing."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import asyncpg
+import httpx
+
+from tests.service.support import project_body
+
+
+def _with(**changes: Any) -> dict[str, Any]:
+    body = project_body()
+    body.update(changes)
+    return body
+
+
+def _shot(**changes: Any) -> dict[str, Any]:
+    body = project_body(shots=1)
+    body["shots"][0].update(changes)
+    return body
+
+
+def _character(**changes: Any) -> dict[str, Any]:
+    body = project_body(shots=1)
+    body["characters"][0].update(changes)
+    return body
+
+
+INVALID_PROJECTS: dict[str, Any] = {
+    "empty object": {},
+    "array": [project_body()],
+    "string": "project",
+    "null": None,
+    "missing title": {k: v for k, v in project_body().items() if k != "title"},
+    "empty title": _with(title=""),
+    "blank title": _with(title="   "),
+    "long title": _with(title="t" * 201),
+    "title not a string": _with(title=5),
+    "NUL in title": _with(title="a\x00b"),
+    "lone surrogate": _with(title="\ud800"),
+    "long style": _with(style="s" * 201),
+    "bad aspect ratio": _with(aspect_ratio="4:3"),
+    "unknown field": _with(colour="red"),
+    "no shots": _with(shots=[]),
+    "too many shots": project_body(shots=101),
+    "shots not a list": _with(shots={"1": "x"}),
+    "duplicate shot numbers": _with(shots=[project_body()["shots"][0], project_body()["shots"][0]]),
+    "shot number zero": _shot(shot_number=0),
+    "shot number too big": _shot(shot_number=1001),
+    "shot number float": _shot(shot_number=1.5),
+    "shot number string": _shot(shot_number="1"),
+    "shot number bool": _shot(shot_number=True),
+    "shot number huge": _shot(shot_number=10**30),
+    "empty description": _shot(description=""),
+    "long description": _shot(description="d" * 2001),
+    "zero duration": _shot(duration_seconds=0),
+    "negative duration": _shot(duration_seconds=-1),
+    "long duration": _shot(duration_seconds=60.5),
+    "duration string": _shot(duration_seconds="3"),
+    "undefined character": _shot(characters=["Zed"]),
+    "character twice in shot": _shot(characters=["Ann", "Ann"]),
+    "empty character name": _character(name=""),
+    "long character name": _character(name="n" * 101),
+    "duplicate character names": _with(
+        characters=[{"name": "Ann"}, {"name": "Ann"}], shots=[project_body()["shots"][1]]
+    ),
+    "too many characters": _with(
+        characters=[{"name": f"c{i}"} for i in range(21)], shots=[project_body()["shots"][1]]
+    ),
+    "long character description": _character(description="d" * 2001),
+    "reference url not http": _character(reference_image_url="ftp://example.com/a.png"),
+    "reference url relative": _character(reference_image_url="/a.png"),
+    "reference url javascript": _character(reference_image_url="javascript:alert(1)"),
+    "reference url with spaces": _character(reference_image_url="https://exa mple.com/a.png"),
+}
+
+
+async def test_invalid_projects_answer_422(
+    client: httpx.AsyncClient, alice: dict[str, str], pool: asyncpg.Pool
+) -> None:
+    # One database for all the cases (a loop, not parametrize): each case costs milliseconds.
+    for case, body in INVALID_PROJECTS.items():
+        content = json.dumps(body, allow_nan=True).encode("utf-8", "surrogatepass")
+        response = await client.post(
+            "/api/projects",
+            content=content,
+            headers={**alice, "Content-Type": "application/json"},
+        )
+        assert response.status_code in (400, 422), (case, response.text)
+        error = response.json()["error"]
+        assert error["code"] in ("validation_error", "invalid_json"), case
+        assert error["message"], case
+        assert isinstance(error["details"], list), case
+        if response.status_code == 422 and isinstance(body, dict) and body:
+            assert error["details"], case
+    assert await pool.fetchval("SELECT count(*) FROM storyboard.projects") == 0
+
+
+NOT_JSON = {
+    "truncated": b'{"title": "x"',
+    "not utf-8": b"\xff\xfe{}",
+    "empty": b"",
+    "deeply nested": b"[" * 100_000 + b"]" * 100_000,
+    "trailing garbage": b"{} x",
+    "NaN duration": json.dumps(_shot(duration_seconds=float("nan"))).encode(),
+    "infinite duration": json.dumps(_shot(duration_seconds=float("inf"))).encode(),
+}
+
+
+async def test_malformed_bodies_answer_4xx(
+    client: httpx.AsyncClient, alice: dict[str, str], pool: asyncpg.Pool
+) -> None:
+    for case, content in NOT_JSON.items():
+        response = await client.post("/api/projects", content=content, headers=alice)
+        assert 400 <= response.status_code < 500, (case, response.text)
+        assert response.json()["error"]["code"] in ("invalid_json", "validation_error"), case
+    assert await pool.fetchval("SELECT count(*) FROM storyboard.projects") == 0
+
+
+async def test_bodies_over_one_mib_answer_413(
+    client: httpx.AsyncClient, alice: dict[str, str]
+) -> None:
+    big = json.dumps(_with(style="s" * (1024 * 1024))).encode()
+    response = await client.post("/api/projects", content=big, headers=alice)
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+
+    async def chunks() -> Any:  # no Content-Length: the limit still holds
+        for _ in range(20):
+            yield b" " * 65536
+
+    response = await client.post("/api/projects", content=chunks(), headers=alice)
+    assert response.status_code == 413
+
+
+INVALID_GENERATE = {
+    "shot_numbers not a list": {"shot_numbers": 3},
+    "empty shot_numbers": {"shot_numbers": []},
+    "duplicate shot_numbers": {"shot_numbers": [1, 1]},
+    "shot number out of range": {"shot_numbers": [0]},
+    "force not a bool": {"force": "yes"},
+    "unknown field": {"shots": [1]},
+    "array body": [1, 2],
+}
+
+
+async def test_invalid_generate_bodies(
+    client: httpx.AsyncClient, alice: dict[str, str], pool: asyncpg.Pool
+) -> None:
+    project = (await client.post("/api/projects", json=project_body(), headers=alice)).json()
+    for case, body in INVALID_GENERATE.items():
+        response = await client.post(
+            f"/api/projects/{project['id']}/storyboards/generate", json=body, headers=alice
+        )
+        assert response.status_code == 422, (case, response.text)
+    assert await pool.fetchval("SELECT count(*) FROM pgqueue.jobs") == 0
+
+
+async def test_unknown_ids_and_routes_answer_404(
+    client: httpx.AsyncClient, alice: dict[str, str]
+) -> None:
+    for path in [
+        "/api/projects/not-a-uuid",
+        "/api/projects/00000000-0000-0000-0000-000000000000",
+        "/api/projects/%00",
+        "/api/projects/not-a-uuid/storyboards/status",
+        "/api/jobs/abc",
+        "/api/nothing-here",
+    ]:
+        response = await client.get(path, headers=alice)
+        assert response.status_code == 404, path
+        assert response.json()["error"]["code"] == "not_found", path
+
+
+async def test_wrong_method_answers_405_json(
+    client: httpx.AsyncClient, alice: dict[str, str]
+) -> None:
+    response = await client.delete("/api/projects", headers=alice)
+    assert response.status_code == 405
+    assert response.json()["error"]["code"] == "method_not_allowed"
