@@ -1,4 +1,4 @@
-"""Where the benchmarks run: the server (same rule as the tests) and a fresh database per scenario."""
+"""Where the benchmarks run: the server (as the tests choose it), a fresh database per scenario."""
 
 from __future__ import annotations
 

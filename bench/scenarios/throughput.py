@@ -10,7 +10,12 @@ from bench import daemon, handlers, ops
 from bench.context import Context
 
 BASELINE_CONCURRENCY = 3
-BURST_TIMEOUT_S = 300.0  # seconds one burst run may take before the bench gives up
+MIN_BURST_TIMEOUT_S = 60.0  # seconds; a burst run may take this, or 10 ms a job if longer
+
+# -- states: how many jobs are in each state (the diagnosis when a burst run overruns)
+STATES = """
+SELECT state::text, count(*) FROM pgqueue.jobs GROUP BY state ORDER BY state
+"""
 
 
 async def measure(ctx: Context, concurrency: int, jobs: int) -> float:
@@ -18,13 +23,16 @@ async def measure(ctx: Context, concurrency: int, jobs: int) -> float:
     async with ctx.databases.fresh(f"tput_c{concurrency}") as dsn:
         await ops.fill(dsn, handlers.NOOP, jobs)
         worker = daemon.pgqueue_worker(f"throughput-c{concurrency}", dsn, concurrency=concurrency)
-        await worker.start()
-        try:
-            await worker.wait(BURST_TIMEOUT_S)
-        finally:
-            await worker.stop()
         conn = await asyncpg.connect(dsn)
         try:
+            await worker.start()
+            try:
+                await worker.wait(max(MIN_BURST_TIMEOUT_S, jobs / 100))
+            except TimeoutError as exc:
+                states = dict(await conn.fetch(STATES))  # type: ignore[arg-type]
+                raise TimeoutError(f"{exc}; jobs by state: {states}") from None
+            finally:
+                await worker.stop()
             done, seconds = await ops.throughput(conn, handlers.NOOP)
         finally:
             await conn.close()
