@@ -1,0 +1,137 @@
+"""The storyboard handler, run by an in-process worker: images, outcomes, project status."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+from PIL import Image
+
+from pgqueue import Job, Queue, Worker
+from service.settings import ServiceSettings
+from tests.helpers import wait_for
+from tests.service import support
+from tests.service.support import project_body, wait_done
+
+
+async def test_local_provider_end_to_end(
+    client: httpx.AsyncClient,
+    alice: dict[str, str],
+    settings: ServiceSettings,
+    run_worker: Callable[..., Worker],
+    media_dir: Path,
+    queue: Queue,
+) -> None:
+    project = (
+        await client.post("/api/projects", json=project_body(3, aspect_ratio="1:1"), headers=alice)
+    ).json()
+    answer = (
+        await client.post(f"/api/projects/{project['id']}/storyboards/generate", headers=alice)
+    ).json()
+    run_worker(settings)
+    status = await wait_done(client, project["id"], alice)
+    assert status["status"] == "completed" and status["percent"] == 100
+    assert status["succeeded"] == 3 and status["failed"] == 0
+    for storyboard in status["storyboards"]:
+        assert storyboard["attempts"] == 1 and storyboard["error"] is None
+        response = await client.get(storyboard["image_url"])
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "image/png"
+        assert Image.open(io.BytesIO(response.content)).size == (1024, 1024)
+    files = sorted(p.name for p in (media_dir / project["id"]).iterdir())
+    assert files == [f"{n}-{j}.png" for n, j in zip((1, 2, 3), answer["job_ids"], strict=True)]
+    # The storyboard commits first, the job's completion right after it.
+    jobs = await wait_for(lambda: _all_succeeded(queue, answer["job_ids"]), timeout=5)
+    assert jobs[-1].result["image_url"] == status["storyboards"][-1]["image_url"]
+    # Progress says how far the project is, for the browser.
+    status = await wait_done(client, project["id"], alice)
+    progress = [s["progress"] for s in status["storyboards"]]
+    assert all(p["percent"] == 100 and p["total"] == 3 for p in progress)
+    assert max(p["completed"] for p in progress) == 3
+    project_row = (await client.get(f"/api/projects/{project['id']}", headers=alice)).json()
+    assert project_row["status"] == "completed"
+
+
+async def test_content_policy_refusal_fails_one_shot_after_one_call(
+    client: httpx.AsyncClient,
+    alice: dict[str, str],
+    settings: ServiceSettings,
+    run_worker: Callable[..., Worker],
+    upstream: support.FakeUpstream,
+    queue: Queue,
+    pool: asyncpg.Pool,
+) -> None:
+    def refuse_shot_2(call: support.Call, nth: int) -> Any:
+        if call.shot == 2:
+            return support.error(400, "The request failed because of a content policy")
+        return None
+
+    upstream.action = refuse_shot_2
+    project = (
+        await client.post("/api/projects", json=project_body(3, style="policy"), headers=alice)
+    ).json()
+    answer = (
+        await client.post(f"/api/projects/{project['id']}/storyboards/generate", headers=alice)
+    ).json()
+    http_settings = settings.model_copy(
+        update={
+            "image_provider": "http",
+            "image_api_base": upstream.base_url,
+            "image_api_key": support.API_KEY,
+            "image_model": "seedream-test",
+        }
+    )
+    run_worker(http_settings)
+    status = await wait_done(client, project["id"], alice)
+    assert status["status"] == "partial"
+    assert [s["status"] for s in status["storyboards"]] == ["success", "failed", "success"]
+    refused = status["storyboards"][1]
+    assert "content policy" in refused["error"] and refused["attempts"] == 1
+    assert len(upstream.calls_for("policy", 2)) == 1
+    job = await queue.get(answer["job_ids"][1])
+    assert job is not None and job.state == "failed" and job.attempts == 1
+    assert job.last_error is not None and "content policy" in job.last_error
+    assert upstream.calls[0].headers["authorization"] == f"Bearer {support.API_KEY}"
+    stored = await pool.fetchval(
+        "SELECT status FROM storyboard.projects WHERE id = $1", uuid.UUID(project["id"])
+    )
+    assert stored == "partial"
+
+
+async def test_a_superseded_job_writes_nothing(
+    client: httpx.AsyncClient,
+    alice: dict[str, str],
+    settings: ServiceSettings,
+    run_worker: Callable[..., Worker],
+    pool: asyncpg.Pool,
+    queue: Queue,
+) -> None:
+    project = (await client.post("/api/projects", json=project_body(1), headers=alice)).json()
+    answer = (
+        await client.post(f"/api/projects/{project['id']}/storyboards/generate", headers=alice)
+    ).json()
+    # Another job took the storyboard over (as a later regenerate would).
+    await pool.execute("UPDATE storyboard.storyboards SET job_id = 424242")
+    run_worker(settings)
+
+    async def finished() -> bool:
+        job = await queue.get(answer["job_ids"][0])
+        return job is not None and job.state == "succeeded"
+
+    await wait_for(finished, timeout=10, message="job finished")
+    job = await queue.get(answer["job_ids"][0])
+    assert job is not None and job.result == {"skipped": "superseded by job 424242"}
+    row = await pool.fetchrow("SELECT status, image_url FROM storyboard.storyboards")
+    assert row is not None and row["status"] == "generating" and row["image_url"] is None
+
+
+async def _all_succeeded(queue: Queue, job_ids: list[int]) -> list[Job] | None:
+    jobs = [await queue.get(job_id) for job_id in job_ids]
+    if all(job is not None and job.state == "succeeded" for job in jobs):
+        return [job for job in jobs if job is not None]
+    return None
