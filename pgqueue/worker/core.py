@@ -24,7 +24,7 @@ from pgqueue.worker.completer import Completer
 from pgqueue.worker.context import JobContext
 from pgqueue.worker.listener import Listener
 from pgqueue.worker.runner import JobRunner, RunningJob, StopReason
-from pgqueue.worker.transient import TRANSIENT_ERRORS
+from pgqueue.worker.transient import TRANSIENT_ERRORS, retry_delay_s
 
 logger = logging.getLogger("pgqueue.worker")
 
@@ -224,10 +224,11 @@ class Worker:
                         queries.CLAIM_JOBS, self.queues, free, self.worker_id, self.lease_s
                     )
                 failures = 0
-            except TRANSIENT_ERRORS as exc:
+            except Exception as exc:  # the claim loop must outlive any database trouble
                 failures += 1
-                delay = min(self.poll_interval_s, 0.05 * 2**failures)
-                logger.warning(
+                delay = min(self.poll_interval_s, retry_delay_s(failures))
+                log = logger.warning if isinstance(exc, TRANSIENT_ERRORS) else logger.exception
+                log(
                     "claim failed (%s); retrying in %.2fs",
                     exc,
                     delay,
