@@ -45,7 +45,13 @@ def _fmt(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:,.3f}" if value < 10 else f"{value:,.0f}"
+        return (
+            f"{value:,.3f}"
+            if abs(value) < 10
+            else f"{value:,.0f}"
+            if abs(value) >= 100
+            else f"{value:.1f}"
+        )
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)

@@ -1,12 +1,170 @@
-"""7. Peers: placeholder."""
+"""7. Side by side: the same no-op throughput and latency workloads on PgQueuer and procrastinate.
+
+Each peer runs from `bench/.peers/venv` (installed from PyPI on first use), on the same server,
+in fresh databases, with its own worker process, and its figures are read back from its own
+tables with SQL, as ours are.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import statistics
+from pathlib import Path
 from typing import Any
 
+import asyncpg
+
+from bench import daemon
 from bench.context import Context
+from bench.peers import catalog, venv
+from bench.waiting import percentile
+
+ENQUEUE_BATCH = 1_000
+COMMAND_TIMEOUT_S = 300.0
+MIN_DRAIN_TIMEOUT_S = 60.0  # seconds; or 10 ms a job if longer
+
+
+async def runner(spec: catalog.PeerSpec, *args: str, timeout_s: float = COMMAND_TIMEOUT_S) -> str:
+    """Run one runner command to completion in the peers' venv; its stdout."""
+    process = await asyncio.create_subprocess_exec(
+        str(venv.PYTHON),
+        str(spec.runner),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), timeout_s)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise TimeoutError(f"{spec.name} {args[0]} took over {timeout_s:.0f}s") from None
+    if process.returncode != 0:
+        raise RuntimeError(
+            f"{spec.name} {args[0]} exited {process.returncode}: {err.decode()[-2000:]}"
+        )
+    return out.decode()
+
+
+def worker(
+    spec: catalog.PeerSpec, label: str, dsn: str, setting: int, *extra: str
+) -> daemon.Daemon:
+    """The peer's worker as a daemon."""
+    argv = [str(venv.PYTHON), str(spec.runner), "worker", dsn, str(setting), *extra]
+    return daemon.Daemon(f"{spec.name}-{label}", argv, {})
+
+
+async def throughput(
+    ctx: Context, spec: catalog.PeerSpec, setting: int, jobs: int
+) -> tuple[float, float]:
+    """(enqueue jobs/s, no-op throughput jobs/s) of one drained run in a fresh database."""
+    async with ctx.databases.fresh(f"{spec.name}_tput", migrated=False) as dsn:
+        await runner(spec, "install", dsn)
+        out = await runner(spec, "enqueue", dsn, str(jobs), str(ENQUEUE_BATCH))
+        enqueue_rate = float(json.loads(out)["jobs_s"])
+        drain = worker(spec, f"throughput-{setting}", dsn, setting, "--drain")
+        async with drain:
+            await drain.wait(max(MIN_DRAIN_TIMEOUT_S, jobs / 100))
+        conn = await asyncpg.connect(dsn)
+        try:
+            row = await conn.fetchrow(spec.throughput_sql)
+        finally:
+            await conn.close()
+    if row["jobs"] != jobs:
+        raise RuntimeError(
+            f"{spec.name} finished {row['jobs']} of {jobs} jobs; see {drain.log_path}"
+        )
+    return enqueue_rate, row["jobs"] / row["seconds"]
+
+
+async def latency(ctx: Context, spec: catalog.PeerSpec, setting: int) -> list[float]:
+    """Enqueue-to-start latencies (ms) of paced jobs with an idle worker."""
+    config = ctx.config
+    stamps = daemon.LOG_DIR / f"{spec.name}-latency.stamps"
+    stamps.unlink(missing_ok=True)
+    async with ctx.databases.fresh(f"{spec.name}_lat", migrated=False) as dsn:
+        await runner(spec, "install", dsn)
+        async with worker(spec, "latency", dsn, setting, "--stamps", str(stamps)) as idle:
+            out = await runner(
+                spec,
+                "latency",
+                dsn,
+                str(config.latency_jobs),
+                str(config.latency_interval_ms),
+                str(stamps),
+            )
+            sent = {int(seq): t for seq, t in json.loads(out).items()}
+
+            def started() -> dict[int, float]:
+                return _read_stamps(stamps)
+
+            deadline = asyncio.get_running_loop().time() + 30
+            while len(started().keys() & sent.keys()) < len(sent):
+                idle.check_alive()
+                if asyncio.get_running_loop().time() > deadline:
+                    raise TimeoutError(f"{spec.name}: latency jobs did not all start")
+                await asyncio.sleep(0.05)
+    stamped = started()
+    return [(stamped[seq] - t) * 1000 for seq, t in sent.items()]
+
+
+def _read_stamps(path: Path) -> dict[int, float]:
+    stamps: dict[int, float] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            seq, _, t = line.partition(" ")
+            if t:
+                stamps[int(seq)] = float(t)
+    return stamps
+
+
+async def measure(ctx: Context, spec: catalog.PeerSpec) -> dict[str, Any]:
+    """One peer's figures, under the same keys as ours."""
+    jobs = max(1_000, int(ctx.config.peer_jobs * spec.jobs_fraction))
+    by_setting: dict[int, float] = {}
+    enqueue_rates = []
+    for setting in spec.settings:
+        enqueue_rate, rate = await throughput(ctx, spec, setting, jobs)
+        enqueue_rates.append(enqueue_rate)
+        by_setting[setting] = rate
+        ctx.say(f"peers: {spec.name} {spec.setting}={setting}: {rate:8.0f} jobs/s ({jobs} no-ops)")
+    fastest = max(by_setting, key=lambda s: by_setting[s])
+    latencies = await latency(ctx, spec, fastest)
+    figures: dict[str, Any] = {
+        "throughput_jobs_s": round(by_setting[fastest]),
+        "throughput_setting": f"{spec.setting}={fastest}",
+        "throughput_by_setting": {f"{spec.setting}={s}": round(r) for s, r in by_setting.items()},
+        "batch_enqueue_jobs_s": round(statistics.median(enqueue_rates)),
+        "latency_p50_ms": round(percentile(latencies, 0.50), 2),
+        "latency_p95_ms": round(percentile(latencies, 0.95), 2),
+        "latency_p99_ms": round(percentile(latencies, 0.99), 2),
+        "latency_setting": f"{spec.setting}={fastest}",
+    }
+    if spec.setting == "concurrency" and 3 in by_setting:
+        figures["throughput_c3_jobs_s"] = round(by_setting[3])
+    ctx.say(
+        f"peers: {spec.name}: enqueue {figures['batch_enqueue_jobs_s']} jobs/s, latency p50 "
+        f"{figures['latency_p50_ms']} ms, p99 {figures['latency_p99_ms']} ms"
+    )
+    return figures
 
 
 async def run(ctx: Context) -> dict[str, Any]:
-    """Not yet."""
-    return {}
+    """Install the peers if needed, measure each, and keep going past one that fails."""
+    if not ctx.config.peers:
+        return {}
+    versions = await asyncio.to_thread(venv.ensure, upgrade=ctx.config.peer_upgrade)
+    ctx.say(f"peers: {', '.join(f'{k} {v}' for k, v in versions.items())}")
+    peers: dict[str, Any] = {}
+    for name in ctx.config.peers:
+        spec = catalog.PEERS.get(name)
+        if spec is None:
+            peers[name] = {"error": f"unknown peer; known: {', '.join(catalog.PEERS)}"}
+            continue
+        try:
+            peers[name] = {"version": versions.get(name), **await measure(ctx, spec)}
+        except Exception as exc:  # one peer failing must not lose the other's figures
+            peers[name] = {"error": f"{type(exc).__name__}: {exc}"}
+            ctx.say(f"peers: {name} FAILED: {peers[name]['error']}")
+    return {"peers": peers}

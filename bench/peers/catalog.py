@@ -1,0 +1,67 @@
+"""The peers: how to drive each runner, what to sweep, and the SQL that yields their figures.
+
+(Not named after the peers: this directory is on the runners' `sys.path`, where a module called
+`pgqueuer.py` would shadow the real package.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PeerSpec:
+    """One peer.
+
+    Args:
+        name: as in `results.json` `peers.<name>`.
+        runner: its runner script (run by the peers' venv).
+        setting: what the worker's SETTING argument means.
+        settings: the values swept for throughput; the fastest is also used for latency.
+        jobs_fraction: the share of `peer_jobs` per throughput run (slow peers get fewer).
+        throughput_sql: one row: `jobs` done and `seconds` from first start to last finish.
+    """
+
+    name: str
+    runner: Path
+    setting: str
+    settings: tuple[int, ...]
+    jobs_fraction: float
+    throughput_sql: str
+
+
+PEERS: dict[str, PeerSpec] = {
+    "pgqueuer": PeerSpec(
+        name="pgqueuer",
+        runner=HERE / "runner_pgqueuer.py",
+        setting="batch_size",
+        # 10 is PgQueuer's default; its docs advise raising batch_size for throughput.
+        settings=(10, 100, 500),
+        jobs_fraction=1.0,
+        # pgqueuer deletes finished jobs; its log table keeps every status change.
+        throughput_sql="""
+            SELECT count(*) FILTER (WHERE status = 'successful') AS jobs,
+                   extract(epoch FROM max(created) FILTER (WHERE status = 'successful')
+                                    - min(created) FILTER (WHERE status = 'picked'))::float8
+                       AS seconds
+            FROM pgqueuer_log
+        """,
+    ),
+    "procrastinate": PeerSpec(
+        name="procrastinate",
+        runner=HERE / "runner_procrastinate.py",
+        setting="concurrency",
+        settings=(3, 10, 50),
+        jobs_fraction=0.25,
+        throughput_sql="""
+            SELECT count(*) FILTER (WHERE type = 'succeeded') AS jobs,
+                   extract(epoch FROM max(at) FILTER (WHERE type = 'succeeded')
+                                    - min(at) FILTER (WHERE type = 'started'))::float8
+                       AS seconds
+            FROM procrastinate_events
+        """,
+    ),
+}
