@@ -128,6 +128,7 @@ class FakeUpstream:
         self._files: dict[str, bytes] = {}
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
+        self._stopping = False
         self.port = 0
 
     @property
@@ -161,8 +162,16 @@ class FakeUpstream:
             time.sleep(0.01)
         self.port = self._server.servers[0].sockets[0].getsockname()[1]
 
+    async def hang(self, seconds: float = 30.0) -> Any:
+        """An action's answer that never comes (until `seconds` pass or the server stops)."""
+        deadline = time.monotonic() + seconds
+        while not self._stopping and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return error(504, "hung")
+
     def stop(self) -> None:
         """Stop serving, cutting hung calls off."""
+        self._stopping = True
         if self._server is not None and self._thread is not None:
             self._server.should_exit = True
             self._server.force_exit = True
