@@ -240,3 +240,15 @@ async def test_stop_lets_short_jobs_finish_within_the_grace_period(
         await asyncio.wait_for(started.wait(), 10)
     done = await queue.get(job.id)
     assert done is not None and done.state == JobState.SUCCEEDED and done.result == "finished"
+
+
+async def test_stalled_hook_fires_when_the_reaper_takes_a_dead_workers_job(
+    queue: Queue, pool: asyncpg.Pool, running_worker: WorkerFactory
+) -> None:
+    job = await queue.enqueue("k", max_attempts=3)
+    await _claim_short_lease(pool)  # a "worker" that will never heartbeat
+    stalled: list[tuple[int, bool]] = []
+    async with running_worker(Registry(), queues=["elsewhere"], reap_interval_s=0.05) as worker:
+        worker.on("stalled", lambda event: stalled.append((event.job_id, event.will_retry)))
+        await wait_for(lambda: stalled)
+    assert stalled == [(job.id, True)]
