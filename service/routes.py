@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any, TypedDict, cast
 
 import asyncpg
@@ -14,6 +16,8 @@ from service import auth, media, queries, schemas, storyboards
 from service.errors import ApiError, not_found
 from service.openapi import openapi_document
 from service.settings import ServiceSettings
+
+logger = logging.getLogger("service.api")
 
 MAX_BIGINT = 2**63 - 1
 READY_TIMEOUT_S = 2.0  # seconds /readyz waits for the database
@@ -66,8 +70,10 @@ async def healthz(request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     """Readiness: the database answers."""
     try:
-        await _state(request)["pool"].fetchval(queries.PING, timeout=READY_TIMEOUT_S)
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        async with asyncio.timeout(READY_TIMEOUT_S):  # covers the pool's reconnect too
+            await _state(request)["pool"].fetchval(queries.PING)
+    except Exception as exc:  # the probe's boundary: any failure to talk means "not ready"
+        logger.warning("readiness check failed: %r", exc, extra={"action": "not_ready"})
         return JSONResponse(
             {
                 "error": {
