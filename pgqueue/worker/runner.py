@@ -106,7 +106,9 @@ class JobRunner:
         except Exception as exc:  # the job boundary: every failure becomes an outcome
             await asyncio.shield(self._failed(running, exc, time.monotonic() - started))
             return
-        await asyncio.shield(self._succeeded(running, result, time.monotonic() - started))
+        # No shield needed (it would cost a task per job): the completer owns the write once
+        # it is queued, so a cancellation here cannot stop the job's success being recorded.
+        await self._succeeded(running, result, time.monotonic() - started)
 
     async def _call(self, running: RunningJob) -> Any:
         job = running.job
@@ -132,7 +134,7 @@ class JobRunner:
             written = True
         else:
             try:
-                result_json = json.dumps(result)
+                result_json = "null" if result is None else json.dumps(result)
             except (TypeError, ValueError) as exc:
                 error = errors.DoNotRetry(f"the handler's result is not JSON: {exc}")
                 await self._failed(running, error, duration_s)
