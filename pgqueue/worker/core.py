@@ -114,8 +114,7 @@ class Worker:
         self.pool_size = pool_size or min(concurrency + 3, DEFAULT_MAX_POOL_SIZE)
         self.worker_id = worker_id or f"{socket.gethostname()}:{_pid()}:{uuid.uuid4().hex[:8]}"
         self.hooks = events.Hooks()
-        self._running: dict[int, RunningJob] = {}  # every job whose lease we hold
-        self._busy = 0  # handlers running now: the slots in use
+        self._running: dict[int, RunningJob] = {}
         self._wake = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -160,9 +159,7 @@ class Worker:
         self._listener = Listener(
             self.dsn, self.queues, self._wake.set, ping_interval_s=self.poll_interval_s
         )
-        runner = JobRunner(
-            pool, self.registry, self.retry_policy, self.hooks, completer, self._free_slot
-        )
+        runner = JobRunner(pool, self.registry, self.retry_policy, self.hooks, completer)
         logger.info(
             "worker %s started: queues=%s concurrency=%d",
             self.worker_id,
@@ -214,7 +211,7 @@ class Worker:
         assert self._pool is not None
         failures = 0
         while not self._stopping.is_set():
-            free = self.concurrency - self._busy
+            free = self.concurrency - len(self._running)
             if free <= 0:
                 # Every slot is busy: sleep until one frees rather than polling the database.
                 self._slot_freed.clear()
@@ -245,7 +242,7 @@ class Worker:
                 continue  # maybe more are waiting: claim again at once
             if self.burst:
                 if not self._running:
-                    return  # nothing runnable was left, and every outcome is written
+                    return
                 self._slot_freed.clear()
                 await _wait_any(self._slot_freed, self._stopping)
                 continue
@@ -271,24 +268,11 @@ class Worker:
         )
         running.task = asyncio.create_task(runner.run(running), name=f"pgqueue-job-{job.id}")
         self._running[job.id] = running
-        self._busy += 1
         running.task.add_done_callback(lambda _task: self._finished(job.id))
-
-    def _free_slot(self, running: RunningJob) -> None:
-        # Called when the handler returns, before its outcome is written: the next claim
-        # overlaps the write instead of waiting for it. The lease is held until the write.
-        if running.holds_slot:
-            running.holds_slot = False
-            self._busy -= 1
-            self._slot_freed.set()
-            self._wake.set()
 
     def _finished(self, job_id: int) -> None:
         running = self._running.pop(job_id, None)
-        if running is None:
-            return
-        self._free_slot(running)
-        if running.task is not None and not running.task.cancelled():
+        if running is not None and running.task is not None and not running.task.cancelled():
             exc = running.task.exception()
             if exc is not None:  # JobRunner.run never raises; if it did, it is a bug
                 logger.error(
@@ -298,6 +282,7 @@ class Worker:
                     extra={"action": "runner_crashed"},
                 )
         self._slot_freed.set()
+        self._wake.set()
 
     async def _drain(self) -> None:
         """Let running jobs finish within the grace period, then cancel and release the rest."""

@@ -9,7 +9,6 @@ import json
 import logging
 import time
 import traceback
-from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -43,7 +42,6 @@ class RunningJob:
     lease_deadline: float  # time.monotonic() by which the lease must have been renewed
     task: asyncio.Task[None] | None = None
     stop_reason: StopReason | None = None
-    holds_slot: bool = True  # until the handler returns
 
     @property
     def lease_token(self) -> int:
@@ -61,7 +59,6 @@ class JobRunner:
         policy: backoff for failed attempts.
         hooks: event callbacks.
         completer: the group commit that writes successes.
-        free_slot: called when a handler returns, before its outcome is written.
     """
 
     def __init__(
@@ -71,14 +68,12 @@ class JobRunner:
         policy: retry.RetryPolicy,
         hooks: events.Hooks,
         completer: Completer,
-        free_slot: Callable[[RunningJob], None],
     ) -> None:
         self._pool = pool
         self._registry = registry
         self._policy = policy
         self._hooks = hooks
         self._completer = completer
-        self._free_slot = free_slot
 
     async def run(self, running: RunningJob) -> None:
         """Run one attempt to its end; never raises (outcomes are written, not thrown)."""
@@ -94,10 +89,7 @@ class JobRunner:
         )
         await self._hooks.emit(events.Event("active", job.id, job=job))
         try:
-            try:
-                result = await self._call(running)
-            finally:
-                self._free_slot(running)
+            result = await self._call(running)
         except asyncio.CancelledError:
             # Only the worker cancels a handler's task, and it always says why first.
             reason = running.stop_reason or StopReason.SHUTDOWN
