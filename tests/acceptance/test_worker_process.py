@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import asyncpg
 
@@ -153,3 +155,25 @@ async def test_worker_keeps_going_while_its_database_connections_are_killed(
     worker.send_signal(signal.SIGTERM)
     await wait_for(lambda: _exited(worker), timeout=15)
     assert worker.returncode == 0
+
+
+async def test_settings_come_from_the_environment_and_logs_can_be_json(
+    queue: Queue, pool: asyncpg.Pool, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    await queue.enqueue_many([JobSpec(kind="sleep", payload={"s": 0.3}) for _ in range(6)])
+    await queue.enqueue("sleep", {"s": 0}, queue="side")
+    worker = start_worker(
+        "--burst",
+        "--log-format",
+        "json",
+        env={"PGQUEUE_CONCURRENCY": "2", "PGQUEUE_QUEUES": '["default", "side"]'},
+    )
+    peak = 0
+    while worker.poll() is None:
+        peak = max(peak, await _count(pool, "state = 'running'"))
+        await asyncio.sleep(0.02)
+    assert worker.returncode == 0 and peak == 2
+    assert await _count(pool, "state = 'succeeded'") == 7
+    lines = [json.loads(line) for line in (tmp_path / "worker-0.log").read_text().splitlines()]
+    done = [line for line in lines if line.get("action") == "job_succeeded"]
+    assert len(done) == 7 and all(line["duration_s"] >= 0 and line["attempt"] == 1 for line in done)
