@@ -253,15 +253,12 @@ class Worker:
     def _start(self, runner: JobRunner, job: models.Job, state: Any) -> None:
         assert self._pool is not None
 
-        async def on_progress(job: models.Job, value: dict[str, Any]) -> None:
-            await self.hooks.emit(events.Event("progress", job.id, job=job, progress=value))
-
         context = JobContext(
             job,
             self._pool,
             state=state,
             progress_interval_s=self.progress_interval_s,
-            on_progress=on_progress,
+            on_progress=self._on_progress,
         )
         running = RunningJob(
             job=job, context=context, lease_deadline=time.monotonic() + self.lease_s
@@ -269,6 +266,10 @@ class Worker:
         running.task = asyncio.create_task(runner.run(running), name=f"pgqueue-job-{job.id}")
         self._running[job.id] = running
         running.task.add_done_callback(lambda _task: self._finished(job.id))
+
+    async def _on_progress(self, job: models.Job, value: dict[str, Any]) -> None:
+        if self.hooks.wants("progress"):
+            await self.hooks.emit(events.Event("progress", job.id, job=job, progress=value))
 
     def _finished(self, job_id: int) -> None:
         running = self._running.pop(job_id, None)

@@ -79,15 +79,18 @@ class JobRunner:
         """Run one attempt to its end; never raises (outcomes are written, not thrown)."""
         job = running.job
         started = time.monotonic()
-        logger.info(
-            "job %s started: kind=%s attempt=%d/%d",
-            job.id,
-            job.kind,
-            job.attempts,
-            job.max_attempts,
-            extra={"action": "job_started", **_log_extra(job)},
-        )
-        await self._hooks.emit(events.Event("active", job.id, job=job))
+        # Guarded: building the log record's extras costs more than a no-op job's handler.
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(
+                "job %s started: kind=%s attempt=%d/%d",
+                job.id,
+                job.kind,
+                job.attempts,
+                job.max_attempts,
+                extra={"action": "job_started", **_log_extra(job)},
+            )
+        if self._hooks.wants("active"):
+            await self._hooks.emit(events.Event("active", job.id, job=job))
         try:
             result = await self._call(running)
         except asyncio.CancelledError:
@@ -141,17 +144,18 @@ class JobRunner:
         if not written:
             _log_lease_lost(job)
             return
-        logger.info(
-            "job %s succeeded in %.3fs (attempt %d)",
-            job.id,
-            duration_s,
-            job.attempts,
-            extra={
-                "action": "job_succeeded",
-                "duration_s": round(duration_s, 6),
-                **_log_extra(job),
-            },
-        )
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(
+                "job %s succeeded in %.3fs (attempt %d)",
+                job.id,
+                duration_s,
+                job.attempts,
+                extra={
+                    "action": "job_succeeded",
+                    "duration_s": round(duration_s, 6),
+                    **_log_extra(job),
+                },
+            )
         if self._hooks.wants("completed"):
             done = dataclasses.replace(job, state=models.JobState.SUCCEEDED, result=result)
             await self._hooks.emit(events.Event("completed", job.id, job=done, result=result))
