@@ -289,8 +289,21 @@ async def test_backlog_warning(
     queue: Queue, running_worker: WorkerFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="pgqueue")
-    await queue.enqueue_many([JobSpec(kind="k", queue="backlogged") for _ in range(11)])
-    async with running_worker(Registry(), queues=["other"], backlog_warn=10):
-        pass
-    async with running_worker(Registry(), queues=["backlogged"], backlog_warn=10, concurrency=1):
-        await wait_for(lambda: any(getattr(r, "action", "") == "backlog" for r in caplog.records))
+    registry = Registry()
+    release = asyncio.Event()
+
+    @registry.handler("k")
+    async def blocked(ctx: JobContext) -> None:
+        await release.wait()
+
+    def warned() -> bool:
+        return any(getattr(r, "action", "") == "backlog" for r in caplog.records)
+
+    await queue.enqueue_many([JobSpec(kind="k", queue="backlogged") for _ in range(20)])
+    async with running_worker(registry, queues=["other"], backlog_warn=10):
+        await asyncio.sleep(0.2)  # a worker of another queue has no backlog to report
+    assert not warned()
+    # One slot, held: at least 19 of the 20 stay runnable, so every check sees them.
+    async with running_worker(registry, queues=["backlogged"], backlog_warn=10, concurrency=1):
+        await wait_for(warned)
+        release.set()
