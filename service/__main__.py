@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 
@@ -54,6 +55,9 @@ def _api(settings: ServiceSettings, args: argparse.Namespace) -> int:
 def _worker(extra: Sequence[str]) -> int:
     from pgqueue.worker.__main__ import main as worker_main
 
+    # Unless told otherwise, take jobs from the queue the API puts storyboard jobs in.
+    if "--queue" not in extra and "PGQUEUE_QUEUES" not in os.environ:
+        extra = [*extra, "--queue", ServiceSettings().queue]
     return worker_main(["service.jobs:registry", *extra])
 
 

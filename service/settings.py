@@ -28,7 +28,8 @@ class ServiceSettings(BaseSettings):
         media_dir: where images are written.
         host, port: the API's address.
         max_attempts: attempts per storyboard job (`PGQUEUE_MAX_ATTEMPTS`, shared with workers).
-        queue: the pgqueue queue storyboard jobs go to (`PGQUEUE_QUEUE`).
+        queue: the pgqueue queue storyboard jobs go to (`STORYBOARD_QUEUE`); workers must
+            take jobs from it (`--queue`, `PGQUEUE_QUEUES`).
     """
 
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
@@ -45,7 +46,7 @@ class ServiceSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     max_attempts: int = Field(default=3, ge=1, validation_alias="PGQUEUE_MAX_ATTEMPTS")
-    queue: str = Field(default="default", min_length=1, validation_alias="PGQUEUE_QUEUE")
+    queue: str = Field(default="default", min_length=1, validation_alias="STORYBOARD_QUEUE")
 
     def check(self) -> None:
         """Raise `ValueError` when the settings cannot work together, saying how to fix it."""
