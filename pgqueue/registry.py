@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pgqueue.worker.context import JobContext
+    from pgqueue.worker.events import EventName, Hook
 
 Handler = Callable[["JobContext"], Awaitable[Any]]
 Lifespan = Callable[[], contextlib.AbstractAsyncContextManager[Any]]
@@ -40,6 +41,7 @@ class Registry:
     def __init__(self, *, lifespan: Lifespan | None = None) -> None:
         self._handlers: dict[str, HandlerSpec] = {}
         self.lifespan: Lifespan = lifespan or _no_state
+        self.event_hooks: list[tuple[EventName, Hook]] = []
 
     def handler(self, kind: str) -> Callable[[Handler], Handler]:
         """Decorator: register the decorated coroutine function for `kind`."""
@@ -55,6 +57,14 @@ class Registry:
         if kind in self._handlers:
             raise ValueError(f"kind {kind!r} already has a handler; give each kind one handler")
         self._handlers[kind] = HandlerSpec(kind=kind, handler=function)
+
+    def on(self, name: EventName, hook: Hook) -> None:
+        """Attach `hook` to every worker that runs this registry (see `Worker.on`).
+
+        This is how a `python -m pgqueue.worker` daemon gets hooks: for example a "failed" or
+        "stalled" hook that records, in the application's own tables, a job failed for good.
+        """
+        self.event_hooks.append((name, hook))
 
     def get(self, kind: str) -> HandlerSpec | None:
         """The handler of `kind`, or None."""

@@ -114,6 +114,8 @@ class Worker:
         self.pool_size = pool_size or min(concurrency + 3, DEFAULT_MAX_POOL_SIZE)
         self.worker_id = worker_id or f"{socket.gethostname()}:{_pid()}:{uuid.uuid4().hex[:8]}"
         self.hooks = events.Hooks()
+        for name, hook in registry.event_hooks:
+            self.hooks.add(name, hook)
         self._running: dict[int, RunningJob] = {}
         self._wake = asyncio.Event()
         self._slot_freed = asyncio.Event()

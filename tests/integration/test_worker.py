@@ -307,3 +307,20 @@ async def test_backlog_warning(
     async with running_worker(registry, queues=["backlogged"], backlog_warn=10, concurrency=1):
         await wait_for(warned)
         release.set()
+
+
+async def test_registry_hooks_reach_every_worker_of_the_registry(
+    queue: Queue, running_worker: WorkerFactory
+) -> None:
+    registry = Registry()
+    failures: list[tuple[int, bool]] = []
+
+    @registry.handler("bad")
+    async def bad(ctx: JobContext) -> None:
+        raise DoNotRetry("no")
+
+    registry.on("failed", lambda event: failures.append((event.job_id, event.will_retry)))
+    job = await queue.enqueue("bad")
+    async with running_worker(registry):
+        await wait_for(lambda: failures)
+    assert failures == [(job.id, False)]
