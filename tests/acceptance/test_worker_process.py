@@ -111,7 +111,7 @@ async def test_kill_9_then_restart_recovers_every_job_once(
 async def test_racing_workers_run_every_job_exactly_once_and_hold_the_key_cap(
     queue: Queue, pool: asyncpg.Pool, start_worker: StartWorker, side_tables: None
 ) -> None:
-    plain = [JobSpec(kind="effect") for _ in range(1500)]
+    plain = [JobSpec(kind="effect") for _ in range(5000)]
     keyed = [
         JobSpec(
             kind="effect",
@@ -126,9 +126,9 @@ async def test_racing_workers_run_every_job_exactly_once_and_hold_the_key_cap(
     for worker in workers:
         await wait_for(lambda w=worker: _exited(w), timeout=90)  # type: ignore[misc]
         assert worker.returncode == 0
-    assert await _count(pool, "state = 'succeeded'") == 1650
-    assert await pool.fetchval("SELECT count(*) FROM effects") == 1650
-    assert await pool.fetchval("SELECT count(DISTINCT job_id) FROM effects") == 1650
+    assert await _count(pool, "state = 'succeeded'") == 5150
+    assert await pool.fetchval("SELECT count(*) FROM effects") == 5150
+    assert await pool.fetchval("SELECT count(DISTINCT job_id) FROM effects") == 5150
     assert (
         await pool.fetchval("SELECT count(DISTINCT worker_id) FROM effects") == 5
     )  # all took part
