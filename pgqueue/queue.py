@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -130,7 +129,7 @@ class Queue:
                 continue
             job = by_key[key]
             if key in first_seen and job.is_new:
-                job = dataclasses.replace(job, is_new=False)
+                job = job._replace(is_new=False)
             first_seen.add(key)
             result.append(job)
         return result

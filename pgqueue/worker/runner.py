@@ -157,7 +157,7 @@ class JobRunner:
                 },
             )
         if self._hooks.wants("completed"):
-            done = dataclasses.replace(job, state=models.JobState.SUCCEEDED, result=result)
+            done = job._replace(state=models.JobState.SUCCEEDED, result=result)
             await self._hooks.emit(events.Event("completed", job.id, job=done, result=result))
 
     async def _completed_by_handler(self, running: RunningJob) -> bool:
