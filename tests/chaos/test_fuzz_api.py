@@ -1,0 +1,185 @@
+"""Chaos: the HTTP API fuzzed from its own OpenAPI document (schemathesis).
+
+The API runs as a real process (`python -m service api`) on a database of its own. Every
+operation of the document is called with generated requests, valid ones and invalid ones,
+as a user, as an admin, and with no token at all. Whatever comes in, the API must never answer
+5xx, and every 4xx must carry the contract's error shape
+`{"error": {"code": str, "message": str, "details": list}}`.
+
+Path parameters are sometimes swapped for ids that exist (a project of the user's, one of
+another user's, a job of each), so the requests also reach past the 404s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+
+from service.openapi import openapi_document
+from tests import dbutil
+from tests.service import support
+
+MAX_EXAMPLES = 40  # per operation and caller; keeps the module well under a minute
+STARTUP_TIMEOUT_S = 30
+REQUEST_TIMEOUT_S = 10
+
+# The document the API serves; a test below checks that it is exactly what /openapi.json answers.
+schema = schemathesis.openapi.from_dict(openapi_document())
+
+# Ids that exist, filled once the API runs: path parameters are sometimes drawn from these.
+KNOWN: dict[str, list[Any]] = {}
+
+
+@schema.hook("before_generate_path_parameters")
+def _sometimes_known_ids(context: Any, strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    def swap(parameters: Any) -> st.SearchStrategy[Any]:
+        if not isinstance(parameters, dict):
+            return st.just(parameters)
+        # Each parameter independently: as generated, or an id that exists.
+        return st.fixed_dictionaries(
+            {
+                name: st.one_of(st.just(value), st.sampled_from(KNOWN[name]))
+                if KNOWN.get(name)
+                else st.just(value)
+                for name, value in parameters.items()
+            }
+        )
+
+    return strategy.flatmap(swap)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def fuzz_db(admin_url: str, template_db: str) -> Iterator[str]:
+    """A migrated database for the module's API."""
+    name = dbutil.unique_name("fuzz")
+    asyncio.run(dbutil.create_database(admin_url, name, template=template_db))
+    yield dbutil.with_database(admin_url, name)
+    asyncio.run(dbutil.drop_database(admin_url, name))
+
+
+@pytest.fixture(scope="module")
+def api_url(fuzz_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`python -m service api` on a free port; its output is shown at the end."""
+    workdir = tmp_path_factory.mktemp("fuzz")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("PGQUEUE_") and k not in support.SERVICE_ENV
+    }
+    env.update(DATABASE_URL=fuzz_db, MEDIA_DIR=str(workdir / "media"))
+    port = _free_port()
+    log = workdir / "api.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service", "api", "--port", str(port)],
+            cwd=dbutil.ROOT,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            assert process.poll() is None, log.read_text()
+            try:
+                if httpx.get(f"{url}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, f"the API is not ready:\n{log.read_text()}"
+            time.sleep(0.05)
+        yield url
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+        sys.stderr.write(f"--- api ---\n{log.read_text(errors='replace')[-4000:]}\n")
+
+
+@pytest.fixture(scope="module")
+def callers(fuzz_db: str, api_url: str) -> dict[str, dict[str, str]]:
+    """Headers of each caller; also fills KNOWN with ids that exist."""
+    alice = asyncio.run(support.bearer(fuzz_db, "alice"))
+    bob = asyncio.run(support.bearer(fuzz_db, "bob"))
+    admin = asyncio.run(support.bearer(fuzz_db, "root", admin=True))
+    projects, jobs = [], []
+    with httpx.Client(base_url=api_url, timeout=REQUEST_TIMEOUT_S) as client:
+        for headers in (alice, bob):
+            created = client.post("/api/projects", json=support.project_body(3), headers=headers)
+            assert created.status_code == 201, created.text
+            project_id = created.json()["id"]
+            generated = client.post(
+                f"/api/projects/{project_id}/storyboards/generate", headers=headers
+            )
+            assert generated.status_code == 202, generated.text
+            projects.append(project_id)
+            jobs.extend(generated.json()["job_ids"])
+        bob_jobs = generated.json()["job_ids"]
+    KNOWN.update(project_id=projects, job_id=jobs, shot_number=[1, 2, 3])
+    KNOWN["bobs"] = [f"/api/projects/{projects[1]}", *(f"/api/jobs/{job}" for job in bob_jobs)]
+    return {"alice": alice, "admin": admin, "anonymous": {}}
+
+
+def test_the_fuzzed_document_is_the_served_one(api_url: str) -> None:
+    served = httpx.get(f"{api_url}/openapi.json")
+    assert served.status_code == 200
+    assert served.json() == openapi_document()
+
+
+def _check_answer(case: Any, response: Any) -> None:
+    request = f"{case.method} {case.formatted_path} -> {response.status_code}"
+    assert response.status_code < 500, f"{request}: {response.text[:500]}"
+    if response.status_code >= 400:
+        content_type = response.headers.get("content-type", [""])[0]  # header -> list of values
+        assert content_type.startswith("application/json"), (request, content_type, response.text)
+        body = response.json()
+        assert isinstance(body, dict) and set(body) == {"error"}, (request, body)
+        error = body["error"]
+        assert isinstance(error, dict), (request, body)
+        assert isinstance(error.get("code"), str), (request, body)
+        assert isinstance(error.get("message"), str), (request, body)
+        assert isinstance(error.get("details"), list), (request, body)
+
+
+@pytest.mark.parametrize("caller", ["alice", "admin", "anonymous"])
+@schema.parametrize()
+@settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+def test_no_5xx_and_every_error_in_the_contract_shape(
+    case: Any, caller: str, callers: dict[str, dict[str, str]], api_url: str
+) -> None:
+    headers = callers[caller]
+    if not headers and case.headers:
+        case.headers.pop("Authorization", None)  # no token at all
+    response = case.call(base_url=api_url, headers=headers, timeout=REQUEST_TIMEOUT_S)
+    _check_answer(case, response)
+    if caller == "alice" and response.status_code < 300:
+        # Another user's project or job answers 404, never its data.
+        path = case.formatted_path
+        assert not any(path == p or path.startswith(f"{p}/") for p in KNOWN["bobs"]), (
+            path,
+            response.text[:500],
+        )
