@@ -22,7 +22,9 @@ async def measure(ctx: Context, concurrency: int, jobs: int) -> float:
     """Fill a fresh database with `jobs` no-ops, drain it with one `--burst` daemon: jobs/s."""
     async with ctx.databases.fresh(f"tput_c{concurrency}") as dsn:
         await ops.fill(dsn, handlers.NOOP, jobs)
-        worker = daemon.pgqueue_worker(f"throughput-c{concurrency}", dsn, concurrency=concurrency)
+        worker = daemon.pgqueue_worker(
+            f"throughput-c{concurrency}", dsn, concurrency=concurrency, burst=True
+        )
         conn = await asyncpg.connect(dsn)
         try:
             await worker.start()
