@@ -4,6 +4,9 @@ Only `queue.py`, `worker/`, `heartbeat.py` and `reaper.py` execute these. Parame
 `$n` placeholders; table names are fixed. Each statement that changes a job is a single
 statement decided by Postgres `now()`, and every write a worker makes about a job it holds is
 fenced by `id + lease_token + state = 'running'`.
+
+A few statements share fragments (`_CLAIM_CTES`, ...); they are put together here, at import,
+with nothing but parameter numbers filled in.
 """
 
 from __future__ import annotations
@@ -54,10 +57,10 @@ RETURNING *
 # -- committed, so the final check below is exact across workers. The attempt counts here.
 # -- The UPDATE finds its rows through `id = ANY(array)`: a join would let the planner hash
 # -- the whole table once it has a few tens of thousands of rows (measured: 24 ms vs 1 ms).
-CLAIM_JOBS = """
-WITH candidates AS MATERIALIZED (
+_CLAIM_CTES = """
+candidates AS MATERIALIZED (
     SELECT c.*
-    FROM unnest($1::text[]) AS q(name)
+    FROM unnest({queues}) AS q(name)
     CROSS JOIN LATERAL (
         SELECT j.id, j.priority, j.run_at, j.concurrency_key, j.concurrency_limit
         FROM pgqueue.jobs AS j
@@ -66,7 +69,7 @@ WITH candidates AS MATERIALIZED (
                 SELECT 1 FROM pgqueue.concurrency_slots AS s
                 WHERE s.key = j.concurrency_key AND s.running >= j.concurrency_limit))
         ORDER BY j.priority, j.run_at, j.id
-        LIMIT $2
+        LIMIT {limit}
         FOR UPDATE OF j SKIP LOCKED
     ) AS c
 ), slots AS (
@@ -87,18 +90,59 @@ WITH candidates AS MATERIALIZED (
     ) AS ranked
     WHERE ranked.allowed
     ORDER BY ranked.priority, ranked.run_at, ranked.id
-    LIMIT $2
+    LIMIT {limit}
 )
+"""
+_CLAIM_UPDATE = """
 UPDATE pgqueue.jobs AS j
 SET state = 'running',
     attempts = j.attempts + 1,
-    worker_id = $3,
+    worker_id = {worker_id},
     lease_token = nextval('pgqueue.lease_tokens'),
-    lease_expires_at = now() + make_interval(secs => $4),
+    lease_expires_at = now() + make_interval(secs => {lease_s}),
     started_at = now()
 WHERE j.id = ANY (ARRAY(SELECT id FROM chosen))
 RETURNING j.*
 """
+CLAIM_JOBS = (
+    "WITH "
+    + _CLAIM_CTES.format(queues="$1::text[]", limit="$2")
+    + _CLAIM_UPDATE.format(worker_id="$3", lease_s="$4")
+)
+
+# -- complete_jobs: fenced success of many jobs at once (the worker's group commit)
+_COMPLETE_UPDATE = """
+UPDATE pgqueue.jobs AS j
+SET state = 'succeeded', finished_at = now(), lease_expires_at = NULL,
+    result = l.result::jsonb, progress = coalesce(l.progress::jsonb, j.progress)
+FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[])
+     AS l(id, lease_token, result, progress)
+WHERE j.id = ANY ($1::bigint[]) AND j.id = l.id AND j.lease_token = l.lease_token
+  AND j.state = 'running'
+RETURNING j.id
+"""
+COMPLETE_JOBS = _COMPLETE_UPDATE
+
+# -- complete_and_claim_jobs: COMPLETE_JOBS and CLAIM_JOBS in one round trip, so a busy
+# -- worker hands the slots of the jobs it finished straight to new ones. One row per claimed
+# -- job (one row of NULLs when none was), the first of them carrying `completed_ids` (sent
+# -- once, not once per row).
+# -- The claim sees the concurrency counts from before these completions: it may take fewer
+# -- jobs of a key than it could, never more.
+COMPLETE_AND_CLAIM_JOBS = (
+    "WITH completed AS ("
+    + _COMPLETE_UPDATE
+    + "), "
+    + _CLAIM_CTES.format(queues="$5::text[]", limit="$6")
+    + ", claimed AS ("
+    + _CLAIM_UPDATE.format(worker_id="$7", lease_s="$8")
+    + """)
+SELECT CASE WHEN claimed.id IS NOT DISTINCT FROM (SELECT min(id) FROM claimed)
+            THEN (SELECT array_agg(id) FROM completed) END AS completed_ids,
+       claimed.*
+FROM (SELECT) AS one LEFT JOIN claimed ON true
+"""
+)
 
 # -- renew_leases: one statement for all of a worker's jobs; also writes throttled progress.
 # -- Jobs missing from the result were lost (reaped, or cancelled while queued).
@@ -134,18 +178,6 @@ SET state = 'succeeded', finished_at = now(), lease_expires_at = NULL,
     result = $3::jsonb, progress = coalesce($4::jsonb, progress)
 WHERE id = $1 AND lease_token = $2 AND state = 'running'
 RETURNING *
-"""
-
-# -- complete_jobs: fenced success of many jobs at once (the worker's group commit)
-COMPLETE_JOBS = """
-UPDATE pgqueue.jobs AS j
-SET state = 'succeeded', finished_at = now(), lease_expires_at = NULL,
-    result = l.result::jsonb, progress = coalesce(l.progress::jsonb, j.progress)
-FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[])
-     AS l(id, lease_token, result, progress)
-WHERE j.id = ANY ($1::bigint[]) AND j.id = l.id AND j.lease_token = l.lease_token
-  AND j.state = 'running'
-RETURNING j.id
 """
 
 # -- fail_attempt: fenced failure; back to queued after $4 seconds when $3 (retryable) and

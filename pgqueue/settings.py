@@ -29,6 +29,7 @@ class QueueSettings(BaseSettings):
     retention_succeeded_s: float = Field(default=7 * 86400.0, gt=0)
     retention_failed_s: float = Field(default=30 * 86400.0, gt=0)
     queues: list[str] = Field(default_factory=lambda: ["default"])
+    synchronous_commit: bool = True
 
     def retry_policy(self) -> retry.RetryPolicy:
         """The backoff these settings describe."""

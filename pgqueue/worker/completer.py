@@ -1,9 +1,10 @@
 """Group commit of successes: every job that finished while the last write was in flight is
-completed by the next single statement.
+completed by the next single statement, which also claims the jobs that take their slots.
 
-At low load a success is written at once (a batch of one); under load, one UPDATE completes
-hundreds of jobs, which is what lets one worker process run tens of thousands of short jobs a
-second. Each completion is still fenced by its job's lease token.
+At low load a success is written at once (a batch of one); under load, one statement
+completes hundreds of jobs and claims as many new ones, which is what lets one worker process
+run tens of thousands of short jobs a second. Each completion is still fenced by its job's
+lease token.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections.abc import Sequence
+from typing import Protocol
 
 import asyncpg
 
@@ -33,16 +36,56 @@ class _Completion:
     future: asyncio.Future[bool]
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ClaimRequest:
+    """What the worker wants claimed along with a batch of completions.
+
+    Args:
+        queues: the worker's queues.
+        worker_id: the claimer.
+        lease_s: the new jobs' lease.
+        pledged: jobs of the batch whose slots pass to the claimed jobs.
+        reserved: free slots taken for the claim besides the pledged ones.
+    """
+
+    queues: Sequence[str]
+    worker_id: str
+    lease_s: float
+    pledged: tuple[int, ...]
+    reserved: int
+
+    @property
+    def limit(self) -> int:
+        """The most jobs to claim."""
+        return len(self.pledged) + self.reserved
+
+
+class Handoff(Protocol):
+    """The worker's side of a combined complete-and-claim."""
+
+    def reserve(self, completing: Sequence[int]) -> ClaimRequest | None:
+        """Before the statement: what to claim with the completion of these jobs (None: only
+        complete them)."""
+
+    def deliver(self, request: ClaimRequest, claimed: list[asyncpg.Record], ok: bool) -> None:
+        """After the statement: start what was claimed; when not `ok` (the statement failed,
+        nothing was written or claimed), take the reservation back."""
+
+
 class Completer:
     """Collects successes and writes them in batches; run `run()` as a supervised task.
 
     Args:
         pool: the worker's pool.
+        handoff: when given, each batch also claims new jobs for the freed slots.
         max_batch: most completions per statement.
     """
 
-    def __init__(self, pool: asyncpg.Pool, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, *, handoff: Handoff | None = None, max_batch: int = MAX_BATCH
+    ) -> None:
         self._pool = pool
+        self._handoff = handoff
         self._max_batch = max_batch
         self._pending: list[_Completion] = []
         self._ready = asyncio.Event()
@@ -75,27 +118,21 @@ class Completer:
                     await self._flush(batch)
         finally:
             # Whoever still waits learns that nothing was written: the reaper takes over.
-            for completion in self._pending:
-                if not completion.future.done():
-                    completion.future.set_result(False)
+            _resolve(self._pending, set())
 
     async def _flush(self, batch: list[_Completion]) -> None:
         failures = 0
         while batch:
+            request = self._handoff.reserve([c.job_id for c in batch]) if self._handoff else None
+            claimed: list[asyncpg.Record] = []
+            ok = False
             try:
-                async with self._pool.acquire() as conn:
-                    rows = await conn.fetch(
-                        queries.COMPLETE_JOBS,
-                        [c.job_id for c in batch],
-                        [c.lease_token for c in batch],
-                        [c.result_json for c in batch],
-                        [c.progress_json for c in batch],
-                    )
+                written, claimed = await self._execute(batch, request)
+                ok = True
             except TRANSIENT_ERRORS as exc:
                 failures += 1
                 now = time.monotonic()
-                expired = [c for c in batch if now > c.lease_deadline]
-                _resolve(expired, False)
+                _resolve([c for c in batch if now > c.lease_deadline], set())
                 batch = [c for c in batch if now <= c.lease_deadline]
                 logger.warning(
                     "completing %d job(s) failed (%s); retrying",
@@ -111,16 +148,43 @@ class Completer:
                 logger.exception(
                     "completing %d job(s) failed", len(batch), extra={"action": "complete_failed"}
                 )
-                _resolve(batch, False)
+                _resolve(batch, set())
                 return
-            written = {row[0] for row in rows}
-            for completion in batch:
-                if not completion.future.done():
-                    completion.future.set_result(completion.job_id in written)
+            finally:
+                if request is not None and self._handoff is not None:
+                    self._handoff.deliver(request, claimed, ok)
+            _resolve(batch, written)
             return
 
+    async def _execute(
+        self, batch: list[_Completion], request: ClaimRequest | None
+    ) -> tuple[set[int], list[asyncpg.Record]]:
+        completions = (
+            [c.job_id for c in batch],
+            [c.lease_token for c in batch],
+            [c.result_json for c in batch],
+            [c.progress_json for c in batch],
+        )
+        async with self._pool.acquire() as conn:
+            if request is None:
+                rows = await conn.fetch(queries.COMPLETE_JOBS, *completions)
+                return {row[0] for row in rows}, []
+            rows = await conn.fetch(
+                queries.COMPLETE_AND_CLAIM_JOBS,
+                *completions,
+                list(request.queues),
+                request.limit,
+                request.worker_id,
+                request.lease_s,
+            )
+        written = {
+            job_id for row in rows if row["completed_ids"] for job_id in row["completed_ids"]
+        }
+        return written, [row for row in rows if row["id"] is not None]
 
-def _resolve(completions: list[_Completion], value: bool) -> None:
+
+def _resolve(completions: list[_Completion], written: set[int]) -> None:
+    """Tell each waiter whether its job's success was written."""
     for completion in completions:
         if not completion.future.done():
-            completion.future.set_result(value)
+            completion.future.set_result(completion.job_id in written)

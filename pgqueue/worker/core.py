@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import socket
 import time
@@ -20,10 +21,11 @@ from pgqueue.queue import Queue
 from pgqueue.reaper import Reaper
 from pgqueue.registry import Registry
 from pgqueue.worker import events
-from pgqueue.worker.completer import Completer
+from pgqueue.worker.completer import ClaimRequest, Completer
 from pgqueue.worker.context import JobContext
 from pgqueue.worker.listener import Listener
 from pgqueue.worker.runner import JobRunner, RunningJob, StopReason
+from pgqueue.worker.slots import Slots
 from pgqueue.worker.transient import TRANSIENT_ERRORS, retry_delay_s
 
 logger = logging.getLogger("pgqueue.worker")
@@ -65,6 +67,11 @@ class Worker:
         worker_id: this worker's name in `jobs.worker_id` (default: host, pid and a nonce).
         pool_size: connections of the worker's pool (default: enough for claims, batched
             writes and handlers' own transactions, at most DEFAULT_MAX_POOL_SIZE).
+        synchronous_commit: False turns off `synchronous_commit` on the worker's connections:
+            a commit no longer waits for the WAL flush (about a millisecond each here), and a
+            database crash may forget the last fraction of a second of claims and outcomes.
+            No job is lost by that (enqueues are the application's own, durable, commits): a
+            forgotten claim or outcome only runs the job again, as a lost lease would.
     """
 
     def __init__(
@@ -87,6 +94,7 @@ class Worker:
         maintenance_interval_s: float = DEFAULT_MAINTENANCE_INTERVAL_S,
         worker_id: str | None = None,
         pool_size: int | None = None,
+        synchronous_commit: bool = True,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
@@ -111,14 +119,17 @@ class Worker:
         self.retention_succeeded = retention_succeeded
         self.retention_failed = retention_failed
         self.maintenance_interval_s = maintenance_interval_s
+        self.synchronous_commit = synchronous_commit
         self.pool_size = pool_size or min(concurrency + 3, DEFAULT_MAX_POOL_SIZE)
         self.worker_id = worker_id or f"{socket.gethostname()}:{_pid()}:{uuid.uuid4().hex[:8]}"
         self.hooks = events.Hooks()
         for name, hook in registry.event_hooks:
             self.hooks.add(name, hook)
-        self._running: dict[int, RunningJob] = {}
+        self._running: dict[int, RunningJob] = {}  # every job whose lease we hold
+        self._slots = Slots(concurrency)
+        self._runner: JobRunner | None = None
+        self._state: Any = None
         self._wake = asyncio.Event()
-        self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._abort = asyncio.Event()
         self._pool: asyncpg.Pool | None = None
@@ -155,13 +166,15 @@ class Worker:
 
     async def run(self) -> None:
         """Run until `stop()` (or, with `burst`, until nothing is runnable)."""
-        pool = await _create_pool(self.dsn, max_size=self.pool_size)
+        pool = await _create_pool(
+            self.dsn, max_size=self.pool_size, synchronous_commit=self.synchronous_commit
+        )
         self._pool = pool
-        completer = Completer(pool)
+        completer = Completer(pool, handoff=self)
         self._listener = Listener(
             self.dsn, self.queues, self._wake.set, ping_interval_s=self.poll_interval_s
         )
-        runner = JobRunner(pool, self.registry, self.retry_policy, self.hooks, completer)
+        self._runner = JobRunner(pool, self.registry, self.retry_policy, self.hooks, completer)
         logger.info(
             "worker %s started: queues=%s concurrency=%d",
             self.worker_id,
@@ -171,6 +184,7 @@ class Worker:
         )
         try:
             async with self.registry.lifespan() as state:
+                self._state = state
                 side_tasks = [
                     asyncio.create_task(self._listener.run(), name="pgqueue-listener"),
                     asyncio.create_task(completer.run(), name="pgqueue-completer"),
@@ -197,7 +211,7 @@ class Worker:
                     self._supervise(side_tasks), name="pgqueue-supervisor"
                 )
                 try:
-                    await self._claim_loop(runner, state)
+                    await self._claim_loop()
                     await self._drain()
                 finally:
                     supervisor.cancel()
@@ -209,24 +223,27 @@ class Worker:
             self._pool = None
             logger.info("worker %s stopped", self.worker_id, extra={"action": "worker_stopped"})
 
-    async def _claim_loop(self, runner: JobRunner, state: Any) -> None:
+    async def _claim_loop(self) -> None:
         assert self._pool is not None
         failures = 0
         while not self._stopping.is_set():
-            free = self.concurrency - len(self._running)
-            if free <= 0:
+            if self._slots.free <= 0:
                 # Every slot is busy: sleep until one frees rather than polling the database.
-                self._slot_freed.clear()
-                await _wait_any(self._slot_freed, self._stopping)
+                self._slots.freed.clear()
+                await _wait_any(self._slots.freed, self._stopping)
                 continue
             self._wake.clear()
+            # Slots are taken before the claim, so the worker never holds more jobs than its
+            # concurrency, whatever else (the completer's hand-off) claims meanwhile.
+            taken = self._slots.take_all()
             try:
                 async with self._pool.acquire() as conn:
                     records = await conn.fetch(
-                        queries.CLAIM_JOBS, self.queues, free, self.worker_id, self.lease_s
+                        queries.CLAIM_JOBS, self.queues, taken, self.worker_id, self.lease_s
                     )
                 failures = 0
             except Exception as exc:  # the claim loop must outlive any database trouble
+                self._slots.give_back(taken)
                 failures += 1
                 delay = min(self.poll_interval_s, retry_delay_s(failures))
                 log = logger.warning if isinstance(exc, TRANSIENT_ERRORS) else logger.exception
@@ -238,23 +255,64 @@ class Worker:
                 )
                 await _wait_any(self._stopping, timeout=delay)
                 continue
-            for record in records:
-                self._start(runner, models.Job.from_record(record), state)
-            if len(records) == free:
+            self._slots.give_back(taken - len(records))
+            self._start_all(records)
+            if len(records) == taken:
                 continue  # maybe more are waiting: claim again at once
             if self.burst:
                 if not self._running:
-                    return
-                self._slot_freed.clear()
-                await _wait_any(self._slot_freed, self._stopping)
+                    return  # nothing runnable was left, and every outcome is written
+                self._slots.freed.clear()
+                await _wait_any(self._slots.freed, self._stopping)
                 continue
             # Jittered so that many idle workers do not poll in lockstep.
             timeout = self.poll_interval_s * random.uniform(0.8, 1.0)
             await _wait_any(self._wake, self._stopping, timeout=timeout)
 
+    def reserve(self, completing: Sequence[int]) -> ClaimRequest | None:
+        """The completer's hand-off: claim jobs for the slots these completions free."""
+        if self._stopping.is_set():
+            return None
+        pledged = []
+        for job_id in completing:
+            running = self._running.get(job_id)
+            if running is not None and running.holds_slot:
+                running.holds_slot = False  # its slot passes to what the statement claims
+                pledged.append(job_id)
+        if self.burst and not pledged:
+            return None
+        return ClaimRequest(
+            queues=self.queues,
+            worker_id=self.worker_id,
+            lease_s=self.lease_s,
+            pledged=tuple(pledged),
+            reserved=self._slots.take_all(),
+        )
+
+    def deliver(self, request: ClaimRequest, claimed: list[asyncpg.Record], ok: bool) -> None:
+        """The completer's hand-off: start the claimed jobs in the slots set aside for them."""
+        if not ok:
+            # Nothing was written: the batch's jobs keep their slots while it is retried.
+            for job_id in request.pledged:
+                running = self._running.get(job_id)
+                if running is not None and running.task is not None and not running.task.done():
+                    running.holds_slot = True
+                else:
+                    self._slots.give_back(1)
+            self._slots.give_back(request.reserved)
+            return
+        self._slots.give_back(request.limit - len(claimed))
+        self._start_all(claimed)
+        if claimed:
+            self._wake.set()  # the queue was busy: the claim loop should look again
+
+    def _start_all(self, records: list[asyncpg.Record]) -> None:
+        assert self._runner is not None
+        for record in records:
+            self._start(self._runner, models.Job.from_record(record), self._state)
+
     def _start(self, runner: JobRunner, job: models.Job, state: Any) -> None:
         assert self._pool is not None
-
         context = JobContext(
             job,
             self._pool,
@@ -275,7 +333,12 @@ class Worker:
 
     def _finished(self, job_id: int) -> None:
         running = self._running.pop(job_id, None)
-        if running is not None and running.task is not None and not running.task.cancelled():
+        if running is None:
+            return
+        if running.holds_slot:
+            running.holds_slot = False
+            self._slots.give_back(1)
+        if running.task is not None and not running.task.cancelled():
             exc = running.task.exception()
             if exc is not None:  # JobRunner.run never raises; if it did, it is a bug
                 logger.error(
@@ -284,8 +347,6 @@ class Worker:
                     exc_info=exc,
                     extra={"action": "runner_crashed"},
                 )
-        self._slot_freed.set()
-        self._wake.set()
 
     async def _drain(self) -> None:
         """Let running jobs finish within the grace period, then cancel and release the rest."""
@@ -341,9 +402,13 @@ class Worker:
         # A lease we could not renew in time may belong to someone else by now: stop the
         # handler before it does more work for nothing (its writes would be refused anyway).
         for running in list(self._running.values()):
-            if now > running.lease_deadline:
+            if now > running.lease_deadline and not running.outcome_written:
                 self._cancel(running, StopReason.LEASE_LOST)
-        held = [r for r in self._running.values() if r.stop_reason is None]
+        # A job whose outcome is written is no longer running: renewing it would fail and
+        # read as a lost lease.
+        held = [
+            r for r in self._running.values() if r.stop_reason is None and not r.outcome_written
+        ]
         if not held:
             return
         leases = [
@@ -408,19 +473,22 @@ class Worker:
             )
 
 
-async def _create_pool(dsn: str, *, max_size: int) -> asyncpg.Pool:
-    # asyncpg prepares every statement, and after five runs Postgres may switch to a generic
-    # plan; for the batched writes, whose unnest() it cannot size, that plan hash-joins the
-    # whole table (measured: 48 ms instead of 6 ms for 500 completions). Custom plans cost a
-    # fraction of a millisecond to plan and always see the arrays.
+async def _create_pool(dsn: str, *, max_size: int, synchronous_commit: bool) -> asyncpg.Pool:
+    settings = {} if synchronous_commit else {"synchronous_commit": "off"}
     pool = await asyncpg.create_pool(
-        dsn,
-        min_size=1,
-        max_size=max_size,
-        server_settings={"plan_cache_mode": "force_custom_plan"},
+        dsn, min_size=1, max_size=max_size, server_settings=settings, reset=_keep_session
     )
     assert pool is not None
     return pool
+
+
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    # asyncpg's default reset runs `RESET ALL; UNLISTEN *; ...` on every release: one more
+    # round trip per statement, which halved a small worker's throughput. The worker's
+    # connections carry no session state to reset (its locks are transaction-scoped, LISTEN has
+    # a connection of its own); an open transaction is still rolled back by asyncpg itself.
+    # Handlers that change settings inside ctx.transaction() must use SET LOCAL.
+    return None
 
 
 async def _wait_any(*flags: asyncio.Event, timeout: float | None = None) -> None:
@@ -447,6 +515,4 @@ async def _wait_any_future(
 
 
 def _pid() -> int:
-    import os
-
     return os.getpid()

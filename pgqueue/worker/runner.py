@@ -42,6 +42,8 @@ class RunningJob:
     lease_deadline: float  # time.monotonic() by which the lease must have been renewed
     task: asyncio.Task[None] | None = None
     stop_reason: StopReason | None = None
+    holds_slot: bool = True  # one of the worker's slots, until the outcome is written
+    outcome_written: bool = False  # heartbeats stop renewing from then on
 
     @property
     def lease_token(self) -> int:
@@ -141,6 +143,7 @@ class JobRunner:
                 context.take_pending_progress(),
                 running.lease_deadline,
             )
+        running.outcome_written = True
         if not written:
             _log_lease_lost(job)
             return
@@ -191,6 +194,7 @@ class JobRunner:
             error_text,
             running.context.take_pending_progress(),
         )
+        running.outcome_written = True
         if record is None:
             _log_lease_lost(job)
             return

@@ -324,3 +324,21 @@ async def test_registry_hooks_reach_every_worker_of_the_registry(
     async with running_worker(registry):
         await wait_for(lambda: failures)
     assert failures == [(job.id, False)]
+
+
+async def test_synchronous_commit_can_be_turned_off_for_the_workers_connections(
+    queue: Queue, running_worker: WorkerFactory
+) -> None:
+    registry = Registry()
+
+    @registry.handler("show")
+    async def show(ctx: JobContext) -> str:
+        async with ctx.transaction() as conn:
+            setting: str = await conn.fetchval("SHOW synchronous_commit")
+        return setting
+
+    job = await queue.enqueue("show")
+    async with running_worker(registry, synchronous_commit=False):
+        await wait_for(lambda: _terminal(queue, job.id))
+    done = await queue.get(job.id)
+    assert done is not None and done.result == "off"
