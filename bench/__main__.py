@@ -56,6 +56,12 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, C
     )
     parser.add_argument("--sustained-s", type=float, help="length of the sustained run (60)")
     parser.add_argument("--sustained-concurrency", type=int, help="default: the fastest found")
+    parser.add_argument(
+        "--makespan-latency-s", type=float, help="the fake upstream's latency per image (0.5)"
+    )
+    parser.add_argument(
+        "--makespan-concurrency", type=_ints, help="worker concurrencies for makespan (3,10)"
+    )
     parser.add_argument("--rss-jobs", type=int, help="queued jobs behind the RSS reading (100000)")
     parser.add_argument("--peers", help="peers to compare with: pgqueuer,procrastinate (or 'none')")
     parser.add_argument("--peer-jobs", type=int, help="no-op jobs per peer throughput run")
@@ -71,6 +77,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, C
         "claim_history_rows": args.claim_rows,
         "sustained_s": args.sustained_s,
         "sustained_concurrency": args.sustained_concurrency,
+        "makespan_latency_s": args.makespan_latency_s,
+        "makespan_concurrencies": args.makespan_concurrency,
         "rss_jobs": args.rss_jobs,
         "peer_jobs": args.peer_jobs,
     }

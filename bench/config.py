@@ -27,6 +27,10 @@ class Config:
     claim_limit: int = 10  # jobs per claim, like a worker with 10 free slots
     sustained_s: float = 60.0
     sustained_concurrency: int | None = None  # default: the fastest found by `throughput`
+    makespan_shots: int = 30  # shots of the one storyboard project
+    makespan_cap: int = 3  # STORYBOARD_CONCURRENCY: most shots of the project generating at once
+    makespan_latency_s: float = 0.5  # seconds the fake upstream takes per image
+    makespan_concurrencies: tuple[int, ...] = (3, 10)  # worker slots; the first is the headline
     rss_jobs: int = 100_000
     rss_concurrency: int = 3
     peers: tuple[str, ...] = ("pgqueuer", "procrastinate")

@@ -27,7 +27,17 @@ ROWS: tuple[tuple[str, str, str, str], ...] = (
     ("sustained_first5_jobs_s", "sustained run, first 5 s", "jobs/s", ""),
     ("sustained_last5_jobs_s", "sustained run, last 5 s", "jobs/s", ""),
     ("sustained_last_vs_first", "  ratio last / first", "x", ">= 0.8"),
-    ("storyboard_makespan_ratio", "storyboard makespan / ideal", "x", "<= 1.1"),
+    ("storyboard_makespan_s", "storyboard makespan, 30 shots, cap 3, 1 worker", "s", ""),
+    ("storyboard_ideal_s", "  ideal: ceil(30 / 3) x upstream latency", "s", ""),
+    ("storyboard_makespan_ratio", "  ratio makespan / ideal, worker concurrency 3", "x", "<= 1.1"),
+    ("storyboard_max_inflight", "  most upstream calls in flight", "", "<= 3"),
+    (
+        "storyboard_c10_makespan_ratio",
+        "  ratio makespan / ideal, worker concurrency 10",
+        "x",
+        "<= 1.1",
+    ),
+    ("storyboard_c10_max_inflight", "  most upstream calls in flight, concurrency 10", "", "<= 3"),
     ("worker_rss_mb", "worker RSS, 100k queued", "MiB", "<= 80"),
 )
 
