@@ -46,5 +46,9 @@ def create_app(settings: ServiceSettings) -> Starlette:
         exception_handlers={
             errors.ApiError: errors.handle_api_error,
             HTTPException: errors.handle_http_exception,
+            **dict.fromkeys(errors.DATABASE_UNAVAILABLE, errors.handle_database_unavailable),
+            # Starlette's outermost middleware runs this one and still re-raises, so the
+            # traceback is logged by the server.
+            Exception: errors.handle_unexpected,
         },
     )

@@ -5,12 +5,16 @@ Every error the API answers is `{"error": {"code", "message", "details"}}`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
+import asyncpg
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+
+logger = logging.getLogger(__name__)
 
 # Starlette raises HTTPException for routing failures; these are their codes in our shape.
 _HTTP_CODES = {
@@ -76,3 +80,34 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     return error_response(
         ApiError(exc.status_code, code, str(exc.detail), headers=exc.headers or None)
     )
+
+
+# Failures to reach the database, as distinct from a bug in a statement: the server is
+# down or restarting (refused connections, connections cut by a shutdown, "starting up"
+# answers). The request was fine; the client should retry, so they answer 503.
+DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,  # refused or reset connections, unreachable host
+    TimeoutError,  # connect timeouts
+    asyncpg.PostgresConnectionError,  # SQLSTATE class 08
+    asyncpg.exceptions.OperatorInterventionError,  # 57P01 admin shutdown, 57P03 cannot connect now
+    asyncpg.InterfaceError,  # the connection was closed under the query
+)
+RETRY_AFTER_S = 2  # seconds a client should wait before retrying an outage
+
+
+async def handle_database_unavailable(request: Request, exc: Exception) -> Response:
+    """A 503 in the contract's shape while the database cannot be reached."""
+    logger.warning("database unavailable: %r", exc, extra={"action": "database_unavailable"})
+    return error_response(
+        ApiError(
+            503,
+            "database_unavailable",
+            "the database is unavailable; retry shortly",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
+    )
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    """The last resort: a 500 in the contract's shape (the traceback goes to the log)."""
+    return error_response(ApiError(500, "internal_error", "internal server error"))

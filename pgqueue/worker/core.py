@@ -303,8 +303,11 @@ class Worker:
             return
         self._slots.give_back(request.limit - len(claimed))
         self._start_all(claimed)
-        if claimed:
-            self._wake.set()  # the queue was busy: the claim loop should look again
+        if claimed or request.limit:
+            # Busy queue: look again. Short hand-off: the claim ran in the completing
+            # statement's snapshot, so jobs whose concurrency key that completion frees
+            # only become claimable after it commits; the claim loop must look then.
+            self._wake.set()
 
     def _start_all(self, records: list[asyncpg.Record]) -> None:
         assert self._runner is not None
