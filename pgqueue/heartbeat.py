@@ -38,12 +38,12 @@ async def renew(conn: asyncpg.Connection, leases: Sequence[HeldLease], lease_s: 
     """Extend all of `leases` by `lease_s` seconds from the database's now(), in one statement."""
     if not leases:
         return Renewal(frozenset(), frozenset(), frozenset())
+    fields = queries.keyed_fields(
+        (lease.job_id, f"[{lease.lease_token},{lease.pending_progress or 'null'}]")
+        for lease in leases
+    )
     records = await conn.fetch(
-        queries.RENEW_LEASES,
-        [lease.job_id for lease in leases],
-        [lease.lease_token for lease in leases],
-        lease_s,
-        [lease.pending_progress for lease in leases],
+        queries.RENEW_LEASES, [lease.job_id for lease in leases], fields, lease_s
     )
     renewed = frozenset(r["id"] for r in records)
     return Renewal(

@@ -7,9 +7,27 @@ fenced by `id + lease_token + state = 'running'`.
 
 A few statements share fragments (`_CLAIM_CTES`, ...); they are put together here, at import,
 with nothing but parameter numbers filled in.
+
+Batched fenced writes (complete, renew, reap) take the job ids as `bigint[]` and each job's
+fields as one JSON object keyed by job id (`keyed_fields`), read per row with `->`. They used
+to join `unnest(...)` arrays instead, but a planner without statistics (a fresh table hit by a
+burst) ran that join as a nested loop over the whole array for every row: 500 completions
+took 130 ms instead of 3. A key lookup has no plan to get wrong.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+def keyed_fields(fields: Iterable[tuple[int, str]]) -> str:
+    """The JSON object `{"<job id>": <JSON text>, ...}` from (job id, JSON text) pairs.
+
+    The texts are spliced in as they are: each must already be valid JSON (callers pass
+    `json.dumps` output, numbers, or arrays built from such).
+    """
+    return "{" + ",".join(f'"{job_id}":{value}' for job_id, value in fields) + "}"
+
 
 # -- enqueue_jobs: insert a batch (one row per array element); duplicates of an idempotency key
 # -- are skipped here and read back by SELECT_JOBS_BY_IDEMPOTENCY_KEY in the same transaction.
@@ -110,15 +128,15 @@ CLAIM_JOBS = (
     + _CLAIM_UPDATE.format(worker_id="$3", lease_s="$4")
 )
 
-# -- complete_jobs: fenced success of many jobs at once (the worker's group commit)
+# -- complete_jobs: fenced success of many jobs at once (the worker's group commit).
+# -- $1: job ids; $2: keyed_fields of [lease_token, result, progress or null] per job.
 _COMPLETE_UPDATE = """
 UPDATE pgqueue.jobs AS j
 SET state = 'succeeded', finished_at = now(), lease_expires_at = NULL,
-    result = l.result::jsonb, progress = coalesce(l.progress::jsonb, j.progress)
-FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[])
-     AS l(id, lease_token, result, progress)
-WHERE j.id = ANY ($1::bigint[]) AND j.id = l.id AND j.lease_token = l.lease_token
-  AND j.state = 'running'
+    result = $2::jsonb -> j.id::text -> 1,
+    progress = coalesce(nullif($2::jsonb -> j.id::text -> 2, 'null'), j.progress)
+WHERE j.id = ANY ($1::bigint[]) AND j.state = 'running'
+  AND j.lease_token = ($2::jsonb -> j.id::text ->> 0)::bigint
 RETURNING j.id
 """
 COMPLETE_JOBS = _COMPLETE_UPDATE
@@ -133,9 +151,9 @@ COMPLETE_AND_CLAIM_JOBS = (
     "WITH completed AS ("
     + _COMPLETE_UPDATE
     + "), "
-    + _CLAIM_CTES.format(queues="$5::text[]", limit="$6")
+    + _CLAIM_CTES.format(queues="$3::text[]", limit="$4")
     + ", claimed AS ("
-    + _CLAIM_UPDATE.format(worker_id="$7", lease_s="$8")
+    + _CLAIM_UPDATE.format(worker_id="$5", lease_s="$6")
     + """)
 SELECT CASE WHEN claimed.id IS NOT DISTINCT FROM (SELECT min(id) FROM claimed)
             THEN (SELECT array_agg(id) FROM completed) END AS completed_ids,
@@ -146,13 +164,13 @@ FROM (SELECT) AS one LEFT JOIN claimed ON true
 
 # -- renew_leases: one statement for all of a worker's jobs; also writes throttled progress.
 # -- Jobs missing from the result were lost (reaped, or cancelled while queued).
+# -- $1: job ids; $2: keyed_fields of [lease_token, progress or null]; $3: lease seconds.
 RENEW_LEASES = """
 UPDATE pgqueue.jobs AS j
 SET lease_expires_at = now() + make_interval(secs => $3),
-    progress = coalesce(l.progress::jsonb, j.progress)
-FROM unnest($1::bigint[], $2::bigint[], $4::text[]) AS l(id, lease_token, progress)
-WHERE j.id = ANY ($1::bigint[]) AND j.id = l.id AND j.lease_token = l.lease_token
-  AND j.state = 'running'
+    progress = coalesce(nullif($2::jsonb -> j.id::text -> 1, 'null'), j.progress)
+WHERE j.id = ANY ($1::bigint[]) AND j.state = 'running'
+  AND j.lease_token = ($2::jsonb -> j.id::text ->> 0)::bigint
 RETURNING j.id, j.cancel_requested_at IS NOT NULL AS cancel_requested
 """
 
@@ -235,6 +253,7 @@ FOR UPDATE SKIP LOCKED
 
 # -- reap_jobs: expired leases go back to queued after their backoff, or to failed when their
 # -- attempts are spent, or to cancelled when a cancel was pending. The lost attempt counts.
+# -- $1: job ids; $2: keyed_fields of each job's backoff in seconds.
 REAP_JOBS = """
 WITH reaped AS (
     UPDATE pgqueue.jobs AS j
@@ -242,14 +261,14 @@ WITH reaped AS (
                      WHEN j.attempts < j.max_attempts THEN 'queued'::pgqueue.job_state
                      ELSE 'failed'::pgqueue.job_state END,
         run_at = CASE WHEN j.cancel_requested_at IS NULL AND j.attempts < j.max_attempts
-                      THEN now() + make_interval(secs => l.delay_s) ELSE j.run_at END,
+                      THEN now() + make_interval(secs => ($2::jsonb ->> j.id::text)::float8)
+                      ELSE j.run_at END,
         finished_at = CASE WHEN j.cancel_requested_at IS NULL AND j.attempts < j.max_attempts
                            THEN NULL ELSE now() END,
         last_error = 'lease expired: worker ' || j.worker_id || ' stopped heartbeating',
         worker_id = NULL,
         lease_expires_at = NULL
-    FROM unnest($1::bigint[], $2::float8[]) AS l(id, delay_s)
-    WHERE j.id = ANY ($1::bigint[]) AND j.id = l.id AND j.state = 'running'
+    WHERE j.id = ANY ($1::bigint[]) AND j.state = 'running'
       AND j.lease_expires_at < now()
     RETURNING j.id, j.queue, j.kind, j.state, j.attempts, j.max_attempts
 )

@@ -57,7 +57,9 @@ class Reaper:
             # The backoff is computed here, from the pure policy; the database adds it to its
             # own now(). The rows are locked, so nobody changes them in between.
             ids = [r["id"] for r in expired]
-            delays = [self.policy.delay_s(max(r["attempts"], 1)) for r in expired]
+            delays = queries.keyed_fields(
+                (r["id"], repr(float(self.policy.delay_s(max(r["attempts"], 1))))) for r in expired
+            )
             records = await conn.fetch(queries.REAP_JOBS, ids, delays)
         reaped = [
             ReapedJob(

@@ -161,9 +161,10 @@ class Completer:
     ) -> tuple[set[int], list[asyncpg.Record]]:
         completions = (
             [c.job_id for c in batch],
-            [c.lease_token for c in batch],
-            [c.result_json for c in batch],
-            [c.progress_json for c in batch],
+            queries.keyed_fields(
+                (c.job_id, f"[{c.lease_token},{c.result_json},{c.progress_json or 'null'}]")
+                for c in batch
+            ),
         )
         async with self._pool.acquire() as conn:
             if request is None:

@@ -141,10 +141,13 @@ async def test_a_worker_that_lost_its_lease_cannot_overwrite_the_new_owner(
         assert await conn.fetchrow(queries.SET_PROGRESS, *stale_args, '{"percent": 1}') is None
         assert await conn.fetchrow(queries.CANCEL_HELD_JOB, *stale_args, "stale") is None
         assert await conn.fetch(queries.RELEASE_JOBS, [job.id], [stale["lease_token"]]) == []
-        renewed = await conn.fetch(
-            queries.RENEW_LEASES, [job.id], [stale["lease_token"]], 60.0, [None]
-        )
+        stale_fields = queries.keyed_fields([(job.id, f"[{stale['lease_token']},null]")])
+        renewed = await conn.fetch(queries.RENEW_LEASES, [job.id], stale_fields, 60.0)
         assert renewed == []
+        stale_completion = queries.keyed_fields(
+            [(job.id, f'[{stale["lease_token"]},"stale",{{"percent": 2}}]')]
+        )
+        assert await conn.fetch(queries.COMPLETE_JOBS, [job.id], stale_completion) == []
         current = await queue.get(job.id, conn=conn)
         assert current is not None and current.state == JobState.RUNNING
         assert current.worker_id == "new-owner" and current.lease_token == owner["lease_token"]
@@ -252,3 +255,31 @@ async def test_stalled_hook_fires_when_the_reaper_takes_a_dead_workers_job(
         worker.on("stalled", lambda event: stalled.append((event.job_id, event.will_retry)))
         await wait_for(lambda: stalled)
     assert stalled == [(job.id, True)]
+
+
+async def test_batched_completion_is_fenced_per_job(queue: Queue, pool: asyncpg.Pool) -> None:
+    # One group-commit statement for three jobs: each row is checked against its own token,
+    # a null progress keeps what the job had, and a stale token leaves its job untouched.
+    await queue.enqueue_many([JobSpec(kind="batched") for _ in range(3)])
+    async with pool.acquire() as conn:
+        first, second, third = await conn.fetch(queries.CLAIM_JOBS, ["default"], 3, "w", 60.0)
+        await conn.execute(
+            queries.SET_PROGRESS, first["id"], first["lease_token"], '{"percent": 40}'
+        )
+        fields = queries.keyed_fields(
+            [
+                (first["id"], f'[{first["lease_token"]},{{"n": 1}},null]'),
+                (second["id"], f'[{second["lease_token"] + 1000},{{"n": 2}},null]'),
+                (third["id"], f'[{third["lease_token"]},[3],{{"percent": 100}}]'),
+            ]
+        )
+        ids = [first["id"], second["id"], third["id"]]
+        written = {row["id"] for row in await conn.fetch(queries.COMPLETE_JOBS, ids, fields)}
+    assert written == {first["id"], third["id"]}
+    done_first, still_running, done_third = [await queue.get(job_id) for job_id in ids]
+    assert done_first is not None and done_first.state == JobState.SUCCEEDED
+    assert done_first.result == {"n": 1} and done_first.progress == {"percent": 40}
+    assert still_running is not None and still_running.state == JobState.RUNNING
+    assert still_running.result is None
+    assert done_third is not None and done_third.state == JobState.SUCCEEDED
+    assert done_third.result == [3] and done_third.progress == {"percent": 100}
