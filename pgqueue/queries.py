@@ -31,6 +31,8 @@ def keyed_fields(fields: Iterable[tuple[int, str]]) -> str:
 
 # -- enqueue_jobs: insert a batch (one row per array element); duplicates of an idempotency key
 # -- are skipped here and read back by SELECT_JOBS_BY_IDEMPOTENCY_KEY in the same transaction.
+# -- Keyed rows go in in key order, so concurrent batches sharing keys wait for each other in
+# -- one global order instead of deadlocking; unkeyed rows keep the caller's order (and ids).
 ENQUEUE_JOBS = """
 INSERT INTO pgqueue.jobs (queue, kind, payload, priority, run_at, max_attempts, timeout_s,
                           idempotency_key, concurrency_key, concurrency_limit)
@@ -41,7 +43,7 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::timestamptz[], $6
             $7::int[], $8::float8[], $9::text[], $10::text[], $11::int[])
      WITH ORDINALITY AS l(queue, kind, payload, priority, run_at, delay_s, max_attempts, timeout_s,
                           idempotency_key, concurrency_key, concurrency_limit, position)
-ORDER BY l.position
+ORDER BY l.idempotency_key NULLS FIRST, l.position
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING *
 """

@@ -96,17 +96,22 @@ CREATE TABLE pgqueue.concurrency_slots (
         CHECK (running >= 0)
 );
 
+-- Once per statement, keys in sorted order: concurrent enqueues that share keys then wait
+-- for one another in one global order and cannot deadlock (a row trigger locked them in
+-- each batch's own order).
 CREATE FUNCTION pgqueue.ensure_concurrency_slot() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO pgqueue.concurrency_slots (key) VALUES (NEW.concurrency_key)
+    INSERT INTO pgqueue.concurrency_slots (key)
+    SELECT DISTINCT concurrency_key FROM new_rows
+    WHERE concurrency_key IS NOT NULL
+    ORDER BY concurrency_key
     ON CONFLICT (key) DO NOTHING;
     RETURN NULL;
 END $$;
 
 CREATE TRIGGER jobs_ensure_concurrency_slot
-    AFTER INSERT ON pgqueue.jobs FOR EACH ROW
-    WHEN (NEW.concurrency_key IS NOT NULL)
-    EXECUTE FUNCTION pgqueue.ensure_concurrency_slot();
+    AFTER INSERT ON pgqueue.jobs REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION pgqueue.ensure_concurrency_slot();
 
 CREATE FUNCTION pgqueue.count_running() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

@@ -5,6 +5,10 @@ At low load a success is written at once (a batch of one); under load, one state
 completes hundreds of jobs and claims as many new ones, which is what lets one worker process
 run tens of thousands of short jobs a second. Each completion is still fenced by its job's
 lease token.
+
+A big worker keeps a few such statements in flight at once, each with its share of the slots:
+while Postgres runs one, Python starts and finishes the jobs another one claimed, instead of
+the two taking turns (measured with 500 slots: 13k jobs/s with one in flight, 19-25k with two).
 """
 
 from __future__ import annotations
@@ -24,6 +28,15 @@ from pgqueue.worker.transient import TRANSIENT_ERRORS, retry_delay_s
 logger = logging.getLogger("pgqueue.worker")
 
 MAX_BATCH = 2000  # completions per statement
+PIPELINE_FROM_CONCURRENCY = 32  # a smaller worker gains nothing from more statements per job
+MAX_IN_FLIGHT = 2  # statements at once for a worker at least that big
+
+
+def pipeline_for(concurrency: int) -> tuple[int, int]:
+    """(statements in flight, completions per statement) for a worker of `concurrency`."""
+    if concurrency < PIPELINE_FROM_CONCURRENCY:
+        return 1, MAX_BATCH
+    return MAX_IN_FLIGHT, min(MAX_BATCH, -(-concurrency // MAX_IN_FLIGHT))
 
 
 @dataclasses.dataclass(slots=True)
@@ -79,14 +92,24 @@ class Completer:
         pool: the worker's pool.
         handoff: when given, each batch also claims new jobs for the freed slots.
         max_batch: most completions per statement.
+        max_in_flight: most statements running at once (each on its own connection).
     """
 
     def __init__(
-        self, pool: asyncpg.Pool, *, handoff: Handoff | None = None, max_batch: int = MAX_BATCH
+        self,
+        pool: asyncpg.Pool,
+        *,
+        handoff: Handoff | None = None,
+        max_batch: int = MAX_BATCH,
+        max_in_flight: int = 1,
     ) -> None:
+        if max_batch < 1 or max_in_flight < 1:
+            raise ValueError("max_batch and max_in_flight must be >= 1")
         self._pool = pool
         self._handoff = handoff
         self._max_batch = max_batch
+        self._in_flight = asyncio.Semaphore(max_in_flight)
+        self._flushing: set[asyncio.Task[None]] = set()
         self._pending: list[_Completion] = []
         self._ready = asyncio.Event()
 
@@ -113,12 +136,28 @@ class Completer:
                 await self._ready.wait()
                 self._ready.clear()
                 while self._pending:
+                    await self._in_flight.acquire()
                     batch = self._pending[: self._max_batch]
                     del self._pending[: self._max_batch]
-                    await self._flush(batch)
+                    task = asyncio.create_task(self._flush_then_release(batch))
+                    self._flushing.add(task)
+                    task.add_done_callback(self._flushing.discard)
         finally:
-            # Whoever still waits learns that nothing was written: the reaper takes over.
+            # Stopped (as the sequential version was, mid-statement if need be): whoever still
+            # waits learns that nothing was written, and the reaper takes over.
+            for task in self._flushing:
+                task.cancel()
+            await asyncio.gather(*self._flushing, return_exceptions=True)
             _resolve(self._pending, set())
+
+    async def _flush_then_release(self, batch: list[_Completion]) -> None:
+        try:
+            await self._flush(batch)
+        except BaseException:
+            _resolve(batch, set())
+            raise
+        finally:
+            self._in_flight.release()
 
     async def _flush(self, batch: list[_Completion]) -> None:
         failures = 0

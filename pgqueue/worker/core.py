@@ -21,7 +21,7 @@ from pgqueue.queue import Queue
 from pgqueue.reaper import Reaper
 from pgqueue.registry import Registry
 from pgqueue.worker import events
-from pgqueue.worker.completer import ClaimRequest, Completer
+from pgqueue.worker.completer import ClaimRequest, Completer, pipeline_for
 from pgqueue.worker.context import JobContext
 from pgqueue.worker.listener import Listener
 from pgqueue.worker.runner import JobRunner, RunningJob, StopReason
@@ -170,7 +170,8 @@ class Worker:
             self.dsn, max_size=self.pool_size, synchronous_commit=self.synchronous_commit
         )
         self._pool = pool
-        completer = Completer(pool, handoff=self)
+        in_flight, batch = pipeline_for(self.concurrency)
+        completer = Completer(pool, handoff=self, max_batch=batch, max_in_flight=in_flight)
         self._listener = Listener(
             self.dsn, self.queues, self._wake.set, ping_interval_s=self.poll_interval_s
         )
@@ -341,6 +342,10 @@ class Worker:
         if running.holds_slot:
             running.holds_slot = False
             self._slots.give_back(1)
+        if not self._running:
+            # A burst worker's claim loop may be waiting for this: its slots came back
+            # (through the hand-off) before the last jobs had left `_running`.
+            self._slots.freed.set()
         if running.task is not None and not running.task.cancelled():
             exc = running.task.exception()
             if exc is not None:  # JobRunner.run never raises; if it did, it is a bug

@@ -108,6 +108,30 @@ async def test_enqueue_notifies_listeners_once_per_queue(queue: Queue, db_url: s
     assert sorted(received) == ["default", "other"]
 
 
+async def test_concurrent_batches_sharing_keys_in_opposite_orders_do_not_deadlock(
+    queue: Queue, pool: asyncpg.Pool
+) -> None:
+    # Two batches that share idempotency and concurrency keys, listed in opposite orders,
+    # committed at the same moment: each waits for the other's keys in one global order.
+    keys = [f"key-{n:04d}" for n in range(2000)]
+
+    def batch(order: list[str]) -> list[JobSpec]:
+        return [
+            JobSpec(kind="k", idempotency_key=key, concurrency_key=key, concurrency_limit=1)
+            for key in order
+        ]
+
+    for _ in range(5):
+        await pool.execute("TRUNCATE pgqueue.jobs, pgqueue.concurrency_slots")
+        forward, backward = await asyncio.gather(
+            queue.enqueue_many(batch(keys)), queue.enqueue_many(batch(keys[::-1]))
+        )
+        assert [job.idempotency_key for job in forward] == keys
+        assert [job.id for job in backward] == [job.id for job in forward][::-1]
+        assert sum(job.is_new for job in forward + backward) == len(keys)
+    assert await pool.fetchval("SELECT count(*) FROM pgqueue.concurrency_slots") == len(keys)
+
+
 @pytest.mark.parametrize(
     ("column", "value"),
     [
