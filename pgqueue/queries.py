@@ -33,19 +33,26 @@ def keyed_fields(fields: Iterable[tuple[int, str]]) -> str:
 # -- are skipped here and read back by SELECT_JOBS_BY_IDEMPOTENCY_KEY in the same transaction.
 # -- Keyed rows go in in key order, so concurrent batches sharing keys wait for each other in
 # -- one global order instead of deadlocking; unkeyed rows keep the caller's order (and ids).
+# -- $1: a JSON array with one object per job, holding only the fields that differ from the
+# -- defaults ($2: the queue, $3: max_attempts). One JSON document instead of eleven arrays:
+# -- asyncpg encoded each array element by element, and a batch of 1000 went 1.6x faster.
 ENQUEUE_JOBS = """
 INSERT INTO pgqueue.jobs (queue, kind, payload, priority, run_at, max_attempts, timeout_s,
                           idempotency_key, concurrency_key, concurrency_limit)
-SELECT l.queue, l.kind, l.payload::jsonb, l.priority,
-       coalesce(l.run_at, now() + make_interval(secs => l.delay_s)),
-       l.max_attempts, l.timeout_s, l.idempotency_key, l.concurrency_key, l.concurrency_limit
-FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::timestamptz[], $6::float8[],
-            $7::int[], $8::float8[], $9::text[], $10::text[], $11::int[])
-     WITH ORDINALITY AS l(queue, kind, payload, priority, run_at, delay_s, max_attempts, timeout_s,
-                          idempotency_key, concurrency_key, concurrency_limit, position)
+SELECT coalesce(l.queue, $2), l.kind, coalesce(l.payload, '{}'), coalesce(l.priority, 0),
+       coalesce(l.run_at, now() + make_interval(secs => coalesce(l.delay_s, 0))),
+       coalesce(l.max_attempts, $3), l.timeout_s, l.idempotency_key, l.concurrency_key,
+       l.concurrency_limit
+FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (
+         queue text, kind text, payload jsonb, priority int, run_at timestamptz,
+         delay_s float8, max_attempts int, timeout_s float8, idempotency_key text,
+         concurrency_key text, concurrency_limit int))
+     WITH ORDINALITY AS l(queue, kind, payload, priority, run_at, delay_s, max_attempts,
+                          timeout_s, idempotency_key, concurrency_key, concurrency_limit,
+                          position)
 ORDER BY l.idempotency_key NULLS FIRST, l.position
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING *
+RETURNING id, idempotency_key, run_at, created_at
 """
 
 # -- select_jobs_by_idempotency_key: the existing jobs that a batch's duplicates refer to

@@ -91,63 +91,90 @@ class Queue:
         """
         if not specs:
             return []
-        columns = self._columns(specs)
         keys = [spec.idempotency_key for spec in specs if spec.idempotency_key is not None]
         if conn is not None:
-            return await self._enqueue(conn, specs, columns, keys)
+            return await self._enqueue(conn, specs, keys)
         async with self._acquire() as own:
             if not keys:
-                return await self._enqueue(own, specs, columns, keys)
+                return await self._enqueue(own, specs, keys)
             async with own.transaction():
-                return await self._enqueue(own, specs, columns, keys)
+                return await self._enqueue(own, specs, keys)
 
     async def _enqueue(
         self,
         conn: asyncpg.Connection,
         specs: Sequence[models.JobSpec],
-        columns: list[list[Any]],
         keys: list[str],
     ) -> list[models.Job]:
-        inserted = [
-            models.Job.from_record(r) for r in await conn.fetch(queries.ENQUEUE_JOBS, *columns)
-        ]
-        by_key = {job.idempotency_key: job for job in inserted if job.idempotency_key is not None}
+        # The statement returns only what the database decides (id, run_at, created_at); the
+        # rest of each new job is what was sent. Reading whole rows back cost a quarter of a
+        # batch's time (23 columns decoded, payloads parsed again).
+        rows = await conn.fetch(
+            queries.ENQUEUE_JOBS, _encode(specs), self.default_queue, self.max_attempts
+        )
+        first_of_key: dict[str, int] = {}
+        unkeyed: list[int] = []
+        for index, spec in enumerate(specs):
+            if spec.idempotency_key is None:
+                unkeyed.append(index)
+            else:
+                first_of_key.setdefault(spec.idempotency_key, index)
+        # Rows without a key were inserted in input order, so their ids ascend with it.
+        new_unkeyed = sorted((r for r in rows if r["idempotency_key"] is None), key=_row_id)
+        result: list[models.Job | None] = [None] * len(specs)
+        for index, row in zip(unkeyed, new_unkeyed, strict=True):
+            result[index] = self._new_job(row, specs[index])
+        by_key = {
+            row["idempotency_key"]: self._new_job(row, specs[first_of_key[row["idempotency_key"]]])
+            for row in rows
+            if row["idempotency_key"] is not None
+        }
         missing = [key for key in keys if key not in by_key]
         if missing:
             # Same transaction, new snapshot: a concurrent enqueue of the same key has committed
             # by now (the unique index made our INSERT wait for it), so its row is visible.
             for record in await conn.fetch(queries.SELECT_JOBS_BY_IDEMPOTENCY_KEY, missing):
                 by_key[record["idempotency_key"]] = models.Job.from_record(record, is_new=False)
-        # Rows without a key were inserted in input order, so their ids ascend with it.
-        unkeyed = iter(sorted((j for j in inserted if not j.idempotency_key), key=lambda j: j.id))
-        result: list[models.Job] = []
-        first_seen: set[str] = set()
-        for spec in specs:
-            key = spec.idempotency_key
-            if key is None:
-                result.append(next(unkeyed))
-                continue
-            job = by_key[key]
-            if key in first_seen and job.is_new:
-                job = job._replace(is_new=False)
-            first_seen.add(key)
-            result.append(job)
-        return result
+        for key, index in first_of_key.items():
+            result[index] = by_key[key]
+        jobs: list[models.Job] = []
+        for job, spec in zip(result, specs, strict=True):
+            if job is None:  # a repeat of a key earlier in this batch
+                assert spec.idempotency_key is not None
+                job = by_key[spec.idempotency_key]._replace(is_new=False)
+            jobs.append(job)
+        return jobs
 
-    def _columns(self, specs: Sequence[models.JobSpec]) -> list[list[Any]]:
-        return [
-            [spec.queue or self.default_queue for spec in specs],
-            [spec.kind for spec in specs],
-            [json.dumps(spec.payload if spec.payload is not None else {}) for spec in specs],
-            [spec.priority for spec in specs],
-            [spec.run_at for spec in specs],
-            [spec.delay.total_seconds() if spec.delay else 0.0 for spec in specs],
-            [spec.max_attempts or self.max_attempts for spec in specs],
-            [spec.timeout.total_seconds() if spec.timeout else None for spec in specs],
-            [spec.idempotency_key for spec in specs],
-            [spec.concurrency_key for spec in specs],
-            [spec.concurrency_limit for spec in specs],
-        ]
+    def _new_job(self, row: asyncpg.Record, spec: models.JobSpec) -> models.Job:
+        """The job just inserted from `spec`, with the database's id and times.
+
+        Its payload is the object that was passed (not a copy read back from the database).
+        """
+        return models.Job(
+            id=row["id"],
+            queue=spec.queue or self.default_queue,
+            kind=spec.kind,
+            payload=spec.payload if spec.payload is not None else {},
+            state=models.JobState.QUEUED,
+            priority=spec.priority,
+            attempts=0,
+            max_attempts=spec.max_attempts or self.max_attempts,
+            run_at=row["run_at"],
+            lease_expires_at=None,
+            lease_token=None,
+            worker_id=None,
+            last_error=None,
+            progress=None,
+            result=None,
+            idempotency_key=spec.idempotency_key,
+            concurrency_key=spec.concurrency_key,
+            concurrency_limit=spec.concurrency_limit,
+            timeout_s=spec.timeout.total_seconds() if spec.timeout else None,
+            cancel_requested_at=None,
+            created_at=row["created_at"],
+            started_at=None,
+            finished_at=None,
+        )
 
     async def get(
         self, job_id: int, *, conn: asyncpg.Connection | None = None
@@ -231,3 +258,35 @@ class _Borrowed:
 
     async def __aexit__(self, *exc: object) -> None:
         return None
+
+
+def _row_id(row: asyncpg.Record) -> int:
+    return int(row["id"])
+
+
+def _encode(specs: Sequence[models.JobSpec]) -> str:
+    """ENQUEUE_JOBS' first parameter: one JSON object per spec, defaults left out."""
+    rows = []
+    for spec in specs:
+        row: dict[str, Any] = {"kind": spec.kind}
+        if spec.payload is not None:
+            row["payload"] = spec.payload
+        if spec.queue is not None:
+            row["queue"] = spec.queue
+        if spec.priority:
+            row["priority"] = spec.priority
+        if spec.run_at is not None:
+            row["run_at"] = spec.run_at.isoformat()
+        if spec.delay:
+            row["delay_s"] = spec.delay.total_seconds()
+        if spec.max_attempts is not None:
+            row["max_attempts"] = spec.max_attempts
+        if spec.timeout is not None:
+            row["timeout_s"] = spec.timeout.total_seconds()
+        if spec.idempotency_key is not None:
+            row["idempotency_key"] = spec.idempotency_key
+        if spec.concurrency_key is not None:
+            row["concurrency_key"] = spec.concurrency_key
+            row["concurrency_limit"] = spec.concurrency_limit
+        rows.append(row)
+    return json.dumps(rows)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import asyncpg
 import pytest
@@ -49,6 +49,40 @@ async def test_enqueue_many_returns_jobs_in_input_order(queue: Queue) -> None:
     jobs = await queue.enqueue_many(specs)
     assert [job.payload for job in jobs] == list(range(50))
     assert all(job.is_new for job in jobs)
+
+
+async def test_enqueue_many_returns_the_rows_as_stored(queue: Queue) -> None:
+    # The returned jobs are built from what was sent plus the database's id and times; each
+    # must equal the row read back, whatever mix of options and defaults the batch holds.
+    specs = [
+        JobSpec(kind="plain"),
+        JobSpec(
+            kind="full",
+            payload={"b": [1, 2.5, None], "a": "é"},
+            queue="other",
+            priority=3,
+            delay=timedelta(seconds=30),
+            max_attempts=9,
+            timeout=timedelta(milliseconds=1500),
+            idempotency_key="k-1",
+            concurrency_key="c-1",
+            concurrency_limit=4,
+        ),
+        JobSpec(
+            kind="at",
+            payload=[1, "two"],
+            run_at=datetime(
+                2031, 5, 6, 7, 8, 9, 123456, tzinfo=timezone(timedelta(hours=5, minutes=30))
+            ),
+        ),
+        JobSpec(kind="scalar", payload="text", priority=-(2**31)),
+        JobSpec(kind="full", idempotency_key="k-1"),  # a repeat within the batch
+    ]
+    jobs = await queue.enqueue_many(specs)
+    for job in jobs[:4]:
+        assert job.is_new and await queue.get(job.id) == job
+    assert jobs[4].id == jobs[1].id and not jobs[4].is_new
+    assert jobs[4] == jobs[1]._replace(is_new=False)
 
 
 async def test_duplicate_keys_return_the_first_job_and_add_no_row(
