@@ -82,8 +82,10 @@ RETURNING *
 # -- and keys already at their limit. The slots CTE then locks the concurrency rows of the
 # -- candidates' keys: FOR UPDATE waits for a concurrent claimer and returns the count it
 # -- committed, so the final check below is exact across workers. The attempt counts here.
-# -- The UPDATE finds its rows through `id = ANY(array)`: a join would let the planner hash
-# -- the whole table once it has a few tens of thousands of rows (measured: 24 ms vs 1 ms).
+# -- The UPDATE finds its rows through `id = ANY(array)`, and the slots CTE its keys the same
+# -- way: a join would let the planner hash the whole table once it has a few tens of
+# -- thousands of rows (measured: 24 ms vs 1 ms), and a generic plan (the worker's sessions
+# -- use them) would scan every concurrency slot.
 _CLAIM_CTES = """
 candidates AS MATERIALIZED (
     SELECT c.*
@@ -102,7 +104,7 @@ candidates AS MATERIALIZED (
 ), slots AS (
     SELECT s.key, s.running
     FROM pgqueue.concurrency_slots AS s
-    WHERE s.key IN (SELECT concurrency_key FROM candidates)
+    WHERE s.key = ANY (ARRAY(SELECT concurrency_key FROM candidates))
     ORDER BY s.key
     FOR UPDATE
 ), chosen AS (
@@ -306,15 +308,16 @@ SELECT queue, state, sum(n) FROM folded GROUP BY queue, state HAVING sum(n) <> 0
 """
 
 # -- purge_finished: delete at most $3 jobs in the states $1 finished before now() - $2 seconds
+# -- (`id = ANY(ARRAY(...))`, not `id IN (...)`: the latter may hash-join a scan of the table)
 PURGE_FINISHED = """
 DELETE FROM pgqueue.jobs
-WHERE id IN (
+WHERE id = ANY (ARRAY(
     SELECT id FROM pgqueue.jobs
     WHERE finished_at < now() - make_interval(secs => $2) AND state = ANY($1::pgqueue.job_state[])
     ORDER BY finished_at
     LIMIT $3
     FOR UPDATE SKIP LOCKED
-)
+))
 """
 
 # -- ping: is this connection still alive?

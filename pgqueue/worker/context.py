@@ -20,11 +20,13 @@ class JobContext:
 
     Args:
         job: the job as claimed (attempts already counts this attempt).
-        pool: the worker's connection pool.
+        pool: the worker's own connection pool (progress writes).
         state: the value the registry's lifespan yielded.
         progress_interval_s: at most one progress write per this many seconds; throttled
             updates are kept and written by the next heartbeat or with the final state.
         on_progress: called with each progress update (the worker's event hook).
+        handler_pool: the pool of `transaction()` (default: `pool`). The worker passes one
+            with the server's default settings, since its own runs with generic plans.
     """
 
     def __init__(
@@ -35,12 +37,14 @@ class JobContext:
         state: Any = None,
         progress_interval_s: float = 1.0,
         on_progress: ProgressHook | None = None,
+        handler_pool: asyncpg.Pool | None = None,
     ) -> None:
         if job.lease_token is None:
             raise ValueError("a JobContext needs a claimed job (with a lease_token)")
         self.job = job
         self.state = state
         self._pool = pool
+        self._handler_pool = handler_pool or pool
         self._token: int = job.lease_token
         self._interval_s = progress_interval_s
         self._on_progress = on_progress
@@ -103,7 +107,7 @@ class JobContext:
         transaction ends; if the lease is already lost, `LeaseLost` is raised and nothing the
         block would have written commits.
         """
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._handler_pool.acquire() as conn, conn.transaction():
             if await conn.fetchrow(queries.LOCK_HELD_JOB, self.job.id, self._token) is None:
                 raise errors.LeaseLost()
             yield conn
