@@ -14,7 +14,7 @@ class Config:
     """
 
     throughput_jobs: int = 20_000  # no-op jobs per throughput run
-    concurrencies: tuple[int, ...] = (3, 10, 50, 100, 200)  # swept; 3 is always included
+    concurrencies: tuple[int, ...] = (3, 10, 50, 200, 500, 1000)  # swept; 3 is always included
     enqueue_jobs: int = 50_000  # jobs enqueued with enqueue_many
     enqueue_batch: int = 1_000  # specs per enqueue_many call
     single_enqueue_jobs: int = 2_000  # jobs enqueued one call each (per mode)
