@@ -320,6 +320,12 @@ WHERE id = ANY (ARRAY(
 ))
 """
 
+# -- vacuum_queue_tables: what a busy worker runs between autovacuum's visits (outside any
+# -- transaction; skips tables another VACUUM holds)
+VACUUM_QUEUE_TABLES = """
+VACUUM (SKIP_LOCKED) pgqueue.jobs, pgqueue.concurrency_slots, pgqueue.finished_counts
+"""
+
 # -- ping: is this connection still alive?
 PING = """
 SELECT 1

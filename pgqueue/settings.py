@@ -28,6 +28,7 @@ class QueueSettings(BaseSettings):
     progress_interval_s: float = Field(default=1.0, ge=0)
     retention_succeeded_s: float = Field(default=7 * 86400.0, gt=0)
     retention_failed_s: float = Field(default=30 * 86400.0, gt=0)
+    vacuum_every_jobs: int = Field(default=20_000, ge=0)
     queues: list[str] = Field(default_factory=lambda: ["default"])
     synchronous_commit: bool = True
 

@@ -77,6 +77,7 @@ def build_worker(args: argparse.Namespace, settings: QueueSettings, dsn: str) ->
         progress_interval_s=settings.progress_interval_s,
         retention_succeeded=timedelta(seconds=settings.retention_succeeded_s),
         retention_failed=timedelta(seconds=settings.retention_failed_s),
+        vacuum_every_jobs=settings.vacuum_every_jobs,
         synchronous_commit=settings.synchronous_commit,
     )
 

@@ -39,6 +39,8 @@ DEFAULT_BACKLOG_WARN = 10  # runnable jobs
 # for long inside ctx.transaction() may want more (pool_size=).
 DEFAULT_MAX_POOL_SIZE = 20
 DEFAULT_MAINTENANCE_INTERVAL_S = 60.0  # seconds between retention passes
+DEFAULT_VACUUM_EVERY_JOBS = 20_000  # jobs run here between two VACUUMs of the queue's tables
+VACUUM_CHECK_INTERVAL_S = 2.0  # seconds between two looks at that count
 BACKLOG_CHECK_INTERVAL_S = 10.0  # seconds between backlog checks
 BACKLOG_WARN_EVERY_S = 60.0  # seconds between two backlog warnings
 SIDE_LOOP_ERROR_DELAY_S = 1.0  # seconds a side loop waits after an error
@@ -70,6 +72,11 @@ class Worker:
         retention_succeeded: succeeded and cancelled jobs are deleted after this.
         retention_failed: failed jobs are deleted after this.
         maintenance_interval_s: how often retention runs.
+        vacuum_every_jobs: VACUUM the queue's tables after this many jobs ran here (0: never).
+            Every claimed job leaves a dead entry at the head of the claim index, and the
+            claim walks past them until a vacuum; autovacuum looks at a table once a minute at
+            best, by which time a busy worker has left a million of them (measured: 17k jobs/s
+            fell to 13k within a minute; vacuuming every 20k jobs kept it flat, 0.3-0.5 s each).
         worker_id: this worker's name in `jobs.worker_id` (default: host, pid and a nonce).
         pool_size: connections of each of the worker's two pools (default: enough for
             claims, batched writes and handlers' own transactions, at most
@@ -101,6 +108,7 @@ class Worker:
         retention_succeeded: timedelta = timedelta(days=7),
         retention_failed: timedelta = timedelta(days=30),
         maintenance_interval_s: float = DEFAULT_MAINTENANCE_INTERVAL_S,
+        vacuum_every_jobs: int = DEFAULT_VACUUM_EVERY_JOBS,
         worker_id: str | None = None,
         pool_size: int | None = None,
         synchronous_commit: bool = True,
@@ -128,6 +136,8 @@ class Worker:
         self.retention_succeeded = retention_succeeded
         self.retention_failed = retention_failed
         self.maintenance_interval_s = maintenance_interval_s
+        self.vacuum_every_jobs = vacuum_every_jobs
+        self._jobs_since_vacuum = 0
         self.synchronous_commit = synchronous_commit
         self.pool_size = pool_size or min(concurrency + 3, DEFAULT_MAX_POOL_SIZE)
         self.worker_id = worker_id or f"{socket.gethostname()}:{_pid()}:{uuid.uuid4().hex[:8]}"
@@ -220,6 +230,10 @@ class Worker:
                     asyncio.create_task(
                         self._side_loop("backlog", self._check_backlog, BACKLOG_CHECK_INTERVAL_S),
                         name="pgqueue-backlog",
+                    ),
+                    asyncio.create_task(
+                        self._side_loop("vacuum", self._vacuum_if_busy, VACUUM_CHECK_INTERVAL_S),
+                        name="pgqueue-vacuum",
                     ),
                 ]
                 supervisor = asyncio.create_task(
@@ -354,6 +368,7 @@ class Worker:
         running = self._running.pop(job_id, None)
         if running is None:
             return
+        self._jobs_since_vacuum += 1
         if running.holds_slot:
             running.holds_slot = False
             self._slots.give_back(1)
@@ -481,6 +496,22 @@ class Worker:
             logger.info(
                 "retention deleted %d finished job(s)", deleted, extra={"action": "retention"}
             )
+
+    async def _vacuum_if_busy(self) -> None:
+        if not self.vacuum_every_jobs or self._jobs_since_vacuum < self.vacuum_every_jobs:
+            return
+        assert self._pool is not None
+        self._jobs_since_vacuum = 0
+        started = time.monotonic()
+        async with self._pool.acquire() as conn:
+            # SKIP_LOCKED: when another worker (or autovacuum) is at it, this one is not needed.
+            # A role that does not own the tables gets a warning from the server, not an error.
+            await conn.execute(queries.VACUUM_QUEUE_TABLES)
+        logger.info(
+            "vacuumed the queue's tables in %.2fs",
+            time.monotonic() - started,
+            extra={"action": "vacuum"},
+        )
 
     async def _check_backlog(self) -> None:
         assert self._pool is not None

@@ -85,3 +85,28 @@ async def test_retention_deletes_old_finished_jobs_only(queue: Queue, pool: asyn
     stats = (await queue.stats())["default"]
     assert (stats.completed, stats.failed, stats.cancelled) == (250, 250, 0)
     assert await pool.fetchval("SELECT count(*) FROM pgqueue.finished_counts") == 2  # folded
+
+
+async def test_a_busy_worker_vacuums_the_queue_tables(
+    queue: Queue, pool: asyncpg.Pool, running_worker: WorkerFactory
+) -> None:
+    # Autovacuum visits a table once a minute at best; a worker that ran `vacuum_every_jobs`
+    # jobs vacuums by itself, which removes the dead claim-index entries its claims leave.
+    registry = Registry()
+
+    @registry.handler("ok")
+    async def ok(ctx: JobContext) -> None:
+        return None
+
+    async def vacuumed_since(before: int) -> bool:
+        count: int = await pool.fetchval(
+            "SELECT vacuum_count FROM pg_stat_user_tables WHERE relid = 'pgqueue.jobs'::regclass"
+        )
+        return count > before
+
+    before = await pool.fetchval(
+        "SELECT vacuum_count FROM pg_stat_user_tables WHERE relid = 'pgqueue.jobs'::regclass"
+    )
+    await queue.enqueue_many([JobSpec(kind="ok") for _ in range(30)])
+    async with running_worker(registry, vacuum_every_jobs=20):
+        await wait_for(lambda: vacuumed_since(before), timeout=15)
