@@ -93,10 +93,7 @@ async def test_a_busy_worker_vacuums_the_queue_tables(
     # Autovacuum visits a table once a minute at best; a worker that ran `vacuum_every_jobs`
     # jobs vacuums by itself, which removes the dead claim-index entries its claims leave.
     registry = Registry()
-
-    @registry.handler("ok")
-    async def ok(ctx: JobContext) -> None:
-        return None
+    registry.handler("ok")(_noop)
 
     async def vacuumed_since(before: int) -> bool:
         count: int = await pool.fetchval(
@@ -110,3 +107,7 @@ async def test_a_busy_worker_vacuums_the_queue_tables(
     await queue.enqueue_many([JobSpec(kind="ok") for _ in range(30)])
     async with running_worker(registry, vacuum_every_jobs=20):
         await wait_for(lambda: vacuumed_since(before), timeout=15)
+
+
+async def _noop(ctx: JobContext) -> None:
+    return None
