@@ -104,7 +104,7 @@ candidates AS MATERIALIZED (
 ), slots AS (
     SELECT s.key, s.running
     FROM pgqueue.concurrency_slots AS s
-    WHERE s.key = ANY (ARRAY(SELECT concurrency_key FROM candidates))
+    WHERE s.key = ANY (ARRAY(SELECT concurrency_key FROM candidates{completed_keys}))
     ORDER BY s.key
     FOR UPDATE
 ), chosen AS (
@@ -135,7 +135,7 @@ RETURNING j.*
 """
 CLAIM_JOBS = (
     "WITH "
-    + _CLAIM_CTES.format(queues="$1::text[]", limit="$2")
+    + _CLAIM_CTES.format(queues="$1::text[]", limit="$2", completed_keys="")
     + _CLAIM_UPDATE.format(worker_id="$3", lease_s="$4")
 )
 
@@ -157,12 +157,21 @@ COMPLETE_JOBS = _COMPLETE_UPDATE
 # -- job (one row of NULLs when none was), the first of them carrying `completed_ids` (sent
 # -- once, not once per row).
 # -- The claim sees the concurrency counts from before these completions: it may take fewer
-# -- jobs of a key than it could, never more.
+# -- jobs of a key than it could, never more. The slots CTE also locks the completed jobs'
+# -- keys, in the same sorted order: their decrements (row triggers, at the end of the
+# -- statement) then wait on nothing, and two such statements cannot deadlock.
 COMPLETE_AND_CLAIM_JOBS = (
     "WITH completed AS ("
     + _COMPLETE_UPDATE
     + "), "
-    + _CLAIM_CTES.format(queues="$3::text[]", limit="$4")
+    + _CLAIM_CTES.format(
+        queues="$3::text[]",
+        limit="$4",
+        completed_keys=(
+            "\n        UNION ALL"
+            " SELECT concurrency_key FROM pgqueue.jobs WHERE id = ANY ($1::bigint[])"
+        ),
+    )
     + ", claimed AS ("
     + _CLAIM_UPDATE.format(worker_id="$5", lease_s="$6")
     + """)

@@ -6,6 +6,7 @@ Every error the API answers is `{"error": {"code", "message", "details"}}`.
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Mapping
 from typing import Any
 
@@ -82,15 +83,20 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     )
 
 
-# Failures to reach the database, as distinct from a bug in a statement: the server is
-# down or restarting (refused connections, connections cut by a shutdown, "starting up"
-# answers). The request was fine; the client should retry, so they answer 503.
+# Failures to reach the database, as distinct from a bug in a statement or a local file
+# error: the server is down or restarting (refused or reset connections, a connection cut
+# under a query, "starting up" and shutdown answers). The request was fine; the client should
+# retry, so they answer 503. Anything else (asyncpg's own argument errors, a statement
+# timeout, a media file's PermissionError) is a 500.
 DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
-    OSError,  # refused or reset connections, unreachable host
+    ConnectionError,  # refused, reset or aborted connections
+    socket.gaierror,  # the database host does not resolve
     TimeoutError,  # connect timeouts
     asyncpg.PostgresConnectionError,  # SQLSTATE class 08
-    asyncpg.exceptions.OperatorInterventionError,  # 57P01 admin shutdown, 57P03 cannot connect now
-    asyncpg.InterfaceError,  # the connection was closed under the query
+    asyncpg.exceptions.ConnectionDoesNotExistError,  # the connection closed under the query
+    asyncpg.exceptions.AdminShutdownError,  # 57P01
+    asyncpg.exceptions.CrashShutdownError,  # 57P02
+    asyncpg.exceptions.CannotConnectNowError,  # 57P03: starting up or shutting down
 )
 RETRY_AFTER_S = 2  # seconds a client should wait before retrying an outage
 

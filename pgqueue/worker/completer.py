@@ -112,6 +112,8 @@ class Completer:
         self._flushing: set[asyncio.Task[None]] = set()
         self._pending: list[_Completion] = []
         self._ready = asyncio.Event()
+        self._closed = False
+        self._failure: BaseException | None = None
 
     async def complete(
         self,
@@ -121,7 +123,10 @@ class Completer:
         progress_json: str | None,
         lease_deadline: float,
     ) -> bool:
-        """Mark the job succeeded; True once written, False when the lease was lost."""
+        """Mark the job succeeded; True once written, False when the lease was lost (or the
+        completer has stopped: the job's lease then runs out and the reaper takes over)."""
+        if self._closed:
+            return False
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._pending.append(
             _Completion(job_id, lease_token, result_json, progress_json, lease_deadline, future)
@@ -135,6 +140,8 @@ class Completer:
             while True:
                 await self._ready.wait()
                 self._ready.clear()
+                if self._failure is not None:
+                    raise self._failure  # a bug: the supervisor stops the worker
                 while self._pending:
                     await self._in_flight.acquire()
                     batch = self._pending[: self._max_batch]
@@ -145,6 +152,7 @@ class Completer:
         finally:
             # Stopped (as the sequential version was, mid-statement if need be): whoever still
             # waits learns that nothing was written, and the reaper takes over.
+            self._closed = True
             for task in self._flushing:
                 task.cancel()
             await asyncio.gather(*self._flushing, return_exceptions=True)
@@ -153,9 +161,14 @@ class Completer:
     async def _flush_then_release(self, batch: list[_Completion]) -> None:
         try:
             await self._flush(batch)
-        except BaseException:
+        except asyncio.CancelledError:
             _resolve(batch, set())
             raise
+        except Exception as exc:  # not the database's: a bug in the hand-off; stop loudly
+            _resolve(batch, set())
+            logger.exception("completer failed", extra={"action": "completer_failed"})
+            self._failure = exc
+            self._ready.set()
         finally:
             self._in_flight.release()
 

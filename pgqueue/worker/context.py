@@ -69,7 +69,8 @@ class JobContext:
         """Record progress: `{"percent", "message", **data}` into the job's `progress` column.
 
         Writes at most once per `progress_interval_s`; a throttled update is written later, so
-        the last one always lands. Raises `LeaseLost` when the job is no longer ours.
+        the last one always lands. Raises `LeaseLost` when the job is no longer ours, and
+        `ValueError`/`TypeError` when the update is not JSON (NaN included).
         """
         if percent is not None and not 0 <= percent <= 100:
             raise ValueError(f"percent must be within 0-100, got {percent}")
@@ -78,6 +79,9 @@ class JobContext:
             value["percent"] = percent
         if message is not None:
             value["message"] = message
+        # Refused here, where the handler can see why: NaN is not JSON, and a value that is not
+        # serialisable would otherwise fail the batched write it ends up in.
+        json.dumps(value, allow_nan=False)
         self.latest_progress = value
         if self._on_progress is not None:
             await self._on_progress(self.job, value)
@@ -89,7 +93,7 @@ class JobContext:
         self.pending_progress = None
         async with self._pool.acquire() as conn:
             record = await conn.fetchrow(
-                queries.SET_PROGRESS, self.job.id, self._token, json.dumps(value)
+                queries.SET_PROGRESS, self.job.id, self._token, json.dumps(value, allow_nan=False)
             )
         if record is None:
             raise errors.LeaseLost()
@@ -97,7 +101,7 @@ class JobContext:
     def take_pending_progress(self) -> str | None:
         """The throttled update not yet written, as JSON (and forget it), for a batched write."""
         value, self.pending_progress = self.pending_progress, None
-        return None if value is None else json.dumps(value)
+        return None if value is None else json.dumps(value, allow_nan=False)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
@@ -124,7 +128,7 @@ class JobContext:
             queries.COMPLETE_JOB,
             self.job.id,
             self._token,
-            json.dumps(result),
+            json.dumps(result, allow_nan=False),
             self.take_pending_progress(),
         )
         if record is None:

@@ -44,6 +44,7 @@ VACUUM_CHECK_INTERVAL_S = 2.0  # seconds between two looks at that count
 BACKLOG_CHECK_INTERVAL_S = 10.0  # seconds between backlog checks
 BACKLOG_WARN_EVERY_S = 60.0  # seconds between two backlog warnings
 SIDE_LOOP_ERROR_DELAY_S = 1.0  # seconds a side loop waits after an error
+OWN_POOL_EXTRA = 3  # connections of the worker's own pool beyond its completer's statements
 # The session of the worker's own connections. Its statements are few, fixed and indexed, so
 # one plan each is right: re-planning the claim on every call cost more than running it
 # (0.5 ms of 0.8), and a small worker ran 60% more jobs a second with generic plans. JIT
@@ -78,11 +79,11 @@ class Worker:
             best, by which time a busy worker has left a million of them (measured: 17k jobs/s
             fell to 13k within a minute; vacuuming every 20k jobs kept it flat, 0.3-0.5 s each).
         worker_id: this worker's name in `jobs.worker_id` (default: host, pid and a nonce).
-        pool_size: connections of each of the worker's two pools (default: enough for
-            claims, batched writes and handlers' own transactions, at most
-            DEFAULT_MAX_POOL_SIZE). The worker's own statements run on one with generic plans
-            and JIT off; handlers' `ctx.transaction()` gets the other, with the server's
-            defaults, opened only when a handler asks for it.
+        pool_size: connections for handlers' `ctx.transaction()` (default: concurrency + 3,
+            at most DEFAULT_MAX_POOL_SIZE), opened only as handlers ask for them, with the
+            server's default settings. The worker's own statements run on a second, small
+            pool (3 or 4 connections, never more than pool_size) with generic plans and JIT
+            off; the listener has one connection more.
         synchronous_commit: False turns off `synchronous_commit` on the worker's connections:
             a commit no longer waits for the WAL flush (about a millisecond each here), and a
             database crash may forget the last fraction of a second of claims and outcomes.
@@ -187,14 +188,21 @@ class Worker:
     async def run(self) -> None:
         """Run until `stop()` (or, with `burst`, until nothing is runnable)."""
         commit = {} if self.synchronous_commit else {"synchronous_commit": "off"}
+        in_flight, batch = pipeline_for(self.concurrency)
+        # Its own statements are short and batched: the claim, the completer's statements in
+        # flight, and one more for heartbeats, the reaper and the handlers' fenced writes.
+        own_size = min(self.pool_size, in_flight + OWN_POOL_EXTRA)
         pool = await _create_pool(
-            self.dsn, min_size=1, max_size=self.pool_size, settings={**commit, **QUEUE_SESSION}
+            self.dsn, min_size=1, max_size=own_size, settings={**commit, **QUEUE_SESSION}
         )
         self._pool = pool
-        self._handler_pool = await _create_pool(
-            self.dsn, min_size=0, max_size=self.pool_size, settings=commit
-        )
-        in_flight, batch = pipeline_for(self.concurrency)
+        try:
+            self._handler_pool = await _create_pool(
+                self.dsn, min_size=0, max_size=self.pool_size, settings=commit
+            )
+        except BaseException:
+            await pool.close()
+            raise
         completer = Completer(pool, handoff=self, max_batch=batch, max_in_flight=in_flight)
         self._listener = Listener(
             self.dsn, self.queues, self._wake.set, ping_interval_s=self.poll_interval_s
@@ -387,25 +395,32 @@ class Worker:
                 )
 
     async def _drain(self) -> None:
-        """Let running jobs finish within the grace period, then cancel and release the rest."""
-        tasks = [r.task for r in self._running.values() if r.task is not None]
-        if not tasks:
-            return
-        if self.shutdown_grace_s > 0:
-            logger.info(
-                "waiting up to %.1fs for %d running job(s)",
-                self.shutdown_grace_s,
-                len(tasks),
-                extra={"action": "worker_draining"},
-            )
-            all_done = asyncio.ensure_future(asyncio.wait(tasks))
-            await _wait_any_future(all_done, self._abort, timeout=self.shutdown_grace_s)
-            all_done.cancel()
-        for running in list(self._running.values()):
-            running.stop_reason = StopReason.SHUTDOWN
-            if running.task is not None:
-                running.task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        """Let running jobs finish within the grace period, then cancel and release the rest.
+
+        Repeated until nothing runs: a hand-off claimed before the stop may start jobs while
+        the others are being released; those are cancelled (and released) in the next round.
+        """
+        deadline = time.monotonic() + self.shutdown_grace_s
+        announced = False
+        while tasks := [r.task for r in self._running.values() if r.task is not None]:
+            left_s = deadline - time.monotonic()
+            if left_s > 0 and not self._abort.is_set():
+                if not announced:
+                    announced = True
+                    logger.info(
+                        "waiting up to %.1fs for %d running job(s)",
+                        left_s,
+                        len(tasks),
+                        extra={"action": "worker_draining"},
+                    )
+                all_done = asyncio.ensure_future(asyncio.wait(tasks))
+                await _wait_any_future(all_done, self._abort, timeout=left_s)
+                all_done.cancel()
+            for running in list(self._running.values()):
+                running.stop_reason = StopReason.SHUTDOWN
+                if running.task is not None:
+                    running.task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _supervise(self, tasks: list[asyncio.Task[None]]) -> None:
         # Side loops never return on their own; if one does, the worker cannot keep its

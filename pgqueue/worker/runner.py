@@ -131,7 +131,8 @@ class JobRunner:
             written = True
         else:
             try:
-                result_json = "null" if result is None else json.dumps(result)
+                # allow_nan=False: NaN is not JSON, and Postgres would refuse the whole batch.
+                result_json = "null" if result is None else json.dumps(result, allow_nan=False)
             except (TypeError, ValueError) as exc:
                 error = errors.DoNotRetry(f"the handler's result is not JSON: {exc}")
                 await self._failed(running, error, duration_s)

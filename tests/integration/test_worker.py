@@ -342,3 +342,34 @@ async def test_synchronous_commit_can_be_turned_off_for_the_workers_connections(
         await wait_for(lambda: _terminal(queue, job.id))
     done = await queue.get(job.id)
     assert done is not None and done.result == "off"
+
+
+async def test_a_result_that_is_not_json_fails_its_job_alone(
+    queue: Queue, pool: asyncpg.Pool, running_worker: WorkerFactory
+) -> None:
+    # NaN is not JSON: the job fails at once with a readable error, and the jobs completed in
+    # the same batched write are not dragged down with it.
+    registry = Registry()
+
+    @registry.handler("nan")
+    async def nan(ctx: JobContext) -> float:
+        return float("nan")
+
+    @registry.handler("fine")
+    async def fine(ctx: JobContext) -> int:
+        return 1
+
+    bad = await queue.enqueue("nan")
+    good = await queue.enqueue_many([JobSpec(kind="fine") for _ in range(5)])
+    async with running_worker(registry, concurrency=6):
+        await wait_for(
+            lambda: pool.fetchval(
+                "SELECT count(*) = 6 FROM pgqueue.jobs WHERE finished_at IS NOT NULL"
+            )
+        )
+    failed = await queue.get(bad.id)
+    assert failed is not None and failed.state == JobState.FAILED and failed.attempts == 1
+    assert "not JSON" in (failed.last_error or "")
+    for job in good:
+        done = await queue.get(job.id)
+        assert done is not None and done.state == JobState.SUCCEEDED and done.result == 1
