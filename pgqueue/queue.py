@@ -87,7 +87,8 @@ class Queue:
         """Enqueue many jobs in one round trip (two when idempotency keys repeat).
 
         Returns the jobs in the order of `specs`; a spec whose idempotency key already exists
-        (in the table, or earlier in `specs`) yields the existing job with `is_new` False.
+        (in the table, or earlier in `specs`) yields the existing job with `is_new` False. A new
+        job's `payload` is the object passed in (the row holds its JSON), not a copy.
         """
         if not specs:
             return []
