@@ -113,37 +113,30 @@ class Queue:
         rows = await conn.fetch(
             queries.ENQUEUE_JOBS, _encode(specs), self.default_queue, self.max_attempts
         )
-        first_of_key: dict[str, int] = {}
-        unkeyed: list[int] = []
-        for index, spec in enumerate(specs):
-            if spec.idempotency_key is None:
-                unkeyed.append(index)
-            else:
-                first_of_key.setdefault(spec.idempotency_key, index)
-        # Rows without a key were inserted in input order, so their ids ascend with it.
-        new_unkeyed = sorted((r for r in rows if r["idempotency_key"] is None), key=_row_id)
-        result: list[models.Job | None] = [None] * len(specs)
-        for index, row in zip(unkeyed, new_unkeyed, strict=True):
-            result[index] = self._new_job(row, specs[index])
-        by_key = {
-            row["idempotency_key"]: self._new_job(row, specs[first_of_key[row["idempotency_key"]]])
-            for row in rows
-            if row["idempotency_key"] is not None
-        }
-        missing = [key for key in keys if key not in by_key]
+        # Rows without a key were inserted in input order, so their ids ascend with it; a
+        # keyed row was inserted from the first spec carrying its key.
+        unkeyed = iter(sorted((r for r in rows if r["idempotency_key"] is None), key=_row_id))
+        inserted = {r["idempotency_key"]: r for r in rows if r["idempotency_key"] is not None}
+        existing: dict[str, models.Job] = {}
+        missing = [key for key in keys if key not in inserted]
         if missing:
             # Same transaction, new snapshot: a concurrent enqueue of the same key has committed
             # by now (the unique index made our INSERT wait for it), so its row is visible.
             for record in await conn.fetch(queries.SELECT_JOBS_BY_IDEMPOTENCY_KEY, missing):
-                by_key[record["idempotency_key"]] = models.Job.from_record(record, is_new=False)
-        for key, index in first_of_key.items():
-            result[index] = by_key[key]
+                existing[record["idempotency_key"]] = models.Job.from_record(record, is_new=False)
         jobs: list[models.Job] = []
-        for job, spec in zip(result, specs, strict=True):
-            if job is None:  # a repeat of a key earlier in this batch
-                assert spec.idempotency_key is not None
-                job = by_key[spec.idempotency_key]._replace(is_new=False)
-            jobs.append(job)
+        first_of_key: dict[str, models.Job] = {}
+        for spec in specs:
+            key = spec.idempotency_key
+            if key is None:
+                jobs.append(self._new_job(next(unkeyed), spec))
+            elif key in first_of_key:  # a repeat of a key earlier in this batch
+                jobs.append(first_of_key[key]._replace(is_new=False))
+            else:
+                row = inserted.get(key)
+                job = self._new_job(row, spec) if row is not None else existing[key]
+                first_of_key[key] = job
+                jobs.append(job)
         return jobs
 
     def _new_job(self, row: asyncpg.Record, spec: models.JobSpec) -> models.Job:

@@ -92,8 +92,7 @@ DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
     ConnectionError,  # refused, reset or aborted connections
     socket.gaierror,  # the database host does not resolve
     TimeoutError,  # connect timeouts
-    asyncpg.PostgresConnectionError,  # SQLSTATE class 08
-    asyncpg.exceptions.ConnectionDoesNotExistError,  # the connection closed under the query
+    asyncpg.PostgresConnectionError,  # class 08, and a connection closed under the query
     asyncpg.exceptions.AdminShutdownError,  # 57P01
     asyncpg.exceptions.CrashShutdownError,  # 57P02
     asyncpg.exceptions.CannotConnectNowError,  # 57P03: starting up or shutting down

@@ -91,7 +91,7 @@ def _claim_args(limit: int) -> tuple[Any, ...]:
 async def explain_claim(conn: asyncpg.Connection, limit: int) -> str:
     """EXPLAIN ANALYZE of one claim, rolled back: the evidence behind the timings."""
     explain = "EXPLAIN (ANALYZE, BUFFERS) " + queries.CLAIM_JOBS
-    rows = await _rolled_back(conn, explain, ["default"], limit, WORKER_ID, LEASE_S)
+    rows = await _rolled_back(conn, explain, *_claim_args(limit))
     return "\n".join(row[0] for row in rows)
 
 

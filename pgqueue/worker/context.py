@@ -49,7 +49,7 @@ class JobContext:
         self._interval_s = progress_interval_s
         self._on_progress = on_progress
         self._last_write = float("-inf")
-        self.pending_progress: dict[str, Any] | None = None
+        self._pending_json: str | None = None  # a throttled update, not yet written
         self.latest_progress: dict[str, Any] | None = None
         self.completed_in_transaction = False
 
@@ -79,29 +79,27 @@ class JobContext:
             value["percent"] = percent
         if message is not None:
             value["message"] = message
-        # Refused here, where the handler can see why: NaN is not JSON, and a value that is not
-        # serialisable would otherwise fail the batched write it ends up in.
-        json.dumps(value, allow_nan=False)
+        # Encoded once, here, where the handler sees the error: NaN is not JSON, and a value that
+        # is not serialisable would otherwise fail the batched write it ends up in.
+        encoded = json.dumps(value, allow_nan=False)
         self.latest_progress = value
         if self._on_progress is not None:
             await self._on_progress(self.job, value)
         now = time.monotonic()
         if now - self._last_write < self._interval_s:
-            self.pending_progress = value
+            self._pending_json = encoded
             return
         self._last_write = now
-        self.pending_progress = None
+        self._pending_json = None
         async with self._pool.acquire() as conn:
-            record = await conn.fetchrow(
-                queries.SET_PROGRESS, self.job.id, self._token, json.dumps(value, allow_nan=False)
-            )
+            record = await conn.fetchrow(queries.SET_PROGRESS, self.job.id, self._token, encoded)
         if record is None:
             raise errors.LeaseLost()
 
     def take_pending_progress(self) -> str | None:
         """The throttled update not yet written, as JSON (and forget it), for a batched write."""
-        value, self.pending_progress = self.pending_progress, None
-        return None if value is None else json.dumps(value, allow_nan=False)
+        encoded, self._pending_json = self._pending_json, None
+        return encoded
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:

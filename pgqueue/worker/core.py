@@ -340,10 +340,10 @@ class Worker:
             return
         self._slots.give_back(request.limit - len(claimed))
         self._start_all(claimed)
-        if claimed or request.limit:
-            # Busy queue: look again. Short hand-off: the claim ran in the completing
-            # statement's snapshot, so jobs whose concurrency key that completion frees
-            # only become claimable after it commits; the claim loop must look then.
+        if request.limit:
+            # Full hand-off: the queue is busy, look again. Short one: the claim ran in the
+            # completing statement's snapshot, so jobs whose concurrency key that completion
+            # frees only become claimable after it commits; the claim loop must look then.
             self._wake.set()
 
     def _start_all(self, records: list[asyncpg.Record]) -> None:
