@@ -14,7 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from pgqueue.embedded import EmbeddedPostgres
+from devserver.embedded import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_URL = "postgresql://postgres@127.0.0.1:5432/postgres"

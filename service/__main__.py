@@ -6,7 +6,8 @@
     create-token   a new API token, printed alone on the last line
     run            embedded Postgres (unless DATABASE_URL), migrations, API and a worker
 
-Without DATABASE_URL, every command uses the embedded server under `./.pgdata`.
+`api`, `worker` and `create-token` need DATABASE_URL and say so when it is missing; only `run`
+(what `make run` calls) starts an embedded server under `./.pgdata` when it is unset.
 """
 
 from __future__ import annotations
@@ -23,15 +24,11 @@ from pydantic import ValidationError
 from service import auth
 from service.settings import ServiceSettings
 
-EMBEDDED_DIR = ".pgdata"
-
-
-def _database_url(settings: ServiceSettings) -> str:
-    if settings.database_url is not None:
-        return settings.database_url
-    from pgqueue.embedded import EmbeddedPostgres
-
-    return EmbeddedPostgres(EMBEDDED_DIR).start()
+MISSING_DATABASE_URL = (
+    "error: DATABASE_URL is not set: give the service's database, e.g.\n"
+    "  DATABASE_URL=postgresql://user@host:5432/app python -m service {command}\n"
+    "(`make run` starts an embedded server for development)"
+)
 
 
 def _api(settings: ServiceSettings, args: argparse.Namespace) -> int:
@@ -41,7 +38,6 @@ def _api(settings: ServiceSettings, args: argparse.Namespace) -> int:
     from service.app import create_app
 
     logs.configure(args.log_level)
-    settings = settings.model_copy(update={"database_url": _database_url(settings)})
     uvicorn.run(
         create_app(settings),
         host=args.host or settings.host,
@@ -101,11 +97,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValidationError, ValueError) as exc:
         print(f"error: bad settings: {exc}", file=sys.stderr)
         return 2
+    if args.command in ("api", "create-token") and settings.database_url is None:
+        print(MISSING_DATABASE_URL.format(command=args.command), file=sys.stderr)
+        return 2
     if args.command == "api":
         return _api(settings, args)
     if args.command == "create-token":
+        assert settings.database_url is not None
         try:
-            token = asyncio.run(_create_token(_database_url(settings), args))
+            token = asyncio.run(_create_token(settings.database_url, args))
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

@@ -39,7 +39,6 @@ from service.storyboards import JOB_KIND
 
 logger = logging.getLogger("service.jobs")
 
-EMBEDDED_DIR = ".pgdata"  # the embedded server `make run` and the worker CLI use
 POOL_MAX_SIZE = 5  # the handler's own reads; its fenced writes use the worker's pool
 HTTP_MAX_CONNECTIONS = 50  # upstream connections shared by all of a worker's jobs
 
@@ -67,9 +66,9 @@ def create_registry(settings: ServiceSettings | None = None) -> Registry:
         current.check()
         dsn = current.database_url
         if dsn is None:
-            from pgqueue.embedded import EmbeddedPostgres
-
-            dsn = await anyio.to_thread.run_sync(EmbeddedPostgres(EMBEDDED_DIR).start)
+            # The worker's own CLI refuses to start without it; a registry opened some other
+            # way must not quietly boot a database either.
+            raise RuntimeError("DATABASE_URL is not set: the storyboard handlers need the database")
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=POOL_MAX_SIZE)
         assert pool is not None
         try:

@@ -75,7 +75,7 @@ class Launcher:
         try:
             dsn = self.settings.database_url
             if dsn is None:
-                from pgqueue.embedded import EmbeddedPostgres
+                from devserver.embedded import EmbeddedPostgres
 
                 server = EmbeddedPostgres(self.embedded_dir)
                 started_server = not server.is_running()

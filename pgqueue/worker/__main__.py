@@ -1,8 +1,8 @@
 """`python -m pgqueue.worker MODULE:ATTR`: the worker daemon.
 
 MODULE:ATTR names a `Registry` (or a function returning one). Settings come from the
-environment (`PGQUEUE_*`, `DATABASE_URL`); flags override them. Without DATABASE_URL the
-worker uses the embedded server of `./.pgdata` (started if it is not running).
+environment (`PGQUEUE_*`, `DATABASE_URL`); flags override them. `DATABASE_URL` is required: a
+production worker never starts a database of its own (`make run` does that for development).
 Exit status: 0 after a clean (also signalled) stop, 2 on bad arguments, 1 on a crash.
 """
 
@@ -21,7 +21,11 @@ from pgqueue.settings import QueueSettings
 from pgqueue.worker import signals
 from pgqueue.worker.core import Worker
 
-EMBEDDED_DIR = ".pgdata"  # relative to the working directory, like `make run`'s
+MISSING_DATABASE_URL = (
+    "error: DATABASE_URL is not set: give the database the worker takes jobs from, e.g.\n"
+    "  DATABASE_URL=postgresql://user@host:5432/app python -m pgqueue.worker MODULE:ATTR\n"
+    "(`make run` starts an embedded server for development)"
+)
 
 
 def load_registry(target: str) -> Registry:
@@ -95,9 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = QueueSettings()
     dsn = settings.database_url
     if dsn is None:
-        from pgqueue.embedded import EmbeddedPostgres
-
-        dsn = EmbeddedPostgres(EMBEDDED_DIR).start()
+        print(MISSING_DATABASE_URL, file=sys.stderr)
+        return 2
     try:
         worker = build_worker(args, settings, dsn)
     except (ValueError, ImportError, AttributeError) as exc:

@@ -9,8 +9,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from devserver.embedded import EmbeddedPostgres
 from pgqueue import JobSpec, Queue
-from pgqueue.embedded import EmbeddedPostgres
 from tests import dbutil
 from tests.acceptance.conftest import StartWorker
 from tests.helpers import wait_for

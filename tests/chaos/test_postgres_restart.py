@@ -25,7 +25,7 @@ import asyncpg
 import httpx
 import pytest
 
-from pgqueue.embedded import EmbeddedPostgres
+from devserver.embedded import EmbeddedPostgres
 from tests import dbutil
 from tests.helpers import wait_for
 from tests.service import support
