@@ -7,7 +7,7 @@ import os
 
 import asyncpg
 
-from pgqueue import JobContext, Queue, Registry, Worker
+from pgqueue import JobContext, Queue, Registry, Worker, WorkerConfig
 
 registry = Registry()
 
@@ -23,7 +23,7 @@ async def main() -> None:
     async with asyncpg.create_pool(dsn) as pool:
         queue = Queue(pool)
         job = await queue.enqueue("greet", {"name": "Ada"}, max_attempts=3)
-        await Worker(dsn, registry, burst=True).run()  # burst: run what is runnable, then exit
+        await Worker(dsn, registry, WorkerConfig(burst=True)).run()  # burst: drain, then exit
         done = await queue.get(job.id)
         assert done is not None
         print(done.state, done.result, done.progress)

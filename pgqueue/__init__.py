@@ -8,18 +8,19 @@ registry = Registry()
 @registry.handler("email.send")
 async def send(ctx: JobContext) -> None: ...
 
-await Worker(dsn, registry).run()
+await Worker(dsn, registry, WorkerConfig(concurrency=3)).run()
 """
 
 from __future__ import annotations
 
 from pgqueue.errors import DoNotRetry, JobCancelled, LeaseLost, PgQueueError, RetryLater
+from pgqueue.logs import configure as configure_logging
 from pgqueue.models import Job, JobSpec, JobState, QueueStats
 from pgqueue.queue import Queue
 from pgqueue.registry import Registry
 from pgqueue.retry import RetryPolicy
 from pgqueue.settings import QueueSettings
-from pgqueue.worker import Event, JobContext, Worker
+from pgqueue.worker import Event, JobContext, Worker, WorkerConfig
 
 __all__ = [
     "DoNotRetry",
@@ -38,4 +39,6 @@ __all__ = [
     "RetryLater",
     "RetryPolicy",
     "Worker",
+    "WorkerConfig",
+    "configure_logging",
 ]

@@ -12,6 +12,10 @@ Every class's docstring is its default message.
 
 from __future__ import annotations
 
+import math
+
+MAX_RETRY_DELAY_S = 365 * 86400.0  # a longer delay is taken as this (a year)
+
 
 class PgQueueError(Exception):
     """A pgqueue error."""
@@ -35,12 +39,16 @@ class RetryLater(JobError):
 
         Args:
             message: why, stored in the job's `last_error`.
-            delay_s: seconds to wait before the next attempt (>= 0).
+            delay_s: seconds to wait before the next attempt: a finite number >= 0; more than
+                a year is taken as a year.
+
+        Raises:
+            ValueError: `delay_s` is negative, infinite or NaN.
         """
-        if delay_s < 0:
-            raise ValueError(f"delay_s must be >= 0, got {delay_s!r}")
+        if not (isinstance(delay_s, int | float) and math.isfinite(delay_s) and delay_s >= 0):
+            raise ValueError(f"delay_s must be a finite number of seconds >= 0, got {delay_s!r}")
         super().__init__(message)
-        self.delay_s = delay_s
+        self.delay_s = min(float(delay_s), MAX_RETRY_DELAY_S)
 
 
 class DoNotRetry(JobError):
@@ -52,4 +60,10 @@ class LeaseLost(PgQueueError):
 
 
 class JobCancelled(PgQueueError):
-    """The job was cancelled."""
+    """The job was cancelled.
+
+    Raised by `JobContext.progress()` when it learns that someone cancelled the job; a handler
+    lets it propagate and the job ends `cancelled`. A worker that learns of the cancel first
+    (at a heartbeat) cancels the handler's task instead: the handler then sees the usual
+    `asyncio.CancelledError`, and must not swallow it.
+    """

@@ -1,33 +1,21 @@
-"""Every SQL statement pgqueue runs, as named constants.
+"""Every SQL statement pgqueue runs about jobs, as named constants.
 
-Only `queue.py`, `worker/`, `heartbeat.py` and `reaper.py` execute these. Parameters are always
-`$n` placeholders; table names are fixed. Each statement that changes a job is a single
-statement decided by Postgres `now()`, and every write a worker makes about a job it holds is
-fenced by `id + lease_token + state = 'running'`.
+Only `store.py` executes these. Each statement is a whole literal: what is sent to Postgres is
+what is read here. Parameters are always `$n` placeholders, built with `json.dumps` or typed
+arrays, never spliced into the text; table names are fixed. Each statement that changes a job
+is a single statement decided by Postgres `now()`, and every write a worker makes about a job it
+holds is fenced by `id + lease_token + state = 'running'`.
 
-A few statements share fragments (`_CLAIM_CTES`, ...); they are put together here, at import,
-with nothing but parameter numbers filled in.
-
-Batched fenced writes (complete, renew, reap) take the job ids as `bigint[]` and each job's
-fields as one JSON object keyed by job id (`keyed_fields`), read per row with `->`. They used
-to join `unnest(...)` arrays instead, but a planner without statistics (a fresh table hit by a
-burst) ran that join as a nested loop over the whole array for every row: 500 completions
-took 130 ms instead of 3. A key lookup has no plan to get wrong.
+Batched fenced writes (complete, renew, reap, release) take the job ids as `bigint[]` and each
+job's fields as one JSON object keyed by job id, read per row with `->`. They used to join
+`unnest(...)` arrays instead, but a planner without statistics (a fresh table hit by a burst)
+ran that join as a nested loop over the whole array for every row: 500 completions took 130 ms
+instead of 3. A key lookup has no plan to get wrong. A job's result and progress travel inside
+that object as JSON *text* (`->> n` then `::jsonb`): each is encoded once, by the job that
+produced it, so a value that is not JSON fails only its own job, never the batch.
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterable
-
-
-def keyed_fields(fields: Iterable[tuple[int, str]]) -> str:
-    """The JSON object `{"<job id>": <JSON text>, ...}` from (job id, JSON text) pairs.
-
-    The texts are spliced in as they are: each must already be valid JSON (callers pass
-    `json.dumps` output, numbers, or arrays built from such).
-    """
-    return "{" + ",".join(f'"{job_id}":{value}' for job_id, value in fields) + "}"
-
 
 # -- enqueue_jobs: insert a batch (one row per array element); duplicates of an idempotency key
 # -- are skipped here and read back by SELECT_JOBS_BY_IDEMPOTENCY_KEY in the same transaction.
@@ -77,34 +65,38 @@ WHERE id = $1 AND state IN ('queued', 'running')
 RETURNING *
 """
 
-# -- claim_jobs: take up to $2 runnable jobs of the queues $1, in priority, run_at, id order.
-# -- The lateral subquery scans jobs_claim_idx once per queue, skipping rows other workers hold
-# -- and keys already at their limit. The slots CTE then locks the concurrency rows of the
-# -- candidates' keys: FOR UPDATE waits for a concurrent claimer and returns the count it
-# -- committed, so the final check below is exact across workers. The attempt counts here.
+# -- claim_jobs: take up to $2 runnable jobs of the queues $1 whose kinds $5 this worker has
+# -- handlers for, in priority, run_at, id order. The lateral subquery scans jobs_claim_idx once
+# -- per queue, skipping rows other workers hold and keys already at their limit. The slots CTE
+# -- then locks the concurrency rows of the candidates' keys: FOR UPDATE waits for a concurrent
+# -- claimer and returns the count it committed, so the final check below is exact across
+# -- workers. The attempt counts here.
 # -- The UPDATE finds its rows through `id = ANY(array)`, and the slots CTE its keys the same
 # -- way: a join would let the planner hash the whole table once it has a few tens of
 # -- thousands of rows (measured: 24 ms vs 1 ms), and a generic plan (the worker's sessions
 # -- use them) would scan every concurrency slot.
-_CLAIM_CTES = """
-candidates AS MATERIALIZED (
+# -- Jobs of kinds this worker does not know stay queued for a worker that does (a rolling
+# -- deploy's old workers leave the new kinds alone instead of failing them).
+CLAIM_JOBS = """
+WITH candidates AS MATERIALIZED (
     SELECT c.*
-    FROM unnest({queues}) AS q(name)
+    FROM unnest($1::text[]) AS q(name)
     CROSS JOIN LATERAL (
         SELECT j.id, j.priority, j.run_at, j.concurrency_key, j.concurrency_limit
         FROM pgqueue.jobs AS j
         WHERE j.state = 'queued' AND j.queue = q.name AND j.run_at <= now()
+          AND j.kind = ANY ($5::text[])
           AND (j.concurrency_key IS NULL OR NOT EXISTS (
                 SELECT 1 FROM pgqueue.concurrency_slots AS s
                 WHERE s.key = j.concurrency_key AND s.running >= j.concurrency_limit))
         ORDER BY j.priority, j.run_at, j.id
-        LIMIT {limit}
+        LIMIT $2
         FOR UPDATE OF j SKIP LOCKED
     ) AS c
 ), slots AS (
     SELECT s.key, s.running
     FROM pgqueue.concurrency_slots AS s
-    WHERE s.key = ANY (ARRAY(SELECT concurrency_key FROM candidates{completed_keys}))
+    WHERE s.key = ANY (ARRAY(SELECT concurrency_key FROM candidates))
     ORDER BY s.key
     FOR UPDATE
 ), chosen AS (
@@ -119,79 +111,138 @@ candidates AS MATERIALIZED (
     ) AS ranked
     WHERE ranked.allowed
     ORDER BY ranked.priority, ranked.run_at, ranked.id
-    LIMIT {limit}
+    LIMIT $2
 )
-"""
-_CLAIM_UPDATE = """
 UPDATE pgqueue.jobs AS j
 SET state = 'running',
     attempts = j.attempts + 1,
-    worker_id = {worker_id},
+    worker_id = $3,
     lease_token = nextval('pgqueue.lease_tokens'),
-    lease_expires_at = now() + make_interval(secs => {lease_s}),
+    lease_expires_at = now() + make_interval(secs => $4),
     started_at = now()
 WHERE j.id = ANY (ARRAY(SELECT id FROM chosen))
 RETURNING j.*
 """
-CLAIM_JOBS = (
-    "WITH "
-    + _CLAIM_CTES.format(queues="$1::text[]", limit="$2", completed_keys="")
-    + _CLAIM_UPDATE.format(worker_id="$3", lease_s="$4")
-)
 
 # -- complete_jobs: fenced success of many jobs at once (the worker's group commit).
-# -- $1: job ids; $2: keyed_fields of [lease_token, result, progress or null] per job.
-_COMPLETE_UPDATE = """
+# -- $1: job ids; $2: {"<id>": [lease_token, result JSON text, progress JSON text or null]}.
+COMPLETE_JOBS = """
 UPDATE pgqueue.jobs AS j
 SET state = 'succeeded', finished_at = now(), lease_expires_at = NULL,
-    result = $2::jsonb -> j.id::text -> 1,
-    progress = coalesce(nullif($2::jsonb -> j.id::text -> 2, 'null'), j.progress)
+    result = ($2::jsonb -> j.id::text ->> 1)::jsonb,
+    progress = coalesce(($2::jsonb -> j.id::text ->> 2)::jsonb, j.progress)
 WHERE j.id = ANY ($1::bigint[]) AND j.state = 'running'
   AND j.lease_token = ($2::jsonb -> j.id::text ->> 0)::bigint
 RETURNING j.id
 """
-COMPLETE_JOBS = _COMPLETE_UPDATE
 
-# -- complete_and_claim_jobs: COMPLETE_JOBS and CLAIM_JOBS in one round trip, so a busy
-# -- worker hands the slots of the jobs it finished straight to new ones. One row per claimed
-# -- job (one row of NULLs when none was), the first of them carrying `completed_ids` (sent
-# -- once, not once per row).
+# -- complete_and_claim_jobs: COMPLETE_JOBS ($1, $2) and CLAIM_JOBS ($3 queues, $4 limit,
+# -- $5 worker, $6 lease seconds, $7 kinds) in one round trip, so a busy worker hands the slots
+# -- of the jobs it finished straight to new ones. One row per claimed job (one row of NULLs
+# -- when none was), the first of them carrying `completed_ids` (sent once, not once per row).
 # -- The claim sees the concurrency counts from before these completions: it may take fewer
-# -- jobs of a key than it could, never more. The slots CTE also locks the completed jobs'
-# -- keys, in the same sorted order: their decrements (row triggers, at the end of the
-# -- statement) then wait on nothing, and two such statements cannot deadlock.
-COMPLETE_AND_CLAIM_JOBS = (
-    "WITH completed AS ("
-    + _COMPLETE_UPDATE
-    + "), "
-    + _CLAIM_CTES.format(
-        queues="$3::text[]",
-        limit="$4",
-        completed_keys=(
-            "\n        UNION ALL"
-            " SELECT concurrency_key FROM pgqueue.jobs WHERE id = ANY ($1::bigint[])"
-        ),
-    )
-    + ", claimed AS ("
-    + _CLAIM_UPDATE.format(worker_id="$5", lease_s="$6")
-    + """)
+# -- jobs of a key than it could, never more (the freed slot's notification wakes the fleet for
+# -- the rest). The slots CTE also locks the completed jobs' keys, in the same sorted order:
+# -- their decrements (row triggers, at the end of the statement) then wait on nothing, and two
+# -- such statements cannot deadlock.
+COMPLETE_AND_CLAIM_JOBS = """
+WITH completed AS (
+    UPDATE pgqueue.jobs AS j
+    SET state = 'succeeded', finished_at = now(), lease_expires_at = NULL,
+        result = ($2::jsonb -> j.id::text ->> 1)::jsonb,
+        progress = coalesce(($2::jsonb -> j.id::text ->> 2)::jsonb, j.progress)
+    WHERE j.id = ANY ($1::bigint[]) AND j.state = 'running'
+      AND j.lease_token = ($2::jsonb -> j.id::text ->> 0)::bigint
+    RETURNING j.id
+), candidates AS MATERIALIZED (
+    SELECT c.*
+    FROM unnest($3::text[]) AS q(name)
+    CROSS JOIN LATERAL (
+        SELECT j.id, j.priority, j.run_at, j.concurrency_key, j.concurrency_limit
+        FROM pgqueue.jobs AS j
+        WHERE j.state = 'queued' AND j.queue = q.name AND j.run_at <= now()
+          AND j.kind = ANY ($7::text[])
+          AND (j.concurrency_key IS NULL OR NOT EXISTS (
+                SELECT 1 FROM pgqueue.concurrency_slots AS s
+                WHERE s.key = j.concurrency_key AND s.running >= j.concurrency_limit))
+        ORDER BY j.priority, j.run_at, j.id
+        LIMIT $4
+        FOR UPDATE OF j SKIP LOCKED
+    ) AS c
+), slots AS (
+    SELECT s.key, s.running
+    FROM pgqueue.concurrency_slots AS s
+    WHERE s.key = ANY (ARRAY(
+        SELECT concurrency_key FROM candidates
+        UNION ALL
+        SELECT concurrency_key FROM pgqueue.jobs WHERE id = ANY ($1::bigint[])))
+    ORDER BY s.key
+    FOR UPDATE
+), chosen AS (
+    SELECT ranked.id
+    FROM (
+        SELECT c.id, c.priority, c.run_at,
+               c.concurrency_key IS NULL
+               OR row_number() OVER (PARTITION BY c.concurrency_key
+                                     ORDER BY c.priority, c.run_at, c.id)
+                  <= c.concurrency_limit - coalesce(s.running, c.concurrency_limit) AS allowed
+        FROM candidates AS c LEFT JOIN slots AS s ON s.key = c.concurrency_key
+    ) AS ranked
+    WHERE ranked.allowed
+    ORDER BY ranked.priority, ranked.run_at, ranked.id
+    LIMIT $4
+), claimed AS (
+    UPDATE pgqueue.jobs AS j
+    SET state = 'running',
+        attempts = j.attempts + 1,
+        worker_id = $5,
+        lease_token = nextval('pgqueue.lease_tokens'),
+        lease_expires_at = now() + make_interval(secs => $6),
+        started_at = now()
+    WHERE j.id = ANY (ARRAY(SELECT id FROM chosen))
+    RETURNING j.*
+)
 SELECT CASE WHEN claimed.id IS NOT DISTINCT FROM (SELECT min(id) FROM claimed)
             THEN (SELECT array_agg(id) FROM completed) END AS completed_ids,
        claimed.*
 FROM (SELECT) AS one LEFT JOIN claimed ON true
 """
-)
+
+# -- seconds_until_due: how long until the next delayed job of the queues $1 and kinds $2
+# -- becomes runnable (NULL: none is waiting), so an idle worker wakes for it, not at a poll
+SECONDS_UNTIL_DUE = """
+SELECT extract(epoch FROM min(run_at) - now())::float8
+FROM pgqueue.jobs
+WHERE state = 'queued' AND queue = ANY ($1::text[]) AND kind = ANY ($2::text[])
+  AND run_at > now()
+"""
 
 # -- renew_leases: one statement for all of a worker's jobs; also writes throttled progress.
-# -- Jobs missing from the result were lost (reaped, or cancelled while queued).
-# -- $1: job ids; $2: keyed_fields of [lease_token, progress or null]; $3: lease seconds.
+# -- Rows locked by someone else (a handler's own ctx.transaction(), the completer's write of
+# -- the same job) are skipped rather than waited for: one handler's long transaction must not
+# -- stall the heartbeat of every other job. Skipped rows that are still ours come back as
+# -- `renewed = false` (busy); jobs missing from the result were lost.
+# -- $1: job ids; $2: {"<id>": [lease_token, progress JSON text or null]}; $3: lease seconds.
 RENEW_LEASES = """
-UPDATE pgqueue.jobs AS j
-SET lease_expires_at = now() + make_interval(secs => $3),
-    progress = coalesce(nullif($2::jsonb -> j.id::text -> 1, 'null'), j.progress)
-WHERE j.id = ANY ($1::bigint[]) AND j.state = 'running'
-  AND j.lease_token = ($2::jsonb -> j.id::text ->> 0)::bigint
-RETURNING j.id, j.cancel_requested_at IS NOT NULL AS cancel_requested
+WITH held AS (
+    SELECT j.id FROM pgqueue.jobs AS j
+    WHERE j.id = ANY ($1::bigint[]) AND j.state = 'running'
+      AND j.lease_token = ($2::jsonb -> j.id::text ->> 0)::bigint
+), lockable AS (
+    SELECT j.id FROM pgqueue.jobs AS j
+    WHERE j.id = ANY (ARRAY(SELECT id FROM held)) AND j.state = 'running'
+      AND j.lease_token = ($2::jsonb -> j.id::text ->> 0)::bigint
+    FOR NO KEY UPDATE SKIP LOCKED
+), renewed AS (
+    UPDATE pgqueue.jobs AS j
+    SET lease_expires_at = now() + make_interval(secs => $3),
+        progress = coalesce(($2::jsonb -> j.id::text ->> 1)::jsonb, j.progress)
+    WHERE j.id = ANY (ARRAY(SELECT id FROM lockable))
+    RETURNING j.id, j.cancel_requested_at IS NOT NULL AS cancel_requested
+)
+SELECT id, cancel_requested, true AS renewed FROM renewed
+UNION ALL
+SELECT id, false, false FROM held WHERE id NOT IN (SELECT id FROM renewed)
 """
 
 # -- set_progress: fenced progress write from a running handler
@@ -219,15 +270,19 @@ RETURNING *
 """
 
 # -- fail_attempt: fenced failure; back to queued after $4 seconds when $3 (retryable) and
-# -- attempts remain, else failed for good. The database decides, from the row it locked.
+# -- attempts remain, else failed for good; cancelled when a cancel was requested meanwhile (a
+# -- job someone cancelled must not run again). The database decides, from the row it locked.
 FAIL_ATTEMPT = """
 UPDATE pgqueue.jobs
-SET state = CASE WHEN $3 AND attempts < max_attempts THEN 'queued'::pgqueue.job_state
+SET state = CASE WHEN cancel_requested_at IS NOT NULL THEN 'cancelled'::pgqueue.job_state
+                 WHEN $3 AND attempts < max_attempts THEN 'queued'::pgqueue.job_state
                  ELSE 'failed'::pgqueue.job_state END,
-    run_at = CASE WHEN $3 AND attempts < max_attempts
+    run_at = CASE WHEN cancel_requested_at IS NULL AND $3 AND attempts < max_attempts
                   THEN now() + make_interval(secs => $4) ELSE run_at END,
-    finished_at = CASE WHEN $3 AND attempts < max_attempts THEN NULL ELSE now() END,
-    worker_id = CASE WHEN $3 AND attempts < max_attempts THEN NULL ELSE worker_id END,
+    finished_at = CASE WHEN cancel_requested_at IS NULL AND $3 AND attempts < max_attempts
+                       THEN NULL ELSE now() END,
+    worker_id = CASE WHEN cancel_requested_at IS NULL AND $3 AND attempts < max_attempts
+                     THEN NULL ELSE worker_id END,
     lease_expires_at = NULL,
     last_error = $5,
     progress = coalesce($6::jsonb, progress)
@@ -243,18 +298,27 @@ WHERE id = $1 AND lease_token = $2 AND state = 'running'
 RETURNING *
 """
 
-# -- release_jobs: fenced; give jobs back at shutdown without spending their attempt
+# -- release_jobs: fenced; give jobs back at shutdown without spending their attempt, except
+# -- that a job whose cancel was requested ends cancelled instead of running again.
+# -- $1: job ids; $2: {"<id>": lease_token}.
 RELEASE_JOBS = """
 WITH released AS (
     UPDATE pgqueue.jobs AS j
-    SET state = 'queued', attempts = j.attempts - 1, run_at = now(), worker_id = NULL,
+    SET state = CASE WHEN j.cancel_requested_at IS NULL THEN 'queued'::pgqueue.job_state
+                     ELSE 'cancelled'::pgqueue.job_state END,
+        attempts = CASE WHEN j.cancel_requested_at IS NULL THEN j.attempts - 1
+                        ELSE j.attempts END,
+        run_at = CASE WHEN j.cancel_requested_at IS NULL THEN now() ELSE j.run_at END,
+        finished_at = CASE WHEN j.cancel_requested_at IS NULL THEN NULL ELSE now() END,
+        last_error = CASE WHEN j.cancel_requested_at IS NULL THEN j.last_error
+                          ELSE 'cancelled while running' END,
+        worker_id = CASE WHEN j.cancel_requested_at IS NULL THEN NULL ELSE j.worker_id END,
         lease_expires_at = NULL
-    FROM unnest($1::bigint[], $2::bigint[]) AS l(id, lease_token)
-    WHERE j.id = ANY ($1::bigint[]) AND j.id = l.id AND j.lease_token = l.lease_token
-      AND j.state = 'running'
-    RETURNING j.id, j.queue
+    WHERE j.id = ANY ($1::bigint[]) AND j.state = 'running'
+      AND j.lease_token = ($2::jsonb ->> j.id::text)::bigint
+    RETURNING j.id, j.queue, j.state
 )
-SELECT id, pg_notify('pgqueue_jobs', queue) FROM released
+SELECT id, state, pg_notify('pgqueue_jobs', queue) FROM released
 """
 
 # -- try_reaper_lock: one reaper at a time across all workers (transaction-scoped)
@@ -273,7 +337,7 @@ FOR UPDATE SKIP LOCKED
 
 # -- reap_jobs: expired leases go back to queued after their backoff, or to failed when their
 # -- attempts are spent, or to cancelled when a cancel was pending. The lost attempt counts.
-# -- $1: job ids; $2: keyed_fields of each job's backoff in seconds.
+# -- $1: job ids; $2: {"<id>": backoff seconds}.
 REAP_JOBS = """
 WITH reaped AS (
     UPDATE pgqueue.jobs AS j
@@ -290,7 +354,7 @@ WITH reaped AS (
         lease_expires_at = NULL
     WHERE j.id = ANY ($1::bigint[]) AND j.state = 'running'
       AND j.lease_expires_at < now()
-    RETURNING j.id, j.queue, j.kind, j.state, j.attempts, j.max_attempts
+    RETURNING j.*
 )
 SELECT * FROM reaped
 """

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 DEFAULT_BASE_S = 5.0  # seconds; PGQUEUE_RETRY_DELAY_MS / 1000
 DEFAULT_CAP_S = 3600.0  # seconds; no retry waits longer than an hour
 DEFAULT_JITTER = 0.1  # fraction of the delay
+MAX_DELAY_S = 365 * 86400.0  # seconds; no delay may exceed a year (Postgres must store run_at)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -30,8 +31,12 @@ class RetryPolicy:
     jitter: float = DEFAULT_JITTER
 
     def __post_init__(self) -> None:
-        if self.base_s < 0:
-            raise ValueError(f"base_s must be >= 0, got {self.base_s}")
+        if not 0 <= self.base_s <= MAX_DELAY_S:
+            raise ValueError(
+                f"base_s must be within 0-{MAX_DELAY_S:.0f} seconds, got {self.base_s}"
+            )
+        if not self.cap_s <= MAX_DELAY_S:
+            raise ValueError(f"cap_s must be at most {MAX_DELAY_S:.0f} seconds, got {self.cap_s}")
         if self.cap_s < self.base_s:
             raise ValueError(f"cap_s ({self.cap_s}) must be >= base_s ({self.base_s})")
         if not 0 <= self.jitter < 1:

@@ -6,33 +6,67 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pgqueue import retry
+from pgqueue.worker import config as defaults
+from pgqueue.worker.config import WorkerConfig
 
 
 class QueueSettings(BaseSettings):
     """Settings of the queue and its workers, from `PGQUEUE_*` environment variables.
 
-    `database_url` is read from `DATABASE_URL` (no prefix), shared with the application.
+    `database_url` is read from `DATABASE_URL` (no prefix), shared with the application. The
+    defaults are `WorkerConfig`'s: this class only says where each value comes from.
     """
 
     model_config = SettingsConfigDict(env_prefix="PGQUEUE_", extra="ignore")
 
     database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
-    concurrency: int = Field(default=3, ge=1, le=10_000)
+    concurrency: int = Field(default=defaults.DEFAULT_CONCURRENCY, ge=1, le=10_000)
     max_attempts: int = Field(default=3, ge=1)
-    retry_delay_ms: int = Field(default=int(retry.DEFAULT_BASE_S * 1000), ge=0)
-    retry_cap_s: float = Field(default=retry.DEFAULT_CAP_S, gt=0)
-    lease_s: float = Field(default=30.0, gt=0)
-    poll_interval_s: float = Field(default=3.0, gt=0)
-    shutdown_grace_s: float = Field(default=30.0, ge=0)
-    backlog_warn: int = Field(default=10, ge=0)
-    progress_interval_s: float = Field(default=1.0, ge=0)
-    retention_succeeded_s: float = Field(default=7 * 86400.0, gt=0)
-    retention_failed_s: float = Field(default=30 * 86400.0, gt=0)
-    vacuum_every_jobs: int = Field(default=20_000, ge=0)
-    queues: list[str] = Field(default_factory=lambda: ["default"])
+    retry_delay_ms: int = Field(
+        default=int(retry.DEFAULT_BASE_S * 1000), ge=0, le=int(retry.MAX_DELAY_S * 1000)
+    )
+    retry_cap_s: float = Field(default=retry.DEFAULT_CAP_S, gt=0, le=retry.MAX_DELAY_S)
+    lease_s: float = Field(default=defaults.DEFAULT_LEASE_S, gt=0, le=defaults.MAX_DURATION_S)
+    poll_interval_s: float = Field(
+        default=defaults.DEFAULT_POLL_INTERVAL_S, gt=0, le=defaults.MAX_DURATION_S
+    )
+    shutdown_grace_s: float = Field(
+        default=defaults.DEFAULT_SHUTDOWN_GRACE_S, ge=0, le=defaults.MAX_DURATION_S
+    )
+    backlog_warn: int = Field(default=defaults.DEFAULT_BACKLOG_WARN, ge=0)
+    progress_interval_s: float = Field(
+        default=defaults.DEFAULT_PROGRESS_INTERVAL_S, ge=0, le=defaults.MAX_DURATION_S
+    )
+    retention_succeeded_s: float = Field(
+        default=defaults.DEFAULT_RETENTION_SUCCEEDED_S, gt=0, le=defaults.MAX_DURATION_S
+    )
+    retention_failed_s: float = Field(
+        default=defaults.DEFAULT_RETENTION_FAILED_S, gt=0, le=defaults.MAX_DURATION_S
+    )
+    vacuum_every_jobs: int = Field(default=defaults.DEFAULT_VACUUM_EVERY_JOBS, ge=0)
+    queues: list[str] = Field(default_factory=lambda: list(defaults.DEFAULT_QUEUES))
     synchronous_commit: bool = True
 
     def retry_policy(self) -> retry.RetryPolicy:
         """The backoff these settings describe."""
         base_s = self.retry_delay_ms / 1000
         return retry.RetryPolicy(base_s=base_s, cap_s=max(self.retry_cap_s, base_s))
+
+    def worker_config(self, **overrides: object) -> WorkerConfig:
+        """The `WorkerConfig` these settings describe; `overrides` (e.g. a CLI's flags) win."""
+        values: dict[str, object] = {
+            "queues": self.queues,
+            "concurrency": self.concurrency,
+            "lease_s": self.lease_s,
+            "poll_interval_s": self.poll_interval_s,
+            "retry_policy": self.retry_policy(),
+            "shutdown_grace_s": self.shutdown_grace_s,
+            "backlog_warn": self.backlog_warn,
+            "progress_interval_s": self.progress_interval_s,
+            "retention_succeeded_s": self.retention_succeeded_s,
+            "retention_failed_s": self.retention_failed_s,
+            "vacuum_every_jobs": self.vacuum_every_jobs,
+            "synchronous_commit": self.synchronous_commit,
+        }
+        values.update(overrides)
+        return WorkerConfig(**values)  # type: ignore[arg-type]

@@ -13,7 +13,6 @@ import asyncio
 import importlib
 import sys
 from collections.abc import Sequence
-from datetime import timedelta
 
 from pgqueue import logs
 from pgqueue.registry import Registry
@@ -67,23 +66,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def build_worker(args: argparse.Namespace, settings: QueueSettings, dsn: str) -> Worker:
     """A Worker from the flags, falling back on the settings."""
-    return Worker(
-        dsn,
-        load_registry(args.registry),
-        queues=args.queues or settings.queues,
-        concurrency=args.concurrency or settings.concurrency,
-        lease_s=settings.lease_s,
-        poll_interval_s=settings.poll_interval_s,
-        retry_policy=settings.retry_policy(),
-        shutdown_grace_s=settings.shutdown_grace_s,
-        burst=args.burst,
-        backlog_warn=settings.backlog_warn,
-        progress_interval_s=settings.progress_interval_s,
-        retention_succeeded=timedelta(seconds=settings.retention_succeeded_s),
-        retention_failed=timedelta(seconds=settings.retention_failed_s),
-        vacuum_every_jobs=settings.vacuum_every_jobs,
-        synchronous_commit=settings.synchronous_commit,
-    )
+    flags: dict[str, object] = {"burst": args.burst}
+    if args.queues:
+        flags["queues"] = args.queues
+    if args.concurrency:
+        flags["concurrency"] = args.concurrency
+    return Worker(dsn, load_registry(args.registry), settings.worker_config(**flags))
 
 
 async def serve(worker: Worker) -> None:

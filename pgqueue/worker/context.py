@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from pgqueue import errors, models, queries
+from pgqueue import errors, models, store
 
 ProgressHook = Callable[[models.Job, dict[str, Any]], Awaitable[None]]
 
@@ -52,6 +52,7 @@ class JobContext:
         self._pending_json: str | None = None  # a throttled update, not yet written
         self.latest_progress: dict[str, Any] | None = None
         self.completed_in_transaction = False
+        self.completed_result: Any = None  # what complete_in() stored
 
     @property
     def payload(self) -> Any:
@@ -69,8 +70,9 @@ class JobContext:
         """Record progress: `{"percent", "message", **data}` into the job's `progress` column.
 
         Writes at most once per `progress_interval_s`; a throttled update is written later, so
-        the last one always lands. Raises `LeaseLost` when the job is no longer ours, and
-        `ValueError`/`TypeError` when the update is not JSON (NaN included).
+        the last one always lands. Raises `LeaseLost` when the job is no longer ours,
+        `JobCancelled` when a cancel was requested (let it propagate: the job then ends
+        `cancelled`), and `ValueError`/`TypeError` when the update is not JSON (NaN included).
         """
         if percent is not None and not 0 <= percent <= 100:
             raise ValueError(f"percent must be within 0-100, got {percent}")
@@ -91,15 +93,21 @@ class JobContext:
             return
         self._last_write = now
         self._pending_json = None
-        async with self._pool.acquire() as conn:
-            record = await conn.fetchrow(queries.SET_PROGRESS, self.job.id, self._token, encoded)
-        if record is None:
+        cancel_requested = await store.set_progress(self._pool, self.job.id, self._token, encoded)
+        if cancel_requested is None:
             raise errors.LeaseLost()
+        if cancel_requested:
+            raise errors.JobCancelled()
 
     def take_pending_progress(self) -> str | None:
         """The throttled update not yet written, as JSON (and forget it), for a batched write."""
         encoded, self._pending_json = self._pending_json, None
         return encoded
+
+    def restore_pending_progress(self, encoded: str) -> None:
+        """Give back an update taken for a write that did not happen, unless a newer one came."""
+        if self._pending_json is None:
+            self._pending_json = encoded
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
@@ -110,7 +118,7 @@ class JobContext:
         block would have written commits.
         """
         async with self._handler_pool.acquire() as conn, conn.transaction():
-            if await conn.fetchrow(queries.LOCK_HELD_JOB, self.job.id, self._token) is None:
+            if not await store.lock_held(conn, self.job.id, self._token):
                 raise errors.LeaseLost()
             yield conn
 
@@ -120,15 +128,16 @@ class JobContext:
         The job's success then commits or rolls back together with the handler's own writes,
         so an effect recorded in that transaction happens exactly once: a crash before the
         commit leaves neither, a crash after it leaves both. The handler's return value is
-        ignored once this was called.
+        ignored once this was called: `result` is the job's result, and the one the
+        `completed` hook receives.
         """
-        record = await conn.fetchrow(
-            queries.COMPLETE_JOB,
+        success = store.Success(
             self.job.id,
             self._token,
             json.dumps(result, allow_nan=False),
             self.take_pending_progress(),
         )
-        if record is None:
+        if await store.complete_held(conn, success) is None:
             raise errors.LeaseLost()
         self.completed_in_transaction = True
+        self.completed_result = result

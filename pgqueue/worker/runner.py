@@ -1,4 +1,4 @@
-"""One attempt of one job: run the handler, decide the outcome, write it fenced by the lease."""
+"""One attempt of one job: run the handler, decide the outcome, hand it to the completer."""
 
 from __future__ import annotations
 
@@ -11,14 +11,11 @@ import time
 import traceback
 from typing import Any
 
-import asyncpg
-
-from pgqueue import errors, models, queries, retry
+from pgqueue import errors, models, retry, store
 from pgqueue.registry import Registry
 from pgqueue.worker import events
 from pgqueue.worker.completer import Completer
 from pgqueue.worker.context import JobContext
-from pgqueue.worker.transient import TRANSIENT_ERRORS, retry_delay_s
 
 logger = logging.getLogger("pgqueue.worker")
 
@@ -33,6 +30,14 @@ class StopReason(enum.Enum):
     LEASE_LOST = "lease_lost"  # the job is no longer ours: write nothing
 
 
+class Phase(enum.Enum):
+    """Where a held job is: its handler runs, its outcome is being written, or it is written."""
+
+    RUNNING = "running"
+    FINISHING = "finishing"
+    DONE = "done"
+
+
 @dataclasses.dataclass(slots=True)
 class RunningJob:
     """The worker's bookkeeping for one job it holds."""
@@ -42,8 +47,7 @@ class RunningJob:
     lease_deadline: float  # time.monotonic() by which the lease must have been renewed
     task: asyncio.Task[None] | None = None
     stop_reason: StopReason | None = None
-    holds_slot: bool = True  # one of the worker's slots, until the outcome is written
-    outcome_written: bool = False  # heartbeats stop renewing from then on
+    phase: Phase = Phase.RUNNING
 
     @property
     def lease_token(self) -> int:
@@ -51,27 +55,36 @@ class RunningJob:
         assert self.job.lease_token is not None
         return self.job.lease_token
 
+    def cancel(self, reason: StopReason) -> bool:
+        """Cancel the handler, if it still runs (an outcome already decided is never undone:
+        a lease that reads as lost while the success is being written is that success)."""
+        if self.phase is not Phase.RUNNING or self.stop_reason is not None or self.task is None:
+            return False
+        self.stop_reason = reason
+        self.task.cancel()
+        return True
+
 
 class JobRunner:
-    """Runs handlers and records their outcome.
+    """Runs handlers and hands their outcome to the completer.
 
     Args:
-        pool: the worker's pool.
+        db: the worker's own pool (to read back a job a handler completed itself).
         registry: the handlers.
         policy: backoff for failed attempts.
         hooks: event callbacks.
-        completer: the group commit that writes successes.
+        completer: writes every outcome.
     """
 
     def __init__(
         self,
-        pool: asyncpg.Pool,
+        db: store.Executor,
         registry: Registry,
         policy: retry.RetryPolicy,
         hooks: events.Hooks,
         completer: Completer,
     ) -> None:
-        self._pool = pool
+        self._db = db
         self._registry = registry
         self._policy = policy
         self._hooks = hooks
@@ -91,27 +104,32 @@ class JobRunner:
                 job.max_attempts,
                 extra={"action": "job_started", **_log_extra(job)},
             )
-        if self._hooks.wants("active"):
-            await self._hooks.emit(events.Event("active", job.id, job=job))
         try:
+            if self._hooks.wants("active"):
+                await self._hooks.emit(events.Event("active", job.id, job=job))
             result = await self._call(running)
         except asyncio.CancelledError:
             # Only the worker cancels a handler's task, and it always says why first.
+            running.phase = Phase.FINISHING
             reason = running.stop_reason or StopReason.SHUTDOWN
-            await asyncio.shield(self._stopped(running, reason))
+            await self._stopped(running, reason)
+            return
+        except errors.JobCancelled:
+            running.phase = Phase.FINISHING
+            await self._stopped(running, StopReason.CANCEL_REQUESTED)
             return
         except Exception as exc:  # the job boundary: every failure becomes an outcome
-            await asyncio.shield(self._failed(running, exc, time.monotonic() - started))
+            running.phase = Phase.FINISHING
+            await self._failed(running, exc, time.monotonic() - started)
             return
-        # No shield needed (it would cost a task per job): the completer owns the write once
-        # it is queued, so a cancellation here cannot stop the job's success being recorded.
+        running.phase = Phase.FINISHING
         await self._succeeded(running, result, time.monotonic() - started)
 
     async def _call(self, running: RunningJob) -> Any:
         job = running.job
         spec = self._registry.get(job.kind)
-        if spec is None:
-            raise errors.DoNotRetry(f"no handler registered for kind {job.kind!r}")
+        if spec is None:  # the claim takes only known kinds; a registry changed at run time
+            raise errors.RetryLater(f"no handler registered for kind {job.kind!r}", delay_s=60)
         if job.timeout_s is None:
             return await spec.handler(running.context)
         deadline = asyncio.timeout(job.timeout_s)
@@ -129,22 +147,23 @@ class JobRunner:
         context = running.context
         if context.completed_in_transaction and await self._completed_by_handler(running):
             written = True
+            result = context.completed_result
+            self._completer.release()
         else:
             try:
                 # allow_nan=False: NaN is not JSON, and Postgres would refuse the whole batch.
-                result_json = "null" if result is None else json.dumps(result, allow_nan=False)
+                result_json = json.dumps(result, allow_nan=False)
             except (TypeError, ValueError) as exc:
                 error = errors.DoNotRetry(f"the handler's result is not JSON: {exc}")
                 await self._failed(running, error, duration_s)
                 return
-            written = await self._completer.complete(
-                job.id,
-                running.lease_token,
-                result_json,
-                context.take_pending_progress(),
-                running.lease_deadline,
+            success = store.Success(
+                job.id, running.lease_token, result_json, context.take_pending_progress()
             )
-        running.outcome_written = True
+            # Not shielded (it would cost a task per job): the completer owns the write once
+            # it is queued, so cancelling this task cannot stop the success being recorded.
+            written = await self._completer.succeed(success, running.lease_deadline)
+        running.phase = Phase.DONE
         if not written:
             _log_lease_lost(job)
             return
@@ -167,16 +186,22 @@ class JobRunner:
     async def _completed_by_handler(self, running: RunningJob) -> bool:
         # The handler called complete_in(); unless its transaction rolled back afterwards, the
         # job is already succeeded under our token and there is nothing left to write.
-        record = await self._write(running, queries.GET_JOB, running.job.id)
+        try:
+            current = await store.get_job(self._db, running.job.id)
+        except Exception:  # unknown: write the success the usual way (it is fenced)
+            logger.warning("job %s: could not read it back", running.job.id, exc_info=True)
+            return False
         return (
-            record is not None
-            and record["lease_token"] == running.lease_token
-            and record["state"] == models.JobState.SUCCEEDED.value
+            current is not None
+            and current.lease_token == running.lease_token
+            and current.state is models.JobState.SUCCEEDED
         )
 
     async def _failed(self, running: RunningJob, exc: Exception, duration_s: float) -> None:
         job = running.job
         if isinstance(exc, errors.LeaseLost):
+            running.phase = Phase.DONE
+            self._completer.release()
             _log_lease_lost(job)
             return
         retryable = not isinstance(exc, errors.DoNotRetry)
@@ -184,22 +209,34 @@ class JobRunner:
             delay_s = exc.delay_s
         else:
             delay_s = self._policy.delay_s(job.attempts)
+        delay_s = store.capped_delay_s(delay_s)
         error_text = _describe(exc)
-        record = await self._write(
-            running,
-            queries.FAIL_ATTEMPT,
-            job.id,
-            running.lease_token,
-            retryable,
-            delay_s,
-            error_text,
-            running.context.take_pending_progress(),
-        )
-        running.outcome_written = True
-        if record is None:
+        progress_json = running.context.take_pending_progress()
+
+        async def write(db: store.Executor) -> models.Job | None:
+            return await store.fail_attempt(
+                db,
+                job.id,
+                running.lease_token,
+                retryable=retryable,
+                delay_s=delay_s,
+                error=error_text,
+                progress_json=progress_json,
+            )
+
+        failed = await self._completer.write(job.id, running.lease_deadline, write)
+        running.phase = Phase.DONE
+        if failed is None:
             _log_lease_lost(job)
             return
-        will_retry = record["state"] == models.JobState.QUEUED.value
+        if failed.state is models.JobState.CANCELLED:
+            logger.info(
+                "job %s cancelled (it failed after a cancel was requested)",
+                job.id,
+                extra={"action": "job_cancelled", **_log_extra(job)},
+            )
+            return
+        will_retry = failed.state is models.JobState.QUEUED
         log = logger.warning if will_retry else logger.error
         log(
             "job %s failed (attempt %d/%d, %s): %s",
@@ -216,60 +253,49 @@ class JobRunner:
                 **_log_extra(job),
             },
         )
-        failed = models.Job.from_record(record)
         await self._hooks.emit(
             events.Event("failed", job.id, job=failed, error=exc, will_retry=will_retry)
         )
 
     async def _stopped(self, running: RunningJob, reason: StopReason) -> None:
         job = running.job
+        token = running.lease_token
         if reason is StopReason.LEASE_LOST:
+            running.phase = Phase.DONE
+            self._completer.release()
             _log_lease_lost(job)
             await self._hooks.emit(events.Event("stalled", job.id, job=job, error="lease lost"))
-        elif reason is StopReason.CANCEL_REQUESTED:
-            args = (job.id, running.lease_token, "cancelled while running")
-            if await self._write(running, queries.CANCEL_HELD_JOB, *args) is not None:
+            return
+        if reason is StopReason.CANCEL_REQUESTED:
+
+            async def cancel(db: store.Executor) -> models.Job | None:
+                return await store.cancel_held(db, job.id, token, "cancelled while running")
+
+            if await self._completer.write(job.id, running.lease_deadline, cancel) is not None:
                 logger.info(
                     "job %s cancelled", job.id, extra={"action": "job_cancelled", **_log_extra(job)}
                 )
-        elif await self._write(running, queries.RELEASE_JOBS, [job.id], [running.lease_token]):
+            running.phase = Phase.DONE
+            return
+
+        async def release(db: store.Executor) -> dict[int, models.JobState]:
+            return await store.release(db, [store.HeldLease(job.id, token)])
+
+        released = await self._completer.write(job.id, running.lease_deadline, release)
+        running.phase = Phase.DONE
+        state = (released or {}).get(job.id)
+        if state is models.JobState.QUEUED:
             logger.info(
                 "job %s released at shutdown; its attempt is not spent",
                 job.id,
                 extra={"action": "job_released", **_log_extra(job)},
             )
-
-    async def _write(self, running: RunningJob, query: str, *args: Any) -> asyncpg.Record | None:
-        """Run one fenced write, retrying passing outages while the lease may still hold.
-
-        Returns the row, or None when the fence refused the write (the lease was lost), the
-        database stayed away past the lease, or the write failed for good; in each case the
-        job is (or will be, once its lease expires) in someone else's hands: nothing is lost.
-        """
-        failures = 0
-        while True:
-            try:
-                async with self._pool.acquire() as conn:
-                    record: asyncpg.Record | None = await conn.fetchrow(query, *args)
-                return record
-            except TRANSIENT_ERRORS as exc:
-                failures += 1
-                if time.monotonic() > running.lease_deadline:
-                    logger.error(
-                        "job %s: outcome not written before the lease ended (%s)",
-                        running.job.id,
-                        exc,
-                        extra={"action": "write_abandoned", "job_id": running.job.id},
-                    )
-                    return None
-                await asyncio.sleep(retry_delay_s(failures))
-            except Exception:
-                logger.exception(
-                    "job %s: writing its outcome failed",
-                    running.job.id,
-                    extra={"action": "write_failed", "job_id": running.job.id},
-                )
-                return None
+        elif state is models.JobState.CANCELLED:
+            logger.info(
+                "job %s cancelled at shutdown (a cancel was requested)",
+                job.id,
+                extra={"action": "job_cancelled", **_log_extra(job)},
+            )
 
 
 class _TimedOut(Exception):

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pgqueue import Registry, RetryPolicy, Worker
+from pgqueue import Registry, RetryPolicy, Worker, WorkerConfig
 
 FAST = {
     "lease_s": 2.0,
@@ -28,7 +28,7 @@ def running_worker(db_url: str) -> WorkerFactory:
 
     @contextlib.asynccontextmanager
     async def start(registry: Registry, **options: Any) -> AsyncIterator[Worker]:
-        worker = Worker(db_url, registry, **{**FAST, **options})
+        worker = Worker(db_url, registry, WorkerConfig(**{**FAST, **options}))
         task = asyncio.create_task(worker.run())
         try:
             yield worker

@@ -11,12 +11,16 @@ from pgqueue import JobSpec, Queue, queries
 
 LEASE_S = 30.0
 
+ALL_KINDS = ["k", "ok", "bad", "batched", "job"]  # the kinds these tests claim by hand
+
 
 async def claim(
     pool: asyncpg.Pool, limit: int, worker: str = "w", queues: list[str] | None = None
 ) -> list[asyncpg.Record]:
     async with pool.acquire() as conn:
-        return await conn.fetch(queries.CLAIM_JOBS, queues or ["default"], limit, worker, LEASE_S)
+        return await conn.fetch(
+            queries.CLAIM_JOBS, queues or ["default"], limit, worker, LEASE_S, ALL_KINDS
+        )
 
 
 async def test_claims_by_priority_then_run_at_then_id(queue: Queue, pool: asyncpg.Pool) -> None:

@@ -7,18 +7,36 @@ import time
 
 import asyncpg
 
-from pgqueue import JobContext, JobSpec, JobState, LeaseLost, Queue, Registry, RetryPolicy, queries
-from pgqueue.reaper import Reaper
+from pgqueue import (
+    JobContext,
+    JobSpec,
+    JobState,
+    LeaseLost,
+    Queue,
+    Registry,
+    RetryPolicy,
+    models,
+    queries,
+    store,
+)
 from tests.helpers import wait_for
 from tests.integration.conftest import WorkerFactory
 
 CLAIM_ARGS = (["default"], 1, "test-worker", 0.2)  # a 0.2 s lease: expires almost at once
 
+ALL_KINDS = ["k", "ok", "bad", "batched", "job"]  # the kinds these tests claim by hand
+
 
 async def _claim_short_lease(pool: asyncpg.Pool) -> asyncpg.Record:
     async with pool.acquire() as conn:
-        (row,) = await conn.fetch(queries.CLAIM_JOBS, *CLAIM_ARGS)
+        (row,) = await conn.fetch(queries.CLAIM_JOBS, *CLAIM_ARGS, ALL_KINDS)
     return row
+
+
+async def _reap(
+    conn: asyncpg.Connection, policy: RetryPolicy, batch_size: int = 500
+) -> list[models.Job]:
+    return await store.reap(conn, policy, batch_size=batch_size)
 
 
 async def _expired(pool: asyncpg.Pool, job_id: int) -> bool:
@@ -61,7 +79,7 @@ async def test_reaper_requeues_expired_leases_with_backoff_and_counts_the_attemp
     await _claim_short_lease(pool)
     await wait_for(lambda: _expired(pool, job.id))
     async with pool.acquire() as conn:
-        reaped = await Reaper(RetryPolicy(base_s=30, jitter=0)).run_once(conn)
+        reaped = await _reap(conn, RetryPolicy(base_s=30, jitter=0))
     assert [(r.id, r.state) for r in reaped] == [(job.id, JobState.QUEUED)]
     row = await pool.fetchrow(
         "SELECT state, attempts, worker_id, last_error,"
@@ -80,7 +98,7 @@ async def test_reaper_fails_a_job_whose_attempts_are_spent(
     await _claim_short_lease(pool)
     await wait_for(lambda: _expired(pool, job.id))
     async with pool.acquire() as conn:
-        reaped = await Reaper(RetryPolicy()).run_once(conn)
+        reaped = await _reap(conn, RetryPolicy())
     assert [r.state for r in reaped] == [JobState.FAILED]
     failed = await queue.get(job.id)
     assert (
@@ -91,14 +109,14 @@ async def test_reaper_fails_a_job_whose_attempts_are_spent(
 async def test_reaper_leaves_live_leases_alone(queue: Queue, pool: asyncpg.Pool) -> None:
     await queue.enqueue("k")
     async with pool.acquire() as conn:
-        await conn.fetch(queries.CLAIM_JOBS, ["default"], 1, "w", 60.0)
-        assert await Reaper(RetryPolicy()).run_once(conn) == []
+        await conn.fetch(queries.CLAIM_JOBS, ["default"], 1, "w", 60.0, ALL_KINDS)
+        assert await _reap(conn, RetryPolicy()) == []
 
 
 async def test_reapers_running_at_once_reap_each_job_once(queue: Queue, pool: asyncpg.Pool) -> None:
     await queue.enqueue_many([JobSpec(kind="k") for _ in range(60)])
     async with pool.acquire() as conn:
-        await conn.fetch(queries.CLAIM_JOBS, ["default"], 60, "w", 0.1)
+        await conn.fetch(queries.CLAIM_JOBS, ["default"], 60, "w", 0.1, ALL_KINDS)
     await wait_for(
         lambda: pool.fetchval(
             "SELECT bool_and(lease_expires_at < now()) FROM pgqueue.jobs WHERE state = 'running'"
@@ -110,7 +128,7 @@ async def test_reapers_running_at_once_reap_each_job_once(queue: Queue, pool: as
         async with pool.acquire() as conn:
             # A reaper that finds the advisory lock taken reaps nothing and tries again.
             while await conn.fetchval("SELECT count(*) FROM pgqueue.jobs WHERE state = 'running'"):
-                ids.extend(r.id for r in await Reaper(RetryPolicy(), batch_size=7).run_once(conn))
+                ids.extend(r.id for r in await _reap(conn, RetryPolicy(), batch_size=7))
         return ids
 
     results = await asyncio.gather(*(reap_all() for _ in range(5)))
@@ -131,8 +149,10 @@ async def test_a_worker_that_lost_its_lease_cannot_overwrite_the_new_owner(
     stale = await _claim_short_lease(pool)
     await wait_for(lambda: _expired(pool, job.id))
     async with pool.acquire() as conn:
-        await Reaper(RetryPolicy(base_s=0, cap_s=0, jitter=0)).run_once(conn)
-        (owner,) = await conn.fetch(queries.CLAIM_JOBS, ["default"], 1, "new-owner", 60.0)
+        await _reap(conn, RetryPolicy(base_s=0, cap_s=0, jitter=0))
+        (owner,) = await conn.fetch(
+            queries.CLAIM_JOBS, ["default"], 1, "new-owner", 60.0, ALL_KINDS
+        )
         stale_args = (job.id, stale["lease_token"])
         assert await conn.fetchrow(queries.COMPLETE_JOB, *stale_args, '"stale"', None) is None
         assert (
@@ -140,14 +160,12 @@ async def test_a_worker_that_lost_its_lease_cannot_overwrite_the_new_owner(
         )
         assert await conn.fetchrow(queries.SET_PROGRESS, *stale_args, '{"percent": 1}') is None
         assert await conn.fetchrow(queries.CANCEL_HELD_JOB, *stale_args, "stale") is None
-        assert await conn.fetch(queries.RELEASE_JOBS, [job.id], [stale["lease_token"]]) == []
-        stale_fields = queries.keyed_fields([(job.id, f"[{stale['lease_token']},null]")])
-        renewed = await conn.fetch(queries.RENEW_LEASES, [job.id], stale_fields, 60.0)
-        assert renewed == []
-        stale_completion = queries.keyed_fields(
-            [(job.id, f'[{stale["lease_token"]},"stale",{{"percent": 2}}]')]
-        )
-        assert await conn.fetch(queries.COMPLETE_JOBS, [job.id], stale_completion) == []
+        stale_lease = store.HeldLease(job.id, stale["lease_token"], '{"percent": 2}')
+        assert await store.release(conn, [stale_lease]) == {}
+        renewal = await store.renew(conn, [stale_lease], 60.0)
+        assert renewal.lost == {job.id} and not renewal.renewed and not renewal.busy
+        stale_success = store.Success(job.id, stale["lease_token"], '"stale"', '{"percent": 2}')
+        assert await store.complete(conn, [stale_success]) == set()
         current = await queue.get(job.id, conn=conn)
         assert current is not None and current.state == JobState.RUNNING
         assert current.worker_id == "new-owner" and current.lease_token == owner["lease_token"]
@@ -262,19 +280,19 @@ async def test_batched_completion_is_fenced_per_job(queue: Queue, pool: asyncpg.
     # a null progress keeps what the job had, and a stale token leaves its job untouched.
     await queue.enqueue_many([JobSpec(kind="batched") for _ in range(3)])
     async with pool.acquire() as conn:
-        first, second, third = await conn.fetch(queries.CLAIM_JOBS, ["default"], 3, "w", 60.0)
+        first, second, third = await conn.fetch(
+            queries.CLAIM_JOBS, ["default"], 3, "w", 60.0, ALL_KINDS
+        )
         await conn.execute(
             queries.SET_PROGRESS, first["id"], first["lease_token"], '{"percent": 40}'
         )
-        fields = queries.keyed_fields(
-            [
-                (first["id"], f'[{first["lease_token"]},{{"n": 1}},null]'),
-                (second["id"], f'[{second["lease_token"] + 1000},{{"n": 2}},null]'),
-                (third["id"], f'[{third["lease_token"]},[3],{{"percent": 100}}]'),
-            ]
-        )
+        successes = [
+            store.Success(first["id"], first["lease_token"], '{"n": 1}'),
+            store.Success(second["id"], second["lease_token"] + 1000, '{"n": 2}'),
+            store.Success(third["id"], third["lease_token"], "[3]", '{"percent": 100}'),
+        ]
         ids = [first["id"], second["id"], third["id"]]
-        written = {row["id"] for row in await conn.fetch(queries.COMPLETE_JOBS, ids, fields)}
+        written = await store.complete(conn, successes)
     assert written == {first["id"], third["id"]}
     done_first, still_running, done_third = [await queue.get(job_id) for job_id in ids]
     assert done_first is not None and done_first.state == JobState.SUCCEEDED

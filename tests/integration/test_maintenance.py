@@ -11,6 +11,8 @@ from pgqueue.models import QueueStats
 from tests.helpers import wait_for
 from tests.integration.conftest import WorkerFactory
 
+ALL_KINDS = ["k", "ok", "bad", "batched", "job"]  # the kinds these tests claim by hand
+
 
 async def test_stats_count_every_state(
     queue: Queue, pool: asyncpg.Pool, running_worker: WorkerFactory
@@ -39,7 +41,7 @@ async def test_stats_count_every_state(
     cancelled = await queue.enqueue("ok", queue="side")
     await queue.cancel(cancelled.id)
     async with pool.acquire() as conn:
-        await conn.fetch(queries.CLAIM_JOBS, ["default"], 1, "w", 60.0)
+        await conn.fetch(queries.CLAIM_JOBS, ["default"], 1, "w", 60.0, ALL_KINDS)
     stats = await queue.stats()
     assert stats["default"] == QueueStats(
         "default", waiting=1, delayed=1, active=1, completed=4, failed=1, cancelled=0

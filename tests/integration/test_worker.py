@@ -112,14 +112,32 @@ async def test_do_not_retry_fails_at_once(queue: Queue, running_worker: WorkerFa
     assert failed.last_error == "DoNotRetry: content policy violation"
 
 
-async def test_unknown_kind_fails_without_retry(
+async def test_a_kind_the_worker_does_not_know_waits_for_a_worker_that_does(
     queue: Queue, running_worker: WorkerFactory
 ) -> None:
-    job = await queue.enqueue("nobody.handles.this")
-    async with running_worker(Registry()):
-        await wait_for(lambda: _terminal(queue, job.id))
-    failed = await queue.get(job.id)
-    assert failed is not None and failed.attempts == 1 and "no handler" in (failed.last_error or "")
+    # A rolling deploy: an old worker must leave the new kind alone, not fail it.
+    old, new = Registry(), Registry()
+
+    @old.handler("known")
+    async def known(ctx: JobContext) -> str:
+        return "old"
+
+    @new.handler("new.kind")
+    async def new_kind(ctx: JobContext) -> str:
+        return "new"
+
+    unknown = await queue.enqueue("new.kind")
+    other = await queue.enqueue("known")
+    async with running_worker(old) as worker:
+        await wait_for(lambda: _terminal(queue, other.id))
+        await wait_for(worker.idle.is_set)  # it looked, and found nothing it can run
+        waiting = await queue.get(unknown.id)
+        assert waiting is not None and waiting.state == JobState.QUEUED
+        assert waiting.attempts == 0 and waiting.last_error is None
+    async with running_worker(new):
+        await wait_for(lambda: _terminal(queue, unknown.id))
+    done = await queue.get(unknown.id)
+    assert done is not None and done.state == JobState.SUCCEEDED and done.result == "new"
 
 
 async def test_timeout_cancels_the_handler_and_counts_an_attempt(

@@ -10,17 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pgqueue import RetryPolicy, Worker
+from pgqueue import Worker, WorkerConfig
 from service.jobs import create_registry
 from service.settings import ServiceSettings
 from tests.service import support
-
-
-@pytest.fixture(autouse=True)
-def _clean_service_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Settings are passed explicitly; a developer's IMAGE_* or MEDIA_DIR must not leak in.
-    for name in support.SERVICE_ENV:
-        monkeypatch.delenv(name, raising=False)
+from tests.support.settings import WORKER_OPTIONS
 
 
 @pytest.fixture
@@ -71,15 +65,8 @@ async def run_worker(db_url: str) -> AsyncIterator[Callable[..., Worker]]:
     workers: list[tuple[Worker, asyncio.Task[None]]] = []
 
     def start(worker_settings: ServiceSettings, *, concurrency: int = 3) -> Worker:
-        worker = Worker(
-            db_url,
-            create_registry(worker_settings),
-            concurrency=concurrency,
-            lease_s=5,
-            poll_interval_s=0.2,
-            retry_policy=RetryPolicy(base_s=0.05, cap_s=0.2),
-            shutdown_grace_s=1,
-        )
+        config = WorkerConfig(concurrency=concurrency, **WORKER_OPTIONS)
+        worker = Worker(db_url, create_registry(worker_settings), config)
         workers.append((worker, asyncio.get_running_loop().create_task(worker.run())))
         return worker
 

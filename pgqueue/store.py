@@ -1,0 +1,474 @@
+"""The job store: the only module in pgqueue that executes SQL about jobs.
+
+Every function takes `db`, an asyncpg pool or connection (a connection joins whatever
+transaction the caller has open), runs statements of `queries.py`, and returns values of
+`models.py`. The rest of pgqueue (the `Queue` facade, the worker's parts) decides *what* to do;
+this module alone knows *how* it is said to Postgres: which statement, which parameters, and
+how they are encoded (`json.dumps` or typed arrays, never text spliced into SQL).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any, TypeAlias
+
+import asyncpg
+
+from pgqueue import models, queries, retry
+
+# A pool, or a connection (which joins whatever transaction its owner has open).
+Executor: TypeAlias = "asyncpg.Pool | asyncpg.Connection"
+MAX_DELAY_S = 365 * 86400.0  # seconds; the longest a retry may be put off (a year)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ClaimRequest:
+    """What to claim.
+
+    Args:
+        queues: the queues to take jobs from.
+        kinds: the kinds the claimer has handlers for; other jobs are left queued.
+        limit: the most jobs to take.
+        worker_id: the claimer, written to `jobs.worker_id`.
+        lease_s: the new jobs' lease.
+    """
+
+    queues: Sequence[str]
+    kinds: Sequence[str]
+    limit: int
+    worker_id: str
+    lease_s: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Success:
+    """A finished handler's success, to be written fenced by its lease.
+
+    Args:
+        job_id: the job.
+        lease_token: the claim's fencing token.
+        result_json: the result, already encoded (so a value that is not JSON fails only its
+            own job, where it was produced).
+        progress_json: throttled progress not yet written, encoded, or None.
+    """
+
+    job_id: int
+    lease_token: int
+    result_json: str
+    progress_json: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HeldLease:
+    """A lease a worker believes it holds, with progress waiting to be written."""
+
+    job_id: int
+    lease_token: int
+    progress_json: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Renewal:
+    """What one heartbeat learned.
+
+    Args:
+        renewed: jobs whose lease now runs for another lease period.
+        busy: jobs still ours whose row someone held locked (a handler's transaction, a write
+            of their outcome in flight): not renewed this time, and not lost either.
+        cancel_requested: renewed jobs that someone asked to cancel.
+        lost: jobs the worker no longer holds (reaped, finished, or taken by another worker).
+    """
+
+    renewed: frozenset[int]
+    busy: frozenset[int]
+    cancel_requested: frozenset[int]
+    lost: frozenset[int]
+
+
+def capped_delay_s(delay_s: float) -> float:
+    """`delay_s` as a retry delay the database can store: finite, >= 0, at most a year."""
+    if math.isnan(delay_s):
+        raise ValueError("a retry delay must be a number of seconds, got NaN")
+    return min(max(delay_s, 0.0), MAX_DELAY_S)
+
+
+@contextlib.asynccontextmanager
+async def _connection(db: Executor) -> AsyncIterator[asyncpg.Connection]:
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as conn:
+            yield conn
+    else:
+        yield db
+
+
+def _jobs(records: Iterable[asyncpg.Record]) -> list[models.Job]:
+    return [models.Job.from_record(record) for record in records]
+
+
+def _job_or_none(record: asyncpg.Record | None) -> models.Job | None:
+    return models.Job.from_record(record) if record is not None else None
+
+
+# -- enqueue ---------------------------------------------------------------------------------
+
+
+async def enqueue(
+    db: Executor,
+    specs: Sequence[models.JobSpec],
+    *,
+    default_queue: str,
+    max_attempts: int,
+) -> list[models.Job]:
+    """Insert `specs` in one statement (two when idempotency keys repeat); see `Queue`.
+
+    With a pool, a batch with idempotency keys runs in a transaction of its own, so that the
+    read of the existing jobs sees what the insert skipped; with a connection, the caller's
+    transaction (if any) holds both.
+    """
+    if not specs:
+        return []
+    keys = [spec.idempotency_key for spec in specs if spec.idempotency_key is not None]
+    async with _connection(db) as conn:
+        if not keys or conn.is_in_transaction() or not isinstance(db, asyncpg.Pool):
+            return await _enqueue(conn, specs, keys, default_queue, max_attempts)
+        async with conn.transaction():
+            return await _enqueue(conn, specs, keys, default_queue, max_attempts)
+
+
+async def _enqueue(
+    conn: asyncpg.Connection,
+    specs: Sequence[models.JobSpec],
+    keys: list[str],
+    default_queue: str,
+    max_attempts: int,
+) -> list[models.Job]:
+    # The statement returns only what the database decides (id, run_at, created_at); the rest
+    # of each new job is what was sent. Reading whole rows back cost a quarter of a batch's
+    # time (23 columns decoded, payloads parsed again).
+    rows = await conn.fetch(queries.ENQUEUE_JOBS, _encode(specs), default_queue, max_attempts)
+    # Rows without a key were inserted in input order, so their ids ascend with it; a keyed
+    # row was inserted from the first spec carrying its key.
+    unkeyed = iter(sorted((r for r in rows if r["idempotency_key"] is None), key=_row_id))
+    inserted = {r["idempotency_key"]: r for r in rows if r["idempotency_key"] is not None}
+    existing: dict[str, models.Job] = {}
+    missing = [key for key in keys if key not in inserted]
+    if missing:
+        # Same transaction, new snapshot: a concurrent enqueue of the same key has committed
+        # by now (the unique index made our INSERT wait for it), so its row is visible.
+        for record in await conn.fetch(queries.SELECT_JOBS_BY_IDEMPOTENCY_KEY, missing):
+            existing[record["idempotency_key"]] = models.Job.from_record(record, is_new=False)
+    jobs: list[models.Job] = []
+    first_of_key: dict[str, models.Job] = {}
+    for spec in specs:
+        key = spec.idempotency_key
+        if key is None:
+            jobs.append(_new_job(next(unkeyed), spec, default_queue, max_attempts))
+        elif key in first_of_key:  # a repeat of a key earlier in this batch
+            jobs.append(first_of_key[key]._replace(is_new=False))
+        else:
+            row = inserted.get(key)
+            job = (
+                _new_job(row, spec, default_queue, max_attempts)
+                if row is not None
+                else existing[key]
+            )
+            first_of_key[key] = job
+            jobs.append(job)
+    return jobs
+
+
+def _new_job(
+    row: asyncpg.Record, spec: models.JobSpec, default_queue: str, max_attempts: int
+) -> models.Job:
+    """The job just inserted from `spec`: its payload is the object passed in, not a copy."""
+    return models.Job(
+        id=row["id"],
+        queue=spec.queue or default_queue,
+        kind=spec.kind,
+        payload=spec.payload if spec.payload is not None else {},
+        state=models.JobState.QUEUED,
+        priority=spec.priority,
+        attempts=0,
+        max_attempts=spec.max_attempts or max_attempts,
+        run_at=row["run_at"],
+        lease_expires_at=None,
+        lease_token=None,
+        worker_id=None,
+        last_error=None,
+        progress=None,
+        result=None,
+        idempotency_key=spec.idempotency_key,
+        concurrency_key=spec.concurrency_key,
+        concurrency_limit=spec.concurrency_limit,
+        timeout_s=spec.timeout.total_seconds() if spec.timeout else None,
+        cancel_requested_at=None,
+        created_at=row["created_at"],
+        started_at=None,
+        finished_at=None,
+    )
+
+
+def _row_id(row: asyncpg.Record) -> int:
+    return int(row["id"])
+
+
+def _encode(specs: Sequence[models.JobSpec]) -> str:
+    """ENQUEUE_JOBS' first parameter: one JSON object per spec, defaults left out."""
+    rows = []
+    for spec in specs:
+        row: dict[str, Any] = {"kind": spec.kind}
+        if spec.payload is not None:
+            row["payload"] = spec.payload
+        if spec.queue is not None:
+            row["queue"] = spec.queue
+        if spec.priority:
+            row["priority"] = spec.priority
+        if spec.run_at is not None:
+            row["run_at"] = spec.run_at.isoformat()
+        if spec.delay:
+            row["delay_s"] = spec.delay.total_seconds()
+        if spec.max_attempts is not None:
+            row["max_attempts"] = spec.max_attempts
+        if spec.timeout is not None:
+            row["timeout_s"] = spec.timeout.total_seconds()
+        if spec.idempotency_key is not None:
+            row["idempotency_key"] = spec.idempotency_key
+        if spec.concurrency_key is not None:
+            row["concurrency_key"] = spec.concurrency_key
+            row["concurrency_limit"] = spec.concurrency_limit
+        rows.append(row)
+    return json.dumps(rows)
+
+
+# -- inspect and manage ----------------------------------------------------------------------
+
+
+async def get_job(db: Executor, job_id: int) -> models.Job | None:
+    """The job with this id, or None."""
+    return _job_or_none(await db.fetchrow(queries.GET_JOB, job_id))
+
+
+async def cancel_job(db: Executor, job_id: int) -> models.Job | None:
+    """Cancel a job: queued ones at once, running ones are flagged for their worker.
+
+    Returns the job as it is afterwards (a terminal job unchanged), or None when none exists.
+    """
+    async with _connection(db) as conn:
+        record = await conn.fetchrow(queries.CANCEL_JOB, job_id)
+        if record is None:
+            record = await conn.fetchrow(queries.GET_JOB, job_id)
+    return _job_or_none(record)
+
+
+async def queue_stats(db: Executor) -> dict[str, models.QueueStats]:
+    """Counts per queue, from the `pgqueue.queue_stats` view."""
+    records = await db.fetch(queries.QUEUE_STATS)
+    return {r["queue"]: models.QueueStats.from_record(r) for r in records}
+
+
+async def count_waiting(db: Executor, queues: Sequence[str]) -> int:
+    """Runnable jobs (queued, `run_at` passed) in these queues."""
+    count: int = await db.fetchval(queries.COUNT_WAITING, list(queues))
+    return count
+
+
+async def purge_finished(
+    db: Executor,
+    rules: Sequence[tuple[Sequence[str], float]],
+    *,
+    batch_size: int,
+    max_batches: int,
+) -> int:
+    """Delete finished jobs in short batches; `rules` are (states, older than seconds) pairs."""
+    deleted = 0
+    async with _connection(db) as conn:
+        for states, age_s in rules:
+            for _ in range(max_batches):
+                status = await conn.execute(queries.PURGE_FINISHED, list(states), age_s, batch_size)
+                count = int(status.split()[-1])
+                deleted += count
+                if count < batch_size:
+                    break
+        await conn.execute(queries.FOLD_FINISHED_COUNTS)
+    return deleted
+
+
+async def vacuum(db: Executor) -> None:
+    """VACUUM the queue's tables (outside any transaction; skips tables being vacuumed)."""
+    # A role that does not own the tables gets a warning from the server, not an error.
+    await db.execute(queries.VACUUM_QUEUE_TABLES)
+
+
+# -- claim and complete ----------------------------------------------------------------------
+
+
+async def claim(db: Executor, request: ClaimRequest) -> list[models.Job]:
+    """Claim up to `request.limit` runnable jobs; each now holds a fresh lease."""
+    records = await db.fetch(
+        queries.CLAIM_JOBS,
+        list(request.queues),
+        request.limit,
+        request.worker_id,
+        request.lease_s,
+        list(request.kinds),
+    )
+    return _jobs(records)
+
+
+def _success_fields(successes: Sequence[Success]) -> tuple[list[int], str]:
+    fields = {str(s.job_id): [s.lease_token, s.result_json, s.progress_json] for s in successes}
+    return [s.job_id for s in successes], json.dumps(fields)
+
+
+async def complete(db: Executor, successes: Sequence[Success]) -> set[int]:
+    """Write these successes, each fenced by its lease; returns the ids written."""
+    if not successes:
+        return set()
+    rows = await db.fetch(queries.COMPLETE_JOBS, *_success_fields(successes))
+    return {row["id"] for row in rows}
+
+
+async def complete_and_claim(
+    db: Executor, successes: Sequence[Success], request: ClaimRequest
+) -> tuple[set[int], list[models.Job]]:
+    """`complete` and `claim` in one statement: the freed slots go straight to new jobs.
+
+    This is the worker's fast path under load: one round trip per batch instead of two, which
+    measured 1.5-2x the no-op throughput of complete-then-claim. The claim sees concurrency
+    counts from before these completions (it may take fewer jobs of a key, never more).
+    """
+    rows = await db.fetch(
+        queries.COMPLETE_AND_CLAIM_JOBS,
+        *_success_fields(successes),
+        list(request.queues),
+        request.limit,
+        request.worker_id,
+        request.lease_s,
+        list(request.kinds),
+    )
+    written = {job_id for row in rows if row["completed_ids"] for job_id in row["completed_ids"]}
+    return written, _jobs(row for row in rows if row["id"] is not None)
+
+
+async def fail_attempt(
+    db: Executor,
+    job_id: int,
+    lease_token: int,
+    *,
+    retryable: bool,
+    delay_s: float,
+    error: str,
+    progress_json: str | None,
+) -> models.Job | None:
+    """Record a failed attempt (fenced): retry after `delay_s`, or fail for good, or end
+    cancelled when a cancel was requested. Returns the row written, None when the lease was
+    lost."""
+    record = await db.fetchrow(
+        queries.FAIL_ATTEMPT,
+        job_id,
+        lease_token,
+        retryable,
+        capped_delay_s(delay_s),
+        error,
+        progress_json,
+    )
+    return _job_or_none(record)
+
+
+async def cancel_held(db: Executor, job_id: int, lease_token: int, error: str) -> models.Job | None:
+    """End a held job `cancelled` (fenced); None when the lease was lost."""
+    return _job_or_none(await db.fetchrow(queries.CANCEL_HELD_JOB, job_id, lease_token, error))
+
+
+async def release(db: Executor, leases: Sequence[HeldLease]) -> dict[int, models.JobState]:
+    """Give held jobs back without spending their attempt (fenced); a job whose cancel was
+    requested ends cancelled instead. Returns each released job's new state."""
+    if not leases:
+        return {}
+    tokens = json.dumps({str(lease.job_id): lease.lease_token for lease in leases})
+    rows = await db.fetch(queries.RELEASE_JOBS, [lease.job_id for lease in leases], tokens)
+    return {row["id"]: models.JobState(row["state"]) for row in rows}
+
+
+async def renew(db: Executor, leases: Sequence[HeldLease], lease_s: float) -> Renewal:
+    """Extend every lease of `leases` by `lease_s` from the database's now(), in one
+    statement, writing their pending progress; rows someone holds locked are skipped."""
+    if not leases:
+        return Renewal(frozenset(), frozenset(), frozenset(), frozenset())
+    fields = json.dumps(
+        {str(lease.job_id): [lease.lease_token, lease.progress_json] for lease in leases}
+    )
+    records = await db.fetch(
+        queries.RENEW_LEASES, [lease.job_id for lease in leases], fields, lease_s
+    )
+    renewed = frozenset(r["id"] for r in records if r["renewed"])
+    busy = frozenset(r["id"] for r in records if not r["renewed"])
+    return Renewal(
+        renewed=renewed,
+        busy=busy,
+        cancel_requested=frozenset(r["id"] for r in records if r["cancel_requested"]),
+        lost=frozenset(lease.job_id for lease in leases) - renewed - busy,
+    )
+
+
+async def set_progress(
+    db: Executor, job_id: int, lease_token: int, progress_json: str
+) -> bool | None:
+    """Write a held job's progress (fenced). Returns whether a cancel was requested, or None
+    when the lease was lost."""
+    record = await db.fetchrow(queries.SET_PROGRESS, job_id, lease_token, progress_json)
+    return None if record is None else bool(record["cancel_requested"])
+
+
+async def lock_held(conn: asyncpg.Connection, job_id: int, lease_token: int) -> bool:
+    """Inside `conn`'s transaction, lock the held job's row (the reaper then cannot take it
+    until the transaction ends); False when the lease is already lost."""
+    return await conn.fetchrow(queries.LOCK_HELD_JOB, job_id, lease_token) is not None
+
+
+async def complete_held(conn: asyncpg.Connection, success: Success) -> models.Job | None:
+    """Write one success inside `conn`'s transaction (fenced); None when the lease was lost."""
+    record = await conn.fetchrow(
+        queries.COMPLETE_JOB,
+        success.job_id,
+        success.lease_token,
+        success.result_json,
+        success.progress_json,
+    )
+    return _job_or_none(record)
+
+
+async def seconds_until_due(
+    db: Executor, queues: Sequence[str], kinds: Sequence[str]
+) -> float | None:
+    """Seconds until the next delayed job of these queues and kinds is due; None if none is."""
+    value = await db.fetchval(queries.SECONDS_UNTIL_DUE, list(queues), list(kinds))
+    return None if value is None else float(value)
+
+
+# -- the reaper ------------------------------------------------------------------------------
+
+
+async def reap(db: Executor, policy: retry.RetryPolicy, *, batch_size: int) -> list[models.Job]:
+    """Move one batch of jobs whose lease expired on: back to queued after their backoff,
+    failed once their attempts are spent, cancelled when a cancel was pending.
+
+    Returns the jobs as reaped (empty when another reaper holds the lock). A transaction-scoped
+    advisory lock lets one reaper work at a time, and `SKIP LOCKED` keeps even concurrent runs
+    disjoint, so every worker may run it.
+    """
+    async with _connection(db) as conn, conn.transaction():
+        if not await conn.fetchval(queries.TRY_REAPER_LOCK):
+            return []
+        expired = await conn.fetch(queries.SELECT_EXPIRED_LEASES, batch_size)
+        if not expired:
+            return []
+        # The backoff comes from the pure policy; the database adds it to its own now(). The
+        # rows are locked, so nobody changes them in between.
+        delays = json.dumps({str(r["id"]): policy.delay_s(max(r["attempts"], 1)) for r in expired})
+        records = await conn.fetch(queries.REAP_JOBS, [r["id"] for r in expired], delays)
+    return _jobs(records)

@@ -1,0 +1,163 @@
+"""`Maintenance`: the chores every worker does beside running jobs, as one supervised service.
+
+- reap: running jobs whose lease expired go back to the queue with backoff (or fail once
+  their attempts are spent); every worker runs it, one at a time across the fleet;
+- retention: old finished jobs are deleted in short batches;
+- backlog: a warning when more runnable jobs wait than the threshold;
+- vacuum: a busy worker VACUUMs the queue's tables every so many jobs (see
+  `WorkerConfig.vacuum_every_jobs` for why autovacuum alone is not enough).
+
+Each chore has its own interval; one that fails is logged and tried again soon, never stopping
+the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from pgqueue import models, store
+from pgqueue.worker import events
+from pgqueue.worker.config import WorkerConfig
+from pgqueue.worker.transient import TRANSIENT_ERRORS
+
+logger = logging.getLogger("pgqueue.worker")
+
+REAP_BATCH = 500  # expired leases handled per transaction
+PURGE_BATCH = 1000  # rows per retention DELETE: short transactions, short locks
+PURGE_MAX_BATCHES = 100  # per retention pass
+BACKLOG_CHECK_INTERVAL_S = 10.0
+BACKLOG_WARN_EVERY_S = 60.0
+VACUUM_CHECK_INTERVAL_S = 2.0
+ERROR_DELAY_S = 1.0  # seconds a failed chore waits before its next try
+
+
+@dataclasses.dataclass(slots=True)
+class _Chore:
+    name: str
+    interval_s: float
+    once: Callable[[], Awaitable[None]]
+    due: float = 0.0  # time.monotonic()
+
+
+class Maintenance:
+    """Runs the chores; run `run()` as a supervised task.
+
+    Args:
+        db: the worker's own pool.
+        config: the worker's options (intervals, retention, thresholds).
+        hooks: the `stalled` hook hears of every job the reaper moved on.
+        on_requeued: called when reaped jobs went back to the queue (wake the claim loop).
+        jobs_done: how many jobs this worker has finished so far (for the vacuum chore).
+    """
+
+    def __init__(
+        self,
+        db: store.Executor,
+        config: WorkerConfig,
+        hooks: events.Hooks,
+        *,
+        on_requeued: Callable[[], None],
+        jobs_done: Callable[[], int],
+    ) -> None:
+        self._db = db
+        self._config = config
+        self._hooks = hooks
+        self._on_requeued = on_requeued
+        self._jobs_done = jobs_done
+        self._vacuumed_at_jobs = 0
+        self._last_backlog_warning = float("-inf")
+        self._chores = [
+            _Chore("reaper", config.reap_every_s, self.reap_once),
+            _Chore("retention", config.maintenance_interval_s, self.purge_once),
+            _Chore("backlog", BACKLOG_CHECK_INTERVAL_S, self.check_backlog),
+        ]
+        if config.vacuum_every_jobs:
+            self._chores.append(_Chore("vacuum", VACUUM_CHECK_INTERVAL_S, self.vacuum_if_busy))
+
+    async def run(self) -> None:
+        """Do each chore when it is due, until cancelled."""
+        while True:
+            now = time.monotonic()
+            for chore in self._chores:
+                if chore.due > now:
+                    continue
+                try:
+                    await chore.once()
+                except Exception as exc:  # a chore survives anything a database can throw
+                    log = logger.warning if isinstance(exc, TRANSIENT_ERRORS) else logger.exception
+                    log("%s failed: %s", chore.name, exc, extra={"action": f"{chore.name}_failed"})
+                    chore.due = time.monotonic() + min(chore.interval_s, ERROR_DELAY_S)
+                else:
+                    chore.due = time.monotonic() + chore.interval_s
+            await asyncio.sleep(max(0.0, min(c.due for c in self._chores) - time.monotonic()))
+
+    async def reap_once(self) -> None:
+        """Move one batch of expired leases on, and tell the `stalled` hooks."""
+        reaped = await store.reap(self._db, self._config.retry_policy, batch_size=REAP_BATCH)
+        if not reaped:
+            return
+        logger.warning(
+            "reaped %d job(s) with expired leases",
+            len(reaped),
+            extra={"action": "jobs_reaped", "job_ids": [job.id for job in reaped]},
+        )
+        for job in reaped:
+            await self._hooks.emit(
+                events.Event(
+                    "stalled",
+                    job.id,
+                    job=job,
+                    error=job.last_error,
+                    will_retry=job.state is models.JobState.QUEUED,
+                )
+            )
+        if any(job.state is models.JobState.QUEUED for job in reaped):
+            self._on_requeued()
+
+    async def purge_once(self) -> None:
+        """Delete finished jobs past their retention."""
+        rules = [
+            (("succeeded", "cancelled"), self._config.retention_succeeded_s),
+            (("failed",), self._config.retention_failed_s),
+        ]
+        deleted = await store.purge_finished(
+            self._db, rules, batch_size=PURGE_BATCH, max_batches=PURGE_MAX_BATCHES
+        )
+        if deleted:
+            logger.info(
+                "retention deleted %d finished job(s)", deleted, extra={"action": "retention"}
+            )
+
+    async def check_backlog(self) -> None:
+        """Warn (at most once a minute) when the runnable backlog passes the threshold."""
+        waiting = await store.count_waiting(self._db, self._config.queues)
+        now = time.monotonic()
+        if (
+            waiting > self._config.backlog_warn
+            and now - self._last_backlog_warning >= BACKLOG_WARN_EVERY_S
+        ):
+            self._last_backlog_warning = now
+            logger.warning(
+                "backlog: %d runnable jobs waiting (threshold %d)",
+                waiting,
+                self._config.backlog_warn,
+                extra={"action": "backlog", "waiting": waiting},
+            )
+
+    async def vacuum_if_busy(self) -> None:
+        """VACUUM the queue's tables once this worker finished enough jobs since the last."""
+        done = self._jobs_done()
+        if done - self._vacuumed_at_jobs < self._config.vacuum_every_jobs:
+            return
+        self._vacuumed_at_jobs = done
+        started = time.monotonic()
+        await store.vacuum(self._db)
+        logger.info(
+            "vacuumed the queue's tables in %.2fs",
+            time.monotonic() - started,
+            extra={"action": "vacuum"},
+        )

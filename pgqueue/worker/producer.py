@@ -1,0 +1,198 @@
+"""`Producer`: the claim loop, and the one owner of the worker's slots.
+
+A slot is taken before a claim (so that the worker never holds more jobs than its concurrency)
+and is held by the claimed job until its outcome is written; then the completer, which writes
+every outcome, hands it back here: `release(n)`, or, under load, `handoff(n)` so that the
+statement writing those successes claims the jobs that take their slots (`delivered`). Nothing
+else changes the slot count, so `slots.in_use` is always "jobs claimed and not yet written,
+plus claims in flight".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import random
+from collections.abc import Callable, Sequence
+
+from pgqueue import models, store
+from pgqueue.worker.slots import Slots
+from pgqueue.worker.transient import TRANSIENT_ERRORS, retry_delay_s
+from pgqueue.worker.waiting import wait_any
+
+logger = logging.getLogger("pgqueue.worker")
+
+DUE_MARGIN_S = 0.005  # seconds; wake just after a delayed job is due, not just before
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ClaimTemplate:
+    """What every claim of one worker has in common."""
+
+    queues: Sequence[str]
+    kinds: Sequence[str]
+    worker_id: str
+    lease_s: float
+
+    def request(self, limit: int) -> store.ClaimRequest:
+        """A claim of at most `limit` jobs."""
+        return store.ClaimRequest(
+            queues=self.queues,
+            kinds=self.kinds,
+            limit=limit,
+            worker_id=self.worker_id,
+            lease_s=self.lease_s,
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Handoff:
+    """Slots lent to a complete-and-claim statement: `freed` came from the completions it
+    writes, `taken` were free besides."""
+
+    request: store.ClaimRequest
+    freed: int
+
+    @property
+    def taken(self) -> int:
+        """Free slots taken for this claim on top of the freed ones."""
+        return self.request.limit - self.freed
+
+
+class Producer:
+    """Claims jobs into free slots and starts them.
+
+    Args:
+        db: the worker's own pool.
+        slots: the worker's slots (this object is their only user besides the completer's
+            calls back into it).
+        template: the claims' queues, kinds, worker id and lease.
+        start: starts one claimed job (the worker creates its task).
+        poll_interval_s: the longest an idle worker waits without a notification.
+        burst: return once nothing is runnable and every claimed job's outcome is written.
+    """
+
+    def __init__(
+        self,
+        db: store.Executor,
+        slots: Slots,
+        template: ClaimTemplate,
+        start: Callable[[models.Job], None],
+        *,
+        poll_interval_s: float,
+        burst: bool = False,
+    ) -> None:
+        self._db = db
+        self.slots = slots
+        self._template = template
+        self._start = start
+        self._poll_interval_s = poll_interval_s
+        self._burst = burst
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self.idle = asyncio.Event()  # set while waiting for work with free slots
+
+    def wake(self) -> None:
+        """Look for jobs now (a notification arrived, or jobs were requeued)."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Claim nothing more; `run` returns."""
+        self._stopping.set()
+        self._wake.set()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether `stop` was called."""
+        return self._stopping.is_set()
+
+    async def run(self) -> None:
+        """Claim until stopped (or, in burst mode, until there is nothing left to do)."""
+        failures = 0
+        while not self._stopping.is_set():
+            self.slots.freed.clear()
+            if self.slots.free <= 0:
+                # Every slot is busy: sleep until one frees rather than polling the database.
+                await wait_any(self.slots.freed, self._stopping)
+                continue
+            self._wake.clear()
+            # Slots are taken before the claim, so the worker never holds more jobs than its
+            # concurrency, whatever a hand-off claims meanwhile.
+            taken = self.slots.take_all()
+            try:
+                jobs = await store.claim(self._db, self._template.request(taken))
+                failures = 0
+            except Exception as exc:  # the claim loop must outlive any database trouble
+                self.slots.give_back(taken)
+                failures += 1
+                delay = min(self._poll_interval_s, retry_delay_s(failures))
+                log = logger.warning if isinstance(exc, TRANSIENT_ERRORS) else logger.exception
+                log(
+                    "claim failed (%s); retrying in %.2fs",
+                    exc,
+                    delay,
+                    extra={"action": "claim_failed"},
+                )
+                await wait_any(self._stopping, timeout=delay)
+                continue
+            self.slots.give_back(taken - len(jobs))
+            for job in jobs:
+                self._start(job)
+            if len(jobs) == taken:
+                continue  # maybe more are waiting: claim again at once
+            if self._burst:
+                if self.slots.in_use == 0:
+                    return  # nothing runnable was left, and every outcome is written
+                self.slots.freed.clear()
+                await wait_any(self.slots.freed, self._stopping)
+                continue
+            await self._idle()
+
+    async def _idle(self) -> None:
+        # Jittered so that many idle workers do not poll in lockstep.
+        timeout = self._poll_interval_s * random.uniform(0.8, 1.0)
+        try:
+            due_s = await store.seconds_until_due(
+                self._db, self._template.queues, self._template.kinds
+            )
+        except Exception as exc:  # only an optimisation: the poll still comes
+            logger.debug("next-due lookup failed: %s", exc)
+            due_s = None
+        if due_s is not None:
+            # Delayed jobs and retries start at their run_at, not at the next poll.
+            timeout = min(timeout, max(due_s, 0.0) + DUE_MARGIN_S)
+        self.idle.set()
+        try:
+            await wait_any(self._wake, self._stopping, timeout=timeout)
+        finally:
+            self.idle.clear()
+
+    # -- the completer's side: slots come back with the outcomes that held them -------------
+
+    def release(self, count: int) -> None:
+        """`count` jobs' outcomes are written (or abandoned): their slots are free."""
+        self.slots.give_back(count)
+
+    def handoff(self, freed: int) -> Handoff | None:
+        """Lend the slots of `freed` completions, and every free one, to the statement that
+        writes them; None when no claim should ride along (stopping)."""
+        if self._stopping.is_set() or freed < 1:
+            return None
+        limit = freed + self.slots.take_all()
+        return Handoff(self._template.request(limit), freed)
+
+    def delivered(self, handoff: Handoff, jobs: list[models.Job]) -> None:
+        """The statement ran: start what it claimed; the slots it did not fill are free."""
+        self.slots.give_back(handoff.request.limit - len(jobs))
+        for job in jobs:
+            self._start(job)
+        # Full hand-off: the queue is busy, look again. Short one: the claim ran in the
+        # completing statement's snapshot, so jobs whose concurrency key that completion
+        # frees only become claimable after it commits; the claim loop must look then.
+        self._wake.set()
+
+    def failed(self, handoff: Handoff) -> None:
+        """The statement failed and wrote nothing: the free slots taken for it come back; the
+        freed ones stay with the completions, which are written again (or abandoned)."""
+        self.slots.give_back(handoff.taken)
