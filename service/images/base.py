@@ -39,6 +39,9 @@ class ImageRequest:
         style: the project's visual style (may be empty).
         aspect_ratio: one of `SIZES`.
         characters: the characters in the shot, in the project's order.
+        request_id: names this request to the upstream and in logs (the http provider sends
+            it as `X-Request-Id`), e.g. `storyboard-<project_id>-<shot_number>-<job_id>`;
+            empty for none. Upstreams ignore it; operators and test fakes attribute calls by it.
     """
 
     shot_number: int
@@ -46,6 +49,7 @@ class ImageRequest:
     style: str
     aspect_ratio: str
     characters: tuple[CharacterRef, ...] = ()
+    request_id: str = ""
 
     def __post_init__(self) -> None:
         if self.aspect_ratio not in SIZES:

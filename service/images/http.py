@@ -1,6 +1,7 @@
 """`HttpImageProvider`: the Seedream / OpenAI-images-compatible upstream call of CONTRACT.md.
 
-`POST {base}/images/generations` with a bearer key; the answer's `data[0]` holds `b64_json`,
+`POST {base}/images/generations` with a bearer key (and the request's `X-Request-Id`, which
+upstreams ignore and logs and test fakes correlate by); the answer's `data[0]` holds `b64_json`,
 or a `url` that is then fetched. Status codes map to the error classes: 408, 409, 425, 429 and
 5xx, time-outs and connection errors may pass on a later attempt (`RetryableImageError`, with
 `Retry-After` for 429 and 503); any other 4xx will not (`PermanentImageError`, carrying the
@@ -22,6 +23,7 @@ import httpx
 from service.images.base import GeneratedImage, ImageRequest
 from service.images.errors import PermanentImageError, RetryableImageError
 
+REQUEST_ID_HEADER = "X-Request-Id"  # carries `ImageRequest.request_id`, when it has one
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
 RETRY_AFTER_STATUS = frozenset({429, 503})
 MAX_RETRY_AFTER_S = 3600.0  # never wait longer than this, whatever the upstream says
@@ -75,6 +77,8 @@ class HttpImageProvider:
     async def generate(self, request: ImageRequest) -> GeneratedImage:
         """Generate one image; raises `RetryableImageError` or `PermanentImageError`."""
         headers = {"Authorization": f"Bearer {self._api_key}"}
+        if request.request_id:
+            headers[REQUEST_ID_HEADER] = request.request_id
         response = await self._send(
             "POST", self._endpoint, json=self.request_body(request), headers=headers
         )
