@@ -105,6 +105,7 @@ async def generate_storyboard(ctx: JobContext) -> dict[str, Any]:
         style=record["style"],
         aspect_ratio=record["aspect_ratio"],
         characters=tuple(CharacterRef(**c) for c in characters),
+        request_id=f"storyboard-{project_id}-{shot_number}-{ctx.job.id}",
     )
     await ctx.progress(10, f"generating shot {shot_number}", shot_number=shot_number)
     try:
