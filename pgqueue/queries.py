@@ -260,6 +260,14 @@ WHERE id = $1 AND lease_token = $2 AND state = 'running'
 FOR NO KEY UPDATE
 """
 
+# -- extend_held_lease: at the end of a handler's transaction, which held the job's row locked
+# -- (so the heartbeat skipped it), renew its lease as of the commit: clock_timestamp(), since
+# -- now() inside a transaction is its start, and a long transaction may have outlived a lease.
+EXTEND_HELD_LEASE = """
+UPDATE pgqueue.jobs SET lease_expires_at = clock_timestamp() + make_interval(secs => $3)
+WHERE id = $1 AND lease_token = $2 AND state = 'running'
+"""
+
 # -- complete_job: fenced success
 COMPLETE_JOB = """
 UPDATE pgqueue.jobs

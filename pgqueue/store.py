@@ -430,6 +430,14 @@ async def lock_held(conn: asyncpg.Connection, job_id: int, lease_token: int) -> 
     return await conn.fetchrow(queries.LOCK_HELD_JOB, job_id, lease_token) is not None
 
 
+async def extend_held(
+    conn: asyncpg.Connection, job_id: int, lease_token: int, lease_s: float
+) -> None:
+    """Inside `conn`'s transaction (which holds the job's row), renew its lease from the
+    moment of the call, not from the transaction's start."""
+    await conn.execute(queries.EXTEND_HELD_LEASE, job_id, lease_token, lease_s)
+
+
 async def complete_held(conn: asyncpg.Connection, success: Success) -> models.Job | None:
     """Write one success inside `conn`'s transaction (fenced); None when the lease was lost."""
     record = await conn.fetchrow(

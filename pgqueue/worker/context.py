@@ -27,6 +27,7 @@ class JobContext:
         on_progress: called with each progress update (the worker's event hook).
         handler_pool: the pool of `transaction()` (default: `pool`). The worker passes one
             with the server's default settings, since its own runs with generic plans.
+        lease_s: the worker's lease; a `transaction()` renews it for this long as it ends.
     """
 
     def __init__(
@@ -38,6 +39,7 @@ class JobContext:
         progress_interval_s: float = 1.0,
         on_progress: ProgressHook | None = None,
         handler_pool: asyncpg.Pool | None = None,
+        lease_s: float | None = None,
     ) -> None:
         if job.lease_token is None:
             raise ValueError("a JobContext needs a claimed job (with a lease_token)")
@@ -53,6 +55,8 @@ class JobContext:
         self.latest_progress: dict[str, Any] | None = None
         self.completed_in_transaction = False
         self.completed_result: Any = None  # what complete_in() stored
+        self.in_transaction = False  # inside transaction(): the job's row is locked by us
+        self._lease_s = lease_s
 
     @property
     def payload(self) -> Any:
@@ -88,7 +92,9 @@ class JobContext:
         if self._on_progress is not None:
             await self._on_progress(self.job, value)
         now = time.monotonic()
-        if now - self._last_write < self._interval_s:
+        # Inside transaction() the row is ours, locked: a write on another connection would
+        # wait for that lock, that is for this very handler. It is written later instead.
+        if self.in_transaction or now - self._last_write < self._interval_s:
             self._pending_json = encoded
             return
         self._last_write = now
@@ -120,7 +126,15 @@ class JobContext:
         async with self._handler_pool.acquire() as conn, conn.transaction():
             if not await store.lock_held(conn, self.job.id, self._token):
                 raise errors.LeaseLost()
-            yield conn
+            # While the row is locked, the heartbeat skips it (it would otherwise wait behind
+            # this transaction with every other job's renewal) and nobody can reap it.
+            self.in_transaction = True
+            try:
+                yield conn
+                if self._lease_s is not None:
+                    await store.extend_held(conn, self.job.id, self._token, self._lease_s)
+            finally:
+                self.in_transaction = False
 
     async def complete_in(self, conn: asyncpg.Connection, result: Any = None) -> None:
         """Mark the job succeeded inside `conn`'s transaction (one opened by `transaction()`).

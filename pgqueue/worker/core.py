@@ -68,6 +68,7 @@ class Worker:
         self._state: Any = None
         self._stop_requested = False
         self._abort = asyncio.Event()
+        self._idle = asyncio.Event()
         self._pool: asyncpg.Pool | None = None
         self._handler_pool: asyncpg.Pool | None = None
         self._listener: Listener | None = None
@@ -104,8 +105,7 @@ class Worker:
     @property
     def idle(self) -> asyncio.Event:
         """Set while the worker waits for work with free slots (for tests and tooling)."""
-        assert self._producer is not None, "the worker is not running"
-        return self._producer.idle
+        return self._idle
 
     async def run(self) -> None:
         """Run until `stop()` (or, with `burst`, until nothing is runnable)."""
@@ -133,6 +133,7 @@ class Worker:
             self._start,
             poll_interval_s=config.poll_interval_s,
             burst=config.burst,
+            idle=self._idle,
         )
         self._producer = producer
         if self._stop_requested:
@@ -194,6 +195,7 @@ class Worker:
             progress_interval_s=self.config.progress_interval_s,
             on_progress=self._on_progress,
             handler_pool=self._handler_pool,
+            lease_s=self.config.lease_s,
         )
         running = RunningJob(
             job=job, context=context, lease_deadline=time.monotonic() + self.config.lease_s

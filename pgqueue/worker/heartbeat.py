@@ -111,6 +111,12 @@ class Heartbeat:
             running = self._running.get(job_id)
             if running is not None:
                 running.lease_deadline = sent_at + self._lease_s
+        for job_id in renewal.busy:
+            running = self._running.get(job_id)
+            # Locked by its own handler's transaction: nobody can take it until that ends,
+            # and the transaction renews the lease as it commits.
+            if running is not None and running.context.in_transaction:
+                running.lease_deadline = sent_at + self._lease_s
         for job_id in renewal.cancel_requested:
             running = self._running.get(job_id)
             if running is not None:

@@ -71,6 +71,7 @@ class Producer:
         start: starts one claimed job (the worker creates its task).
         poll_interval_s: the longest an idle worker waits without a notification.
         burst: return once nothing is runnable and every claimed job's outcome is written.
+        idle: the event to set while waiting for work with free slots.
     """
 
     def __init__(
@@ -82,6 +83,7 @@ class Producer:
         *,
         poll_interval_s: float,
         burst: bool = False,
+        idle: asyncio.Event | None = None,
     ) -> None:
         self._db = db
         self.slots = slots
@@ -91,7 +93,7 @@ class Producer:
         self._burst = burst
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
-        self.idle = asyncio.Event()  # set while waiting for work with free slots
+        self.idle = idle or asyncio.Event()  # set while waiting for work with free slots
 
     def wake(self) -> None:
         """Look for jobs now (a notification arrived, or jobs were requeued)."""
@@ -152,6 +154,9 @@ class Producer:
     async def _idle(self) -> None:
         # Jittered so that many idle workers do not poll in lockstep.
         timeout = self._poll_interval_s * random.uniform(0.8, 1.0)
+        # A slot freed from here on means an outcome was written: a retry may now be due
+        # sooner than anything the lookup below can see, so look again then.
+        self.slots.freed.clear()
         try:
             due_s = await store.seconds_until_due(
                 self._db, self._template.queues, self._template.kinds
@@ -164,7 +169,7 @@ class Producer:
             timeout = min(timeout, max(due_s, 0.0) + DUE_MARGIN_S)
         self.idle.set()
         try:
-            await wait_any(self._wake, self._stopping, timeout=timeout)
+            await wait_any(self._wake, self._stopping, self.slots.freed, timeout=timeout)
         finally:
             self.idle.clear()
 
