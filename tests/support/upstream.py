@@ -1,0 +1,338 @@
+"""A fake image upstream: OpenAI-images-compatible, as CONTRACT.md describes Seedream's API.
+
+A real HTTP server on loopback (uvicorn in a thread of its own, so its timing does not depend
+on the caller's event loop) serving `POST {base}/images/generations` and, for `url` answers,
+the image files. It checks what a real upstream would reject (the bearer key, the JSON body's
+fields), answers each call as the test's `script` says (status, `Retry-After`, `b64_json` or
+`url`, latency), and records every call with its start and end and its request identity.
+
+Calls are attributed by the `X-Request-Id` header the http provider sends
+(`storyboard-<project_id>-<shot_number>-<job_id>`), never by reading the prompt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import dataclasses
+import io
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
+
+import uvicorn
+from PIL import Image
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+API_KEY = "test-key"  # the bearer key the fake expects unless told otherwise
+API_PREFIX = "/api/v3"  # as Seedream's base URL has it
+REQUEST_ID_HEADER = "x-request-id"
+STORYBOARD_PREFIX = "storyboard-"  # request ids of storyboard shots: <prefix><project>-<shot>-<job>
+HANG_S = 30.0  # how long a hung call takes (cut off sooner when the server stops)
+START_TIMEOUT_S = 10.0  # seconds the server may take to bind
+STOP_TIMEOUT_S = 10.0  # seconds its thread may take to exit
+IMAGE_COLOUR = (90, 120, 150)
+
+ImageForm = Literal["b64_json", "url"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Answer:
+    """How the fake answers one call.
+
+    Args:
+        status: 200 for an image; anything else answers an OpenAI-style error.
+        image: for a 200, the image inline (`b64_json`) or as a `url` to fetch.
+        message: for an error, its `error.message`.
+        retry_after: the `Retry-After` header's value, if any.
+        latency_s: seconds before answering (None: the upstream's `latency_s`).
+    """
+
+    status: int = 200
+    image: ImageForm = "b64_json"
+    message: str = ""
+    retry_after: str | None = None
+    latency_s: float | None = None
+
+
+def error(
+    status: int, message: str, *, retry_after: str | None = None, latency_s: float | None = None
+) -> Answer:
+    """An error answer, e.g. `error(429, "rate limited", retry_after="1.5")`."""
+    return Answer(status=status, message=message, retry_after=retry_after, latency_s=latency_s)
+
+
+def hang(seconds: float = HANG_S) -> Answer:
+    """An answer that takes `seconds` (a 504 then), or until the server stops: a hung upstream."""
+    return error(504, "hung", latency_s=seconds)
+
+
+@dataclasses.dataclass(slots=True)
+class Call:
+    """One request the fake received.
+
+    Args:
+        request_id: the `X-Request-Id` header as sent ("" without one).
+        project_id: the project of a storyboard request id ("" otherwise).
+        shot_number: the shot of a storyboard request id (0 otherwise).
+        job_id: the job of a storyboard request id (0 otherwise).
+        nth: 1 for the first call of this project and shot, 2 for the next (a retry), ...
+        body: the JSON body.
+        headers: the request headers (lower-case names).
+        started: `time.monotonic()` as it came in.
+        ended: ... and as it was answered (None while in flight).
+        status: the status it was answered with (None while in flight).
+    """
+
+    request_id: str
+    project_id: str
+    shot_number: int
+    job_id: int
+    nth: int
+    body: dict[str, Any]
+    headers: dict[str, str]
+    started: float
+    ended: float | None = None
+    status: int | None = None
+
+
+Script = Callable[[Call], Answer | None]  # a call's answer; None: the default image answer
+
+
+def parse_request_id(request_id: str) -> tuple[str, int, int]:
+    """(project_id, shot_number, job_id) of a storyboard request id; ("", 0, 0) otherwise."""
+    if request_id.startswith(STORYBOARD_PREFIX):
+        # The project id is a UUID, hyphens included: the last two fields are the numbers.
+        project_id, _, rest = request_id[len(STORYBOARD_PREFIX) :].rpartition("-")
+        project_id, _, shot = project_id.rpartition("-")
+        if project_id and shot.isdigit() and rest.isdigit():
+            return project_id, int(shot), int(rest)
+    return "", 0, 0
+
+
+class FakeUpstream:
+    """The fake upstream: `start()` it, point `IMAGE_API_BASE` at `base_url`, `stop()` it.
+
+    Args:
+        latency_s: how long each call takes before it is answered (an `Answer` may say otherwise).
+        image: how a normal answer carries the image: `b64_json` or `url`.
+        api_key: the bearer key it accepts (None: any).
+
+    Set `script` to decide each call's answer; read `calls`, `calls_for()`, `max_in_flight`
+    (per project) and `max_total_in_flight`. Attributes are safe to read from another thread.
+    """
+
+    def __init__(
+        self,
+        *,
+        latency_s: float = 0.0,
+        image: ImageForm = "b64_json",
+        api_key: str | None = API_KEY,
+    ) -> None:
+        self.latency_s = latency_s
+        self.image: ImageForm = image
+        self.api_key = api_key
+        self.script: Script | None = None
+        self.calls: list[Call] = []
+        self.max_in_flight: dict[str, int] = defaultdict(int)  # project_id -> most at once
+        self.max_total_in_flight = 0
+        self.port = 0
+        self._lock = threading.Lock()
+        self._in_flight: dict[str, int] = defaultdict(int)
+        self._total_in_flight = 0
+        self._files: dict[str, bytes] = {}
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        """`IMAGE_API_BASE` for this server."""
+        return f"http://127.0.0.1:{self.port}{API_PREFIX}"
+
+    def calls_for(self, project_id: str, shot_number: int | None = None) -> list[Call]:
+        """The calls of one project (and shot), in the order they came in."""
+        with self._lock:
+            return [
+                c
+                for c in self.calls
+                if c.project_id == project_id
+                and (shot_number is None or c.shot_number == shot_number)
+            ]
+
+    def reset(self) -> None:
+        """Forget the calls and the peaks (between two measurements, with nothing in flight)."""
+        with self._lock:
+            self.calls = []
+            self.max_in_flight.clear()
+            self.max_total_in_flight = self._total_in_flight
+
+    def start(self) -> None:
+        """Serve on a free loopback port; return once it accepts connections."""
+        app = Starlette(
+            routes=[
+                Route(f"{API_PREFIX}/images/generations", self._generate, methods=["POST"]),
+                Route("/files/{name}", self._file, methods=["GET"]),
+            ]
+        )
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", access_log=False
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="fake-upstream", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not self._server.started:
+            # A thread, not a coroutine: polling is the only way to see uvicorn bind.
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the fake upstream did not start")
+            time.sleep(0.01)
+        self.port = self._server.servers[0].sockets[0].getsockname()[1]
+
+    def stop(self) -> None:
+        """Stop serving, cutting off the calls still in flight (hung ones included)."""
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._server.force_exit = True
+            self._thread.join(timeout=STOP_TIMEOUT_S)
+
+    async def _generate(self, request: Request) -> Response:
+        request_id = request.headers.get(REQUEST_ID_HEADER, "")
+        project_id, shot_number, job_id = parse_request_id(request_id)
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        with self._lock:
+            nth = 1 + sum(
+                1 for c in self.calls if (c.project_id, c.shot_number) == (project_id, shot_number)
+            )
+            call = Call(
+                request_id=request_id,
+                project_id=project_id,
+                shot_number=shot_number,
+                job_id=job_id,
+                nth=nth,
+                body=body if isinstance(body, dict) else {},
+                headers=dict(request.headers),
+                started=time.monotonic(),
+            )
+            self.calls.append(call)
+            self._in_flight[project_id] += 1
+            self._total_in_flight += 1
+            self.max_in_flight[project_id] = max(
+                self.max_in_flight[project_id], self._in_flight[project_id]
+            )
+            self.max_total_in_flight = max(self.max_total_in_flight, self._total_in_flight)
+        try:
+            response = self._refusal(request, body)
+            if response is None:
+                answer = (self.script(call) if self.script else None) or Answer(image=self.image)
+                latency_s = self.latency_s if answer.latency_s is None else answer.latency_s
+                if latency_s:
+                    await asyncio.sleep(latency_s)
+                response = self._answer(answer, call)
+            call.status = response.status_code
+            return response
+        finally:
+            with self._lock:
+                call.ended = time.monotonic()
+                self._in_flight[project_id] -= 1
+                self._total_in_flight -= 1
+
+    def _refusal(self, request: Request, body: Any) -> Response | None:
+        """What a real upstream answers a request it will not take, or None for a valid one."""
+        if self.api_key is not None and request.headers.get("authorization") != (
+            f"Bearer {self.api_key}"
+        ):
+            return _error_response(401, "invalid_api_key", "wrong or missing bearer key")
+        if not isinstance(body, dict):
+            return _error_response(400, "invalid_request", "the body must be a JSON object")
+        problems = [
+            field
+            for field, valid in (
+                ("model", isinstance(body.get("model"), str) and body["model"]),
+                ("prompt", isinstance(body.get("prompt"), str) and body["prompt"]),
+                ("size", _size(body.get("size")) is not None),
+                ("response_format", body.get("response_format") in ("b64_json", "url")),
+                ("n", body.get("n", 1) == 1),
+                ("image", _string_list(body.get("image", []))),
+            )
+            if not valid
+        ]
+        if problems:
+            return _error_response(400, "invalid_request", f"invalid {', '.join(problems)}")
+        return None
+
+    def _answer(self, answer: Answer, call: Call) -> Response:
+        if answer.status != 200:
+            headers = {"Retry-After": answer.retry_after} if answer.retry_after else None
+            return _error_response(answer.status, f"E{answer.status}", answer.message, headers)
+        width, height = _size(call.body["size"]) or (1, 1)
+        if answer.image == "url":
+            name = f"{len(self._files)}-{call.shot_number}-{call.nth}.png"
+            self._files[name] = png_bytes(width, height)
+            return JSONResponse({"data": [{"url": f"http://127.0.0.1:{self.port}/files/{name}"}]})
+        return JSONResponse({"data": [{"b64_json": _png_base64(width, height)}]})
+
+    async def _file(self, request: Request) -> Response:
+        data = self._files.get(request.path_params["name"])
+        if data is None:
+            return Response(status_code=404)
+        return Response(data, media_type="image/png")
+
+
+def _error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
+    )
+
+
+def _size(value: Any) -> tuple[int, int] | None:
+    if not isinstance(value, str):
+        return None
+    width, _, height = value.partition("x")
+    if not (width.isdigit() and height.isdigit()):
+        return None
+    return int(width), int(height)
+
+
+def _string_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+_PNGS: dict[tuple[int, int], bytes] = {}
+_PNGS_BASE64: dict[tuple[int, int], str] = {}
+
+
+def png_bytes(width: int, height: int) -> bytes:
+    """The PNG every image answer carries for this size (one flat colour; cached)."""
+    if (width, height) not in _PNGS:
+        buffer = io.BytesIO()
+        Image.new("RGB", (width, height), IMAGE_COLOUR).save(buffer, format="PNG")
+        _PNGS[(width, height)] = buffer.getvalue()
+    return _PNGS[(width, height)]
+
+
+def _png_base64(width: int, height: int) -> str:
+    if (width, height) not in _PNGS_BASE64:
+        _PNGS_BASE64[(width, height)] = base64.b64encode(png_bytes(width, height)).decode()
+    return _PNGS_BASE64[(width, height)]
+
+
+@contextlib.contextmanager
+def running(**options: Any) -> Iterator[FakeUpstream]:
+    """A started `FakeUpstream` (options as its constructor's), stopped on exit."""
+    server = FakeUpstream(**options)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
