@@ -11,9 +11,9 @@ import pytest
 
 from devserver.embedded import EmbeddedPostgres
 from pgqueue import JobSpec, Queue
-from tests import dbutil
 from tests.acceptance.conftest import StartWorker
-from tests.helpers import wait_for
+from tests.support import db
+from tests.support.wait import wait_for
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def embedded(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
     server = EmbeddedPostgres(tmp_path / "pgdata", fast=True)
     url = server.start()
     try:
-        dbutil.migrate(url)
+        db.migrate(url)
         yield server
     finally:
         server.stop()

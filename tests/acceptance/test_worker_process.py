@@ -7,19 +7,14 @@ import json
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import asyncpg
 import pytest
 
 from pgqueue import JobSpec, Queue
 from tests.acceptance.conftest import StartWorker
-from tests.dbutil import ROOT
-from tests.helpers import wait_for
-
-
-async def _exited(process: subprocess.Popen[bytes]) -> bool:
-    return process.poll() is not None
+from tests.support.processes import ROOT
+from tests.support.wait import wait_for
 
 
 async def _count(pool: asyncpg.Pool, where: str) -> int:
@@ -52,8 +47,7 @@ async def test_burst_drains_the_queue_and_exits(
     await queue.enqueue_many([JobSpec(kind="noop") for _ in range(200)])
     await queue.enqueue("noop", queue="not-mine")
     worker = start_worker("--burst", "--concurrency", "10")
-    await wait_for(lambda: _exited(worker), timeout=30)
-    assert worker.returncode == 0
+    await worker.exited(30, expect=0)
     assert await _count(pool, "state = 'succeeded'") == 200
     assert await _count(pool, "state = 'queued' AND queue = 'not-mine'") == 1
 
@@ -65,8 +59,7 @@ async def test_sigterm_releases_unfinished_jobs_without_spending_attempts(
     worker = start_worker("--concurrency", "3", env={"PGQUEUE_SHUTDOWN_GRACE_S": "0.5"})
     await wait_for(lambda: _has(pool, "state = 'running'", 3), timeout=15)
     worker.send_signal(signal.SIGTERM)
-    await wait_for(lambda: _exited(worker), timeout=10)
-    assert worker.returncode == 0
+    await worker.exited(10, expect=0)
     rows = await pool.fetch("SELECT state, attempts FROM pgqueue.jobs")
     assert [(r["state"], r["attempts"]) for r in rows] == [("queued", 0)] * 5
 
@@ -78,8 +71,7 @@ async def test_sigterm_lets_running_jobs_finish_within_the_grace(
     worker = start_worker("--concurrency", "3", env={"PGQUEUE_SHUTDOWN_GRACE_S": "20"})
     await wait_for(lambda: _has(pool, "state = 'running'", 3), timeout=15)
     worker.send_signal(signal.SIGTERM)
-    await wait_for(lambda: _exited(worker), timeout=15)
-    assert worker.returncode == 0
+    await worker.exited(15, expect=0)
     assert await _count(pool, "state = 'succeeded'") == 3
 
 
@@ -106,7 +98,7 @@ async def test_kill_9_then_restart_recovers_every_job_once(
         await pool.fetchval("SELECT string_agg(last_error, ' ') FROM pgqueue.jobs") or ""
     )
     second.send_signal(signal.SIGTERM)
-    await wait_for(lambda: _exited(second), timeout=15)
+    await second.exited(15, expect=0)
 
 
 # 8 slots: one complete-and-claim statement in flight per worker; 32: two (the pipeline),
@@ -133,8 +125,7 @@ async def test_racing_workers_run_every_job_exactly_once_and_hold_the_key_cap(
     await queue.enqueue_many(plain + keyed)
     started = [start_worker("--concurrency", concurrency, "--burst") for _ in range(workers)]
     for worker in started:
-        await wait_for(lambda w=worker: _exited(w), timeout=90)  # type: ignore[misc]
-        assert worker.returncode == 0
+        await worker.exited(90, expect=0)
     assert await _count(pool, "state = 'succeeded'") == 5150
     assert await pool.fetchval("SELECT count(*) FROM effects") == 5150
     assert await pool.fetchval("SELECT count(DISTINCT job_id) FROM effects") == 5150
@@ -162,12 +153,11 @@ async def test_worker_keeps_going_while_its_database_connections_are_killed(
     await wait_for(lambda: _has(pool, "state = 'succeeded'", 60), timeout=40)
     assert worker.poll() is None  # still alive
     worker.send_signal(signal.SIGTERM)
-    await wait_for(lambda: _exited(worker), timeout=15)
-    assert worker.returncode == 0
+    await worker.exited(15, expect=0)
 
 
 async def test_settings_come_from_the_environment_and_logs_can_be_json(
-    queue: Queue, pool: asyncpg.Pool, start_worker: StartWorker, tmp_path: Path
+    queue: Queue, pool: asyncpg.Pool, start_worker: StartWorker
 ) -> None:
     await queue.enqueue_many([JobSpec(kind="sleep", payload={"s": 0.3}) for _ in range(6)])
     await queue.enqueue("sleep", {"s": 0}, queue="side")
@@ -183,6 +173,6 @@ async def test_settings_come_from_the_environment_and_logs_can_be_json(
         await asyncio.sleep(0.02)
     assert worker.returncode == 0 and peak == 2
     assert await _count(pool, "state = 'succeeded'") == 7
-    lines = [json.loads(line) for line in (tmp_path / "worker-0.log").read_text().splitlines()]
+    lines = [json.loads(line) for line in worker.output().splitlines()]
     done = [line for line in lines if line.get("action") == "job_succeeded"]
     assert len(done) == 7 and all(line["duration_s"] >= 0 and line["attempt"] == 1 for line in done)

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
-from tests.dbutil import ROOT
+from tests.support import processes, settings
+from tests.support.processes import ROOT
 
 
 def test_readme_shows_the_example_verbatim() -> None:
@@ -17,16 +14,9 @@ def test_readme_shows_the_example_verbatim() -> None:
 
 
 def test_the_example_runs(db_url: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "examples/quickstart.py"],
-        cwd=ROOT,
-        env={**os.environ, "DATABASE_URL": db_url},
-        capture_output=True,
-        text=True,
+    output = processes.run(
+        processes.python_command("examples/quickstart.py"),
+        env={**settings.child_env(), "DATABASE_URL": db_url},
         timeout=60,
-        check=False,
     )
-    assert result.returncode == 0, result.stderr
-    assert (
-        result.stdout.strip() == "succeeded hello, Ada {'message': 'halfway there', 'percent': 50}"
-    )
+    assert output.strip() == "succeeded hello, Ada {'message': 'halfway there', 'percent': 50}"

@@ -13,12 +13,7 @@ another user's, a job of each), so the requests also reach past the 404s.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,8 +24,10 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from service.openapi import openapi_document
-from tests import dbutil
 from tests.service import support
+from tests.support import db
+from tests.support.ports import free_port
+from tests.support.processes import Processes, wait_ready
 
 MAX_EXAMPLES = 40  # per operation and caller; keeps the module well under a minute
 STARTUP_TIMEOUT_S = 30
@@ -61,59 +58,29 @@ def _sometimes_known_ids(context: Any, strategy: st.SearchStrategy[Any]) -> st.S
     return strategy.flatmap(swap)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
-def fuzz_db(admin_url: str, template_db: str) -> Iterator[str]:
+def fuzz_db(databases: db.Databases) -> Iterator[str]:
     """A migrated database for the module's API."""
-    name = dbutil.unique_name("fuzz")
-    asyncio.run(dbutil.create_database(admin_url, name, template=template_db))
-    yield dbutil.with_database(admin_url, name)
-    asyncio.run(dbutil.drop_database(admin_url, name))
+    url = asyncio.run(databases.create("fuzz"))
+    yield url
+    asyncio.run(databases.drop(url))
 
 
 @pytest.fixture(scope="module")
 def api_url(fuzz_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`python -m service api` on a free port; its output is shown at the end."""
+    """`python -m service api` on a free port, for the whole module; its log is shown at the end."""
     workdir = tmp_path_factory.mktemp("fuzz")
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("PGQUEUE_") and k not in support.SERVICE_ENV
-    }
-    env.update(DATABASE_URL=fuzz_db, MEDIA_DIR=str(workdir / "media"))
-    port = _free_port()
-    log = workdir / "api.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "service", "api", "--port", str(port)],
-            cwd=dbutil.ROOT,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
+    processes = Processes(workdir)
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            assert process.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"the API is not ready:\n{log.read_text()}"
-            time.sleep(0.05)
+        port = free_port()
+        env = {"DATABASE_URL": fuzz_db, "MEDIA_DIR": str(workdir / "media")}
+        api = processes.service("api", "--port", str(port), name="api", env=env)
+        url = f"http://127.0.0.1:{port}"
+        asyncio.run(wait_ready(f"{url}/readyz", api, timeout=STARTUP_TIMEOUT_S))
         yield url
     finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=10)
-        sys.stderr.write(f"--- api ---\n{log.read_text(errors='replace')[-4000:]}\n")
+        processes.close()
+        sys.stderr.write(processes.logs() + "\n")
 
 
 @pytest.fixture(scope="module")

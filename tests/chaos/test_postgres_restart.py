@@ -11,10 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -26,31 +22,20 @@ import httpx
 import pytest
 
 from devserver.embedded import EmbeddedPostgres
-from tests import dbutil
-from tests.helpers import wait_for
-from tests.service import support
 from tests.service.support import project_body
+from tests.support import db, settings
+from tests.support.ports import free_port
+from tests.support.processes import Processes, python_command, run, wait_ready
+from tests.support.upstream import FakeUpstream, running
+from tests.support.wait import wait_for
 
 SHOTS = 30
 UPSTREAM_LATENCY_S = 0.4  # per shot; with 3 shots at once the run lasts about 4 s
 STARTUP_TIMEOUT_S = 30
 OUTAGE_S = 3.0  # how long the database stays down: longer than a lease
 RUN_TIMEOUT_S = 90  # the whole run, outage included
-WORKER_SETTINGS = {
-    "PGQUEUE_LEASE_S": "2",
-    "PGQUEUE_RETRY_DELAY_MS": "100",
-    "PGQUEUE_POLL_INTERVAL_S": "0.5",
-    "PGQUEUE_SHUTDOWN_GRACE_S": "2",
-}
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
@@ -75,97 +60,46 @@ def server() -> Iterator[EmbeddedPostgres]:
 def database_url(server: EmbeddedPostgres) -> str:
     """A migrated database of this test's own on the module's server (started if it is down)."""
     server.start()
-    name = dbutil.unique_name("chaos")
-    asyncio.run(dbutil.create_database(server.url, name))
+    name = db.unique_name("chaos")
+    asyncio.run(db.create_database(server.url, name))
     url = server.url_for(name)
-    dbutil.migrate(url)
+    db.migrate(url)
     return url
 
 
-class Processes:
-    """The API and worker processes of the test; each one's output goes to a log file."""
-
-    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
-        self.env = env
-        self.log_dir = log_dir
-        self.started: list[tuple[str, subprocess.Popen[bytes], Path]] = []
-
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        """`python <args>` with the test's environment."""
-        log = self.log_dir / f"{name}.log"
-        with log.open("wb") as output:
-            process = subprocess.Popen(
-                [sys.executable, *args],
-                cwd=dbutil.ROOT,
-                env=self.env,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-            )
-        self.started.append((name, process, log))
-        return process
-
-    def logs(self) -> str:
-        """The tail of every process's output, for failure messages."""
-        return "\n".join(
-            f"--- {name} (exit {process.poll()}) ---\n{log.read_text(errors='replace')[-3000:]}"
-            for name, process, log in self.started
-        )
-
-    def kill_all(self) -> None:
-        """SIGKILL whatever still runs (the test is over; nothing needs a clean stop)."""
-        for _, process, _ in self.started:
-            if process.poll() is None:
-                process.send_signal(signal.SIGKILL)
-        for _, process, _ in self.started:
-            process.wait(timeout=10)
-
-
 @pytest.fixture
-def upstream() -> Iterator[support.FakeUpstream]:
-    with support.running_upstream(latency_s=UPSTREAM_LATENCY_S) as fake:
+def upstream() -> Iterator[FakeUpstream]:
+    """The fake upstream, slow enough that the run still goes on when the server stops."""
+    with running(latency_s=UPSTREAM_LATENCY_S) as fake:
         yield fake
 
 
 @pytest.fixture
-def processes(
-    database_url: str, upstream: support.FakeUpstream, tmp_path: Path
-) -> Iterator[Processes]:
-    env = support.worker_env(database_url, upstream, tmp_path / "media", **WORKER_SETTINGS)
-    started = Processes(env, tmp_path)
-    yield started
-    started.kill_all()
-    sys.stderr.write(started.logs() + "\n")  # shown by pytest when the test failed
+def service_env(database_url: str, upstream: FakeUpstream, tmp_path: Path) -> dict[str, str]:
+    """The settings of the test's API and workers: its database, the fake upstream."""
+    return settings.service_env(database_url, tmp_path / "media", upstream, **settings.WORKER_ENV)
 
 
 @pytest.fixture
-async def api(processes: Processes) -> AsyncIterator[httpx.AsyncClient]:
+async def api(
+    processes: Processes, service_env: dict[str, str]
+) -> AsyncIterator[httpx.AsyncClient]:
     """`python -m service api` on a free port, and a client on it once it is ready."""
-    port = _free_port()
-    process = processes.start("api", "-m", "service", "api", "--port", str(port))
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-
-        async def ready() -> bool:
-            assert process.poll() is None, processes.logs()
-            try:
-                return (await client.get("/readyz")).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        await wait_for(ready, timeout=STARTUP_TIMEOUT_S, message="the API is ready")
+    port = free_port()
+    process = processes.service("api", "--port", str(port), name="api", env=service_env)
+    url = f"http://127.0.0.1:{port}"
+    await wait_ready(f"{url}/readyz", process, timeout=STARTUP_TIMEOUT_S)
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
         yield client
 
 
 def _create_token(env: dict[str, str]) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "service", "create-token", "--user", "chaos", "--tier", "pro"],
-        cwd=dbutil.ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
+    output = run(
+        python_command("-m", "service", "create-token", "--user", "chaos", "--tier", "pro"),
+        env={**settings.child_env(), **env},
         timeout=STARTUP_TIMEOUT_S,
-        check=True,
     )
-    return done.stdout.strip().splitlines()[-1]
+    return output.strip().splitlines()[-1]
 
 
 async def _get_json(client: httpx.AsyncClient, path: str, headers: dict[str, str]) -> Any:
@@ -180,15 +114,13 @@ async def _get_json(client: httpx.AsyncClient, path: str, headers: dict[str, str
 async def test_postgres_restart_in_the_middle_of_a_run(
     server: EmbeddedPostgres,
     database_url: str,
-    upstream: support.FakeUpstream,
+    upstream: FakeUpstream,
     processes: Processes,
+    service_env: dict[str, str],
     api: httpx.AsyncClient,
 ) -> None:
-    headers = {"Authorization": f"Bearer {_create_token(processes.env)}"}
-    workers = [
-        processes.start(f"worker-{n}", "-m", "service", "worker", "--concurrency", "3")
-        for n in range(2)
-    ]
+    headers = {"Authorization": f"Bearer {_create_token(service_env)}"}
+    workers = [processes.service("worker", "--concurrency", "3", env=service_env) for _ in range(2)]
 
     project = await api.post(
         "/api/projects", json=project_body(SHOTS, style="chaos"), headers=headers
@@ -216,11 +148,11 @@ async def test_postgres_restart_in_the_middle_of_a_run(
         return (await api.get("/readyz")).status_code == 503
 
     await wait_for(not_ready, timeout=10, message="/readyz answers 503 while the database is down")
-    in_flight = len(upstream.calls_for("chaos")) - before["succeeded"]
+    in_flight = len(upstream.calls_for(project_id)) - before["succeeded"]
     # Stay down until the calls in flight have answered, so the workers hold finished images
     # they cannot record, and for longer than a lease, so every lease has run out on return.
     await wait_for(
-        lambda: all(call.ended is not None for call in upstream.calls_for("chaos")),
+        lambda: all(call.ended is not None for call in upstream.calls_for(project_id)),
         timeout=10,
         message="the upstream calls in flight answered",
     )
@@ -280,12 +212,12 @@ async def test_postgres_restart_in_the_middle_of_a_run(
 
 
 async def test_api_errors_keep_the_contract_shape_while_the_database_is_down(
-    server: EmbeddedPostgres, processes: Processes, api: httpx.AsyncClient
+    server: EmbeddedPostgres, service_env: dict[str, str], api: httpx.AsyncClient
 ) -> None:
     # CONTRACT.md: "Errors are JSON {"error": {"code", "message", "details"}}". /readyz keeps
     # that promise during an outage (503, code not_ready); the /api/ endpoints must too, so a
     # client can tell "the database is away, retry" from a crash without parsing text.
-    headers = {"Authorization": f"Bearer {_create_token(processes.env)}"}
+    headers = {"Authorization": f"Bearer {_create_token(service_env)}"}
     project = await api.post("/api/projects", json=project_body(1), headers=headers)
     assert project.status_code == 201, project.text
     project_id = project.json()["id"]

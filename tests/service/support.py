@@ -35,6 +35,7 @@ from starlette.routing import Route
 from service import auth
 from service.app import create_app
 from service.settings import ServiceSettings
+from tests.support.wait import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE_ENV = (
@@ -366,7 +367,6 @@ async def wait_done(
     client: httpx.AsyncClient, project_id: str, headers: dict[str, str], timeout: float = 15.0
 ) -> dict[str, Any]:
     """Poll the status endpoint until `done`; returns the last status."""
-    from tests.helpers import wait_for
 
     async def done() -> dict[str, Any] | None:
         response = await client.get(
