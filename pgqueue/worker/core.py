@@ -174,6 +174,7 @@ class Worker:
                 )
                 try:
                     await producer.run()
+                    producer.stop()  # a burst run's end: no hand-off may claim from here on
                     await self._drain(completer)
                 finally:
                     supervisor.cancel()
