@@ -1,0 +1,27 @@
+"""Fixtures of the schema tests: an empty database (no migrations) per test."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from tests import dbutil
+
+
+@pytest.fixture
+async def empty_url(admin_url: str) -> AsyncIterator[str]:
+    """The URL of a new, empty database for this test alone."""
+    name = dbutil.unique_name("schema")
+    await dbutil.create_database(admin_url, name)
+    yield dbutil.with_database(admin_url, name)
+    await dbutil.drop_database(admin_url, name)
+
+
+@pytest.fixture
+async def conn(empty_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to the empty database."""
+    connection = await asyncpg.connect(empty_url)
+    yield connection
+    await connection.close()
