@@ -6,15 +6,23 @@ import asyncio
 import os
 
 from alembic import context
+from alembic.util import CommandError
 from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+MISSING_DATABASE_URL = (
+    "DATABASE_URL is not set: name the database to migrate, e.g. "
+    "DATABASE_URL=postgresql://user@host:5432/app python -m alembic upgrade head"
+)
+
 
 def _database_url() -> str:
-    url = os.environ.get("DATABASE_URL") or context.config.get_main_option("sqlalchemy.url")
+    # No fallback on alembic.ini: a placeholder server silently migrated is worse than none.
+    url = os.environ.get("DATABASE_URL")
     if not url:
-        raise RuntimeError("set DATABASE_URL to the database to migrate")
+        # alembic prints a CommandError as one "FAILED: ..." line (other errors as tracebacks).
+        raise CommandError(MISSING_DATABASE_URL)
     # The revisions are plain SQL; the URL names the driver SQLAlchemy should use for them.
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):

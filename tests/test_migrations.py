@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncpg
 
-from pgqueue import queries
+from pgqueue import queries, schema
 from tests import dbutil
+from tests.schema.catalog import catalog_of
 
 
 async def _tables(url: str) -> set[str]:
@@ -20,6 +21,27 @@ async def _tables(url: str) -> set[str]:
         await conn.close()
 
 
+async def _versions(url: str) -> tuple[str | None, int]:
+    """alembic's revision and pgqueue's own schema version."""
+    conn = await asyncpg.connect(url)
+    try:
+        revision = None
+        if await conn.fetchval("SELECT to_regclass('alembic_version')") is not None:
+            revision = await conn.fetchval("SELECT version_num FROM alembic_version")
+        return revision, await schema.current_version(conn)
+    finally:
+        await conn.close()
+
+
+def _without_alembic(rows: list[tuple[object, ...]]) -> list[tuple[object, ...]]:
+    # alembic's own table, its columns and its key: (schema, name, ...) rows in public.
+    return [
+        r
+        for r in rows
+        if not (len(r) > 1 and r[0] == "public" and str(r[1]).startswith("alembic_"))
+    ]
+
+
 async def test_upgrade_downgrade_upgrade(admin_url: str) -> None:
     name = dbutil.unique_name("migr")
     await dbutil.create_database(admin_url, name)
@@ -27,10 +49,62 @@ async def test_upgrade_downgrade_upgrade(admin_url: str) -> None:
     try:
         dbutil.migrate(url)
         assert "pgqueue.jobs" in await _tables(url)
+        assert await _versions(url) == ("0003_pgqueue_v2", schema.LATEST)
+        head = await catalog_of(url)
+        dbutil.migrate(url, "downgrade", "0002_service")
+        assert await _versions(url) == ("0002_service", 1)
         dbutil.migrate(url, "downgrade", "base")
         assert await _tables(url) == {"public.alembic_version"}
+        assert await _versions(url) == (None, 0)
         dbutil.migrate(url)
-        assert "pgqueue.jobs" in await _tables(url)
+        assert await catalog_of(url) == head
+    finally:
+        await dbutil.drop_database(admin_url, name)
+
+
+async def test_alembic_and_the_runner_build_the_same_schema(admin_url: str) -> None:
+    names = [dbutil.unique_name("migr") for _ in range(2)]
+    urls = [dbutil.with_database(admin_url, name) for name in names]
+    try:
+        for name in names:
+            await dbutil.create_database(admin_url, name)
+        dbutil.migrate(urls[0], "upgrade", "0001_pgqueue")
+        conn = await asyncpg.connect(urls[1])
+        try:
+            await schema.upgrade(conn, to=1)
+        finally:
+            await conn.close()
+        by_alembic, by_runner = await catalog_of(urls[0]), await catalog_of(urls[1])
+        assert {kind: _without_alembic(rows) for kind, rows in by_alembic.items()} == by_runner
+    finally:
+        for name in names:
+            await dbutil.drop_database(admin_url, name)
+
+
+async def test_a_database_of_the_old_chain_is_adopted(admin_url: str) -> None:
+    name = dbutil.unique_name("migr")
+    await dbutil.create_database(admin_url, name)
+    url = dbutil.with_database(admin_url, name)
+    try:
+        # What revisions 0001_pgqueue and 0002_service made before pgqueue kept a record:
+        # the same DDL, with no pgqueue.schema_version.
+        dbutil.migrate(url, "upgrade", "0002_service")
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute("DROP TABLE pgqueue.schema_version")
+            await conn.execute("INSERT INTO pgqueue.jobs (kind) VALUES ('kept')")
+        finally:
+            await conn.close()
+        assert await _versions(url) == ("0002_service", 1)
+        dbutil.migrate(url)
+        assert await _versions(url) == ("0003_pgqueue_v2", schema.LATEST)
+        conn = await asyncpg.connect(url)
+        try:
+            assert await conn.fetchval("SELECT kind FROM pgqueue.job_status") == "kept"
+        finally:
+            await conn.close()
+        dbutil.migrate(url, "downgrade", "base")
+        assert await _tables(url) == {"public.alembic_version"}
     finally:
         await dbutil.drop_database(admin_url, name)
 
