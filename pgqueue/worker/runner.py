@@ -152,7 +152,7 @@ class JobRunner:
         else:
             try:
                 # allow_nan=False: NaN is not JSON, and Postgres would refuse the whole batch.
-                result_json = json.dumps(result, allow_nan=False)
+                result_json = "null" if result is None else json.dumps(result, allow_nan=False)
             except (TypeError, ValueError) as exc:
                 error = errors.DoNotRetry(f"the handler's result is not JSON: {exc}")
                 await self._failed(running, error, duration_s)
