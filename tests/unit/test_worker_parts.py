@@ -189,3 +189,24 @@ def test_waiting_is_cancellable() -> None:
         return len([t for t in asyncio.all_tasks() if t is not asyncio.current_task()])
 
     assert asyncio.run(scenario()) == 0
+
+
+FENCED = (
+    "COMPLETE_JOBS",
+    "COMPLETE_AND_CLAIM_JOBS",
+    "RENEW_LEASES",
+    "SET_PROGRESS",
+    "LOCK_HELD_JOB",
+    "EXTEND_HELD_LEASE",
+    "COMPLETE_JOB",
+    "FAIL_ATTEMPT",
+    "CANCEL_HELD_JOB",
+    "RELEASE_JOBS",
+)
+
+
+@pytest.mark.parametrize("name", FENCED)
+def test_every_write_about_a_held_job_is_fenced_by_its_lease(name: str) -> None:
+    # The fence is spelled out in each statement, where a reader of the statement sees it.
+    sql = re.sub(r"\s+", " ", getattr(queries, name))
+    assert "state = 'running'" in sql and "lease_token = " in sql, name
