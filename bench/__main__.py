@@ -12,10 +12,17 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import report, server
+from bench import machine, report
 from bench.config import Config
 from bench.context import Context
 from bench.scenarios import SCENARIOS
+from tests.support import db
+from tests.support.processes import ROOT, Processes
+
+# BENCH_DATABASE_URL, then TEST_DATABASE_URL, else :5432, else an embedded server of our own.
+DATABASE_VARIABLES = ("BENCH_DATABASE_URL", "TEST_DATABASE_URL")
+EMBEDDED_DIR = ROOT / ".pgdata-bench"
+LOG_DIR = ROOT / "bench" / ".logs"  # one log per process the bench starts
 
 
 def _names(text: str) -> list[str]:
@@ -95,14 +102,15 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, C
 async def run(args: argparse.Namespace, config: Config, argv: Sequence[str]) -> int:
     """Run the chosen scenarios; print and write the figures. Returns the exit status."""
     chosen = [name for name in (args.only or SCENARIOS) if name not in args.skip]
-    admin_url, embedded = await server.find_server()
+    admin_url, embedded = await db.find_server(DATABASE_VARIABLES, EMBEDDED_DIR)
     where = "embedded" if embedded else admin_url.rsplit("@", 1)[-1]
     print(f"bench: Postgres at {where}; scenarios: {', '.join(chosen)}", flush=True)
-    databases = server.Databases(admin_url)
-    ctx = Context(config=config, databases=databases)
+    databases = db.Databases(admin_url, prefix="bench")
+    processes = Processes(LOG_DIR)
+    ctx = Context(config=config, databases=databases, processes=processes)
     results: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": await server.machine(admin_url),
+        "machine": await machine.describe(admin_url),
         "server": "embedded (fsync off)" if embedded else where,
         "argv": list(argv),
         "scenarios": chosen,
@@ -123,6 +131,7 @@ async def run(args: argparse.Namespace, config: Config, argv: Sequence[str]) -> 
             ctx.figures.update(figures)
             ctx.say(f"{name}: done in {time.monotonic() - started:.1f}s")
     finally:
+        processes.close()
         await databases.close()
         if embedded is not None:
             embedded.stop()

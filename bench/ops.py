@@ -1,11 +1,18 @@
-"""Operations on our queue that several scenarios share: bulk enqueue, figures from SQL."""
+"""Operations on our queue that several scenarios share: the worker daemon, bulk enqueue,
+figures from SQL."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import asyncpg
 
+from bench.context import Context
 from pgqueue import JobSpec, Queue
+from tests.support.processes import Process
 
+REGISTRY = "bench.handlers:registry"
+WORKER_LOG_LEVEL = "WARNING"  # per-job INFO lines would be measured too; see README
 ENQUEUE_CHUNK = 5_000  # specs per enqueue_many when filling a queue before a run
 
 # -- throughput: first start to last finish of the succeeded jobs of one kind
@@ -19,6 +26,29 @@ FROM pgqueue.jobs WHERE state = 'succeeded' AND kind = $1
 COUNT_IN_STATE = """
 SELECT count(*) FROM pgqueue.jobs WHERE kind = $1 AND state = $2::pgqueue.job_state
 """
+
+
+def start_worker(
+    ctx: Context,
+    name: str,
+    dsn: str,
+    *,
+    concurrency: int,
+    burst: bool = False,
+    env: Mapping[str, str] | None = None,
+) -> Process:
+    """The real daemon, `python -m pgqueue.worker bench.handlers:registry ...`, on `dsn`.
+
+    It runs with the production defaults (no PGQUEUE_* of ours reaches it) unless `env` says
+    otherwise; its log is `bench/.logs/<name>.log`. `with start_worker(...) as worker:` stops
+    it (SIGTERM, then SIGKILL) on exit.
+    """
+    args = ["--concurrency", str(concurrency), "--log-level", WORKER_LOG_LEVEL]
+    if burst:
+        args.append("--burst")
+    return ctx.processes.worker(
+        REGISTRY, *args, name=name, env={"DATABASE_URL": dsn, **(env or {})}
+    )
 
 
 async def fill(dsn: str, kind: str, jobs: int, *, chunk: int = ENQUEUE_CHUNK) -> None:

@@ -6,9 +6,9 @@ import json
 import subprocess
 import sys
 
-from bench import server
+from tests.support.processes import ROOT
 
-VENV = server.ROOT / "bench" / ".peers" / "venv"
+VENV = ROOT / "bench" / ".peers" / "venv"
 PYTHON = VENV / "bin" / "python"
 # The peers at their latest releases, plus what their fastest documented settings need.
 PACKAGES = ("pgqueuer", "procrastinate", "uvloop", "asyncpg", "psycopg[binary,pool]")

@@ -11,7 +11,7 @@ import asyncpg
 
 from bench import handlers
 from bench.context import Context
-from bench.waiting import percentile
+from bench.stats import percentile
 from pgqueue import queries
 from pgqueue.worker.core import QUEUE_SESSION
 
@@ -85,7 +85,8 @@ class Table:
 
 
 def _claim_args(limit: int) -> tuple[Any, ...]:
-    return (["default"], limit, WORKER_ID, LEASE_S)
+    # As the worker's store passes them: queues, limit, worker id, lease, the kinds it knows.
+    return (["default"], limit, WORKER_ID, LEASE_S, [handlers.NOOP])
 
 
 async def explain_claim(conn: asyncpg.Connection, limit: int) -> str:

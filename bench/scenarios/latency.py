@@ -8,10 +8,12 @@ from typing import Any
 
 import asyncpg
 
-from bench import daemon, handlers, ops
+from bench import handlers, ops
 from bench.context import Context
-from bench.waiting import percentile, wait_until
+from bench.stats import percentile
 from pgqueue import Queue
+from tests.support.processes import Process
+from tests.support.wait import wait_for
 
 CONCURRENCY = 3
 # A fallback poll this slow never fires during the measurement: every pickup is NOTIFY-driven.
@@ -25,7 +27,7 @@ WHERE kind = $1 AND state = 'succeeded'
 """
 
 
-async def wait_idle_and_listening(conn: asyncpg.Connection, worker: daemon.Daemon) -> None:
+async def wait_idle_and_listening(conn: asyncpg.Connection, worker: Process) -> None:
     """Two probe jobs in turn: the second can only be picked up through NOTIFY (or the
     listener's wake-up on connecting), so once it is done the worker is idle and listening."""
     queue = Queue(conn)
@@ -36,7 +38,7 @@ async def wait_idle_and_listening(conn: asyncpg.Connection, worker: daemon.Daemo
             worker.check_alive()
             return await ops.count(conn, handlers.NOOP, "succeeded") >= expected
 
-        await wait_until(probes_done, timeout_s=READY_TIMEOUT_S, what="the worker to be ready")
+        await wait_for(probes_done, READY_TIMEOUT_S, "the worker to be ready")
 
 
 async def paced_enqueues(
@@ -61,14 +63,14 @@ async def run(ctx: Context) -> dict[str, Any]:
     config = ctx.config
     async with ctx.databases.fresh("latency") as dsn:
         conn = await asyncpg.connect(dsn)
-        worker = daemon.pgqueue_worker(
-            "latency",
-            dsn,
-            concurrency=CONCURRENCY,
-            env={"PGQUEUE_POLL_INTERVAL_S": str(POLL_INTERVAL_S)},
-        )
         try:
-            async with worker:
+            with ops.start_worker(
+                ctx,
+                "latency",
+                dsn,
+                concurrency=CONCURRENCY,
+                env={"PGQUEUE_POLL_INTERVAL_S": str(POLL_INTERVAL_S)},
+            ) as worker:
                 await wait_idle_and_listening(conn, worker)
                 sent = await paced_enqueues(
                     conn, config.latency_jobs, config.latency_interval_ms / 1000
@@ -78,7 +80,7 @@ async def run(ctx: Context) -> dict[str, Any]:
                     worker.check_alive()
                     return await ops.count(conn, handlers.LATENCY, "succeeded") >= len(sent)
 
-                await wait_until(all_done, timeout_s=60, what="the latency jobs to finish")
+                await wait_for(all_done, 60, "the latency jobs to finish")
             rows = await conn.fetch(HANDLER_STARTED, handlers.LATENCY)
         finally:
             await conn.close()

@@ -1,6 +1,6 @@
 """5. Storyboard makespan: 30 shots, one worker, a fake upstream of fixed latency, cap 3.
 
-On a fresh database: a fake Seedream upstream on loopback (`bench.upstream`, answering after
+On a fresh database: a fake Seedream upstream on loopback (`tests.support.upstream`, answering after
 `--makespan-latency-s`, 0.5 s), the real API (`python -m service api`) and ONE real worker
 (`python -m service worker`) as subprocesses, with `IMAGE_PROVIDER=http` and
 `STORYBOARD_CONCURRENCY=3`. For each worker concurrency (3, then 10: more slots than the cap, so
@@ -15,95 +15,50 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
-import socket
-import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from bench import daemon, server, upstream
 from bench.context import Context
-from bench.waiting import percentile, wait_until
+from bench.stats import percentile
+from tests.support import processes, settings, upstream
+from tests.support.ports import free_port
+from tests.support.processes import Process
 
 LOG_LEVEL = "WARNING"
 STATUS_POLL_S = 0.02  # seconds between two status reads while the storyboard generates
 READY_TIMEOUT_S = 30.0  # seconds the API, or the worker's warm-up project, may take
 HTTP_TIMEOUT_S = 10.0  # seconds per API request
-# The service's settings, not inherited from the caller's environment (the Daemon drops PGQUEUE_*).
-SERVICE_ENV = (
-    "IMAGE_PROVIDER",
-    "IMAGE_API_BASE",
-    "IMAGE_API_KEY",
-    "IMAGE_MODEL",
-    "IMAGE_TIMEOUT_S",
-    "STORYBOARD_CONCURRENCY",
-    "STORYBOARD_TIMEOUT_S",
-    "STORYBOARD_QUEUE",
-    "MEDIA_DIR",
-    "HOST",
-    "PORT",
-)
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def service_env(dsn: str, fake: upstream.FakeUpstream, media_dir: Path, cap: int) -> dict[str, str]:
-    """The environment of the API and the worker: the fake upstream, the cap, a temp MEDIA_DIR."""
-    return {
-        "DATABASE_URL": dsn,
-        "IMAGE_PROVIDER": "http",
-        "IMAGE_API_BASE": fake.base_url,
-        "IMAGE_API_KEY": "x",
-        "IMAGE_MODEL": "bench",
-        "STORYBOARD_CONCURRENCY": str(cap),
-        "MEDIA_DIR": str(media_dir),
-    }
+    """The environment of the API and the worker: the fake upstream, the cap, a temp MEDIA_DIR.
 
-
-def service_daemon(name: str, args: list[str], env: dict[str, str]) -> daemon.Daemon:
-    """`python -m service <args>` as a `Daemon`, with only our service settings in its env."""
-    process = daemon.Daemon(name, [sys.executable, "-m", "service", *args], {})
-    for key in SERVICE_ENV:
-        process.env.pop(key, None)
-    process.env.update(env)
-    return process
+    The worker runs with the production PGQUEUE_* defaults (3 s poll, 30 s lease), not the
+    tests' fast ones: what is measured is what a deployment gets.
+    """
+    return settings.service_env(dsn, media_dir, fake, STORYBOARD_CONCURRENCY=str(cap))
 
 
 async def create_token(env: dict[str, str]) -> str:
     """`python -m service create-token --user bench`: the token on its last line."""
-    process = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "service", "create-token", "--user", "bench"),
-        cwd=server.ROOT,
-        env={**{k: v for k, v in os.environ.items() if k not in SERVICE_ENV}, **env},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    argv = processes.python_command("-m", "service", "create-token", "--user", "bench")
+    output = await asyncio.to_thread(
+        processes.run, argv, env={**settings.child_env(), **env}, timeout=READY_TIMEOUT_S
     )
-    out, err = await process.communicate()
-    if process.returncode != 0:
-        raise RuntimeError(f"create-token exited {process.returncode}: {err.decode()[-500:]}")
-    return out.decode().strip().splitlines()[-1]
+    return output.strip().splitlines()[-1]
 
 
-async def wait_api(client: httpx.AsyncClient, api: daemon.Daemon) -> None:
-    """Wait until the API answers `/readyz`."""
-
-    async def ready() -> bool:
-        api.check_alive()
-        try:
-            return (await client.get("/readyz")).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    await wait_until(ready, timeout_s=READY_TIMEOUT_S, what="the API to answer")
+def handoff_gaps(calls: Sequence[upstream.Call], cap: int) -> list[float]:
+    """Seconds from each answer to the start of the call that took its place: the k-th call
+    to come in (k >= cap) follows the (k - cap)-th answer, when `cap` calls run at a time."""
+    starts = sorted(call.started for call in calls)
+    ends = sorted(call.ended for call in calls if call.ended is not None)
+    return [starts[k] - ends[k - cap] for k in range(cap, min(len(starts), len(ends) + cap))]
 
 
 def project_body(shots: int, title: str) -> dict[str, Any]:
@@ -134,7 +89,7 @@ async def create_project(client: httpx.AsyncClient, shots: int, title: str) -> s
 
 
 async def generate_until_done(
-    client: httpx.AsyncClient, project_id: str, worker: daemon.Daemon, timeout_s: float
+    client: httpx.AsyncClient, project_id: str, worker: Process, timeout_s: float
 ) -> tuple[float, dict[str, Any]]:
     """POST generate, poll the status until done: (seconds from just before the POST, status)."""
     started = time.perf_counter()
@@ -155,7 +110,7 @@ async def generate_until_done(
         await asyncio.sleep(STATUS_POLL_S)
 
 
-def check_completed(status: dict[str, Any], shots: int, worker: daemon.Daemon) -> None:
+def check_completed(status: dict[str, Any], shots: int, worker: Process) -> None:
     """Raise unless every shot succeeded."""
     if status["status"] != "completed" or status["succeeded"] != shots:
         errors = {s.get("error") for s in status["storyboards"] if s.get("error")}
@@ -176,12 +131,12 @@ async def measure(
     config = ctx.config
     shots, latency_s = config.makespan_shots, config.makespan_latency_s
     ideal_s = math.ceil(shots / config.makespan_cap) * latency_s
-    worker = service_daemon(
-        f"makespan-worker-c{concurrency}",
-        ["worker", "--concurrency", str(concurrency), "--log-level", LOG_LEVEL],
-        {**env, "PGQUEUE_CONCURRENCY": str(concurrency)},
-    )
-    async with worker:
+    with ctx.processes.service(
+        "worker",
+        *("--concurrency", str(concurrency), "--log-level", LOG_LEVEL),
+        name=f"makespan-worker-c{concurrency}",
+        env={**env, "PGQUEUE_CONCURRENCY": str(concurrency)},
+    ) as worker:
         # Created before the clock starts, as the warm-up proves the worker is up and listening.
         warm_up = await create_project(client, 1, f"warm-up c{concurrency}")
         project_id = await create_project(client, shots, f"makespan c{concurrency}")
@@ -192,13 +147,13 @@ async def measure(
             client, project_id, worker, max(READY_TIMEOUT_S, 4 * ideal_s)
         )
         check_completed(status, shots, worker)
-    gaps = fake.handoff_gaps(config.makespan_cap)
+    gaps = handoff_gaps(fake.calls, config.makespan_cap)
     return {
         "makespan_s": round(makespan_s, 3),
         "ideal_s": round(ideal_s, 3),
         "ratio": round(makespan_s / ideal_s, 3),
-        "max_inflight": fake.max_in_flight,
-        "upstream_calls": fake.calls,
+        "max_inflight": fake.max_total_in_flight,
+        "upstream_calls": len(fake.calls),
         "handoff_p50_ms": round(percentile(gaps, 0.5) * 1000, 1) if gaps else 0.0,
         "handoff_max_ms": round(max(gaps, default=0.0) * 1000, 1),
     }
@@ -225,22 +180,22 @@ async def run(ctx: Context) -> dict[str, Any]:
     results: dict[int, dict[str, float | int]] = {}
     with (
         tempfile.TemporaryDirectory(prefix="bench-media-") as media,
-        upstream.running(config.makespan_latency_s) as fake,
+        upstream.running(latency_s=config.makespan_latency_s) as fake,
     ):
         async with ctx.databases.fresh("makespan") as dsn:
             env = service_env(dsn, fake, Path(media), config.makespan_cap)
             port = free_port()
-            api = service_daemon(
-                "makespan-api", ["api", "--port", str(port), "--log-level", LOG_LEVEL], env
-            )
-            async with api:
+            with ctx.processes.service(
+                "api", "--port", str(port), "--log-level", LOG_LEVEL, name="makespan-api", env=env
+            ) as api:
                 token = await create_token(env)
+                url = f"http://127.0.0.1:{port}"
+                await processes.wait_ready(f"{url}/readyz", api, READY_TIMEOUT_S)
                 async with httpx.AsyncClient(
-                    base_url=f"http://127.0.0.1:{port}",
+                    base_url=url,
                     headers={"Authorization": f"Bearer {token}"},
                     timeout=HTTP_TIMEOUT_S,
                 ) as client:
-                    await wait_api(client, api)
                     for concurrency in dict.fromkeys(config.makespan_concurrencies):
                         result = await measure(ctx, client, fake, env, concurrency)
                         results[concurrency] = result

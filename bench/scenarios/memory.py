@@ -7,9 +7,9 @@ from typing import Any
 
 import asyncpg
 
-from bench import daemon, handlers, ops
+from bench import handlers, ops
 from bench.context import Context
-from bench.waiting import wait_until
+from tests.support.wait import wait_for
 
 SETTLE_SAMPLES = 8  # RSS readings after the slots are full, SETTLE_GAP_S apart; the max counts
 SETTLE_GAP_S = 0.25
@@ -23,17 +23,16 @@ async def run(ctx: Context) -> dict[str, Any]:
         await ops.fill(dsn, handlers.BLOCK, config.rss_jobs)
         conn = await asyncpg.connect(dsn)
         # No grace at shutdown: the blocked handlers are cancelled and released at once.
-        worker = daemon.pgqueue_worker(
-            "memory", dsn, concurrency=concurrency, env={"PGQUEUE_SHUTDOWN_GRACE_S": "0"}
-        )
         try:
-            async with worker:
+            with ops.start_worker(
+                ctx, "memory", dsn, concurrency=concurrency, env={"PGQUEUE_SHUTDOWN_GRACE_S": "0"}
+            ) as worker:
 
                 async def slots_full() -> bool:
                     worker.check_alive()
                     return await ops.count(conn, handlers.BLOCK, "running") >= concurrency
 
-                await wait_until(slots_full, timeout_s=30, what="the worker to fill its slots")
+                await wait_for(slots_full, 30, "the worker to fill its slots")
                 samples = []
                 for _ in range(SETTLE_SAMPLES):
                     samples.append(worker.rss_mb())

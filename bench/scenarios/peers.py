@@ -15,44 +15,31 @@ from typing import Any
 
 import asyncpg
 
-from bench import daemon
 from bench.context import Context
 from bench.peers import catalog, venv
-from bench.waiting import percentile
+from bench.stats import percentile
+from tests.support import processes
+from tests.support.processes import Process
+from tests.support.wait import wait_for
 
 ENQUEUE_BATCH = 1_000
 COMMAND_TIMEOUT_S = 300.0
 MIN_DRAIN_TIMEOUT_S = 60.0  # seconds; or 10 ms a job if longer
+LATENCY_TIMEOUT_S = 30.0  # seconds the paced jobs may take to have all started
 
 
 async def runner(spec: catalog.PeerSpec, *args: str, timeout_s: float = COMMAND_TIMEOUT_S) -> str:
     """Run one runner command to completion in the peers' venv; its stdout."""
-    process = await asyncio.create_subprocess_exec(
-        str(venv.PYTHON),
-        str(spec.runner),
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), timeout_s)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise TimeoutError(f"{spec.name} {args[0]} took over {timeout_s:.0f}s") from None
-    if process.returncode != 0:
-        raise RuntimeError(
-            f"{spec.name} {args[0]} exited {process.returncode}: {err.decode()[-2000:]}"
-        )
-    return out.decode()
+    argv = [str(venv.PYTHON), str(spec.runner), *args]
+    return await asyncio.to_thread(processes.run, argv, timeout=timeout_s)
 
 
 def worker(
-    spec: catalog.PeerSpec, label: str, dsn: str, setting: int, *extra: str
-) -> daemon.Daemon:
-    """The peer's worker as a daemon."""
+    ctx: Context, spec: catalog.PeerSpec, label: str, dsn: str, setting: int, *extra: str
+) -> Process:
+    """Start the peer's worker (`with worker(...) as w:` stops it on exit)."""
     argv = [str(venv.PYTHON), str(spec.runner), "worker", dsn, str(setting), *extra]
-    return daemon.Daemon(f"{spec.name}-{label}", argv, {})
+    return ctx.processes.start(f"{spec.name}-{label}", argv)
 
 
 async def throughput(
@@ -63,9 +50,8 @@ async def throughput(
         await runner(spec, "install", dsn)
         out = await runner(spec, "enqueue", dsn, str(jobs), str(ENQUEUE_BATCH))
         enqueue_rate = float(json.loads(out)["jobs_s"])
-        drain = worker(spec, f"throughput-{setting}", dsn, setting, "--drain")
-        async with drain:
-            await drain.wait(max(MIN_DRAIN_TIMEOUT_S, jobs / 100))
+        with worker(ctx, spec, f"throughput-{setting}", dsn, setting, "--drain") as drain:
+            await drain.exited(max(MIN_DRAIN_TIMEOUT_S, jobs / 100), expect=0)
         conn = await asyncpg.connect(dsn)
         try:
             row = await conn.fetchrow(spec.throughput_sql)
@@ -81,11 +67,11 @@ async def throughput(
 async def latency(ctx: Context, spec: catalog.PeerSpec, setting: int) -> list[float]:
     """Enqueue-to-start latencies (ms) of paced jobs with an idle worker."""
     config = ctx.config
-    stamps = daemon.LOG_DIR / f"{spec.name}-latency.stamps"
+    stamps = ctx.processes.log_dir / f"{spec.name}-latency.stamps"
     stamps.unlink(missing_ok=True)
     async with ctx.databases.fresh(f"{spec.name}_lat", migrated=False) as dsn:
         await runner(spec, "install", dsn)
-        async with worker(spec, "latency", dsn, setting, "--stamps", str(stamps)) as idle:
+        with worker(ctx, spec, "latency", dsn, setting, "--stamps", str(stamps)) as idle:
             out = await runner(
                 spec,
                 "latency",
@@ -96,16 +82,14 @@ async def latency(ctx: Context, spec: catalog.PeerSpec, setting: int) -> list[fl
             )
             sent = {int(seq): t for seq, t in json.loads(out).items()}
 
-            def started() -> dict[int, float]:
-                return _read_stamps(stamps)
-
-            deadline = asyncio.get_running_loop().time() + 30
-            while len(started().keys() & sent.keys()) < len(sent):
+            def all_started() -> dict[int, float] | None:
                 idle.check_alive()
-                if asyncio.get_running_loop().time() > deadline:
-                    raise TimeoutError(f"{spec.name}: latency jobs did not all start")
-                await asyncio.sleep(0.05)
-    stamped = started()
+                stamped = _read_stamps(stamps)
+                return stamped if stamped.keys() >= sent.keys() else None
+
+            stamped = await wait_for(
+                all_started, LATENCY_TIMEOUT_S, f"{spec.name}'s latency jobs to start", poll_s=0.05
+            )
     return [(stamped[seq] - t) * 1000 for seq, t in sent.items()]
 
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import asyncpg
 
-from bench import daemon, handlers, ops
+from bench import handlers, ops
 from bench.context import Context
-from bench.waiting import wait_until
 from pgqueue import JobSpec, Queue
+from tests.support.wait import wait_for
 
 WINDOW_S = 5.0
 DEFAULT_CONCURRENCY = 50  # when the throughput sweep did not run
@@ -77,9 +77,8 @@ async def run(ctx: Context) -> dict[str, Any]:
         conn = await asyncpg.connect(dsn)
         feeder = Feeder(dsn)
         feeding = asyncio.create_task(feeder.run(), name="bench-feeder")
-        worker = daemon.pgqueue_worker("sustained", dsn, concurrency=concurrency)
         try:
-            async with worker:
+            with ops.start_worker(ctx, "sustained", dsn, concurrency=concurrency) as worker:
 
                 def healthy() -> None:
                     worker.check_alive()
@@ -95,11 +94,9 @@ async def run(ctx: Context) -> dict[str, Any]:
                     healthy()
                     return bool(await conn.fetchval(ELAPSED, t0) >= duration_s)
 
-                t0 = await wait_until(first_start, timeout_s=30, what="the first job to start")
+                t0 = await wait_for(first_start, 30, "the first job to start")
                 ctx.say(f"sustained: {duration_s:.0f}s at concurrency {concurrency}...")
-                await wait_until(
-                    run_over, timeout_s=duration_s + 60, what="the sustained run", poll_s=0.25
-                )
+                await wait_for(run_over, duration_s + 60, "the sustained run", poll_s=0.25)
         finally:
             feeding.cancel()
             await asyncio.gather(feeding, return_exceptions=True)

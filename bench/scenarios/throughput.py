@@ -6,8 +6,9 @@ from typing import Any
 
 import asyncpg
 
-from bench import daemon, handlers, ops
+from bench import handlers, ops
 from bench.context import Context
+from tests.support.processes import ProcessError
 
 BASELINE_CONCURRENCY = 3
 MIN_BURST_TIMEOUT_S = 60.0  # seconds; a burst run may take this, or 10 ms a job if longer
@@ -22,19 +23,16 @@ async def measure(ctx: Context, concurrency: int, jobs: int) -> float:
     """Fill a fresh database with `jobs` no-ops, drain it with one `--burst` daemon: jobs/s."""
     async with ctx.databases.fresh(f"tput_c{concurrency}") as dsn:
         await ops.fill(dsn, handlers.NOOP, jobs)
-        worker = daemon.pgqueue_worker(
-            f"throughput-c{concurrency}", dsn, concurrency=concurrency, burst=True
-        )
         conn = await asyncpg.connect(dsn)
         try:
-            await worker.start()
-            try:
-                await worker.wait(max(MIN_BURST_TIMEOUT_S, jobs / 100))
-            except TimeoutError as exc:
-                states = dict(await conn.fetch(STATES))  # type: ignore[arg-type]
-                raise TimeoutError(f"{exc}; jobs by state: {states}") from None
-            finally:
-                await worker.stop()
+            with ops.start_worker(
+                ctx, f"throughput-c{concurrency}", dsn, concurrency=concurrency, burst=True
+            ) as worker:
+                try:
+                    await worker.exited(max(MIN_BURST_TIMEOUT_S, jobs / 100), expect=0)
+                except ProcessError as exc:
+                    states = dict(await conn.fetch(STATES))
+                    raise ProcessError(f"{exc}\njobs by state: {states}") from None
             done, seconds = await ops.throughput(conn, handlers.NOOP)
         finally:
             await conn.close()
