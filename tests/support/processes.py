@@ -252,17 +252,6 @@ class Processes:
         self._names[prefix] += 1
         return f"{prefix}-{number}"
 
-    def __enter__(self) -> Processes:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
 
 def run(
     argv: Sequence[str],
