@@ -15,7 +15,7 @@ POLL_S = 0.02  # seconds between two checks of a condition
 
 @overload
 async def wait_for(
-    predicate: Callable[[], Awaitable[T]],
+    predicate: Callable[[], Awaitable[T | None]],
     timeout: float = ...,
     message: str = ...,
     *,
@@ -25,7 +25,7 @@ async def wait_for(
 
 @overload
 async def wait_for(
-    predicate: Callable[[], T],
+    predicate: Callable[[], T | None],
     timeout: float = ...,
     message: str = ...,
     *,
