@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from service import auth
 from service.settings import ServiceSettings
 
+WORKER_REGISTRY = "service.jobs:registry"
 MISSING_DATABASE_URL = (
     "error: DATABASE_URL is not set: give the service's database, e.g.\n"
     "  DATABASE_URL=postgresql://user@host:5432/app python -m service {command}\n"
@@ -34,27 +35,41 @@ MISSING_DATABASE_URL = (
 def _api(settings: ServiceSettings, args: argparse.Namespace) -> int:
     import uvicorn
 
-    from pgqueue import logs
+    from pgqueue import configure_logging
     from service.app import create_app
 
-    logs.configure(args.log_level)
+    configure_logging(args.log_level)
     uvicorn.run(
         create_app(settings),
         host=args.host or settings.host,
         port=settings.port if args.port is None else args.port,
-        log_config=None,  # keep our log format (pgqueue.logs) for uvicorn's records too
+        log_config=None,  # keep pgqueue's log format for uvicorn's records too
         access_log=args.access_log,
     )
     return 0
 
 
 def _worker(extra: Sequence[str]) -> int:
-    from pgqueue.worker.__main__ import main as worker_main
+    """Become `python -m pgqueue.worker service.jobs:registry [extra]` (this process, exec'd).
 
+    The worker's own entry point, not a call into its module: its flags, signals and exit
+    status are exactly the daemon's, and the service depends on pgqueue's command, not on its
+    internals.
+    """
     # Unless told otherwise, take jobs from the queue the API puts storyboard jobs in.
-    if "--queue" not in extra and "PGQUEUE_QUEUES" not in os.environ:
-        extra = [*extra, "--queue", ServiceSettings().queue]
-    return worker_main(["service.jobs:registry", *extra])
+    told = any(arg == "--queue" or arg.startswith("--queue=") for arg in extra)
+    if not told and "PGQUEUE_QUEUES" not in os.environ:
+        try:
+            queue = ServiceSettings().queue
+        except ValidationError as exc:
+            print(f"error: bad settings: {exc}", file=sys.stderr)
+            return 2
+        extra = [*extra, "--queue", queue]
+    command = [sys.executable, "-m", "pgqueue.worker", WORKER_REGISTRY, *extra]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, command)
+    return 1  # not reached: execv replaces this process or raises
 
 
 async def _create_token(dsn: str, args: argparse.Namespace) -> str:

@@ -5,8 +5,12 @@
 One job generates one shot's storyboard: build the prompt, call the image provider within
 `IMAGE_TIMEOUT_S`, write the image atomically under `MEDIA_DIR`, then, in one transaction fenced
 by the job's lease, mark the storyboard `success` and, if it was the last shot of the
-generation, set the project's step status. A job that fails for good marks its storyboard
-`failed` the same way, with the error a person can read.
+generation, set the project's step status.
+
+The handler only says how an attempt failed (`DoNotRetry`, `RetryLater`, or the exception
+itself); whether that was the last attempt is pgqueue's to decide. The registry's `failed` and
+`stalled` hooks hear the outcome pgqueue wrote and, for a job that failed for good, mark its
+storyboard `failed` with the error a person can read (`storyboards.fail_for_good`).
 """
 
 from __future__ import annotations
@@ -15,32 +19,32 @@ import contextlib
 import dataclasses
 import json
 import logging
-import uuid
 from collections.abc import AsyncIterator
-from typing import Any, NoReturn
+from typing import Any
 
 import anyio.to_thread
 import asyncpg
 import httpx
 
-from pgqueue import DoNotRetry, JobContext, Registry, RetryLater
-from service import media, queries
+from pgqueue import DoNotRetry, Event, JobContext, JobState, Registry, RetryLater
+from service import media, queries, storyboards
 from service.images import (
     CharacterRef,
-    ImageError,
     ImageProvider,
     ImageRequest,
     PermanentImageError,
     RetryableImageError,
     create_provider,
 )
+from service.payloads import JOB_KIND, MalformedPayload, StoryboardPayload
 from service.settings import ServiceSettings
-from service.storyboards import JOB_KIND
 
 logger = logging.getLogger("service.jobs")
 
-POOL_MAX_SIZE = 5  # the handler's own reads; its fenced writes use the worker's pool
+POOL_MAX_SIZE = 5  # the handler's own reads and the hooks' writes; fenced writes use the worker's
 HTTP_MAX_CONNECTIONS = 50  # upstream connections shared by all of a worker's jobs
+# The job states that end a job for good with no image: the storyboard fails with them.
+FAILED_FOR_GOOD = (JobState.FAILED, JobState.CANCELLED)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -60,6 +64,10 @@ def create_registry(settings: ServiceSettings | None = None) -> Registry:
             worker starts (not at import, so importing this module has no side effects).
     """
 
+    # The hooks get only the event; they reach the database through the state the lifespan
+    # opened (the newest, should one registry serve several workers in one process).
+    opened: list[WorkerState] = []
+
     @contextlib.asynccontextmanager
     async def lifespan() -> AsyncIterator[WorkerState]:
         current = settings or ServiceSettings()
@@ -74,20 +82,78 @@ def create_registry(settings: ServiceSettings | None = None) -> Registry:
         try:
             limits = httpx.Limits(max_connections=HTTP_MAX_CONNECTIONS)
             async with httpx.AsyncClient(limits=limits, follow_redirects=True) as client:
-                yield WorkerState(current, pool, create_provider(current, client))
+                state = WorkerState(current, pool, create_provider(current, client))
+                opened.append(state)
+                try:
+                    yield state
+                finally:
+                    opened.remove(state)
         finally:
             await pool.close()
 
+    async def on_job_ended(event: Event) -> None:
+        if not opened:
+            # The worker is not (or no longer) open: the read-side repair will see the job.
+            logger.warning(
+                "job %s ended while the storyboard worker was closed; its storyboard is "
+                "repaired when read",
+                event.job_id,
+                extra={"action": "hook_skipped", "job_id": event.job_id},
+            )
+            return
+        await fail_storyboard(opened[-1].pool, event)
+
     result = Registry(lifespan=lifespan)
     result.add(JOB_KIND, generate_storyboard)
+    result.on("failed", on_job_ended)
+    result.on("stalled", on_job_ended)
     return result
 
 
+async def fail_storyboard(pool: asyncpg.Pool, event: Event) -> bool:
+    """The `failed` and `stalled` hook: the storyboard of a job that failed for good fails.
+
+    Acts only on a job whose row says it ended for good (`failed` or `cancelled`): a `failed`
+    event with a retry carries the job `queued`, and a `stalled` event for a lease this worker
+    lost carries it as claimed (`running`): someone else moves those on.
+
+    Args:
+        pool: where the storyboards are.
+        event: the worker's event.
+
+    Returns:
+        Whether a storyboard was marked `failed` (False when the event is not final, or the
+        fence found the storyboard already taken over or finished).
+    """
+    job = event.job
+    if job is None or job.state not in FAILED_FOR_GOOD or job.kind != JOB_KIND:
+        return False
+    try:
+        payload = StoryboardPayload.from_job(job)
+    except MalformedPayload:
+        return False  # no storyboard to fail: the job's own error says what was wrong
+    async with pool.acquire() as conn:
+        counts = await storyboards.fail_for_good(conn, payload, job)
+    if counts is None:
+        return False
+    logger.info(
+        "storyboard of shot %d failed with job %s (%s)",
+        payload.shot_number,
+        job.id,
+        job.state,
+        extra={"action": "storyboard_failed", "job_id": job.id, "project_status": counts["status"]},
+    )
+    return True
+
+
 async def generate_storyboard(ctx: JobContext) -> dict[str, Any]:
-    """Handler of `storyboard.generate`: payload `{project_id, shot_number, generation}`."""
+    """Handler of `storyboard.generate` (payload: `StoryboardPayload`)."""
     state: WorkerState = ctx.state
-    project_id = uuid.UUID(ctx.payload["project_id"])
-    shot_number = int(ctx.payload["shot_number"])
+    try:
+        payload = StoryboardPayload.from_job(ctx.job)
+    except MalformedPayload as exc:
+        raise DoNotRetry(str(exc)) from exc  # no attempt can read it better
+    project_id, shot_number = payload.project_id, payload.shot_number
     record = await state.pool.fetchrow(queries.SELECT_SHOT_FOR_JOB, project_id, shot_number)
     if record is None:
         return {"skipped": "the project or shot no longer exists"}
@@ -110,13 +176,17 @@ async def generate_storyboard(ctx: JobContext) -> dict[str, Any]:
     await ctx.progress(10, f"generating shot {shot_number}", shot_number=shot_number)
     try:
         image = await state.provider.generate(request)
-        await ctx.progress(80, f"storing shot {shot_number}", shot_number=shot_number)
-        relative = media.relative_path(project_id, shot_number, ctx.job.id, image.extension)
-        await anyio.to_thread.run_sync(
-            media.write_atomically, state.settings.media_dir, relative, image.data
-        )
-    except Exception as exc:
-        await _failed(ctx, project_id, shot_number, exc)
+    except PermanentImageError as exc:
+        raise DoNotRetry(str(exc)) from exc
+    except RetryableImageError as exc:
+        if exc.retry_after_s is not None:
+            raise RetryLater(str(exc), delay_s=exc.retry_after_s) from exc
+        raise  # pgqueue's backoff applies; its message is the last line of last_error
+    await ctx.progress(80, f"storing shot {shot_number}", shot_number=shot_number)
+    relative = media.relative_path(project_id, shot_number, ctx.job.id, image.extension)
+    await anyio.to_thread.run_sync(
+        media.write_atomically, state.settings.media_dir, relative, image.data
+    )
     image_url = media.url_for(relative)
     async with ctx.transaction() as conn:
         await conn.execute(queries.LOCK_PROJECT, project_id)
@@ -128,38 +198,12 @@ async def generate_storyboard(ctx: JobContext) -> dict[str, Any]:
     return {"image_url": image_url, "bytes": len(image.data)}
 
 
-async def _failed(
-    ctx: JobContext, project_id: uuid.UUID, shot_number: int, exc: Exception
-) -> NoReturn:
-    """Record a failed attempt: on the last one, mark the storyboard `failed`; then raise.
-
-    Raises the job outcome pgqueue understands: `DoNotRetry` for a refusal, `RetryLater` for
-    an upstream's `Retry-After`, otherwise `exc` itself (the queue's backoff applies).
-    """
-    permanent = isinstance(exc, PermanentImageError)
-    error = str(exc) if isinstance(exc, ImageError) else f"{type(exc).__name__}: {exc}"
-    if permanent or ctx.attempt >= ctx.job.max_attempts:
-        async with ctx.transaction() as conn:
-            await conn.execute(queries.LOCK_PROJECT, project_id)
-            await conn.execute(
-                queries.MARK_FAILED, project_id, shot_number, ctx.job.id, error, ctx.attempt
-            )
-            counts = await conn.fetchrow(queries.FINISH_PROJECT, project_id)
-        await _report_done(ctx, shot_number, counts, error=error)
-    if permanent:
-        raise DoNotRetry(error) from exc
-    if isinstance(exc, RetryableImageError) and exc.retry_after_s is not None:
-        raise RetryLater(error, delay_s=exc.retry_after_s) from exc
-    raise exc
-
-
-async def _report_done(
-    ctx: JobContext, shot_number: int, counts: Any, *, error: str | None = None
-) -> None:
+async def _report_done(ctx: JobContext, shot_number: int, counts: Any) -> None:
     completed = counts["succeeded"] + counts["failed"] if counts else None
     total = counts["total"] if counts else None
-    message = f"shot {shot_number} failed: {error}" if error else f"shot {shot_number} stored"
-    await ctx.progress(100, message, shot_number=shot_number, completed=completed, total=total)
+    await ctx.progress(
+        100, f"shot {shot_number} stored", shot_number=shot_number, completed=completed, total=total
+    )
 
 
 registry = create_registry()

@@ -1,8 +1,11 @@
 """Every SQL statement of the storyboard service, as named constants.
 
-Only `storyboards.py`, `auth.py` and `jobs.py` execute these. Parameters are `$n` placeholders,
-never interpolated. Lock order, to rule out deadlocks: a job's row (taken by
+Only `storyboards.py`, `auth.py`, `routes.py` and `jobs.py` execute these. Parameters are `$n`
+placeholders, never interpolated. Lock order, to rule out deadlocks: a job's row (taken by
 `JobContext.transaction`), then the project's row (`LOCK_PROJECT`), then storyboard rows.
+
+Jobs are read through `pgqueue.job_status`, the view pgqueue owns for applications, never
+through its tables: what makes a job live (its lease) is pgqueue's to define.
 """
 
 from __future__ import annotations
@@ -76,9 +79,9 @@ LOCK_PROJECT = """
 SELECT id FROM storyboard.projects WHERE id = $1 FOR NO KEY UPDATE
 """
 
-# -- owns_project: whether project $1 (as text, from a job's payload) belongs to $2
+# -- owns_project: whether project $1 (from a job's payload) belongs to $2
 OWNS_PROJECT = """
-SELECT EXISTS (SELECT 1 FROM storyboard.projects WHERE id::text = $1 AND owner = $2)
+SELECT EXISTS (SELECT 1 FROM storyboard.projects WHERE id = $1 AND owner = $2)
 """
 
 # -- select_characters: a project's characters in their given order
@@ -93,48 +96,50 @@ SELECT shot_number, description, duration_seconds, characters
 FROM storyboard.shots WHERE project_id = $1 ORDER BY shot_number
 """
 
-# -- select_storyboards: a project's storyboards with the live attempt count of their jobs
+# -- select_storyboards: a project's storyboards, the live attempt count of their jobs, and
+# -- the project's step status read in the same snapshot
 SELECT_STORYBOARDS = """
 SELECT s.shot_number, s.status, s.image_url, s.error, s.job_id, s.generation,
-       greatest(s.attempts, coalesce(j.attempts, 0)) AS attempts, j.progress AS job_progress
+       greatest(s.attempts, coalesce(j.attempts, 0)) AS attempts, j.progress AS job_progress,
+       p.status AS project_status
 FROM storyboard.storyboards AS s
-LEFT JOIN pgqueue.jobs AS j ON j.id = s.job_id
+JOIN storyboard.projects AS p ON p.id = s.project_id
+LEFT JOIN pgqueue.job_status AS j ON j.id = s.job_id
 WHERE s.project_id = $1
 ORDER BY s.shot_number
 """
 
 # The storyboards of project $1 that are `generating` although nothing will ever finish them:
-# their job ended (failed, cancelled, or succeeded without writing), or no live job has held
-# them for $2 seconds (the job is gone, or its lease lapsed with no worker left to reap it).
+# their job ended (failed or cancelled, and its hook did not run; or succeeded without
+# writing), or no live job has held them for $2 seconds (the job is gone, or its lease lapsed
+# with no worker left to reap it). What "live" means is pgqueue's: `job_status.is_live`.
 _STALE = """
-SELECT s.project_id, s.shot_number, j.attempts AS job_attempts,
-       CASE
-         WHEN j.state IN ('failed', 'cancelled') THEN
-           'job ' || j.state || ' after ' || j.attempts || ' attempt(s): '
-           || coalesce(left((regexp_match(btrim(j.last_error, E' \n'), '[^\n]*$'))[1], 1000),
-                       'no error recorded')
-         WHEN j.state = 'succeeded' THEN 'job finished without storing an image'
-         ELSE 'timed out: still generating after ' || $2::float8 || ' s with no live job'
-       END AS error
+SELECT s.shot_number, s.job_id, j.state::text AS job_state, j.attempts AS job_attempts,
+       j.last_error
 FROM storyboard.storyboards AS s
-LEFT JOIN pgqueue.jobs AS j ON j.id = s.job_id
+LEFT JOIN pgqueue.job_status AS j ON j.id = s.job_id
 WHERE s.project_id = $1 AND s.status = 'generating'
   AND (j.state IN ('failed', 'cancelled', 'succeeded')
-       OR (s.updated_at < now() - make_interval(secs => $2)
-           AND (j.id IS NULL OR (j.state = 'running' AND j.lease_expires_at < now()))))
+       OR (s.updated_at < now() - make_interval(secs => $2) AND NOT coalesce(j.is_live, false)))
 """
 
-# -- has_stale_storyboards: cheap, lock-free check before FAIL_STALE_STORYBOARDS
+# -- has_stale_storyboards: cheap, lock-free check before SELECT_STALE_STORYBOARDS
 HAS_STALE_STORYBOARDS = f"SELECT EXISTS ({_STALE})"
 
-# -- fail_stale_storyboards: turn the stale storyboards `failed`, with a readable error
-FAIL_STALE_STORYBOARDS = f"""
-WITH stale AS ({_STALE})
+# -- select_stale_storyboards: the stale storyboards with what their jobs left behind
+SELECT_STALE_STORYBOARDS = _STALE
+
+# -- fail_storyboards: storyboards of project $1 turn `failed` with the given errors, each one
+# -- only while it is still `generating` under the job named: a storyboard a later job took
+# -- over, or that already ended, is left alone (the fence that makes repeats harmless)
+FAIL_STORYBOARDS = """
 UPDATE storyboard.storyboards AS s
-SET status = 'failed', error = stale.error, updated_at = now(),
-    attempts = greatest(s.attempts, coalesce(stale.job_attempts, 0))
-FROM stale
-WHERE s.project_id = stale.project_id AND s.shot_number = stale.shot_number
+SET status = 'failed', error = l.error, attempts = greatest(s.attempts, l.attempts),
+    updated_at = now()
+FROM unnest($2::int[], $3::bigint[], $4::text[], $5::int[])
+     AS l(shot_number, job_id, error, attempts)
+WHERE s.project_id = $1 AND s.shot_number = l.shot_number AND s.job_id = l.job_id
+  AND s.status = 'generating'
 RETURNING s.shot_number
 """
 
@@ -155,9 +160,10 @@ FROM unnest($3::int[], $4::bigint[]) AS l(shot_number, job_id)
 WHERE s.project_id = $1 AND s.shot_number = l.shot_number
 """
 
-# -- finish_project: once no storyboard is `generating`, set the project's step status:
-# -- completed (no failure), failed (no success), partial (both). Shots never asked for
-# -- (`pending`) do not count; a project with nothing attempted stays `pending`.
+# -- finish_project: the one home of the project's step status, run after every change of
+# -- its storyboards: generating while any is; else completed (no failure), failed (no
+# -- success), partial (both). Shots never asked for (`pending`) do not count; a project with
+# -- nothing attempted stays `pending`. Reads take the stored value (SELECT_STORYBOARDS).
 FINISH_PROJECT = """
 WITH counts AS (
     SELECT count(*) FILTER (WHERE status = 'generating') AS generating,
@@ -201,14 +207,6 @@ MARK_SUCCESS = """
 UPDATE storyboard.storyboards
 SET status = 'success', image_url = $4, error = NULL, attempts = $5, updated_at = now()
 WHERE project_id = $1 AND shot_number = $2 AND job_id = $3
-RETURNING shot_number
-"""
-
-# -- mark_failed: the job $3 that owns the storyboard failed for good
-MARK_FAILED = """
-UPDATE storyboard.storyboards
-SET status = 'failed', error = $4, attempts = $5, updated_at = now()
-WHERE project_id = $1 AND shot_number = $2 AND job_id = $3 AND status <> 'success'
 RETURNING shot_number
 """
 

@@ -15,6 +15,7 @@ from pgqueue import Job, Queue
 from service import auth, media, queries, schemas, storyboards
 from service.errors import ApiError, not_found
 from service.openapi import openapi_document
+from service.payloads import MalformedPayload, StoryboardPayload
 from service.settings import ServiceSettings
 
 logger = logging.getLogger("service.api")
@@ -161,10 +162,12 @@ async def get_job(request: Request) -> Response:
     if job is None:
         raise not_found("job")
     if not user.is_admin:
-        project_id = job.payload.get("project_id") if isinstance(job.payload, dict) else None
-        if not isinstance(project_id, str) or not await state["pool"].fetchval(
-            queries.OWNS_PROJECT, project_id, user.name
-        ):
+        try:
+            payload = StoryboardPayload.from_job(job)
+        except MalformedPayload:
+            # No project says whose it is, so it is nobody's: not found, like another's.
+            raise not_found("job") from None
+        if not await state["pool"].fetchval(queries.OWNS_PROJECT, payload.project_id, user.name):
             raise not_found("job")
     return JSONResponse(job_json(job))
 
