@@ -18,18 +18,18 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 .PHONY: install
-install: $(STAMP) ## create .venv and install the project with its dev tools
+install: $(STAMP) ## create .venv and install the project with its extras and dev tools (.[dev])
 
 .PHONY: run
 run: $(STAMP) ## start Postgres (embedded unless DATABASE_URL), migrate, the API and a worker
 	$(BIN)/python -m service run
 
 .PHONY: worker
-worker: $(STAMP) ## run one storyboard worker against DATABASE_URL (or the embedded server)
+worker: $(STAMP) ## run one storyboard worker against DATABASE_URL (required)
 	$(BIN)/python -m service worker
 
 .PHONY: migrate
-migrate: $(STAMP) ## apply migrations to DATABASE_URL
+migrate: $(STAMP) ## apply migrations to DATABASE_URL (pgqueue's schema and the service's)
 	$(BIN)/python -m alembic upgrade head
 
 .PHONY: test

