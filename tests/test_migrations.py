@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncpg
 
 from pgqueue import queries, schema
-from tests import dbutil
 from tests.schema.catalog import catalog_of
+from tests.support import db
 
 
 async def _tables(url: str) -> set[str]:
@@ -43,32 +43,32 @@ def _without_alembic(rows: list[tuple[object, ...]]) -> list[tuple[object, ...]]
 
 
 async def test_upgrade_downgrade_upgrade(admin_url: str) -> None:
-    name = dbutil.unique_name("migr")
-    await dbutil.create_database(admin_url, name)
-    url = dbutil.with_database(admin_url, name)
+    name = db.unique_name("migr")
+    await db.create_database(admin_url, name)
+    url = db.with_database(admin_url, name)
     try:
-        dbutil.migrate(url)
+        db.migrate(url)
         assert "pgqueue.jobs" in await _tables(url)
         assert await _versions(url) == ("0003_pgqueue_v2", schema.LATEST)
         head = await catalog_of(url)
-        dbutil.migrate(url, "downgrade", "0002_service")
+        db.migrate(url, "downgrade", "0002_service")
         assert await _versions(url) == ("0002_service", 1)
-        dbutil.migrate(url, "downgrade", "base")
+        db.migrate(url, "downgrade", "base")
         assert await _tables(url) == {"public.alembic_version"}
         assert await _versions(url) == (None, 0)
-        dbutil.migrate(url)
+        db.migrate(url)
         assert await catalog_of(url) == head
     finally:
-        await dbutil.drop_database(admin_url, name)
+        await db.drop_database(admin_url, name)
 
 
 async def test_alembic_and_the_runner_build_the_same_schema(admin_url: str) -> None:
-    names = [dbutil.unique_name("migr") for _ in range(2)]
-    urls = [dbutil.with_database(admin_url, name) for name in names]
+    names = [db.unique_name("migr") for _ in range(2)]
+    urls = [db.with_database(admin_url, name) for name in names]
     try:
         for name in names:
-            await dbutil.create_database(admin_url, name)
-        dbutil.migrate(urls[0], "upgrade", "0001_pgqueue")
+            await db.create_database(admin_url, name)
+        db.migrate(urls[0], "upgrade", "0001_pgqueue")
         conn = await asyncpg.connect(urls[1])
         try:
             await schema.upgrade(conn, to=1)
@@ -78,17 +78,17 @@ async def test_alembic_and_the_runner_build_the_same_schema(admin_url: str) -> N
         assert {kind: _without_alembic(rows) for kind, rows in by_alembic.items()} == by_runner
     finally:
         for name in names:
-            await dbutil.drop_database(admin_url, name)
+            await db.drop_database(admin_url, name)
 
 
 async def test_a_database_of_the_old_chain_is_adopted(admin_url: str) -> None:
-    name = dbutil.unique_name("migr")
-    await dbutil.create_database(admin_url, name)
-    url = dbutil.with_database(admin_url, name)
+    name = db.unique_name("migr")
+    await db.create_database(admin_url, name)
+    url = db.with_database(admin_url, name)
     try:
         # What revisions 0001_pgqueue and 0002_service made before pgqueue kept a record:
         # the same DDL, with no pgqueue.schema_version.
-        dbutil.migrate(url, "upgrade", "0002_service")
+        db.migrate(url, "upgrade", "0002_service")
         conn = await asyncpg.connect(url)
         try:
             await conn.execute("DROP TABLE pgqueue.schema_version")
@@ -96,17 +96,17 @@ async def test_a_database_of_the_old_chain_is_adopted(admin_url: str) -> None:
         finally:
             await conn.close()
         assert await _versions(url) == ("0002_service", 1)
-        dbutil.migrate(url)
+        db.migrate(url)
         assert await _versions(url) == ("0003_pgqueue_v2", schema.LATEST)
         conn = await asyncpg.connect(url)
         try:
             assert await conn.fetchval("SELECT kind FROM pgqueue.job_status") == "kept"
         finally:
             await conn.close()
-        dbutil.migrate(url, "downgrade", "base")
+        db.migrate(url, "downgrade", "base")
         assert await _tables(url) == {"public.alembic_version"}
     finally:
-        await dbutil.drop_database(admin_url, name)
+        await db.drop_database(admin_url, name)
 
 
 async def test_claim_uses_the_claim_index(pool: asyncpg.Pool) -> None:
@@ -119,7 +119,9 @@ async def test_claim_uses_the_claim_index(pool: asyncpg.Pool) -> None:
         await conn.execute("INSERT INTO pgqueue.jobs (kind) SELECT 'k' FROM generate_series(1, 50)")
         await conn.execute("ANALYZE pgqueue.jobs")
         # Plain EXPLAIN plans the UPDATE without running it.
-        rows = await conn.fetch("EXPLAIN " + queries.CLAIM_JOBS, ["default"], 10, "w", 30.0)
+        # $1 queues, $2 limit, $3 worker id, $4 lease seconds, $5 the kinds the worker knows.
+        args = (["default"], 10, "w", 30.0, ["k"])
+        rows = await conn.fetch("EXPLAIN " + queries.CLAIM_JOBS, *args)
     plan = "\n".join(r[0] for r in rows)
     assert "jobs_claim_idx" in plan, plan
     assert "Seq Scan on jobs" not in plan, plan

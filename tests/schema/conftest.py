@@ -7,16 +7,16 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from tests import dbutil
+from tests.support import db
 
 
 @pytest.fixture
 async def empty_url(admin_url: str) -> AsyncIterator[str]:
     """The URL of a new, empty database for this test alone."""
-    name = dbutil.unique_name("schema")
-    await dbutil.create_database(admin_url, name)
-    yield dbutil.with_database(admin_url, name)
-    await dbutil.drop_database(admin_url, name)
+    name = db.unique_name("schema")
+    await db.create_database(admin_url, name)
+    yield db.with_database(admin_url, name)
+    await db.drop_database(admin_url, name)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests import dbutil
+from tests.support import db, processes
 
 
 def run_without_database_url(*command: str) -> subprocess.CompletedProcess[str]:
@@ -16,7 +16,7 @@ def run_without_database_url(*command: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     return subprocess.run(
         [sys.executable, *command],
-        cwd=dbutil.ROOT,
+        cwd=processes.ROOT,
         env=env,
         capture_output=True,
         text=True,
@@ -51,11 +51,11 @@ def test_alembic_needs_database_url() -> None:
 
 
 def test_an_unreachable_database_is_one_line(admin_url: str) -> None:
-    url = dbutil.with_database(admin_url, dbutil.unique_name("absent"))
+    url = db.with_database(admin_url, db.unique_name("absent"))
     env = {**os.environ, "DATABASE_URL": url}
     done = subprocess.run(
         [sys.executable, "-m", "pgqueue", "migrate"],
-        cwd=dbutil.ROOT,
+        cwd=processes.ROOT,
         env=env,
         capture_output=True,
         text=True,
@@ -71,7 +71,7 @@ def test_out_of_range_versions_are_refused_before_connecting() -> None:
     env = {**os.environ, "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}
     done = subprocess.run(
         [sys.executable, "-m", "pgqueue", "migrate", "--to", "999"],
-        cwd=dbutil.ROOT,
+        cwd=processes.ROOT,
         env=env,
         capture_output=True,
         text=True,

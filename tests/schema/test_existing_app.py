@@ -9,8 +9,8 @@ import sys
 import asyncpg
 
 from pgqueue import schema
-from tests import dbutil
 from tests.schema.catalog import added, catalog
+from tests.support import processes
 
 APP_SCHEMA = """
 CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY);
@@ -24,7 +24,7 @@ def pgqueue_cli(url: str, *args: str) -> str:
     """Run `python -m pgqueue <args>` on `url`; returns its stdout (fails on a non-zero exit)."""
     done = subprocess.run(
         [sys.executable, "-m", "pgqueue", *args],
-        cwd=dbutil.ROOT,
+        cwd=processes.ROOT,
         env={**os.environ, "DATABASE_URL": url},
         capture_output=True,
         text=True,

@@ -9,7 +9,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from tests import dbutil
+from tests.support import processes
 
 # What the extras bring; none of it may load with the queue.
 NOT_THE_QUEUE = (
@@ -36,14 +36,14 @@ print(json.dumps({"modules": names, "loaded": sorted({m.split(".")[0] for m in s
 
 
 def _pyproject() -> dict[str, object]:
-    with (dbutil.ROOT / "pyproject.toml").open("rb") as file:
+    with (processes.ROOT / "pyproject.toml").open("rb") as file:
         return tomllib.load(file)
 
 
 def test_importing_every_pgqueue_module_loads_nothing_of_the_extras() -> None:
     done = subprocess.run(
         [sys.executable, "-c", IMPORT_EVERYTHING],
-        cwd=dbutil.ROOT,
+        cwd=processes.ROOT,
         capture_output=True,
         text=True,
         timeout=60,
@@ -76,7 +76,7 @@ def test_the_queue_depends_on_asyncpg_and_pydantic_only() -> None:
 def test_the_schema_ships_as_package_data() -> None:
     setuptools = _pyproject()["tool"]["setuptools"]  # type: ignore[index]
     patterns = setuptools["package-data"]["pgqueue"]
-    package = dbutil.ROOT / "pgqueue"
+    package = processes.ROOT / "pgqueue"
     shipped = {p for pattern in patterns for p in package.glob(pattern)}
     scripts = set(Path(package, "schema").glob("v*.sql"))
     assert scripts and scripts <= shipped

@@ -11,8 +11,8 @@ import pytest
 
 from pgqueue import JobState, Queue
 from service.payloads import JOB_KIND
-from tests import dbutil
 from tests.service import support
+from tests.support import processes
 from tests.support.settings import WORKER_ENV
 
 
@@ -24,7 +24,7 @@ def _run(*command: str, **env: str) -> subprocess.CompletedProcess[str]:
     }
     return subprocess.run(
         [sys.executable, *command],
-        cwd=dbutil.ROOT,
+        cwd=processes.ROOT,
         env={**base, **env},
         capture_output=True,
         text=True,

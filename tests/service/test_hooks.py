@@ -18,8 +18,8 @@ from pgqueue import Event, Job, JobState, Queue, Worker
 from service import storyboards
 from service.jobs import fail_storyboard
 from service.settings import ServiceSettings
-from tests.helpers import wait_for
 from tests.service.support import project_body
+from tests.support.wait import wait_for
 
 SELECT_STORYBOARD = """
 SELECT s.status, s.error, s.attempts, s.job_id, p.status AS project_status

@@ -14,9 +14,9 @@ from PIL import Image
 
 from pgqueue import Job, Queue, Worker
 from service.settings import ServiceSettings
-from tests.helpers import wait_for
 from tests.service import support
 from tests.service.support import project_body, wait_done
+from tests.support.wait import wait_for
 
 
 async def test_local_provider_end_to_end(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from tests import dbutil
+from tests.support import db
 
 
 async def _tables(url: str) -> set[str]:
@@ -20,17 +20,17 @@ async def _tables(url: str) -> set[str]:
 
 
 async def test_upgrade_downgrade_upgrade(admin_url: str) -> None:
-    name = dbutil.unique_name("mig")
-    await dbutil.create_database(admin_url, name)
-    url = dbutil.with_database(admin_url, name)
+    name = db.unique_name("mig")
+    await db.create_database(admin_url, name)
+    url = db.with_database(admin_url, name)
     try:
-        dbutil.migrate(url)
+        db.migrate(url)
         head = await _tables(url)
         assert {"storyboard.projects", "storyboard.storyboards", "storyboard.api_tokens"} <= head
-        dbutil.migrate(url, "downgrade", "0001_pgqueue")
+        db.migrate(url, "downgrade", "0001_pgqueue")
         assert not any(t.startswith("storyboard.") for t in await _tables(url))
         assert "pgqueue.jobs" in await _tables(url)
-        dbutil.migrate(url)
+        db.migrate(url)
         assert await _tables(url) == head
     finally:
-        await dbutil.drop_database(admin_url, name)
+        await db.drop_database(admin_url, name)
