@@ -117,7 +117,8 @@ class Launcher:
         env = {**os.environ, "DATABASE_URL": dsn}
         commands = [
             [sys.executable, "-m", "service", "api"],
-            [sys.executable, "-m", "pgqueue.worker", "service.jobs:registry"],
+            # `service worker` execs the pgqueue daemon on the storyboard queue (STORYBOARD_QUEUE).
+            [sys.executable, "-m", "service", "worker"],
         ]
         for command in commands:
             # Their own session: a terminal's Ctrl-C reaches only us, and we stop them in
