@@ -5,15 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import subprocess
-import sys
 
 import asyncpg
 import pytest
 
 from pgqueue import JobSpec, Queue
 from tests.acceptance.conftest import StartWorker
-from tests.support.processes import ROOT
+from tests.support.processes import completed, python_command
 from tests.support.wait import wait_for
 
 
@@ -23,19 +21,13 @@ async def _count(pool: asyncpg.Pool, where: str) -> int:
 
 
 def test_help_and_bad_arguments() -> None:
-    command = [sys.executable, "-m", "pgqueue.worker"]
-    shown = subprocess.run(
-        [*command, "--help"], cwd=ROOT, capture_output=True, text=True, check=False
-    )
+    command = python_command("-m", "pgqueue.worker")
+    shown = completed([*command, "--help"])
     assert shown.returncode == 0
     for flag in ("--concurrency", "--queue", "--burst", "MODULE:ATTR"):
         assert flag in shown.stdout
-    bad = subprocess.run(
+    bad = completed(
         [*command, "no_colon_here"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
         env={"DATABASE_URL": "postgresql://127.0.0.1:1/none", "PATH": ""},
     )
     assert bad.returncode == 2 and "MODULE:ATTR" in bad.stderr

@@ -253,14 +253,14 @@ class Processes:
         return f"{prefix}-{number}"
 
 
-def run(
+def completed(
     argv: Sequence[str],
     *,
     env: Mapping[str, str] | None = None,
     timeout: float = RUN_TIMEOUT_S,
     cwd: Path = ROOT,
-) -> str:
-    """Run a command to completion (e.g. `python -m service create-token`); its stdout.
+) -> subprocess.CompletedProcess[str]:
+    """Run a command to completion, whatever its exit status (e.g. to check a refusal).
 
     Args:
         argv: the command.
@@ -269,11 +269,10 @@ def run(
         cwd: the working directory.
 
     Raises:
-        ProcessError: it failed or overran (with the end of its stderr).
+        ProcessError: it overran.
     """
-    command = " ".join(argv)
     try:
-        done = subprocess.run(
+        return subprocess.run(
             list(argv),
             cwd=cwd,
             env=dict(settings.child_env() if env is None else env),
@@ -284,8 +283,26 @@ def run(
             check=False,
         )
     except subprocess.TimeoutExpired as exc:
-        raise ProcessError(f"{command} took over {timeout:g}s") from exc
+        raise ProcessError(f"{' '.join(argv)} took over {timeout:g}s") from exc
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    timeout: float = RUN_TIMEOUT_S,
+    cwd: Path = ROOT,
+) -> str:
+    """Run a command that must succeed (e.g. `python -m service create-token`); its stdout.
+
+    Arguments as `completed`'s.
+
+    Raises:
+        ProcessError: it failed (with the end of its stderr) or overran.
+    """
+    done = completed(argv, env=env, timeout=timeout, cwd=cwd)
     if done.returncode != 0:
+        command = " ".join(argv)
         raise ProcessError(f"{command} exited {done.returncode}:\n{done.stderr[-TAIL_CHARS:]}")
     return done.stdout
 
@@ -316,5 +333,5 @@ async def wait_ready(url: str, process: Process, timeout: float = READY_TIMEOUT_
 
 
 def python_command(*args: str) -> list[str]:
-    """`[this interpreter, *args]`, for `run`."""
+    """`[this interpreter, *args]`, for `run` and `completed`."""
     return [sys.executable, *args]
