@@ -9,15 +9,8 @@ from typing import Any
 
 import pytest
 
-from pgqueue import Registry, RetryPolicy, Worker, WorkerConfig
-
-FAST = {
-    "lease_s": 2.0,
-    "poll_interval_s": 0.5,
-    "retry_policy": RetryPolicy(base_s=0.05, cap_s=1.0, jitter=0),
-    "shutdown_grace_s": 5.0,
-    "progress_interval_s": 0.0,
-}
+from pgqueue import Registry, Worker, WorkerConfig
+from tests.support.settings import WORKER_OPTIONS as FAST
 
 WorkerFactory = Callable[..., contextlib.AbstractAsyncContextManager[Worker]]
 

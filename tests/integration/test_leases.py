@@ -19,8 +19,8 @@ from pgqueue import (
     queries,
     store,
 )
-from tests.helpers import wait_for
 from tests.integration.conftest import WorkerFactory
+from tests.support.wait import wait_for
 
 CLAIM_ARGS = (["default"], 1, "test-worker", 0.2)  # a 0.2 s lease: expires almost at once
 

@@ -8,8 +8,8 @@ import asyncpg
 
 from pgqueue import JobContext, JobSpec, Queue, Registry, queries
 from pgqueue.models import QueueStats
-from tests.helpers import wait_for
 from tests.integration.conftest import WorkerFactory
+from tests.support.wait import wait_for
 
 ALL_KINDS = ["k", "ok", "bad", "batched", "job"]  # the kinds these tests claim by hand
 

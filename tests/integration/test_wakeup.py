@@ -8,8 +8,8 @@ import time
 import asyncpg
 
 from pgqueue import JobContext, Queue, Registry
-from tests.helpers import wait_for
 from tests.integration.conftest import WorkerFactory
+from tests.support.wait import wait_for
 
 
 def _timing_registry(started: dict[int, float]) -> Registry:

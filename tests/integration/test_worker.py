@@ -11,8 +11,8 @@ import asyncpg
 import pytest
 
 from pgqueue import DoNotRetry, Event, JobContext, JobSpec, JobState, Queue, Registry, RetryLater
-from tests.helpers import wait_for
 from tests.integration.conftest import WorkerFactory
+from tests.support.wait import wait_for
 
 
 async def state_of(queue: Queue, job_id: int) -> JobState:

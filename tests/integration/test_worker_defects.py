@@ -20,8 +20,8 @@ from pgqueue import (
     RetryLater,
     RetryPolicy,
 )
-from tests.helpers import wait_for
 from tests.integration.conftest import WorkerFactory
+from tests.support.wait import wait_for
 
 
 async def _state(queue: Queue, job_id: int) -> JobState | None:

@@ -1,10 +1,10 @@
 """Fixtures of the service tests: settings on the test's database, an API client, users,
-a fake upstream, and an in-process worker."""
+and an in-process worker (the fake upstream is tests/conftest.py's `upstream`)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -50,13 +50,6 @@ def user(db_url: str) -> Callable[..., Awaitable[dict[str, str]]]:
 async def alice(user: Callable[..., Awaitable[dict[str, str]]]) -> dict[str, str]:
     """Headers of user alice (free tier)."""
     return await user("alice")
-
-
-@pytest.fixture
-def upstream() -> Iterator[support.FakeUpstream]:
-    """A fake Seedream on loopback."""
-    with support.running_upstream() as server:
-        yield server
 
 
 @pytest.fixture

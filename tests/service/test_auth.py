@@ -11,7 +11,8 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.service.support import ROOT, project_body
+from tests.service.support import project_body
+from tests.support.processes import ROOT
 
 PROJECT = "00000000-0000-0000-0000-000000000001"
 API_ROUTES = [

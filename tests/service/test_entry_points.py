@@ -11,16 +11,15 @@ import pytest
 
 from pgqueue import JobState, Queue
 from service.payloads import JOB_KIND
-from tests.service import support
 from tests.support import processes
-from tests.support.settings import WORKER_ENV
+from tests.support.settings import SERVICE_VARIABLES, WORKER_ENV
 
 
 def _run(*command: str, **env: str) -> subprocess.CompletedProcess[str]:
     base = {
         k: v
         for k, v in os.environ.items()
-        if k != "DATABASE_URL" and k not in support.SERVICE_ENV and not k.startswith("PGQUEUE_")
+        if k != "DATABASE_URL" and k not in SERVICE_VARIABLES and not k.startswith("PGQUEUE_")
     }
     return subprocess.run(
         [sys.executable, *command],

@@ -22,7 +22,7 @@ from service.images import (
     RetryableImageError,
 )
 from service.images.http import parse_retry_after
-from tests.service.support import png_bytes
+from tests.support.upstream import png_bytes
 
 REQUEST = ImageRequest(
     shot_number=4,

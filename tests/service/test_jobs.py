@@ -6,7 +6,6 @@ import io
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import httpx
@@ -14,8 +13,8 @@ from PIL import Image
 
 from pgqueue import Job, Queue, Worker
 from service.settings import ServiceSettings
-from tests.service import support
 from tests.service.support import project_body, wait_done
+from tests.support.upstream import API_KEY, Answer, Call, FakeUpstream, error
 from tests.support.wait import wait_for
 
 
@@ -62,16 +61,16 @@ async def test_content_policy_refusal_fails_one_shot_after_one_call(
     alice: dict[str, str],
     settings: ServiceSettings,
     run_worker: Callable[..., Worker],
-    upstream: support.FakeUpstream,
+    upstream: FakeUpstream,
     queue: Queue,
     pool: asyncpg.Pool,
 ) -> None:
-    def refuse_shot_2(call: support.Call, nth: int) -> Any:
-        if call.shot == 2:
-            return support.error(400, "The request failed because of a content policy")
+    def refuse_shot_2(call: Call) -> Answer | None:
+        if call.shot_number == 2:
+            return error(400, "The request failed because of a content policy")
         return None
 
-    upstream.action = refuse_shot_2
+    upstream.script = refuse_shot_2
     project = (
         await client.post("/api/projects", json=project_body(3, style="policy"), headers=alice)
     ).json()
@@ -82,7 +81,7 @@ async def test_content_policy_refusal_fails_one_shot_after_one_call(
         update={
             "image_provider": "http",
             "image_api_base": upstream.base_url,
-            "image_api_key": support.API_KEY,
+            "image_api_key": API_KEY,
             "image_model": "seedream-test",
         }
     )
@@ -92,11 +91,11 @@ async def test_content_policy_refusal_fails_one_shot_after_one_call(
     assert [s["status"] for s in status["storyboards"]] == ["success", "failed", "success"]
     refused = status["storyboards"][1]
     assert "content policy" in refused["error"] and refused["attempts"] == 1
-    assert len(upstream.calls_for("policy", 2)) == 1
+    assert len(upstream.calls_for(project["id"], 2)) == 1
     job = await queue.get(answer["job_ids"][1])
     assert job is not None and job.state == "failed" and job.attempts == 1
     assert job.last_error is not None and "content policy" in job.last_error
-    assert upstream.calls[0].headers["authorization"] == f"Bearer {support.API_KEY}"
+    assert upstream.calls[0].headers["authorization"] == f"Bearer {API_KEY}"
     stored = await pool.fetchval(
         "SELECT status FROM storyboard.projects WHERE id = $1", uuid.UUID(project["id"])
     )
