@@ -5,7 +5,9 @@
     │   ├── RetryLater           retry after an explicit delay (e.g. an upstream Retry-After)
     │   └── DoNotRetry           fail the job now, whatever attempts remain
     ├── LeaseLost                the worker no longer holds the job: its writes were refused
-    └── JobCancelled             the job was cancelled while its handler ran
+    ├── JobCancelled             the job was cancelled while its handler ran
+    └── SchemaVersionError       (pgqueue.schema) the database's schema is not one this
+                                 version can upgrade or downgrade
 
 Every class's docstring is its default message.
 """

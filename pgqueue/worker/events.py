@@ -23,8 +23,10 @@ class Event:
     Args:
         name: which event.
         job_id: the job's id.
-        job: the job as the worker knew it (None for stalled jobs found by the reaper).
-        result: the handler's return value (completed).
+        job: the job: as claimed (active, progress, and stalled for a lease this worker
+            lost), as written (completed, failed; failed also when a cancel ended a running
+            job, with state cancelled), or as reaped (stalled, from the reaper).
+        result: the stored result (completed).
         error: the exception, or the reaper's reason (failed, stalled).
         will_retry: whether the job goes back to the queue (failed, stalled).
         progress: the update (progress).

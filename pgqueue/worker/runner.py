@@ -235,6 +235,7 @@ class JobRunner:
                 job.id,
                 extra={"action": "job_cancelled", **_log_extra(job)},
             )
+            await self._emit_cancelled(failed)
             return
         will_retry = failed.state is models.JobState.QUEUED
         log = logger.warning if will_retry else logger.error
@@ -271,11 +272,13 @@ class JobRunner:
             async def cancel(db: store.Executor) -> models.Job | None:
                 return await store.cancel_held(db, job.id, token, "cancelled while running")
 
-            if await self._completer.write(job.id, running.lease_deadline, cancel) is not None:
+            cancelled = await self._completer.write(job.id, running.lease_deadline, cancel)
+            running.phase = Phase.DONE
+            if cancelled is not None:
                 logger.info(
                     "job %s cancelled", job.id, extra={"action": "job_cancelled", **_log_extra(job)}
                 )
-            running.phase = Phase.DONE
+                await self._emit_cancelled(cancelled)
             return
 
         async def release(db: store.Executor) -> dict[int, models.JobState]:
@@ -296,6 +299,16 @@ class JobRunner:
                 job.id,
                 extra={"action": "job_cancelled", **_log_extra(job)},
             )
+            ended = job._replace(
+                state=models.JobState.CANCELLED, last_error="cancelled while running"
+            )
+            await self._emit_cancelled(ended)
+
+    async def _emit_cancelled(self, job: models.Job) -> None:
+        # A cancel ended the job for good: the `failed` hooks hear of it, as of any final end.
+        await self._hooks.emit(
+            events.Event("failed", job.id, job=job, error=errors.JobCancelled(), will_retry=False)
+        )
 
 
 class _TimedOut(Exception):

@@ -349,3 +349,29 @@ async def test_the_completed_hook_receives_the_result_complete_in_stored(
     done = await queue.get(job.id)
     assert done is not None and done.result == {"stored": True}
     assert results == [{"stored": True}]
+
+
+async def test_a_cancel_that_ends_a_running_job_reaches_the_failed_hooks(
+    queue: Queue, running_worker: WorkerFactory
+) -> None:
+    # Hooks that record a job's end for good (the service's) hear of a cancel too.
+    registry = Registry()
+    started = asyncio.Event()
+    ends: list[tuple[JobState, bool, str]] = []
+
+    @registry.handler("k")
+    async def handler(ctx: JobContext) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    def on_failed(event: Event) -> None:
+        assert event.job is not None
+        ends.append((event.job.state, event.will_retry, type(event.error).__name__))
+
+    registry.on("failed", on_failed)
+    job = await queue.enqueue("k")
+    async with running_worker(registry, lease_s=0.6):  # a heartbeat every 0.2 s
+        await asyncio.wait_for(started.wait(), 10)
+        await queue.cancel(job.id)
+        await wait_for(lambda: ends)
+    assert ends == [(JobState.CANCELLED, False, "JobCancelled")]
