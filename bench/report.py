@@ -40,6 +40,11 @@ ROWS: tuple[tuple[str, str, str, str], ...] = (
         "<= 1.1",
     ),
     ("storyboard_c10_max_inflight", "  most upstream calls in flight, concurrency 10", "", "<= 3"),
+    ("fleet_makespan_s", "fleet makespan, 10 projects x 6 shots, cap 3, 2 workers x 3", "s", ""),
+    ("fleet_ideal_s", "  ideal: the oldest-first schedule's rounds x latency", "s", ""),
+    ("fleet_bound_s", "  bound: ceil(60 / 6) x latency (no schedule does better)", "s", ""),
+    ("fleet_makespan_ratio", "  ratio makespan / ideal, 2 worker processes", "x", "<= 1.1"),
+    ("fleet_max_inflight", "  most upstream calls in flight (the fleet's 6 slots)", "", "<= 6"),
     ("worker_rss_mb", "worker RSS, 100k queued", "MiB", "<= 80"),
 )
 

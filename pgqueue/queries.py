@@ -140,11 +140,13 @@ RETURNING j.id
 # -- $5 worker, $6 lease seconds, $7 kinds) in one round trip, so a busy worker hands the slots
 # -- of the jobs it finished straight to new ones. One row per claimed job (one row of NULLs
 # -- when none was), the first of them carrying `completed_ids` (sent once, not once per row).
-# -- The claim sees the concurrency counts from before these completions: it may take fewer
-# -- jobs of a key than it could, never more (the freed slot's notification wakes the fleet for
-# -- the rest). The slots CTE also locks the completed jobs' keys, in the same sorted order:
-# -- their decrements (row triggers, at the end of the statement) then wait on nothing, and two
-# -- such statements cannot deadlock.
+# -- The claim counts the concurrency slots these completions free (`freed`): their decrements
+# -- (row triggers) only happen at the end of the statement, and a claim that saw the counts
+# -- from before them gave a project's freed slot to another project, spreading the work so
+# -- that the last project ran alone at its cap (measured: 10 projects x 6 shots on 6 slots
+# -- took 11-12 rounds instead of 10). The slots CTE locks the completed jobs' keys too, in
+# -- the same sorted order: nobody else changes those counts meanwhile, their decrements wait on
+# -- nothing, and two such statements cannot deadlock.
 COMPLETE_AND_CLAIM_JOBS = """
 WITH completed AS (
     UPDATE pgqueue.jobs AS j
@@ -153,7 +155,11 @@ WITH completed AS (
         progress = coalesce(($2::jsonb -> j.id::text ->> 2)::jsonb, j.progress)
     WHERE j.id = ANY ($1::bigint[]) AND j.state = 'running'
       AND j.lease_token = ($2::jsonb -> j.id::text ->> 0)::bigint
-    RETURNING j.id
+    RETURNING j.id, j.concurrency_key
+), freed AS (
+    SELECT concurrency_key AS key, count(*) AS n
+    FROM completed WHERE concurrency_key IS NOT NULL
+    GROUP BY concurrency_key
 ), candidates AS MATERIALIZED (
     SELECT c.*
     FROM unnest($3::text[]) AS q(name)
@@ -164,7 +170,9 @@ WITH completed AS (
           AND j.kind = ANY ($7::text[])
           AND (j.concurrency_key IS NULL OR NOT EXISTS (
                 SELECT 1 FROM pgqueue.concurrency_slots AS s
-                WHERE s.key = j.concurrency_key AND s.running >= j.concurrency_limit))
+                WHERE s.key = j.concurrency_key
+                  AND s.running - coalesce((SELECT f.n FROM freed AS f WHERE f.key = s.key), 0)
+                      >= j.concurrency_limit))
         ORDER BY j.priority, j.run_at, j.id
         LIMIT $4
         FOR UPDATE OF j SKIP LOCKED
@@ -175,7 +183,7 @@ WITH completed AS (
     WHERE s.key = ANY (ARRAY(
         SELECT concurrency_key FROM candidates
         UNION ALL
-        SELECT concurrency_key FROM pgqueue.jobs WHERE id = ANY ($1::bigint[])))
+        SELECT key FROM freed))
     ORDER BY s.key
     FOR UPDATE
 ), chosen AS (
@@ -185,8 +193,11 @@ WITH completed AS (
                c.concurrency_key IS NULL
                OR row_number() OVER (PARTITION BY c.concurrency_key
                                      ORDER BY c.priority, c.run_at, c.id)
-                  <= c.concurrency_limit - coalesce(s.running, c.concurrency_limit) AS allowed
-        FROM candidates AS c LEFT JOIN slots AS s ON s.key = c.concurrency_key
+                  <= c.concurrency_limit
+                     - coalesce(s.running - coalesce(f.n, 0), c.concurrency_limit) AS allowed
+        FROM candidates AS c
+        LEFT JOIN slots AS s ON s.key = c.concurrency_key
+        LEFT JOIN freed AS f ON f.key = c.concurrency_key
     ) AS ranked
     WHERE ranked.allowed
     ORDER BY ranked.priority, ranked.run_at, ranked.id

@@ -6,7 +6,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bench.context import Context
-from bench.scenarios import claim, enqueue, latency, makespan, memory, peers, sustained, throughput
+from bench.scenarios import (
+    claim,
+    enqueue,
+    fleet,
+    latency,
+    makespan,
+    memory,
+    peers,
+    sustained,
+    throughput,
+)
 
 Scenario = Callable[[Context], Awaitable[dict[str, Any]]]
 
@@ -18,6 +28,7 @@ SCENARIOS: dict[str, Scenario] = {
     "claim": claim.run,
     "sustained": sustained.run,
     "makespan": makespan.run,
+    "fleet": fleet.run,
     "memory": memory.run,
     "peers": peers.run,
 }

@@ -161,10 +161,20 @@ def test_statements_are_whole_literals() -> None:
 def _claim_part(sql: str) -> str:
     start = sql.index("candidates AS MATERIALIZED")
     end = sql.index("UPDATE pgqueue.jobs AS j\n", start)
-    body = sql[start:end]
-    # The fused statement also locks the completed jobs' keys; otherwise the claims are one.
-    body = re.sub(r"\n\s*UNION ALL\n\s*SELECT concurrency_key FROM pgqueue.jobs[^)]*\)", "", body)
-    body = re.sub(r"\s+", " ", body).replace("( ", "(").replace("claimed AS (", "")
+    body = re.sub(r"\s+", " ", sql[start:end])
+    # The fused statement also counts and locks the slots its completions free; otherwise the
+    # two claims are one.
+    for freed in (
+        " - coalesce((SELECT f.n FROM freed AS f WHERE f.key = s.key), 0)",
+        " - coalesce(f.n, 0)",
+        " LEFT JOIN freed AS f ON f.key = c.concurrency_key",
+        " UNION ALL SELECT key FROM freed",
+    ):
+        body = body.replace(freed, "")
+    body = body.replace("( ", "(").replace(" )", ")").replace("claimed AS (", "")
+    body = body.replace(
+        "s.key = j.concurrency_key AND s.running", "s.key = j.concurrency_key AND s.running"
+    )
     return body.strip(" ,")
 
 
