@@ -152,24 +152,30 @@ class Producer:
             await self._idle()
 
     async def _idle(self) -> None:
+        loop = asyncio.get_running_loop()
         # Jittered so that many idle workers do not poll in lockstep.
-        timeout = self._poll_interval_s * random.uniform(0.8, 1.0)
+        deadline = loop.time() + self._poll_interval_s * random.uniform(0.8, 1.0)
         # A slot freed from here on means an outcome was written: a retry may now be due
         # sooner than anything the lookup below can see, so look again then.
         self.slots.freed.clear()
-        try:
-            due_s = await store.seconds_until_due(
-                self._db, self._template.queues, self._template.kinds
-            )
-        except Exception as exc:  # only an optimisation: the poll still comes
-            logger.debug("next-due lookup failed: %s", exc)
-            due_s = None
-        if due_s is not None:
-            # Delayed jobs and retries start at their run_at, not at the next poll.
-            timeout = min(timeout, max(due_s, 0.0) + DUE_MARGIN_S)
+        # When is the next delayed job (a retry, a run_at) due? Looked up while already
+        # waiting, so that a notification arriving meanwhile is served at once: the lookup is
+        # never on the path from an enqueue to its start.
+        lookup = asyncio.ensure_future(
+            store.seconds_until_due(self._db, self._template.queues, self._template.kinds)
+        )
+        lookup.add_done_callback(_forget)
         self.idle.set()
         try:
-            await wait_any(self._wake, self._stopping, self.slots.freed, timeout=timeout)
+            flags = (self._wake, self._stopping, self.slots.freed)
+            await wait_any(*flags, futures=(lookup,), timeout=deadline - loop.time())
+            if lookup.done() and not lookup.cancelled() and lookup.exception() is None:
+                due_s = lookup.result()
+                if due_s is not None:
+                    # Delayed jobs and retries start at their run_at, not at the next poll.
+                    deadline = min(deadline, loop.time() + max(due_s, 0.0) + DUE_MARGIN_S)
+                if not any(flag.is_set() for flag in flags):
+                    await wait_any(*flags, timeout=max(0.0, deadline - loop.time()))
         finally:
             self.idle.clear()
 
@@ -201,3 +207,9 @@ class Producer:
         """The statement failed and wrote nothing: the free slots taken for it come back; the
         freed ones stay with the completions, which are written again (or abandoned)."""
         self.slots.give_back(handoff.taken)
+
+
+def _forget(task: asyncio.Future[float | None]) -> None:
+    # The next-due lookup is an optimisation: the poll still comes if it fails.
+    if not task.cancelled() and task.exception() is not None:
+        logger.debug("next-due lookup failed: %s", task.exception())
