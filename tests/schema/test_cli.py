@@ -14,15 +14,7 @@ from tests.support import db, processes
 def run_without_database_url(*command: str) -> subprocess.CompletedProcess[str]:
     """Run `python <command>` from the repository root with DATABASE_URL unset."""
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    return subprocess.run(
-        [sys.executable, *command],
-        cwd=processes.ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return processes.completed([sys.executable, *command], env=env)
 
 
 @pytest.mark.parametrize(

@@ -21,15 +21,7 @@ def _run(*command: str, **env: str) -> subprocess.CompletedProcess[str]:
         for k, v in os.environ.items()
         if k != "DATABASE_URL" and k not in SERVICE_VARIABLES and not k.startswith("PGQUEUE_")
     }
-    return subprocess.run(
-        [sys.executable, *command],
-        cwd=processes.ROOT,
-        env={**base, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return processes.completed([sys.executable, *command], env={**base, **env})
 
 
 @pytest.mark.parametrize(
