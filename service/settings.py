@@ -40,6 +40,8 @@ class ServiceSettings(BaseSettings):
     image_api_key: str = ""
     image_model: str = ""
     image_timeout_s: float = Field(default=DEFAULT_IMAGE_TIMEOUT_S, gt=0)
+    # IMAGE_MAX_BYTES: the largest image accepted from the upstream (answer body or download).
+    image_max_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
     storyboard_concurrency: int = Field(default=DEFAULT_STORYBOARD_CONCURRENCY, ge=1, le=1000)
     storyboard_timeout_s: float = Field(default=DEFAULT_STORYBOARD_TIMEOUT_S, gt=0)
     media_dir: Path = Path("media")
