@@ -59,6 +59,21 @@ async def read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
+async def read_json_body(request: Request) -> bytes:
+    """`read_body`, refusing (415) a declared charset other than UTF-8, the only one parsed."""
+    _, _, parameters = request.headers.get("content-type", "").partition(";")
+    for parameter in parameters.split(";"):
+        name, _, value = parameter.partition("=")
+        charset = value.strip().strip('"').lower()
+        if name.strip().lower() == "charset" and charset not in ("utf-8", "utf8", "us-ascii"):
+            raise ApiError(
+                415,
+                "unsupported_media_type",
+                f"the body must be UTF-8 JSON, not charset {charset[:40]!r}",
+            )
+    return await read_body(request)
+
+
 def _too_large() -> ApiError:
     return ApiError(413, "payload_too_large", f"the body exceeds {schemas.MAX_BODY_BYTES} bytes")
 
@@ -91,7 +106,7 @@ async def readyz(request: Request) -> Response:
 async def create_project(request: Request) -> Response:
     """POST /api/projects"""
     user = await _user(request)
-    body = schemas.parse_body(schemas.ProjectIn, await read_body(request))
+    body = schemas.parse_body(schemas.ProjectIn, await read_json_body(request))
     project = await storyboards.create_project(_state(request)["pool"], user, body)
     return JSONResponse(
         project, status_code=201, headers={"Location": f"/api/projects/{project['id']}"}
@@ -121,7 +136,7 @@ async def generate(request: Request) -> Response:
     user = await _user(request)
     state = _state(request)
     project_id = storyboards.parse_project_id(request.path_params["project_id"])
-    body = schemas.parse_body(schemas.GenerateIn, await read_body(request), optional=True)
+    body = schemas.parse_body(schemas.GenerateIn, await read_json_body(request), optional=True)
     answer = await storyboards.generate(
         state["pool"], state["queue"], state["settings"], user, project_id, body
     )

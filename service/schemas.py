@@ -142,13 +142,19 @@ def parse_body(model: type[Model], body: bytes, *, optional: bool = False) -> Mo
     if not body.strip() and optional:
         return model.model_validate({})
     try:
-        data = json.loads(body)
+        # Decoded here, strictly: `json.loads(bytes)` would guess UTF-16 or UTF-32 and let
+        # UTF-8-encoded surrogates through.
+        text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise ApiError(400, "invalid_json", "the body is not UTF-8 text") from None
+    try:
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
     except RecursionError:
         raise ApiError(400, "invalid_json", "the body's JSON is nested too deeply") from None
+    except ValueError as exc:  # after JSONDecodeError, its subclass: an integer past 4,300 digits
+        raise ApiError(400, "invalid_json", f"the body holds a number too long: {exc}") from None
     if not isinstance(data, dict):
         raise ApiError(422, "validation_error", "the body must be a JSON object")
     try:

@@ -13,14 +13,16 @@ another user's, a job of each), so the requests also reach past the 404s.
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from collections.abc import Iterator
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service.openapi import openapi_document
@@ -150,3 +152,127 @@ def test_no_5xx_and_every_error_in_the_contract_shape(
             path,
             response.text[:500],
         )
+
+
+# -- the classes of input schemathesis does not draw ------------------------------------------
+# Its bodies are JSON that a Python encoder writes: small numbers, shallow, UTF-8, with the
+# declared Content-Type and one Authorization header. These are drawn from around them.
+
+_DIGITS = st.integers(min_value=4_301, max_value=20_000).map(lambda n: "9" * n)
+_HUGE_NUMBERS = st.one_of(
+    _DIGITS,
+    _DIGITS.map(lambda d: f"-{d}"),
+    _DIGITS.map(lambda d: f"{d}.5"),
+    st.integers(min_value=309, max_value=10**6).map(lambda e: f"1e{e}"),
+)
+_DEEP = st.tuples(st.sampled_from(["[", '{"a":', "[{}, "]), st.integers(1_000, 200_000)).map(
+    lambda t: t[0] * t[1]
+)
+_ENCODINGS = st.sampled_from(["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-8-sig"])
+
+
+@st.composite
+def _hostile_body(draw: st.DrawFn) -> bytes:
+    valid = json.dumps(support.project_body(draw(st.integers(1, 3))))
+    kind = draw(st.sampled_from(["number", "deep", "encoding", "surrogate", "invalid utf-8"]))
+    if kind == "number":
+        field = draw(st.sampled_from(['"shot_number": 1', '"duration_seconds": 2.5']))
+        return valid.replace(field, field.split(":")[0] + ": " + draw(_HUGE_NUMBERS), 1).encode()
+    if kind == "deep":
+        opening = draw(_DEEP)
+        closing = "".join("]" if c == "[" else "}" for c in opening if c in "[{")
+        return (opening + ("1" if opening.endswith(":") else "") + closing[::-1]).encode()[
+            : draw(st.sampled_from([None, 1_000, 50_000]))
+        ]
+    if kind == "encoding":
+        return valid.encode(draw(_ENCODINGS))
+    if kind == "surrogate":
+        return valid.replace("Test film", "\ud800x\udfff").encode("utf-8", "surrogatepass")
+    cut = draw(st.integers(1, len(valid) - 1))
+    garbage = draw(st.sampled_from([b"\xff", b"\xc3\x28", b"\xc0\xaf", b"\xed\xa0\x80", b"\x80"]))
+    return valid.encode()[:cut] + garbage + valid.encode()[cut:]
+
+
+_CONTENT_TYPES = st.sampled_from(
+    [
+        None,
+        "application/json",
+        "application/json; charset=utf-16",
+        "application/json; charset=latin-1",
+        "application/json; charset=",
+        "text/plain",
+        "multipart/form-data",
+        "application/x-www-form-urlencoded",
+        ";;=;",
+        "",
+    ]
+)
+_AUTHORIZATIONS = st.sampled_from(
+    [
+        "Bearer " + "a" * 8_000,
+        "B" * 8_000,
+        "Bearer \x01",
+        "Bearer",
+        "Basic YTpi",
+    ]
+)
+
+
+@settings(
+    max_examples=MAX_EXAMPLES * 3, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(
+    body=_hostile_body(),
+    content_type=_CONTENT_TYPES,
+    second_auth=st.one_of(st.none(), _AUTHORIZATIONS),
+    target=st.sampled_from(["create", "generate"]),
+)
+def test_hostile_bodies_and_headers_answer_4xx_and_change_nothing(
+    body: bytes,
+    content_type: str | None,
+    second_auth: str | None,
+    target: str,
+    callers: dict[str, dict[str, str]],
+    api_url: str,
+    fuzz_db: str,
+) -> None:
+    headers = [("Authorization", callers["alice"]["Authorization"])]
+    if second_auth is not None:
+        headers.append(("Authorization", second_auth))
+    if content_type is not None:
+        headers.append(("Content-Type", content_type))
+    path = "/api/projects"
+    if target == "generate":
+        path = f"/api/projects/{KNOWN['project_id'][0]}/storyboards/generate"
+    before = asyncio.run(_counts(fuzz_db))
+    with httpx.Client(base_url=api_url, timeout=REQUEST_TIMEOUT_S) as client:
+        response = client.post(path, content=body, headers=headers)
+    assert 400 <= response.status_code < 500, (path, body[:200], headers, response.text[:500])
+    assert response.headers["content-type"].startswith("application/json"), response.text[:500]
+    error = response.json()["error"]
+    assert isinstance(error["code"], str) and isinstance(error["message"], str)
+    assert isinstance(error["details"], list)
+    assert asyncio.run(_counts(fuzz_db)) == before
+
+
+def test_huge_and_duplicated_authorization_headers_answer_401(api_url: str) -> None:
+    cases = [
+        [("Authorization", "Bearer " + "a" * 8_000)],
+        [("Authorization", "Bearer nope"), ("Authorization", "Bearer nope2")],
+        [("Authorization", b"Bearer \xe9\xe9")],
+    ]
+    with httpx.Client(base_url=api_url, timeout=REQUEST_TIMEOUT_S) as client:
+        for headers in cases:
+            response = client.get("/api/projects", headers=headers)
+            assert response.status_code == 401, (headers, response.text[:300])
+            assert response.json()["error"]["code"] == "unauthorized"
+
+
+async def _counts(url: str) -> tuple[int, int]:
+    conn = await asyncpg.connect(url)
+    try:
+        projects = await conn.fetchval("SELECT count(*) FROM storyboard.projects")
+        jobs = await conn.fetchval("SELECT count(*) FROM pgqueue.jobs")
+    finally:
+        await conn.close()
+    return projects, jobs

@@ -181,3 +181,126 @@ async def test_wrong_method_answers_405_json(
     response = await client.delete("/api/projects", headers=alice)
     assert response.status_code == 405
     assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+def _encoded(text: str, codec: str) -> bytes:
+    return text.encode(codec)
+
+
+_VALID = json.dumps(project_body(shots=1))
+# Inputs of the classes the schemathesis run does not draw: numbers past Python's int-parsing
+# limit, nesting past the recursion limit, encodings other than plain UTF-8.
+HOSTILE_BODIES = {
+    "5,000-digit integer": b'{"title": ' + b"1" * 5000 + b"}",
+    "5,000-digit shot number": _VALID.replace(
+        '"shot_number": 1', '"shot_number": ' + "9" * 5000
+    ).encode(),
+    "4,000-digit duration": _VALID.replace(
+        '"duration_seconds": 2.5', '"duration_seconds": ' + "9" * 4000
+    ).encode(),
+    "huge exponent": _VALID.replace(
+        '"duration_seconds": 2.5', '"duration_seconds": 1e999999'
+    ).encode(),
+    "deep arrays": b"[" * 100_000 + b"]" * 100_000,
+    "deep objects": b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
+    "deep unclosed": b"[" * 100_000,
+    "UTF-16 with BOM": _encoded(_VALID, "utf-16"),
+    "UTF-16-LE without BOM": _encoded(_VALID, "utf-16-le"),
+    "UTF-32": _encoded(_VALID, "utf-32"),
+    "UTF-8 BOM": b"\xef\xbb\xbf" + _VALID.encode(),
+    "raw lone surrogate": _VALID.replace("Test film", "\ud800").encode("utf-8", "surrogatepass"),
+    "invalid UTF-8": _VALID.replace("Test film", "x").encode().replace(b'"x"', b'"\xc3\x28"'),
+    "overlong UTF-8": _VALID.replace("Test film", "x").encode().replace(b'"x"', b'"\xc0\xaf"'),
+    "Latin-1": _VALID.replace("Test film", "caf\xe9").encode("latin-1"),
+}
+
+
+async def test_hostile_bodies_answer_4xx_and_change_nothing(
+    client: httpx.AsyncClient, alice: dict[str, str], pool: asyncpg.Pool
+) -> None:
+    project = (await client.post("/api/projects", json=project_body(), headers=alice)).json()
+    for case, content in HOSTILE_BODIES.items():
+        for path in ("/api/projects", f"/api/projects/{project['id']}/storyboards/generate"):
+            response = await client.post(
+                path, content=content, headers={**alice, "Content-Type": "application/json"}
+            )
+            assert 400 <= response.status_code < 500, (case, path, response.text[:300])
+            error = response.json()["error"]
+            assert error["code"] in ("invalid_json", "validation_error"), (case, error)
+            assert isinstance(error["message"], str) and isinstance(error["details"], list)
+    assert await pool.fetchval("SELECT count(*) FROM storyboard.projects") == 1
+    assert await pool.fetchval("SELECT count(*) FROM pgqueue.jobs") == 0
+
+
+async def test_a_5000_digit_integer_is_invalid_json(
+    client: httpx.AsyncClient, alice: dict[str, str]
+) -> None:
+    response = await client.post(
+        "/api/projects", content=b'{"title": ' + b"1" * 5000 + b"}", headers=alice
+    )
+    assert response.status_code == 400, response.text[:300]
+    assert response.json()["error"]["code"] == "invalid_json"
+
+
+ODD_HEADERS: dict[str, list[tuple[str, str]]] = {
+    "form content type": [("Content-Type", "application/x-www-form-urlencoded")],
+    "multipart without boundary": [("Content-Type", "multipart/form-data")],
+    "UTF-16 charset": [("Content-Type", "application/json; charset=utf-16")],
+    "unknown charset": [("Content-Type", "application/json; charset=x-nothing")],
+    "garbage content type": [("Content-Type", ";;;=\x7f")],
+    "empty content type": [("Content-Type", "")],
+    "two content types": [("Content-Type", "text/plain"), ("Content-Type", "application/json")],
+}
+
+
+async def test_odd_content_types_answer_4xx_and_change_nothing(
+    client: httpx.AsyncClient, alice: dict[str, str], pool: asyncpg.Pool
+) -> None:
+    bodies = {
+        "form": b"title=x&style=y",
+        "utf-16": _encoded(_VALID, "utf-16"),
+        "multipart": b"--x\r\nContent-Disposition: form-data; name=a\r\n\r\n1\r\n--x--\r\n",
+    }
+    for case, headers in ODD_HEADERS.items():
+        for name, content in bodies.items():
+            response = await client.post(
+                "/api/projects", content=content, headers=[*alice.items(), *headers]
+            )
+            assert 400 <= response.status_code < 500, (case, name, response.text[:300])
+            assert set(response.json()["error"]) == {"code", "message", "details"}
+    # A charset the API does not read is refused even around a body it could parse.
+    response = await client.post(
+        "/api/projects",
+        content=_VALID.encode(),
+        headers={**alice, "Content-Type": "application/json; charset=utf-16"},
+    )
+    assert response.status_code == 415, response.text
+    assert response.json()["error"]["code"] == "unsupported_media_type"
+    assert await pool.fetchval("SELECT count(*) FROM storyboard.projects") == 0
+
+
+async def test_odd_authorization_headers_answer_401(
+    client: httpx.AsyncClient, alice: dict[str, str], pool: asyncpg.Pool
+) -> None:
+    token = alice["Authorization"]
+    cases: dict[str, list[tuple[str, str | bytes]]] = {
+        "huge": [("Authorization", "Bearer " + "a" * 100_000)],
+        "huge scheme": [("Authorization", "B" * 100_000 + " x")],
+        "duplicated, bad first": [("Authorization", "Bearer nope"), ("Authorization", token)],
+        "duplicated, good first": [("Authorization", token), ("Authorization", "Bearer nope")],
+        "Latin-1 bytes": [("Authorization", b"Bearer \xe9\xe9\xe9")],
+        "control characters": [("Authorization", "Bearer \x01\x02")],
+        "no token": [("Authorization", "Bearer ")],
+        "basic": [("Authorization", "Basic YTpi")],
+    }
+    for case, headers in cases.items():
+        response = await client.post("/api/projects", json=project_body(), headers=headers)
+        if case == "duplicated, good first":
+            # The first value counts; a proxy that repeats the header cannot widen access.
+            assert response.status_code in (201, 401), (case, response.text)
+            if response.status_code == 201:
+                await pool.execute("DELETE FROM storyboard.projects")
+            continue
+        assert response.status_code == 401, (case, response.text[:300])
+        assert response.json()["error"]["code"] == "unauthorized", case
+    assert await pool.fetchval("SELECT count(*) FROM storyboard.projects") == 0
