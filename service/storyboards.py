@@ -98,10 +98,7 @@ async def get_project(
 ) -> dict[str, Any]:
     """One of the user's projects with its characters, shots and storyboards."""
     async with pool.acquire() as conn:
-        await reconcile(conn, project_id, settings.storyboard_timeout_s)
-        project = await conn.fetchrow(queries.GET_PROJECT, project_id, user.name)
-        if project is None:
-            raise not_found("project")
+        project = await _own_project(conn, user, project_id, settings)
         return await _project_json(conn, project)
 
 
@@ -187,10 +184,7 @@ async def project_status(
 ) -> dict[str, Any]:
     """The status answer of CONTRACT.md, after `reconcile`."""
     async with pool.acquire() as conn:
-        await reconcile(conn, project_id, settings.storyboard_timeout_s)
-        project = await conn.fetchrow(queries.GET_PROJECT, project_id, user.name)
-        if project is None:
-            raise not_found("project")
+        project = await _own_project(conn, user, project_id, settings)
         records = await conn.fetch(queries.SELECT_STORYBOARDS, project_id)
     storyboards = [storyboard_json(r) for r in records]
     counts = {state: 0 for state in ("pending", "generating", "success", "failed")}
@@ -277,7 +271,25 @@ def failure_error(
     return f"timed out: still generating{after} with no live job"
 
 
-async def reconcile(conn: asyncpg.Connection, project_id: uuid.UUID, timeout_s: float) -> None:
+async def _own_project(
+    conn: asyncpg.Connection, user: User, project_id: uuid.UUID, settings: ServiceSettings
+) -> asyncpg.Record:
+    """The user's project, after `reconcile`; 404 for anyone else's.
+
+    Ownership is checked before the repair: another user's read must not write the owner's
+    rows (it would also tell them, by timing, that the project exists).
+    """
+    project: asyncpg.Record | None = await conn.fetchrow(queries.GET_PROJECT, project_id, user.name)
+    if project is None:
+        raise not_found("project")
+    if await reconcile(conn, project_id, settings.storyboard_timeout_s):
+        project = await conn.fetchrow(queries.GET_PROJECT, project_id, user.name)  # re-read
+        if project is None:
+            raise not_found("project")
+    return project
+
+
+async def reconcile(conn: asyncpg.Connection, project_id: uuid.UUID, timeout_s: float) -> bool:
     """Fail the project's storyboards that nothing will finish, then update its status.
 
     The worker's hooks fail a storyboard whose job failed for good (`fail_for_good`); this
@@ -290,13 +302,18 @@ async def reconcile(conn: asyncpg.Connection, project_id: uuid.UUID, timeout_s: 
 
     The check runs without locks, so that polling stays cheap; only when there is something to
     repair is the project locked (before the storyboards: the order `queries` documents).
+    Callers check that the reader owns the project first.
+
+    Returns:
+        Whether there was something to repair (the project's row may then have changed).
     """
     if not await conn.fetchval(queries.HAS_STALE_STORYBOARDS, project_id, timeout_s):
-        return
+        return False
     async with conn.transaction():
         await conn.execute(queries.LOCK_PROJECT, project_id)
         await _fail_stale(conn, project_id, timeout_s)
         await conn.execute(queries.FINISH_PROJECT, project_id)
+    return True
 
 
 async def _fail_stale(conn: asyncpg.Connection, project_id: uuid.UUID, timeout_s: float) -> None:

@@ -316,3 +316,47 @@ async def test_media_paths_cannot_escape(client: httpx.AsyncClient, path: str) -
     response = await client.get(f"/media/{path}")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+
+
+async def test_another_users_reads_repair_nothing(
+    client: httpx.AsyncClient, alice: dict[str, str], user: Any, pool: asyncpg.Pool
+) -> None:
+    project = await _create(client, alice, shots=2)
+    answer = (
+        await client.post(f"/api/projects/{project['id']}/storyboards/generate", headers=alice)
+    ).json()
+    # A stale shot: its job failed for good and no hook wrote it.
+    await pool.execute(
+        "UPDATE pgqueue.jobs SET state = 'failed', finished_at = now(), attempts = 3, "
+        "last_error = 'lease expired' WHERE id = $1",
+        answer["job_ids"][0],
+    )
+    bob = await user("bob")
+    before = await pool.fetch(
+        "SELECT * FROM storyboard.storyboards WHERE project_id = $1 ORDER BY shot_number",
+        uuid.UUID(project["id"]),
+    )
+    project_before = await pool.fetchrow(
+        "SELECT * FROM storyboard.projects WHERE id = $1", uuid.UUID(project["id"])
+    )
+    for method, path in [
+        ("GET", f"/api/projects/{project['id']}/storyboards/status"),
+        ("GET", f"/api/projects/{project['id']}"),
+        ("POST", f"/api/projects/{project['id']}/storyboards/generate"),
+        ("POST", f"/api/projects/{project['id']}/storyboards/1/regenerate"),
+    ]:
+        response = await client.request(method, path, headers=bob)
+        assert response.status_code == 404, (path, response.text)
+    # Bob's 404s left Alice's rows exactly as they were.
+    after = await pool.fetch(
+        "SELECT * FROM storyboard.storyboards WHERE project_id = $1 ORDER BY shot_number",
+        uuid.UUID(project["id"]),
+    )
+    assert [dict(r) for r in after] == [dict(r) for r in before]
+    assert dict(
+        await pool.fetchrow("SELECT * FROM storyboard.projects WHERE id = $1", project_before["id"])
+    ) == dict(project_before)
+    # Alice's own read repairs it, and her project answer shows the repaired state.
+    shown = (await client.get(f"/api/projects/{project['id']}", headers=alice)).json()
+    assert shown["storyboards"][0]["status"] == "failed"
+    assert "lease expired" in shown["storyboards"][0]["error"]
