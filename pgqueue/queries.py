@@ -68,9 +68,10 @@ RETURNING *
 # -- claim_jobs: take up to $2 runnable jobs of the queues $1 whose kinds $5 this worker has
 # -- handlers for, in priority, run_at, id order. The lateral subquery scans jobs_claim_idx once
 # -- per queue, skipping rows other workers hold and keys already at their limit. The slots CTE
-# -- then locks the concurrency rows of the candidates' keys: FOR UPDATE waits for a concurrent
-# -- claimer and returns the count it committed, so the final check below is exact across
-# -- workers. The attempt counts here.
+# -- then locks the concurrency rows of the candidates' keys: FOR NO KEY UPDATE waits for a
+# -- concurrent claimer and returns the count it committed, so the final check below is exact
+# -- across workers (and, unlike FOR UPDATE, it does not wait for an enqueue, whose trigger
+# -- holds its keys' rows FOR KEY SHARE until it commits). The attempt counts here.
 # -- The UPDATE finds its rows through `id = ANY(array)`, and the slots CTE its keys the same
 # -- way: a join would let the planner hash the whole table once it has a few tens of
 # -- thousands of rows (measured: 24 ms vs 1 ms), and a generic plan (the worker's sessions
@@ -98,7 +99,7 @@ WITH candidates AS MATERIALIZED (
     FROM pgqueue.concurrency_slots AS s
     WHERE s.key = ANY (ARRAY(SELECT concurrency_key FROM candidates))
     ORDER BY s.key
-    FOR UPDATE
+    FOR NO KEY UPDATE
 ), chosen AS (
     SELECT ranked.id
     FROM (
@@ -185,7 +186,7 @@ WITH completed AS (
         UNION ALL
         SELECT key FROM freed))
     ORDER BY s.key
-    FOR UPDATE
+    FOR NO KEY UPDATE
 ), chosen AS (
     SELECT ranked.id
     FROM (
@@ -376,6 +377,31 @@ WITH reaped AS (
     RETURNING j.*
 )
 SELECT * FROM reaped
+"""
+
+# -- lock_idle_concurrency_slots: up to $1 slot rows that count no running job and that no live
+# -- job uses (as of this statement), locked for PURGE_IDLE_CONCURRENCY_SLOTS. SKIP LOCKED
+# -- passes by the rows an uncommitted enqueue holds (FOR KEY SHARE, schema v3).
+LOCK_IDLE_CONCURRENCY_SLOTS = """
+SELECT c.key FROM pgqueue.concurrency_slots AS c
+WHERE c.running = 0
+  AND NOT EXISTS (
+      SELECT 1 FROM pgqueue.jobs AS j
+      WHERE j.concurrency_key = c.key AND j.state IN ('queued', 'running'))
+LIMIT $1
+FOR UPDATE SKIP LOCKED
+"""
+
+# -- purge_idle_concurrency_slots: delete the locked rows $1 that are still idle. A statement of
+# -- its own, in the same transaction, so that its snapshot, taken after the locks, sees every
+# -- enqueue that committed before them (one after them waits for this transaction and then
+# -- puts its row back).
+PURGE_IDLE_CONCURRENCY_SLOTS = """
+DELETE FROM pgqueue.concurrency_slots AS s
+WHERE s.key = ANY ($1::text[]) AND s.running = 0
+  AND NOT EXISTS (
+      SELECT 1 FROM pgqueue.jobs AS j
+      WHERE j.concurrency_key = s.key AND j.state IN ('queued', 'running'))
 """
 
 # -- queue_stats: one row per queue

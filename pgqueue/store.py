@@ -297,6 +297,18 @@ async def purge_finished(
     return deleted
 
 
+async def purge_idle_concurrency_slots(db: Executor, *, batch_size: int) -> int:
+    """Delete up to `batch_size` concurrency-slot rows that no job needs any more (their count
+    is 0 and no live job has their key); returns how many. Safe beside concurrent enqueues and
+    claims of those keys: see LOCK_IDLE_CONCURRENCY_SLOTS and schema version 3."""
+    async with _connection(db) as conn, conn.transaction():
+        keys = [r["key"] for r in await conn.fetch(queries.LOCK_IDLE_CONCURRENCY_SLOTS, batch_size)]
+        if not keys:
+            return 0
+        status = await conn.execute(queries.PURGE_IDLE_CONCURRENCY_SLOTS, keys)
+    return int(status.split()[-1])
+
+
 async def vacuum(db: Executor) -> None:
     """VACUUM the queue's tables (outside any transaction; skips tables being vacuumed)."""
     # A role that does not own the tables gets a warning from the server, not an error.

@@ -49,7 +49,7 @@ async def test_upgrade_downgrade_upgrade(admin_url: str) -> None:
     try:
         db.migrate(url)
         assert "pgqueue.jobs" in await _tables(url)
-        assert await _versions(url) == ("0003_pgqueue_v2", schema.LATEST)
+        assert await _versions(url) == ("0004_pgqueue_v3", schema.LATEST)
         head = await catalog_of(url)
         db.migrate(url, "downgrade", "0002_service")
         assert await _versions(url) == ("0002_service", 1)
@@ -97,7 +97,7 @@ async def test_a_database_of_the_old_chain_is_adopted(admin_url: str) -> None:
             await conn.close()
         assert await _versions(url) == ("0002_service", 1)
         db.migrate(url)
-        assert await _versions(url) == ("0003_pgqueue_v2", schema.LATEST)
+        assert await _versions(url) == ("0004_pgqueue_v3", schema.LATEST)
         conn = await asyncpg.connect(url)
         try:
             assert await conn.fetchval("SELECT kind FROM pgqueue.job_status") == "kept"

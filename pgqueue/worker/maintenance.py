@@ -2,7 +2,9 @@
 
 - reap: running jobs whose lease expired go back to the queue with backoff (or fail once
   their attempts are spent); every worker runs it, one at a time across the fleet;
-- retention: old finished jobs are deleted in short batches;
+- retention: old finished jobs are deleted in short batches, and so are the rows of
+  concurrency keys no job needs any more (a service keyed by project would otherwise keep a
+  row per project for ever);
 - backlog: a warning when more runnable jobs wait than the threshold;
 - vacuum: a busy worker VACUUMs the queue's tables every so many jobs (see
   `WorkerConfig.vacuum_every_jobs` for why autovacuum alone is not enough).
@@ -130,6 +132,18 @@ class Maintenance:
         if deleted:
             logger.info(
                 "retention deleted %d finished job(s)", deleted, extra={"action": "retention"}
+            )
+        slots = 0
+        for _ in range(PURGE_MAX_BATCHES):
+            purged = await store.purge_idle_concurrency_slots(self._db, batch_size=PURGE_BATCH)
+            slots += purged
+            if purged < PURGE_BATCH:
+                break
+        if slots:
+            logger.info(
+                "retention deleted %d idle concurrency slot(s)",
+                slots,
+                extra={"action": "retention_slots"},
             )
 
     async def check_backlog(self) -> None:

@@ -40,7 +40,7 @@ async def test_migrate_adds_only_pgqueue_and_leaves_alembic_alone(
     await conn.execute(APP_SCHEMA)
     before = await catalog(conn)
 
-    assert "applied versions 1, 2" in pgqueue_cli(empty_url, "migrate")
+    assert "applied versions 1, 2, 3" in pgqueue_cli(empty_url, "migrate")
     after = await catalog(conn)
     new = added(before, after)
     assert new["schemas"] == [("pgqueue",)]
@@ -55,7 +55,7 @@ async def test_migrate_adds_only_pgqueue_and_leaves_alembic_alone(
     assert await catalog(conn) == after
 
     # Down to 0 removes pgqueue's objects, and only those.
-    assert "reverted versions 2, 1" in pgqueue_cli(empty_url, "migrate", "--downgrade-to", "0")
+    assert "reverted versions 3, 2, 1" in pgqueue_cli(empty_url, "migrate", "--downgrade-to", "0")
     assert await catalog(conn) == before
     assert await conn.fetchval("SELECT version_num FROM alembic_version") == "app_0042"
     assert await conn.fetchval("SELECT count(*) FROM orders") == 1
@@ -67,6 +67,6 @@ async def test_migrate_to_a_version_and_back(conn: asyncpg.Connection, empty_url
     assert "now at version 1" in pgqueue_cli(empty_url, "migrate", "--to", "1")
     v1 = await catalog(conn)
     pgqueue_cli(empty_url, "migrate")
-    assert "reverted version 2;" in pgqueue_cli(empty_url, "migrate", "--downgrade-to", "1")
+    assert "reverted versions 3, 2;" in pgqueue_cli(empty_url, "migrate", "--downgrade-to", "1")
     assert await catalog(conn) == v1
-    assert "applied version 2;" in pgqueue_cli(empty_url, "migrate")
+    assert "applied versions 2, 3;" in pgqueue_cli(empty_url, "migrate")
