@@ -36,5 +36,8 @@ def create_provider(settings: ServiceSettings, client: httpx.AsyncClient) -> Ima
             api_key=settings.image_api_key,
             model=settings.image_model,
             timeout_s=settings.image_timeout_s,
+            max_bytes=settings.image_max_bytes,
+            # A longer wait would outlast the storyboard's own limit: such a shot fails for good.
+            max_retry_after_s=settings.storyboard_timeout_s,
         )
     return LocalImageProvider()

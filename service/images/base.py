@@ -12,12 +12,24 @@ SIZES: dict[str, tuple[int, int]] = {
     "1:1": (1024, 1024),
 }
 
-# Magic numbers of the formats upstreams answer with, to name and serve the stored bytes.
-_SIGNATURES: tuple[tuple[bytes, str, str], ...] = (
-    (b"\x89PNG\r\n\x1a\n", "image/png", "png"),
-    (b"\xff\xd8\xff", "image/jpeg", "jpg"),
-    (b"GIF8", "image/gif", "gif"),
-)
+# The only formats stored, by their magic numbers (CONTRACT.md): what upstreams answer with and
+# what every browser shows. The signature alone decides: the bytes are stored exactly as
+# received, never decoded here (a decoder such as Pillow's would parse untrusted bytes for no
+# gain: the type is all we need, and a broken image is the upstream's to answer for).
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+JPEG_SIGNATURE = b"\xff\xd8\xff"  # SOI, then the first marker's 0xFF
+SIGNATURE_EXCERPT_BYTES = 16  # of unrecognised bytes, shown in the error
+
+
+def image_type(data: bytes) -> tuple[str, str] | None:
+    """The (content type, extension) of PNG, JPEG or WebP bytes by their signature, else None."""
+    if data.startswith(PNG_SIGNATURE):
+        return "image/png", "png"
+    if data.startswith(JPEG_SIGNATURE):
+        return "image/jpeg", "jpg"
+    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp", "webp"
+    return None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -88,13 +100,15 @@ class GeneratedImage:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> GeneratedImage:
-        """Name the bytes by their signature (PNG, JPEG, GIF, WebP); unknown ones are `.bin`."""
-        for signature, content_type, extension in _SIGNATURES:
-            if data.startswith(signature):
-                return cls(data, content_type, extension)
-        if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-            return cls(data, "image/webp", "webp")
-        return cls(data, "application/octet-stream", "bin")
+        """Name the bytes by their signature (`image_type`).
+
+        Raises:
+            ValueError: the bytes are not a PNG, JPEG or WebP; the message shows how they start.
+        """
+        found = image_type(data)
+        if found is None:
+            raise ValueError(f"not an image (starts with {data[:SIGNATURE_EXCERPT_BYTES]!r})")
+        return cls(data, *found)
 
 
 class ImageProvider(Protocol):

@@ -4,7 +4,9 @@ A real HTTP server on loopback (uvicorn in a thread of its own, so its timing do
 on the caller's event loop) serving `POST {base}/images/generations` and, for `url` answers,
 the image files. It checks what a real upstream would reject (the bearer key, the JSON body's
 fields), answers each call as the test's `script` says (status, `Retry-After`, `b64_json` or
-`url`, latency), and records every call with its start and end and its request identity.
+`url`, latency, or what a broken or hostile upstream sends: bytes that are no image, a body of
+any size streamed without holding it, a `url` through redirects), and records every call with its
+start and end and its request identity.
 
 Calls are attributed by the `X-Request-Id` header the http provider sends
 (`storyboard-<project_id>-<shot_number>-<job_id>`), never by reading the prompt.
@@ -20,14 +22,15 @@ import io
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Literal
 
+import httpx
 import uvicorn
 from PIL import Image
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 API_KEY = "test-key"  # the bearer key the fake expects unless told otherwise
@@ -38,6 +41,7 @@ HANG_S = 30.0  # how long a hung call takes (cut off sooner when the server stop
 START_TIMEOUT_S = 10.0  # seconds the server may take to bind
 STOP_TIMEOUT_S = 10.0  # seconds its thread may take to exit
 IMAGE_COLOUR = (90, 120, 150)
+STREAM_CHUNK = 64 * 1024  # bytes per chunk of a streamed (`stream_bytes`) body
 
 ImageForm = Literal["b64_json", "url"]
 
@@ -52,6 +56,12 @@ class Answer:
         message: for an error, its `error.message`.
         retry_after: the `Retry-After` header's value, if any.
         latency_s: seconds before answering (None: the upstream's `latency_s`).
+        data: for a 200, the bytes carried instead of the PNG (e.g. an HTML page).
+        url: for a 200 `url` answer, the URL given verbatim instead of the fake's own file
+            (e.g. `upstream.redirect_url(...)` or a metadata address).
+        stream_bytes: for a 200, a body of this many bytes streamed in chunks without a
+            `Content-Length` and never held whole: the `b64_json` answer's JSON itself, or the
+            downloaded file of a `url` answer (a PNG signature, then zeros).
     """
 
     status: int = 200
@@ -59,6 +69,9 @@ class Answer:
     message: str = ""
     retry_after: str | None = None
     latency_s: float | None = None
+    data: bytes | None = None
+    url: str | None = None
+    stream_bytes: int = 0
 
 
 def error(
@@ -146,7 +159,7 @@ class FakeUpstream:
         self._lock = threading.Lock()
         self._in_flight: dict[str, int] = defaultdict(int)
         self._total_in_flight = 0
-        self._files: dict[str, bytes] = {}
+        self._files: dict[str, bytes | int] = {}  # name -> bytes, or the size of a streamed one
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -154,6 +167,22 @@ class FakeUpstream:
     def base_url(self) -> str:
         """`IMAGE_API_BASE` for this server."""
         return f"http://127.0.0.1:{self.port}{API_PREFIX}"
+
+    def file_url(self, name: str) -> str:
+        """The URL of the file `name` (`add_file`) on this server."""
+        return f"http://127.0.0.1:{self.port}/files/{name}"
+
+    def add_file(self, name: str, data: bytes) -> str:
+        """Serve `data` as the file `name`; return its URL."""
+        self._files[name] = data
+        return self.file_url(name)
+
+    def redirect_url(self, to: str, hops: int = 1) -> str:
+        """A URL on this server that redirects (302) `hops` times, then to `to`."""
+        url = to
+        for _ in range(hops):
+            url = str(httpx.URL(f"http://127.0.0.1:{self.port}/redirect", params={"to": url}))
+        return url
 
     def calls_for(self, project_id: str, shot_number: int | None = None) -> list[Call]:
         """The calls of one project (and shot), in the order they came in."""
@@ -178,6 +207,7 @@ class FakeUpstream:
             routes=[
                 Route(f"{API_PREFIX}/images/generations", self._generate, methods=["POST"]),
                 Route("/files/{name}", self._file, methods=["GET"]),
+                Route("/redirect", self._redirect, methods=["GET"]),
             ]
         )
         config = uvicorn.Config(
@@ -275,16 +305,46 @@ class FakeUpstream:
             return _error_response(answer.status, f"E{answer.status}", answer.message, headers)
         width, height = _size(call.body["size"]) or (1, 1)
         if answer.image == "url":
+            if answer.url is not None:
+                return JSONResponse({"data": [{"url": answer.url}]})
             name = f"{len(self._files)}-{call.shot_number}-{call.nth}.png"
-            self._files[name] = png_bytes(width, height)
-            return JSONResponse({"data": [{"url": f"http://127.0.0.1:{self.port}/files/{name}"}]})
+            if answer.stream_bytes:
+                self._files[name] = answer.stream_bytes
+            else:
+                self._files[name] = png_bytes(width, height) if answer.data is None else answer.data
+            return JSONResponse({"data": [{"url": self.file_url(name)}]})
+        if answer.stream_bytes:
+            head, tail = b'{"data": [{"b64_json": "', b'"}]}'
+            filler = answer.stream_bytes - len(head) - len(tail)
+            return StreamingResponse(
+                _stream(head, b"A", filler, tail), media_type="application/json"
+            )
+        if answer.data is not None:
+            return JSONResponse({"data": [{"b64_json": base64.b64encode(answer.data).decode()}]})
         return JSONResponse({"data": [{"b64_json": _png_base64(width, height)}]})
 
     async def _file(self, request: Request) -> Response:
         data = self._files.get(request.path_params["name"])
         if data is None:
             return Response(status_code=404)
+        if isinstance(data, int):
+            signature = b"\x89PNG\r\n\x1a\n"
+            stream = _stream(signature, b"\0", data - len(signature), b"")
+            return StreamingResponse(stream, media_type="image/png")
         return Response(data, media_type="image/png")
+
+    async def _redirect(self, request: Request) -> Response:
+        return RedirectResponse(request.query_params.get("to", "/"), status_code=302)
+
+
+async def _stream(head: bytes, fill: bytes, count: int, tail: bytes) -> AsyncIterator[bytes]:
+    """`head`, then `count` copies of the one byte `fill`, then `tail`, in `STREAM_CHUNK`s."""
+    yield head
+    chunk = fill * STREAM_CHUNK
+    while count > 0:
+        yield chunk[:count]
+        count -= STREAM_CHUNK
+    yield tail
 
 
 def _error_response(
