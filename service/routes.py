@@ -22,6 +22,14 @@ logger = logging.getLogger("service.api")
 
 MAX_BIGINT = 2**63 - 1
 READY_TIMEOUT_S = 2.0  # seconds /readyz waits for the database
+NOT_READY_MESSAGE = "the database is unavailable"
+# The type a stored image is served as, from the extension the service gave it; browsers are
+# told not to second-guess it (`nosniff`), so no stored bytes can be run as a page.
+MEDIA_TYPES = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp", "gif": "image/gif"}
+MEDIA_HEADERS = {
+    "Cache-Control": "public, max-age=31536000, immutable",
+    "X-Content-Type-Options": "nosniff",
+}
 
 
 class AppState(TypedDict):
@@ -90,14 +98,10 @@ async def readyz(request: Request) -> Response:
             await _state(request)["pool"].fetchval(queries.PING)
     except Exception as exc:  # the probe's boundary: any failure to talk means "not ready"
         logger.warning("readiness check failed: %r", exc, extra={"action": "not_ready"})
+        # No token guards this endpoint: the database's own words (names, hosts, roles)
+        # stay in the log.
         return JSONResponse(
-            {
-                "error": {
-                    "code": "not_ready",
-                    "message": f"database unavailable: {exc}",
-                    "details": [],
-                }
-            },
+            {"error": {"code": "not_ready", "message": NOT_READY_MESSAGE, "details": []}},
             status_code=503,
         )
     return JSONResponse({"status": "ready"})
@@ -184,7 +188,18 @@ async def get_job(request: Request) -> Response:
             raise not_found("job") from None
         if not await state["pool"].fetchval(queries.OWNS_PROJECT, payload.project_id, user.name):
             raise not_found("job")
-    return JSONResponse(job_json(job))
+    answer = job_json(job)
+    if not user.is_admin:
+        # A traceback shows the worker's code and paths: admins only. Owners get the line
+        # that says what went wrong.
+        answer["last_error"] = last_line(job.last_error)
+    return JSONResponse(answer)
+
+
+def last_line(text: str | None) -> str | None:
+    """The last non-blank line of `text` (of a traceback: the exception and its message)."""
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return lines[-1] if lines else text
 
 
 async def queue_stats(request: Request) -> Response:
@@ -215,7 +230,8 @@ async def image(request: Request) -> Response:
     path = media.resolve(_state(request)["settings"].media_dir, request.path_params["path"])
     if path is None:
         raise not_found("image")
-    return FileResponse(path, headers={"Cache-Control": "public, max-age=31536000, immutable"})
+    media_type = MEDIA_TYPES.get(path.suffix.removeprefix("."), "application/octet-stream")
+    return FileResponse(path, media_type=media_type, headers=MEDIA_HEADERS)
 
 
 async def openapi(request: Request) -> Response:

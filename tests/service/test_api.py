@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -360,3 +361,69 @@ async def test_another_users_reads_repair_nothing(
     shown = (await client.get(f"/api/projects/{project['id']}", headers=alice)).json()
     assert shown["storyboards"][0]["status"] == "failed"
     assert "lease expired" in shown["storyboards"][0]["error"]
+
+
+async def test_readyz_keeps_the_database_error_to_the_log(
+    client: httpx.AsyncClient, admin_url: str, db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    conn = await asyncpg.connect(admin_url)
+    name = db_url.rsplit("/", 1)[1]
+    try:
+        await conn.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+        )
+        with caplog.at_level("WARNING", logger="service.api"):
+            response = await client.get("/readyz")
+    finally:
+        await conn.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+        await conn.close()
+    assert response.status_code == 503
+    assert response.json() == {
+        "error": {"code": "not_ready", "message": "the database is unavailable", "details": []}
+    }
+    assert name not in response.text
+    assert any("readiness check failed" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("extension", "content_type"),
+    [("png", "image/png"), ("jpg", "image/jpeg"), ("webp", "image/webp")],
+)
+async def test_media_answers_say_their_type_and_forbid_sniffing(
+    client: httpx.AsyncClient, media_dir: Path, extension: str, content_type: str
+) -> None:
+    relative = f"{uuid.uuid4()}/1-7.{extension}"
+    (media_dir / relative).parent.mkdir(parents=True)
+    # Bytes that a browser sniffing them would take for HTML.
+    (media_dir / relative).write_bytes(b"<html><script>alert(1)</script>")
+    response = await client.get(f"/media/{relative}")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == content_type
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_owners_see_the_one_line_error_admins_the_traceback(
+    client: httpx.AsyncClient, alice: dict[str, str], user: Any, pool: asyncpg.Pool
+) -> None:
+    project = await _create(client, alice, shots=1)
+    answer = (
+        await client.post(f"/api/projects/{project['id']}/storyboards/generate", headers=alice)
+    ).json()
+    traceback = (
+        "Traceback (most recent call last):\n"
+        '  File "/srv/app/service/jobs.py", line 113, in generate_storyboard\n'
+        "    image = await state.provider.generate(request)\n"
+        "service.images.RetryableImageError: upstream answered 503\n"
+    )
+    await pool.execute(
+        "UPDATE pgqueue.jobs SET state = 'failed', finished_at = now(), attempts = 3, "
+        "last_error = $2 WHERE id = $1",
+        answer["job_ids"][0],
+        traceback,
+    )
+    path = f"/api/jobs/{answer['job_ids'][0]}"
+    owner = (await client.get(path, headers=alice)).json()
+    assert owner["last_error"] == "service.images.RetryableImageError: upstream answered 503"
+    admin = (await client.get(path, headers=await user("root", admin=True))).json()
+    assert admin["last_error"] == traceback
