@@ -26,7 +26,16 @@ import anyio.to_thread
 import asyncpg
 import httpx
 
-from pgqueue import DoNotRetry, Event, JobContext, JobState, Registry, RetryLater
+from pgqueue import (
+    DoNotRetry,
+    Event,
+    JobCancelled,
+    JobContext,
+    JobState,
+    LeaseLost,
+    Registry,
+    RetryLater,
+)
 from service import media, queries, storyboards
 from service.images import (
     CharacterRef,
@@ -173,7 +182,7 @@ async def generate_storyboard(ctx: JobContext) -> dict[str, Any]:
         characters=tuple(CharacterRef(**c) for c in characters),
         request_id=f"storyboard-{project_id}-{shot_number}-{ctx.job.id}",
     )
-    await ctx.progress(10, f"generating shot {shot_number}", shot_number=shot_number)
+    await _progress(ctx, 10, f"generating shot {shot_number}", shot_number=shot_number)
     try:
         image = await state.provider.generate(request)
     except PermanentImageError as exc:
@@ -182,7 +191,9 @@ async def generate_storyboard(ctx: JobContext) -> dict[str, Any]:
         if exc.retry_after_s is not None:
             raise RetryLater(str(exc), delay_s=exc.retry_after_s) from exc
         raise  # pgqueue's backoff applies; its message is the last line of last_error
-    await ctx.progress(80, f"storing shot {shot_number}", shot_number=shot_number)
+    # From here on the image is paid for: nothing but the lease (and a cancel) may stop us
+    # storing it, so progress cannot fail the attempt.
+    await _progress(ctx, 80, f"storing shot {shot_number}", shot_number=shot_number)
     relative = media.relative_path(project_id, shot_number, ctx.job.id, image.extension)
     await anyio.to_thread.run_sync(
         media.write_atomically, state.settings.media_dir, relative, image.data
@@ -201,9 +212,34 @@ async def generate_storyboard(ctx: JobContext) -> dict[str, Any]:
 async def _report_done(ctx: JobContext, shot_number: int, counts: Any) -> None:
     completed = counts["succeeded"] + counts["failed"] if counts else None
     total = counts["total"] if counts else None
-    await ctx.progress(
-        100, f"shot {shot_number} stored", shot_number=shot_number, completed=completed, total=total
+    await _progress(
+        ctx,
+        100,
+        f"shot {shot_number} stored",
+        shot_number=shot_number,
+        completed=completed,
+        total=total,
     )
+
+
+async def _progress(ctx: JobContext, percent: float, message: str, **data: Any) -> None:
+    """`ctx.progress`, best-effort: a failed write is logged and the job goes on.
+
+    Progress is for people watching; the storyboard's own writes are what count. A lost
+    lease or a cancel still stops the handler (those are answers, not failures to write).
+    """
+    try:
+        await ctx.progress(percent, message, **data)
+    except (LeaseLost, JobCancelled):
+        raise
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        logger.warning(
+            "job %s: progress %g%% not written (%r); going on",
+            ctx.job.id,
+            percent,
+            exc,
+            extra={"action": "progress_not_written", "job_id": ctx.job.id},
+        )
 
 
 registry = create_registry()

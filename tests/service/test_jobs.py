@@ -134,3 +134,36 @@ async def _all_succeeded(queue: Queue, job_ids: list[int]) -> list[Job] | None:
     if all(job is not None and job.state == "succeeded" for job in jobs):
         return [job for job in jobs if job is not None]
     return None
+
+
+async def test_a_failing_progress_write_keeps_the_paid_image(
+    client: httpx.AsyncClient,
+    alice: dict[str, str],
+    settings: ServiceSettings,
+    run_worker: Callable[..., Worker],
+    pool: asyncpg.Pool,
+    queue: Queue,
+) -> None:
+    # A real database fault on exactly the progress writes after the image came back (80: about
+    # to store it; 100: stored): every other write of the job goes through.
+    await pool.execute(
+        """
+        CREATE FUNCTION pg_temp_fail_progress() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'progress write refused (test fault)'; END $$;
+        CREATE TRIGGER fail_progress BEFORE UPDATE OF progress ON pgqueue.jobs FOR EACH ROW
+        WHEN (NEW.progress ->> 'percent' IN ('80', '100'))
+        EXECUTE FUNCTION pg_temp_fail_progress();
+        """
+    )
+    project = (await client.post("/api/projects", json=project_body(1), headers=alice)).json()
+    answer = (
+        await client.post(f"/api/projects/{project['id']}/storyboards/generate", headers=alice)
+    ).json()
+    run_worker(settings)
+    status = await wait_done(client, project["id"], alice)
+    storyboard = status["storyboards"][0]
+    assert storyboard["status"] == "success", storyboard
+    assert (await client.get(storyboard["image_url"])).status_code == 200
+    # The first attempt kept its image: nothing was paid for twice.
+    jobs = await wait_for(lambda: _all_succeeded(queue, answer["job_ids"]), timeout=5)
+    assert jobs[0].attempts == 1 and storyboard["attempts"] == 1
