@@ -80,7 +80,8 @@ class Launcher:
                 server = EmbeddedPostgres(self.embedded_dir)
                 started_server = not server.is_running()
                 dsn = server.start()
-                _say(f"embedded Postgres on {dsn} (data in {server.data_dir})")
+                # Not the URL itself: it carries the server's password (kept in the data dir).
+                _say(f"embedded Postgres on 127.0.0.1:{server.port} (data in {server.data_dir})")
             migrate(dsn)
             token = asyncio.run(demo_token(dsn))
             self._start_children(dsn)
