@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_IMAGE_TIMEOUT_S = 55.0  # seconds; below a 60 s platform limit, unlike the old 50/60 pair
 DEFAULT_STORYBOARD_TIMEOUT_S = 300.0  # seconds a storyboard may stay `generating` unattended
 DEFAULT_STORYBOARD_CONCURRENCY = 3  # shots of one project generating at once
+STORE_MARGIN_S = 5.0  # seconds an attempt may take beyond its two upstream requests
 
 
 class ServiceSettings(BaseSettings):
@@ -50,10 +51,29 @@ class ServiceSettings(BaseSettings):
     max_attempts: int = Field(default=3, ge=1, validation_alias="PGQUEUE_MAX_ATTEMPTS")
     queue: str = Field(default="default", min_length=1, validation_alias="STORYBOARD_QUEUE")
 
+    @property
+    def storyboard_job_timeout_s(self) -> float:
+        """One storyboard attempt's time limit: the call, the download, and a margin.
+
+        `2 x IMAGE_TIMEOUT_S + STORE_MARGIN_S` (115 s by default): each of the two upstream
+        requests is cut at `IMAGE_TIMEOUT_S`; the margin is for storing the image and the
+        fenced write. The worker cancels a handler past it, even one whose heartbeats live.
+        """
+        return 2 * self.image_timeout_s + STORE_MARGIN_S
+
     def check(self) -> None:
         """Raise `ValueError` when the settings cannot work together, saying how to fix it."""
         if self.image_provider == "http" and not self.image_api_base:
             raise ValueError(
                 "IMAGE_PROVIDER=http needs IMAGE_API_BASE, e.g. "
                 "https://ark.ap-southeast.bytepluses.com/api/v3"
+            )
+        if self.storyboard_job_timeout_s > self.storyboard_timeout_s:
+            # An attempt allowed to outlive the storyboard would keep it `generating` past the
+            # promised STORYBOARD_TIMEOUT_S.
+            raise ValueError(
+                f"STORYBOARD_TIMEOUT_S={self.storyboard_timeout_s:g} is shorter than one "
+                f"attempt may take (2 x IMAGE_TIMEOUT_S + {STORE_MARGIN_S:g} = "
+                f"{self.storyboard_job_timeout_s:g} s): raise STORYBOARD_TIMEOUT_S or lower "
+                "IMAGE_TIMEOUT_S"
             )

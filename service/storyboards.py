@@ -18,7 +18,7 @@ import json
 import re
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -155,6 +155,9 @@ async def generate(
                     queue=settings.queue,
                     priority=PRIORITY_BY_TIER[user.tier],
                     max_attempts=settings.max_attempts,
+                    # Fits within STORYBOARD_TIMEOUT_S (settings.check): a hung attempt ends
+                    # before the storyboard's promise does, heartbeats or not.
+                    timeout=timedelta(seconds=settings.storyboard_job_timeout_s),
                     idempotency_key=idempotency_key(project_id, n, generation),
                     concurrency_key=f"project:{project_id}",
                     concurrency_limit=settings.storyboard_concurrency,
