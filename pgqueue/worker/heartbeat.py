@@ -26,6 +26,8 @@ from pgqueue.worker.transient import TRANSIENT_ERRORS, retry_delay_s
 
 logger = logging.getLogger("pgqueue.worker")
 
+MIN_RENEW_TIMEOUT_S = 2.0  # seconds one renewal may take, at the least
+
 
 class Heartbeat:
     """Renews leases; run `run()` as a supervised task.
@@ -86,9 +88,12 @@ class Heartbeat:
             for r in held
         ]
         sent_at = time.monotonic()
-        conn = await self._connection()
         try:
-            renewal = await store.renew(conn, leases, self._lease_s)
+            # Bounded: a connection that hangs (a network cut off) must not stop the policing
+            # above from running again; the failure reconnects at the next beat.
+            async with asyncio.timeout(max(self._interval_s, MIN_RENEW_TIMEOUT_S)):
+                conn = await self._connection()
+                renewal = await store.renew(conn, leases, self._lease_s)
         except BaseException:
             self._restore_progress(leases)
             raise
