@@ -176,21 +176,35 @@ class HttpImageProvider:
         async with self._time_limit():
             for _ in range(MAX_REDIRECTS + 1):
                 # Checked before every hop: a public CDN may redirect to a private address.
-                await self._check_destination(target)
+                address = await self._check_destination(target)
+                hop, headers = target, dict(IDENTITY)
+                extensions: dict[str, Any] = {}
+                if address is not None:
+                    # Connect to the address just checked, not to whatever a second lookup
+                    # answers (DNS rebinding); the host still names itself in Host and in TLS.
+                    hop = target.copy_with(host=address)
+                    headers["Host"] = target.netloc.decode("ascii")
+                    if target.scheme == "https":
+                        extensions["sni_hostname"] = target.host
                 response, data = await self._exchange(
-                    "GET", target, limit=self._max_bytes, headers=IDENTITY
+                    "GET", hop, limit=self._max_bytes, headers=headers, extensions=extensions
                 )
                 if not response.is_redirect:
                     return _image(data)
                 target = _parse_url(response.headers["Location"], base=target)
         raise RetryableImageError(f"upstream image url redirected more than {MAX_REDIRECTS} times")
 
-    async def _check_destination(self, url: httpx.URL) -> None:
+    async def _check_destination(self, url: httpx.URL) -> str | None:
         """Refuse a URL that is not http(s) or whose host resolves to a non-public address.
+
+        Returns:
+            The checked address to connect to; None for `IMAGE_API_BASE`'s host, which is
+            connected to as named.
 
         The refusal is permanent: the upstream chose that address, and another attempt would
         pay for a new generation only for its answer to be refused the same way. A host that
         does not resolve may be a passing DNS failure: that one is retryable.
+
         """
         if url.scheme not in ("http", "https") or not url.host:
             raise PermanentImageError(
@@ -198,7 +212,7 @@ class HttpImageProvider:
             )
         host = url.host.lower()
         if host == self._api_host:
-            return  # the operator named this host: a local or in-cluster upstream is allowed
+            return None  # the operator named this host: a local or in-cluster upstream is fine
         port = url.port or (443 if url.scheme == "https" else 80)
         try:
             ipaddress.ip_address(host)
@@ -216,6 +230,7 @@ class HttpImageProvider:
                 raise PermanentImageError(
                     f"refused to fetch the image from {host}: {address} is a {reason} address"
                 )
+        return addresses[0]
 
     async def _exchange(
         self, method: str, url: httpx.URL, *, limit: int, **kwargs: Any

@@ -104,7 +104,9 @@ async def test_http_provider_fetches_url_answers_and_keeps_bytes_exactly() -> No
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("/images/generations"):
             return httpx.Response(200, json={"data": [{"url": "https://cdn.test/i/1.jpeg"}]})
-        assert str(request.url) == "https://cdn.test/i/1.jpeg"
+        # Sent to the address the host was checked at, naming the host in Host.
+        assert str(request.url) == "https://93.184.216.34/i/1.jpeg"
+        assert request.headers["host"] == "cdn.test"
         return httpx.Response(200, content=jpeg)
 
     image = await _provider(handler).generate(REQUEST)

@@ -72,8 +72,10 @@ def _serving(files: dict[str, httpx.Response], seen: list[str]) -> Handler:
     def handler(request: httpx.Request) -> httpx.Response:
         if request.method == "POST":
             return httpx.Response(200, json={"data": [{"url": first}]})
-        seen.append(str(request.url))
-        return files[str(request.url)]
+        # The provider connects to the address it checked: the URL as named is in Host.
+        named = f"{request.url.scheme}://{request.headers['host']}{request.url.raw_path.decode()}"
+        seen.append(named)
+        return files[named]
 
     return handler
 
@@ -249,6 +251,24 @@ async def test_redirects_to_public_hosts_are_followed_and_bytes_kept() -> None:
     image = await _provider(_serving(files, seen)).generate(REQUEST)
     assert image.data == WEBP and image.extension == "webp"
     assert seen == ["https://cdn.test/1.png", "https://cdn2.test/final.webp"]
+
+
+async def test_the_download_connects_to_the_address_it_checked() -> None:
+    """No second lookup between the check and the connection (DNS rebinding): the request goes
+    to the checked address, naming the host in `Host` and, over TLS, in SNI."""
+    requests: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            return httpx.Response(200, json={"data": [{"url": "https://cdn2.test:8443/a.png"}]})
+        requests.append(request)
+        return httpx.Response(200, content=PNG)
+
+    assert (await _provider(handler).generate(REQUEST)).data == PNG
+    (request,) = requests
+    assert request.url.host == ADDRESSES["cdn2.test"][0] and request.url.port == 8443
+    assert request.headers["host"] == "cdn2.test:8443"
+    assert request.extensions["sni_hostname"] == "cdn2.test"
 
 
 async def test_a_redirect_loop_stops_after_a_few_hops() -> None:
