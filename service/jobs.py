@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -201,12 +202,42 @@ async def generate_storyboard(ctx: JobContext) -> dict[str, Any]:
     image_url = media.url_for(relative)
     async with ctx.transaction() as conn:
         await conn.execute(queries.LOCK_PROJECT, project_id)
-        await conn.execute(
+        stored = await conn.fetchval(
             queries.MARK_SUCCESS, project_id, shot_number, ctx.job.id, image_url, ctx.attempt
         )
         counts = await conn.fetchrow(queries.FINISH_PROJECT, project_id)
+    if stored is not None:
+        # Committed: this image is the shot's now, so older ones (regenerate, force) go.
+        await _delete_superseded(state, project_id, shot_number, ctx.job.id)
     await _report_done(ctx, shot_number, counts)
     return {"image_url": image_url, "bytes": len(image.data)}
+
+
+async def _delete_superseded(
+    state: WorkerState, project_id: uuid.UUID, shot_number: int, job_id: int
+) -> None:
+    # After the commit: a failure here leaves a stale file behind, never a lost image.
+    try:
+        deleted = await anyio.to_thread.run_sync(
+            media.delete_superseded, state.settings.media_dir, project_id, shot_number, job_id
+        )
+    except OSError as exc:
+        logger.warning(
+            "job %s: superseded images of shot %d not deleted: %r",
+            job_id,
+            shot_number,
+            exc,
+            extra={"action": "superseded_not_deleted", "job_id": job_id},
+        )
+        return
+    if deleted:
+        logger.info(
+            "job %s: deleted %d superseded image(s) of shot %d",
+            job_id,
+            len(deleted),
+            shot_number,
+            extra={"action": "superseded_deleted", "job_id": job_id},
+        )
 
 
 async def _report_done(ctx: JobContext, shot_number: int, counts: Any) -> None:

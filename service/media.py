@@ -12,6 +12,7 @@ URL_PREFIX = "/media/"
 # The only names the service writes: <project uuid>/<shot>-<job id>.<ext>. Look-ups must match
 # too, so no request path (`..`, absolute, encoded tricks) can reach outside MEDIA_DIR.
 _RELATIVE_PATH = re.compile(r"^[0-9a-f-]{36}/[0-9]{1,4}-[0-9]{1,19}\.(png|jpg|gif|webp|bin)$")
+_FILE_NAME = re.compile(r"(?P<shot>[0-9]{1,4})-(?P<job>[0-9]{1,19})\.(png|jpg|gif|webp|bin)")
 
 
 def relative_path(project_id: uuid.UUID, shot_number: int, job_id: int, extension: str) -> str:
@@ -45,6 +46,28 @@ def write_atomically(media_dir: Path, relative: str, data: bytes) -> Path:
         Path(temporary).unlink(missing_ok=True)
         raise
     return target
+
+
+def delete_superseded(
+    media_dir: Path, project_id: uuid.UUID, shot_number: int, job_id: int
+) -> list[str]:
+    """Delete the shot's images written by jobs older than `job_id`; return their paths.
+
+    Called once the image of `job_id` is the shot's stored one, so old URLs stop answering.
+    Only older jobs' files: job ids grow, and a newer job's file may be written right now,
+    before its own storyboard write.
+    """
+    directory = media_dir / str(project_id)
+    deleted: list[str] = []
+    if not directory.is_dir():
+        return deleted
+    for path in directory.glob(f"{shot_number}-*"):
+        match = _FILE_NAME.fullmatch(path.name)
+        if match is None or int(match["shot"]) != shot_number or int(match["job"]) >= job_id:
+            continue
+        path.unlink(missing_ok=True)
+        deleted.append(f"{project_id}/{path.name}")
+    return deleted
 
 
 def resolve(media_dir: Path, relative: str) -> Path | None:

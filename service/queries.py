@@ -72,6 +72,21 @@ LOCK_OWN_PROJECT = """
 SELECT * FROM storyboard.projects WHERE id = $1 AND owner = $2 FOR NO KEY UPDATE
 """
 
+# -- lock_user_generations: serialise one user's generate calls (across projects) for the
+# -- pending-jobs cap; held to the transaction's end, so it works through a pooler too
+LOCK_USER_GENERATIONS = """
+SELECT pg_advisory_xact_lock(hashtextextended('storyboard.user:' || $1, 0))
+"""
+
+# -- count_user_pending: storyboard jobs of owner $1 still to run or running
+COUNT_USER_PENDING = """
+SELECT count(*)
+FROM storyboard.projects AS p
+JOIN storyboard.storyboards AS s ON s.project_id = p.id AND s.status = 'generating'
+JOIN pgqueue.job_status AS j ON j.id = s.job_id
+WHERE p.owner = $1 AND j.state IN ('queued', 'running')
+"""
+
 # -- lock_project: serialise the writers that finish a project's generation, so the last one
 # -- to commit sees every other storyboard's final state (READ COMMITTED takes a new snapshot
 # -- per statement, after the lock wait)

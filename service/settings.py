@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_IMAGE_TIMEOUT_S = 55.0  # seconds; below a 60 s platform limit, unlike the old 50/60 pair
 DEFAULT_STORYBOARD_TIMEOUT_S = 300.0  # seconds a storyboard may stay `generating` unattended
 DEFAULT_STORYBOARD_CONCURRENCY = 3  # shots of one project generating at once
+DEFAULT_MAX_PENDING_PER_USER = 200  # storyboard jobs one user may have pending at once
 STORE_MARGIN_S = 5.0  # seconds an attempt may take beyond its two upstream requests
 
 
@@ -26,6 +27,8 @@ class ServiceSettings(BaseSettings):
         image_timeout_s: one upstream call's time limit, in seconds.
         storyboard_concurrency: most shots of one project generating at once, across workers.
         storyboard_timeout_s: a storyboard `generating` this long with no live job reads failed.
+        storyboard_max_pending_per_user: most storyboard jobs one user may have pending
+            (`generating` shots); generate past it answers 429.
         media_dir: where images are written.
         host, port: the API's address.
         max_attempts: attempts per storyboard job (`PGQUEUE_MAX_ATTEMPTS`, shared with workers).
@@ -45,6 +48,7 @@ class ServiceSettings(BaseSettings):
     image_max_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
     storyboard_concurrency: int = Field(default=DEFAULT_STORYBOARD_CONCURRENCY, ge=1, le=1000)
     storyboard_timeout_s: float = Field(default=DEFAULT_STORYBOARD_TIMEOUT_S, gt=0)
+    storyboard_max_pending_per_user: int = Field(default=DEFAULT_MAX_PENDING_PER_USER, ge=1)
     media_dir: Path = Path("media")
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)

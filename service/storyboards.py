@@ -34,6 +34,7 @@ from service.settings import ServiceSettings
 # Smaller runs first: a paying user's shots overtake the free backlog.
 PRIORITY_BY_TIER = {"pro": 0, "free": 10}
 LIST_LIMIT = 500  # projects returned by GET /api/projects
+PENDING_RETRY_AFTER_S = 30  # seconds a user past the pending-jobs cap is told to wait
 MAX_ERROR_CHARS = 1000  # of a storyboard's error
 # Exceptions whose message is the whole story: the service raises them on purpose, with a
 # message meant for a person, so their class name is noise in a storyboard's error.
@@ -147,6 +148,7 @@ async def generate(
         ]
         job_ids = {n: storyboards[n]["job_id"] for n in targets}
         if to_enqueue:
+            await _check_pending_cap(conn, user, len(to_enqueue), settings)
             generation = await conn.fetchval(queries.START_GENERATION, project_id)
             specs = [
                 JobSpec(
@@ -180,6 +182,30 @@ async def generate(
         "total": len(targets),
         "queued": len(to_enqueue),
     }
+
+
+async def _check_pending_cap(
+    conn: asyncpg.Connection, user: User, adding: int, settings: ServiceSettings
+) -> None:
+    """Refuse (429) a generate that would take `user` past their cap of pending jobs.
+
+    Every job is a paid upstream call: the cap bounds what one token can start. The user's
+    lock is taken after the project's (the order every generate call takes them in) and held
+    to the end of the caller's transaction, so concurrent calls on two projects cannot both
+    pass the count.
+    """
+    await conn.execute(queries.LOCK_USER_GENERATIONS, user.name)
+    pending: int = await conn.fetchval(queries.COUNT_USER_PENDING, user.name)
+    cap = settings.storyboard_max_pending_per_user
+    if pending + adding > cap:
+        raise ApiError(
+            429,
+            "too_many_pending",
+            f"{pending} storyboard job(s) of yours are pending and {adding} more would pass "
+            f"the limit of {cap} (STORYBOARD_MAX_PENDING_PER_USER); retry once some finish",
+            details=[{"pending": pending, "requested": adding, "limit": cap}],
+            headers={"Retry-After": str(PENDING_RETRY_AFTER_S)},
+        )
 
 
 async def project_status(

@@ -1,0 +1,98 @@
+"""Bounded paid work: a per-user cap of pending storyboard jobs, and no superseded images."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+from pgqueue import Worker
+from service.settings import ServiceSettings
+from tests.service import support
+from tests.support.wait import wait_for
+
+
+async def _project(client: httpx.AsyncClient, headers: dict[str, str], shots: int) -> str:
+    created = await client.post("/api/projects", json=support.project_body(shots), headers=headers)
+    assert created.status_code == 201, created.text
+    project_id: str = created.json()["id"]
+    return project_id
+
+
+async def test_past_the_per_user_cap_generate_answers_429_and_enqueues_nothing(
+    settings: ServiceSettings,
+    alice: dict[str, str],
+    user: Callable[..., Awaitable[dict[str, str]]],
+    pool: asyncpg.Pool,
+) -> None:
+    capped = settings.model_copy(update={"storyboard_max_pending_per_user": 3})
+    async with support.api_client(capped) as client:
+        first = await _project(client, alice, 2)
+        second = await _project(client, alice, 2)
+        generate = "/api/projects/{}/storyboards/generate"
+        assert (await client.post(generate.format(first), headers=alice)).status_code == 202
+        # 2 pending + 2 more > 3: refused whole, nothing enqueued.
+        refused = await client.post(generate.format(second), headers=alice)
+        assert refused.status_code == 429, refused.text
+        assert int(refused.headers["Retry-After"]) > 0
+        error = refused.json()["error"]
+        assert error["code"] == "too_many_pending" and "3" in error["message"]
+        assert isinstance(error["details"], list)
+        assert await pool.fetchval("SELECT count(*) FROM pgqueue.jobs") == 2
+        statuses = await pool.fetch("SELECT DISTINCT status FROM storyboard.storyboards")
+        assert {r["status"] for r in statuses} == {"generating", "pending"}
+        # Repeating a generate whose work is pending enqueues nothing, so it is not refused.
+        again = await client.post(generate.format(first), headers=alice)
+        assert again.status_code == 202 and again.json()["queued"] == 0
+        # Up to the cap is fine; one more (a regenerate too) is not.
+        one = await client.post(generate.format(second), json={"shot_numbers": [1]}, headers=alice)
+        assert one.status_code == 202, one.text
+        regenerate = await client.post(
+            f"/api/projects/{second}/storyboards/2/regenerate", headers=alice
+        )
+        assert regenerate.status_code == 429, regenerate.text
+        assert "Retry-After" in regenerate.headers
+        assert await pool.fetchval("SELECT count(*) FROM pgqueue.jobs") == 3
+        # The cap is per user.
+        bob = await user("bob")
+        bobs = await _project(client, bob, 3)
+        assert (await client.post(generate.format(bobs), headers=bob)).status_code == 202
+
+
+async def test_a_superseded_image_is_deleted_once_the_new_one_is_stored(
+    client: httpx.AsyncClient,
+    alice: dict[str, str],
+    settings: ServiceSettings,
+    run_worker: Callable[..., Worker],
+    media_dir: Path,
+) -> None:
+    project_id = await _project(client, alice, 2)
+    await client.post(f"/api/projects/{project_id}/storyboards/generate", headers=alice)
+    run_worker(settings)
+    first: dict[str, Any] = await support.wait_done(client, project_id, alice)
+    old_urls = [s["image_url"] for s in first["storyboards"]]
+    for url in old_urls:
+        assert (await client.get(url)).status_code == 200
+
+    await client.post(f"/api/projects/{project_id}/storyboards/1/regenerate", headers=alice)
+    await client.post(
+        f"/api/projects/{project_id}/storyboards/generate", json={"force": True}, headers=alice
+    )
+
+    async def both_replaced() -> dict[str, Any] | None:
+        status = await support.wait_done(client, project_id, alice)
+        urls = [s["image_url"] for s in status["storyboards"]]
+        return status if not set(urls) & set(old_urls) else None
+
+    status = await wait_for(both_replaced, timeout=15, message="new images stored")
+    new_urls = [s["image_url"] for s in status["storyboards"]]
+    for url in new_urls:
+        assert (await client.get(url)).status_code == 200
+    for url in old_urls:
+        assert (await client.get(url)).status_code == 404, url
+    # One file per shot is left: the current one.
+    names = sorted(p.name for p in (media_dir / project_id).iterdir())
+    assert names == sorted(url.rsplit("/", 1)[1] for url in new_urls)
