@@ -266,7 +266,7 @@ class FakeUpstream:
                 latency_s = self.latency_s if answer.latency_s is None else answer.latency_s
                 if latency_s:
                     await asyncio.sleep(latency_s)
-                response = self._answer(answer, call)
+                response = self._answer(request, answer, call)
             call.status = response.status_code
             return response
         finally:
@@ -299,7 +299,7 @@ class FakeUpstream:
             return _error_response(400, "invalid_request", f"invalid {', '.join(problems)}")
         return None
 
-    def _answer(self, answer: Answer, call: Call) -> Response:
+    def _answer(self, request: Request, answer: Answer, call: Call) -> Response:
         if answer.status != 200:
             headers = {"Retry-After": answer.retry_after} if answer.retry_after else None
             return _error_response(answer.status, f"E{answer.status}", answer.message, headers)
@@ -317,7 +317,7 @@ class FakeUpstream:
             head, tail = b'{"data": [{"b64_json": "', b'"}]}'
             filler = answer.stream_bytes - len(head) - len(tail)
             return StreamingResponse(
-                _stream(head, b"A", filler, tail), media_type="application/json"
+                _stream(request, head, b"A", filler, tail), media_type="application/json"
             )
         if answer.data is not None:
             return JSONResponse({"data": [{"b64_json": base64.b64encode(answer.data).decode()}]})
@@ -329,7 +329,7 @@ class FakeUpstream:
             return Response(status_code=404)
         if isinstance(data, int):
             signature = b"\x89PNG\r\n\x1a\n"
-            stream = _stream(signature, b"\0", data - len(signature), b"")
+            stream = _stream(request, signature, b"\0", data - len(signature), b"")
             return StreamingResponse(stream, media_type="image/png")
         return Response(data, media_type="image/png")
 
@@ -337,13 +337,20 @@ class FakeUpstream:
         return RedirectResponse(request.query_params.get("to", "/"), status_code=302)
 
 
-async def _stream(head: bytes, fill: bytes, count: int, tail: bytes) -> AsyncIterator[bytes]:
-    """`head`, then `count` copies of the one byte `fill`, then `tail`, in `STREAM_CHUNK`s."""
+async def _stream(
+    request: Request, head: bytes, fill: bytes, count: int, tail: bytes
+) -> AsyncIterator[bytes]:
+    """`head`, then `count` copies of the one byte `fill`, then `tail`, in `STREAM_CHUNK`s;
+    stops early once the client has gone (a provider that stopped reading at its limit)."""
     yield head
     chunk = fill * STREAM_CHUNK
+    sent = 0
     while count > 0:
+        if sent % 16 == 15 and await request.is_disconnected():
+            return
         yield chunk[:count]
         count -= STREAM_CHUNK
+        sent += 1
     yield tail
 
 
