@@ -99,7 +99,10 @@ def openapi_document() -> dict[str, Any]:
                 "summary": "create a project",
                 "security": secured,
                 "requestBody": _body("ProjectIn"),
-                "responses": {"201": _json(_PROJECT, "the project"), **_errors(400, 401, 413, 422)},
+                "responses": {
+                    "201": _json(_PROJECT, "the project"),
+                    **_errors(400, 401, 413, 415, 422),
+                },
             },
             "get": {
                 "summary": "the caller's projects",
@@ -123,7 +126,7 @@ def openapi_document() -> dict[str, Any]:
                 "requestBody": _body("GenerateIn", required=False),
                 "responses": {
                     "202": _json(_GENERATED, "enqueued"),
-                    **_errors(400, 401, 404, 413, 422),
+                    **_errors(400, 401, 404, 413, 415, 422, 429),
                 },
             }
         },
@@ -140,7 +143,7 @@ def openapi_document() -> dict[str, Any]:
                         "schema": {"type": "integer"},
                     },
                 ],
-                "responses": {"202": _json(_GENERATED, "enqueued"), **_errors(401, 404)},
+                "responses": {"202": _json(_GENERATED, "enqueued"), **_errors(401, 404, 429)},
             }
         },
         "/api/projects/{project_id}/storyboards/status": {
