@@ -130,12 +130,17 @@ ORDER BY s.shot_number
 # with no worker left to reap it). What "live" means is pgqueue's: `job_status.is_live`.
 _STALE = """
 SELECT s.shot_number, s.job_id, j.state::text AS job_state, j.attempts AS job_attempts,
-       j.last_error
+       j.last_error,
+       coalesce(j.is_live AND j.state = 'running', false) AS overdue
 FROM storyboard.storyboards AS s
 LEFT JOIN pgqueue.job_status AS j ON j.id = s.job_id
 WHERE s.project_id = $1 AND s.status = 'generating'
   AND (j.state IN ('failed', 'cancelled', 'succeeded')
-       OR (s.updated_at < now() - make_interval(secs => $2) AND NOT coalesce(j.is_live, false)))
+       OR (s.updated_at < now() - make_interval(secs => $2) AND NOT coalesce(j.is_live, false))
+       -- an attempt still running $2 after it started, its heartbeats alive or not: the job's
+       -- own time limit should have ended it (a job enqueued without one, by hand or by an
+       -- older API, has none)
+       OR (j.state = 'running' AND j.started_at < now() - make_interval(secs => $2)))
 """
 
 # -- has_stale_storyboards: cheap, lock-free check before SELECT_STALE_STORYBOARDS

@@ -324,10 +324,12 @@ async def reconcile(conn: asyncpg.Connection, project_id: uuid.UUID, timeout_s: 
     The worker's hooks fail a storyboard whose job failed for good (`fail_for_good`); this
     read-side repair is only for what no hook sees: a worker killed between the job's final
     write and its hook (or a hook that could not reach the database), a job cancelled before
-    any worker ran it (no worker, no hook), a job that succeeded without writing, and a
+    any worker ran it (no worker, no hook), a job that succeeded without writing, a
     storyboard `generating` for `timeout_s` with no live job (the job was deleted, or its
-    lease lapsed with no worker left to reap it). It writes with the same fence and the same
-    error rule as the hooks, so a repair and a late hook never disagree.
+    lease lapsed with no worker left to reap it), and an attempt still running `timeout_s`
+    after it started (its job's time limit should have ended it first; should its image
+    still come, the success lands). It writes with the same fence and the same error rule as
+    the hooks, so a repair and a late hook never disagree.
 
     The check runs without locks, so that polling stays cheap; only when there is something to
     repair is the project locked (before the storyboards: the order `queries` documents).
@@ -357,7 +359,12 @@ async def _fail_stale(conn: asyncpg.Connection, project_id: uuid.UUID, timeout_s
         project_id,
         [r["shot_number"] for r in stale],
         [r["job_id"] for r in stale],
-        [failure_error(r["job_state"], r["last_error"], timeout_s) for r in stale],
+        [
+            f"timed out: the attempt was still running after {timeout_s:g} s"
+            if r["overdue"]
+            else failure_error(r["job_state"], r["last_error"], timeout_s)
+            for r in stale
+        ],
         [r["job_attempts"] or 0 for r in stale],
     )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import asyncpg
 import pytest
 
 from pgqueue import Queue, Worker
@@ -77,3 +78,46 @@ async def test_a_handler_hung_with_live_heartbeats_fails_within_the_storyboard_t
     assert "timed out after 5.5" in storyboard["error"], storyboard
     assert elapsed <= api_settings.storyboard_timeout_s + 1, elapsed
     assert status["done"] and status["status"] == "failed"
+
+
+async def test_an_attempt_running_past_the_storyboard_timeout_reads_failed(
+    settings: ServiceSettings,
+    alice: dict[str, str],
+    run_worker: Callable[..., Worker],
+    upstream: FakeUpstream,
+    pool: asyncpg.Pool,
+) -> None:
+    # The read side keeps the rule on its own: a job enqueued without a time limit (by an API
+    # of before it, or by hand) whose attempt hangs, heartbeats alive.
+    api_settings = settings.model_copy(
+        update={"image_timeout_s": 0.25, "storyboard_timeout_s": 6.0}
+    )
+    upstream.script = lambda call: hang(60)
+    worker_settings = settings.model_copy(
+        update={
+            "image_provider": "http",
+            "image_api_base": upstream.base_url,
+            "image_api_key": API_KEY,
+            "image_model": "seedream-test",
+            "image_timeout_s": 60.0,
+        }
+    )
+    async with support.api_client(api_settings) as client:
+        body = support.project_body(1, aspect_ratio="1:1")
+        project = (await client.post("/api/projects", json=body, headers=alice)).json()
+        answer = (
+            await client.post(f"/api/projects/{project['id']}/storyboards/generate", headers=alice)
+        ).json()
+        await pool.execute("UPDATE pgqueue.jobs SET timeout_s = NULL")
+        started = time.monotonic()
+        run_worker(worker_settings)
+        status = await support.wait_done(client, project["id"], alice, timeout=12)
+        elapsed = time.monotonic() - started
+        job_state = await pool.fetchval(
+            "SELECT state FROM pgqueue.jobs WHERE id = $1", answer["job_ids"][0]
+        )
+    (storyboard,) = status["storyboards"]
+    assert storyboard["status"] == "failed", storyboard
+    assert "still running after 6 s" in storyboard["error"], storyboard
+    assert elapsed <= api_settings.storyboard_timeout_s + 1.5, elapsed
+    assert job_state == "running"  # the worker still holds it: only the read side acted
