@@ -19,6 +19,8 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -159,6 +161,7 @@ async def fail_storyboard(pool: asyncpg.Pool, event: Event) -> bool:
 async def generate_storyboard(ctx: JobContext) -> dict[str, Any]:
     """Handler of `storyboard.generate` (payload: `StoryboardPayload`)."""
     state: WorkerState = ctx.state
+    started = time.monotonic()
     try:
         payload = StoryboardPayload.from_job(ctx.job)
     except MalformedPayload as exc:
@@ -190,6 +193,17 @@ async def generate_storyboard(ctx: JobContext) -> dict[str, Any]:
         raise DoNotRetry(str(exc)) from exc
     except RetryableImageError as exc:
         if exc.retry_after_s is not None:
+            # The storyboard reads `generating` from this attempt's start until the next one
+            # starts: a wait that would take it past STORYBOARD_TIMEOUT_S fails it now, saying
+            # why, instead of leaving it `generating` longer than the rule allows.
+            waited_s = time.monotonic() - started
+            limit_s = state.settings.storyboard_timeout_s
+            if waited_s + exc.retry_after_s > limit_s:
+                raise DoNotRetry(
+                    f"{exc}; the upstream asked to retry after {math.ceil(exc.retry_after_s)} s,"
+                    f" which with the {waited_s:.0f} s this attempt took is longer than a"
+                    f" storyboard waits (STORYBOARD_TIMEOUT_S={limit_s:g} s)"
+                ) from exc
             raise RetryLater(str(exc), delay_s=exc.retry_after_s) from exc
         raise  # pgqueue's backoff applies; its message is the last line of last_error
     # From here on the image is paid for: nothing but the lease (and a cancel) may stop us

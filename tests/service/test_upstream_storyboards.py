@@ -95,3 +95,23 @@ async def test_a_retry_after_past_the_storyboard_timeout_fails_the_shot_at_once(
     assert storyboard["status"] == "failed" and storyboard["attempts"] == 1
     assert "the upstream asked to retry after 900 s" in storyboard["error"]
     assert len(upstream.calls_for(project_id)) == 1
+
+
+async def test_a_retry_after_that_with_the_attempt_passes_the_timeout_fails_the_shot(
+    client: httpx.AsyncClient,
+    alice: dict[str, str],
+    settings: ServiceSettings,
+    run_worker: Callable[..., Worker],
+    upstream: FakeUpstream,
+) -> None:
+    # Each wait alone fits the storyboard's limit, the attempt's 2 s plus the 9 s asked do
+    # not: retrying would leave the shot `generating` past STORYBOARD_TIMEOUT_S (10 s).
+    upstream.script = lambda call: error(503, "overloaded", retry_after="9", latency_s=2.0)
+    project_id, _ = await _generate_one(client, alice)
+    worker_settings = _http(settings, upstream, image_timeout_s=2.5, storyboard_timeout_s=10)
+    run_worker(worker_settings)
+    status = await wait_done(client, project_id, alice)
+    (storyboard,) = status["storyboards"]
+    assert storyboard["status"] == "failed" and storyboard["attempts"] == 1
+    assert "the upstream asked to retry after 9 s" in storyboard["error"]
+    assert "STORYBOARD_TIMEOUT_S=10 s" in storyboard["error"]
