@@ -289,6 +289,13 @@ async def _read(response: httpx.Response, limit: int, *, truncate: bool = False)
     declared = response.headers.get("Content-Length", "")
     if not truncate and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit, "answer")
+    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        # We asked for identity. A compressed body would be inflated chunk by chunk before any
+        # count could see it: one small gzip chunk can inflate a thousandfold.
+        raise RetryableImageError(
+            f"upstream answer is {encoding}-encoded although identity was asked for"
+        )
     buffer = bytearray()
     async for chunk in response.aiter_bytes():
         if len(buffer) + len(chunk) > limit:

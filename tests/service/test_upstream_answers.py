@@ -5,6 +5,7 @@ bounded size, downloaded only from public http(s) addresses on every redirect ho
 from __future__ import annotations
 
 import base64
+import gzip
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -382,3 +383,15 @@ async def test_a_retry_after_a_storyboard_can_wait_is_honoured() -> None:
     with pytest.raises(RetryableImageError) as caught:
         await provider.generate(REQUEST)
     assert caught.value.retry_after_s == 240
+
+
+async def test_a_compressed_answer_is_refused_before_it_is_inflated() -> None:
+    # We ask for identity; a gzip body could inflate a thousandfold before any count saw it.
+    body = gzip.compress(b'{"data": [{"b64_json": "' + b"A" * 1_000_000 + b'"}]}')
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.headers["Accept-Encoding"] == "identity"
+        return httpx.Response(200, content=body, headers={"Content-Encoding": "gzip"})
+
+    with pytest.raises(RetryableImageError, match="gzip-encoded although identity"):
+        await _provider(handler).generate(REQUEST)
