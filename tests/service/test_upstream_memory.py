@@ -25,8 +25,11 @@ from tests.support.upstream import API_KEY, Answer, FakeUpstream, ImageForm
 
 MIB = 1024 * 1024
 ANSWER_BYTES = 100 * MIB
-# The b64 path holds the encoded body (4/3 of the limit) at most; 20 MiB of limit -> ~27 MiB.
-MAX_GROWTH_BYTES = 48 * MIB
+# The b64 path holds the encoded body (4/3 of the limit) at most; 20 MiB of limit -> ~27 MiB,
+# measured 21-29 MiB on a quiet machine. The fake upstream runs in this process too, and on a
+# loaded one its send buffers run ahead of the reader (53 MiB seen once on CI): the bound is
+# set well below the 100 MiB answer (the code before this kept 200-478 MiB), not at the limit.
+MAX_GROWTH_BYTES = 72 * MIB
 STATUS = Path("/proc/self/status")
 CLEAR_REFS = Path("/proc/self/clear_refs")
 
