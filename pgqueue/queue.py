@@ -15,7 +15,6 @@ from pgqueue import models, store
 
 DEFAULT_QUEUE = "default"
 DEFAULT_MAX_ATTEMPTS = 3
-PURGE_BATCH = 1000  # rows per retention DELETE: short transactions, short locks
 
 
 class Queue:
@@ -126,20 +125,20 @@ class Queue:
         *,
         succeeded_older_than: timedelta,
         failed_older_than: timedelta,
-        batch_size: int = PURGE_BATCH,
-        max_batches: int = 100,
+        batch_size: int = store.PURGE_BATCH,
+        max_batches: int = store.PURGE_MAX_BATCHES,
     ) -> int:
         """Delete old finished jobs in small batches; returns how many were deleted.
 
         Succeeded and cancelled jobs go after `succeeded_older_than`, failed ones after
         `failed_older_than`. Each batch is its own short transaction.
         """
-        rules = [
-            (("succeeded", "cancelled"), succeeded_older_than.total_seconds()),
-            (("failed",), failed_older_than.total_seconds()),
-        ]
         return await store.purge_finished(
-            self._pool, rules, batch_size=batch_size, max_batches=max_batches
+            self._pool,
+            succeeded_older_than_s=succeeded_older_than.total_seconds(),
+            failed_older_than_s=failed_older_than.total_seconds(),
+            batch_size=batch_size,
+            max_batches=max_batches,
         )
 
     def _db(self, conn: asyncpg.Connection | None) -> store.Executor:

@@ -23,6 +23,8 @@ from pgqueue import models, queries, retry
 # A pool, or a connection (which joins whatever transaction its owner has open).
 Executor: TypeAlias = "asyncpg.Pool | asyncpg.Connection"
 MAX_DELAY_S = 365 * 86400.0  # seconds; the longest a retry may be put off (a year)
+PURGE_BATCH = 1000  # rows per retention DELETE: short transactions, short locks
+PURGE_MAX_BATCHES = 100  # batches of one retention pass
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -278,12 +280,19 @@ async def count_waiting(db: Executor, queues: Sequence[str]) -> int:
 
 async def purge_finished(
     db: Executor,
-    rules: Sequence[tuple[Sequence[str], float]],
     *,
-    batch_size: int,
-    max_batches: int,
+    succeeded_older_than_s: float,
+    failed_older_than_s: float,
+    batch_size: int = PURGE_BATCH,
+    max_batches: int = PURGE_MAX_BATCHES,
 ) -> int:
-    """Delete finished jobs in short batches; `rules` are (states, older than seconds) pairs."""
+    """Delete finished jobs in short batches: succeeded and cancelled ones older than
+    `succeeded_older_than_s`, failed ones older than `failed_older_than_s`. Each batch is its
+    own short transaction; returns how many were deleted."""
+    rules = (
+        (("succeeded", "cancelled"), succeeded_older_than_s),
+        (("failed",), failed_older_than_s),
+    )
     deleted = 0
     async with _connection(db) as conn:
         for states, age_s in rules:
@@ -297,7 +306,7 @@ async def purge_finished(
     return deleted
 
 
-async def purge_idle_concurrency_slots(db: Executor, *, batch_size: int) -> int:
+async def purge_idle_concurrency_slots(db: Executor, *, batch_size: int = PURGE_BATCH) -> int:
     """Delete up to `batch_size` concurrency-slot rows that no job needs any more (their count
     is 0 and no live job has their key); returns how many. Safe beside concurrent enqueues and
     claims of those keys: see LOCK_IDLE_CONCURRENCY_SLOTS and schema version 3."""

@@ -29,8 +29,6 @@ from pgqueue.worker.transient import TRANSIENT_ERRORS
 logger = logging.getLogger("pgqueue.worker")
 
 REAP_BATCH = 500  # expired leases handled per transaction
-PURGE_BATCH = 1000  # rows per retention DELETE: short transactions, short locks
-PURGE_MAX_BATCHES = 100  # per retention pass
 BACKLOG_CHECK_INTERVAL_S = 10.0
 BACKLOG_WARN_EVERY_S = 60.0
 VACUUM_CHECK_INTERVAL_S = 2.0
@@ -122,22 +120,20 @@ class Maintenance:
 
     async def purge_once(self) -> None:
         """Delete finished jobs past their retention."""
-        rules = [
-            (("succeeded", "cancelled"), self._config.retention_succeeded_s),
-            (("failed",), self._config.retention_failed_s),
-        ]
         deleted = await store.purge_finished(
-            self._db, rules, batch_size=PURGE_BATCH, max_batches=PURGE_MAX_BATCHES
+            self._db,
+            succeeded_older_than_s=self._config.retention_succeeded_s,
+            failed_older_than_s=self._config.retention_failed_s,
         )
         if deleted:
             logger.info(
                 "retention deleted %d finished job(s)", deleted, extra={"action": "retention"}
             )
         slots = 0
-        for _ in range(PURGE_MAX_BATCHES):
-            purged = await store.purge_idle_concurrency_slots(self._db, batch_size=PURGE_BATCH)
+        for _ in range(store.PURGE_MAX_BATCHES):
+            purged = await store.purge_idle_concurrency_slots(self._db)
             slots += purged
-            if purged < PURGE_BATCH:
+            if purged < store.PURGE_BATCH:
                 break
         if slots:
             logger.info(

@@ -209,7 +209,8 @@ class JobRunner:
             delay_s = exc.delay_s
         else:
             delay_s = self._policy.delay_s(job.attempts)
-        delay_s = store.capped_delay_s(delay_s)
+        # Both are at most a year already (RetryLater and RetryPolicy cap them); the store
+        # makes sure of it where the value meets the database.
         error_text = _describe(exc)
         progress_json = running.context.take_pending_progress()
 

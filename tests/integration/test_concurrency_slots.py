@@ -8,7 +8,6 @@ import time
 import asyncpg
 
 from pgqueue import JobSpec, Queue, store
-from pgqueue.worker import maintenance
 
 KINDS = ["k"]
 
@@ -102,10 +101,10 @@ async def test_the_purge_holds_at_a_hundred_thousand_keys(queue: Queue, pool: as
     await pool.execute("ANALYZE pgqueue.concurrency_slots")
     started = time.monotonic()
     deleted = 0
-    for _ in range(maintenance.PURGE_MAX_BATCHES * 2):
-        purged = await store.purge_idle_concurrency_slots(pool, batch_size=maintenance.PURGE_BATCH)
+    for _ in range(store.PURGE_MAX_BATCHES * 2):
+        purged = await store.purge_idle_concurrency_slots(pool, batch_size=store.PURGE_BATCH)
         deleted += purged
-        if purged < maintenance.PURGE_BATCH:
+        if purged < store.PURGE_BATCH:
             break
     elapsed = time.monotonic() - started
     assert deleted == 100_000

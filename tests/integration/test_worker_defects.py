@@ -220,7 +220,7 @@ async def test_a_success_written_during_a_renewal_keeps_its_completed_hook(
             completed.append(event.job_id)
 
     registry.on("completed", on_completed)
-    await queue.enqueue("holds.lock")
+    first = await queue.enqueue("holds.lock")
     second = await queue.enqueue("quick")
     async with running_worker(registry, lease_s=1.5):
         await asyncio.wait_for(in_transaction.wait(), 10)
@@ -232,7 +232,9 @@ async def test_a_success_written_during_a_renewal_keeps_its_completed_hook(
         await wait_for(lambda: _terminal_state(queue, second.id))
         release.set()  # the held-up renewal goes on, and finds the second job succeeded
         await wait_for(lambda: _no_lock_waiters(pool))
-        await asyncio.sleep(0.2)  # let its answer reach the worker before the hook goes on
+        # The first job's success can only be written once that renewal committed (it held
+        # the row): by then its answer has reached the worker, and the hook may go on.
+        await wait_for(lambda: _terminal_state(queue, first.id))
         hook_go.set()
         await wait_for(lambda: completed, message="the completed hook ran to its end")
     assert completed == [second.id]
