@@ -17,6 +17,7 @@ import httpx
 from service import auth
 from service.app import create_app
 from service.settings import ServiceSettings
+from tests.support.upstream import API_KEY, FakeUpstream
 from tests.support.wait import wait_for
 
 
@@ -97,3 +98,17 @@ async def wait_done(
         return status if status["done"] else None
 
     return await wait_for(done, timeout=timeout, message=f"project {project_id} done")
+
+
+def http_settings(
+    settings: ServiceSettings, upstream: FakeUpstream, **values: object
+) -> ServiceSettings:
+    """`settings` with the `http` provider pointed at the fake upstream; `values` on top."""
+    update = {
+        "image_provider": "http",
+        "image_api_base": upstream.base_url,
+        "image_api_key": API_KEY,
+        "image_model": "seedream-test",
+        **values,
+    }
+    return settings.model_copy(update=update)

@@ -13,7 +13,7 @@ from PIL import Image
 
 from pgqueue import Job, Queue, Worker
 from service.settings import ServiceSettings
-from tests.service.support import project_body, wait_done
+from tests.service.support import http_settings, project_body, wait_done
 from tests.support.upstream import API_KEY, Answer, Call, FakeUpstream, error
 from tests.support.wait import wait_for
 
@@ -77,15 +77,8 @@ async def test_content_policy_refusal_fails_one_shot_after_one_call(
     answer = (
         await client.post(f"/api/projects/{project['id']}/storyboards/generate", headers=alice)
     ).json()
-    http_settings = settings.model_copy(
-        update={
-            "image_provider": "http",
-            "image_api_base": upstream.base_url,
-            "image_api_key": API_KEY,
-            "image_model": "seedream-test",
-        }
-    )
-    run_worker(http_settings)
+    worker_settings = http_settings(settings, upstream)
+    run_worker(worker_settings)
     status = await wait_done(client, project["id"], alice)
     assert status["status"] == "partial"
     assert [s["status"] for s in status["storyboards"]] == ["success", "failed", "success"]

@@ -16,7 +16,7 @@ import pytest
 from pgqueue import Queue, Worker
 from service.settings import ServiceSettings
 from tests.service import support
-from tests.support.upstream import API_KEY, FakeUpstream, hang
+from tests.support.upstream import FakeUpstream, hang
 
 
 def test_the_job_timeout_is_a_call_a_download_and_a_margin() -> None:
@@ -52,15 +52,7 @@ async def test_a_handler_hung_with_live_heartbeats_fails_within_the_storyboard_t
     # The worker's upstream never answers and its own call limit is far away: the handler
     # hangs, its heartbeats alive, until the job's time limit ends it.
     upstream.script = lambda call: hang(60)
-    worker_settings = settings.model_copy(
-        update={
-            "image_provider": "http",
-            "image_api_base": upstream.base_url,
-            "image_api_key": API_KEY,
-            "image_model": "seedream-test",
-            "image_timeout_s": 60.0,
-        }
-    )
+    worker_settings = support.http_settings(settings, upstream, image_timeout_s=60.0)
     async with support.api_client(api_settings) as client:
         body = support.project_body(1, aspect_ratio="1:1")
         project = (await client.post("/api/projects", json=body, headers=alice)).json()
@@ -93,15 +85,7 @@ async def test_an_attempt_running_past_the_storyboard_timeout_reads_failed(
         update={"image_timeout_s": 0.25, "storyboard_timeout_s": 6.0}
     )
     upstream.script = lambda call: hang(60)
-    worker_settings = settings.model_copy(
-        update={
-            "image_provider": "http",
-            "image_api_base": upstream.base_url,
-            "image_api_key": API_KEY,
-            "image_model": "seedream-test",
-            "image_timeout_s": 60.0,
-        }
-    )
+    worker_settings = support.http_settings(settings, upstream, image_timeout_s=60.0)
     async with support.api_client(api_settings) as client:
         body = support.project_body(1, aspect_ratio="1:1")
         project = (await client.post("/api/projects", json=body, headers=alice)).json()

@@ -11,21 +11,10 @@ import httpx
 
 from pgqueue import Queue, Worker
 from service.settings import ServiceSettings
-from tests.service.support import project_body, wait_done
-from tests.support.upstream import API_KEY, Answer, Call, FakeUpstream, error
+from tests.service.support import http_settings, project_body, wait_done
+from tests.support.upstream import Answer, Call, FakeUpstream, error
 
 HTML = b"<html><body>Service Unavailable</body></html>"
-
-
-def _http(settings: ServiceSettings, upstream: FakeUpstream, **values: object) -> ServiceSettings:
-    update = {
-        "image_provider": "http",
-        "image_api_base": upstream.base_url,
-        "image_api_key": API_KEY,
-        "image_model": "seedream-test",
-        **values,
-    }
-    return settings.model_copy(update=update)
 
 
 async def _generate_one(client: httpx.AsyncClient, alice: dict[str, str]) -> tuple[str, int]:
@@ -48,7 +37,7 @@ async def test_an_html_answer_fails_the_shot_after_the_last_attempt(
 ) -> None:
     upstream.script = lambda call: Answer(data=HTML)
     project_id, job_id = await _generate_one(client, alice)
-    run_worker(_http(settings, upstream))
+    run_worker(http_settings(settings, upstream))
     status = await wait_done(client, project_id, alice)
     (storyboard,) = status["storyboards"]
     assert storyboard["status"] == "failed" and storyboard["image_url"] is None
@@ -70,7 +59,7 @@ async def test_a_metadata_url_fails_the_shot_at_once_and_is_never_fetched(
     target = upstream.redirect_url("http://169.254.169.254/latest/meta-data/iam/")
     upstream.script = lambda call: Answer(image="url", url=target)
     project_id, _ = await _generate_one(client, alice)
-    run_worker(_http(settings, upstream))
+    run_worker(http_settings(settings, upstream))
     status = await wait_done(client, project_id, alice)
     (storyboard,) = status["storyboards"]
     assert storyboard["status"] == "failed" and storyboard["attempts"] == 1
@@ -89,7 +78,7 @@ async def test_a_retry_after_past_the_storyboard_timeout_fails_the_shot_at_once(
 
     upstream.script = busy
     project_id, _ = await _generate_one(client, alice)
-    run_worker(_http(settings, upstream, storyboard_timeout_s=300))
+    run_worker(http_settings(settings, upstream, storyboard_timeout_s=300))
     status = await wait_done(client, project_id, alice)
     (storyboard,) = status["storyboards"]
     assert storyboard["status"] == "failed" and storyboard["attempts"] == 1
@@ -108,7 +97,9 @@ async def test_a_retry_after_that_with_the_attempt_passes_the_timeout_fails_the_
     # not: retrying would leave the shot `generating` past STORYBOARD_TIMEOUT_S (10 s).
     upstream.script = lambda call: error(503, "overloaded", retry_after="9", latency_s=2.0)
     project_id, _ = await _generate_one(client, alice)
-    worker_settings = _http(settings, upstream, image_timeout_s=2.5, storyboard_timeout_s=10)
+    worker_settings = http_settings(
+        settings, upstream, image_timeout_s=2.5, storyboard_timeout_s=10
+    )
     run_worker(worker_settings)
     status = await wait_done(client, project_id, alice)
     (storyboard,) = status["storyboards"]
