@@ -1,4 +1,4 @@
-"""6. Fleet makespan: 10 projects x 6 shots at once, cap 3, TWO worker processes.
+"""6. Fleet makespan: 10 projects x 6 shots at once, cap 3, TWO worker processes (median of 3 runs).
 
 The same parts as `makespan` (the fake upstream, the real API, real `python -m service worker`
 processes with production PGQUEUE_* defaults), but two workers of concurrency 3 share the work
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import tempfile
 import time
@@ -35,11 +36,22 @@ PROJECTS = 10
 SHOTS = 6
 WORKERS = 2
 WORKER_CONCURRENCY = 3
+# Timed runs, each on ten fresh projects; the figure is their median. One run of ~5 s on two
+# shared cores moved by up to 8% between runs of the same commit (a checkpoint, another
+# process's burst); the median of three is what the code does, not what the machine did.
+RUNS = 3
 # Storyboards of the timed projects that are finished (success or failed).
 FINISHED = """
 SELECT count(*) FROM storyboard.storyboards
 WHERE project_id = ANY ($1::uuid[]) AND status IN ('success', 'failed')
 """
+
+
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    makespan_s: float
+    calls: list[upstream.Call]
+    max_in_flight: int
 
 
 async def _timed_run(
@@ -123,43 +135,52 @@ async def run(ctx: Context) -> dict[str, Any]:
                     timeout=makespan.HTTP_TIMEOUT_S,
                 ) as client:
                     # Two warm-up shots, so that both workers have run one and are listening.
+                    # Two warm-up shots, so that both workers have run one and are listening.
                     warm_up = await makespan.create_project(client, WORKERS, "fleet warm-up")
-                    project_ids = [
-                        await makespan.create_project(client, SHOTS, f"fleet {n}")
-                        for n in range(PROJECTS)
-                    ]
                     _, status = await makespan.generate_until_done(
                         client, warm_up, workers[0], makespan.READY_TIMEOUT_S
                     )
                     makespan.check_completed(status, WORKERS, workers[0])
-                    fake.reset()
-                    makespan_s = await _timed_run(
-                        client, dsn, project_ids, max(makespan.READY_TIMEOUT_S, 4 * ideal_s)
-                    )
-                    for project_id in project_ids:
-                        status = await _status(client, project_id)
-                        makespan.check_completed(status, SHOTS, workers[0])
+                    runs: list[_Run] = []
+                    for n in range(RUNS):
+                        project_ids = [
+                            await makespan.create_project(client, SHOTS, f"fleet {n}.{p}")
+                            for p in range(PROJECTS)
+                        ]
+                        fake.reset()
+                        makespan_s = await _timed_run(
+                            client, dsn, project_ids, max(makespan.READY_TIMEOUT_S, 4 * ideal_s)
+                        )
+                        for project_id in project_ids:
+                            status = await _status(client, project_id)
+                            makespan.check_completed(status, SHOTS, workers[0])
+                        runs.append(_Run(makespan_s, list(fake.calls), fake.max_total_in_flight))
                     for worker in workers:
                         worker.check_alive()
-    ratio = makespan_s / ideal_s
-    gaps = makespan.handoff_gaps(fake.calls, fleet_slots)
-    starts = sorted(call.started for call in fake.calls)
+    runs.sort(key=lambda run: run.makespan_s)
+    median = runs[len(runs) // 2]
+    ratio = median.makespan_s / ideal_s
+    gaps = makespan.handoff_gaps(median.calls, fleet_slots)
+    starts = sorted(call.started for call in median.calls)
     first_round_ms = (
         (starts[fleet_slots - 1] - starts[0]) * 1000 if len(starts) >= fleet_slots else 0.0
     )
     ctx.say(
         f"fleet: {WORKERS} workers x {WORKER_CONCURRENCY}, {PROJECTS} projects x {SHOTS} shots, "
-        f"cap {cap}: {makespan_s:.3f}s, ideal {ideal_s:.3f}s, ratio {ratio:.3f}, "
-        f"max in flight {fake.max_total_in_flight}; answer to next call p50 "
-        f"{percentile(gaps, 0.5) * 1000 if gaps else 0:.0f} ms, "
-        f"max {max(gaps, default=0) * 1000:.0f} ms; "
+        f"cap {cap}, {RUNS} runs: "
+        + ", ".join(f"{run.makespan_s:.3f}s" for run in runs)
+        + f"; median {median.makespan_s:.3f}s, ideal {ideal_s:.3f}s, ratio {ratio:.3f}, "
+        f"max in flight {max(run.max_in_flight for run in runs)}; in the median run, answer to "
+        f"next call p50 {percentile(gaps, 0.5) * 1000 if gaps else 0:.0f} ms, "
+        f"max {max(gaps, default=0) * 1000:.0f} ms, "
         f"first {fleet_slots} calls started within {first_round_ms:.0f} ms"
     )
     return {
-        "fleet_makespan_s": round(makespan_s, 3),
+        "fleet_makespan_s": round(median.makespan_s, 3),
+        "fleet_makespan_runs_s": [round(run.makespan_s, 3) for run in runs],
         "fleet_ideal_s": round(ideal_s, 3),
         "fleet_makespan_ratio": round(ratio, 3),
-        "fleet_max_inflight": fake.max_total_in_flight,
+        "fleet_max_inflight": max(run.max_in_flight for run in runs),
         "fleet_handoff_p50_ms": round(percentile(gaps, 0.5) * 1000, 1) if gaps else 0.0,
         "fleet_handoff_max_ms": round(max(gaps, default=0.0) * 1000, 1),
     }
