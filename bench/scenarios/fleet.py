@@ -26,6 +26,7 @@ from typing import Any
 import asyncpg
 import httpx
 
+from bench import ops
 from bench.context import Context
 from bench.scenarios import makespan
 from bench.stats import percentile
@@ -142,6 +143,7 @@ async def run(ctx: Context) -> dict[str, Any]:
                     )
                     makespan.check_completed(status, WORKERS, workers[0])
                     runs: list[_Run] = []
+                    await ops.settle(ctx)
                     for n in range(RUNS):
                         project_ids = [
                             await makespan.create_project(client, SHOTS, f"fleet {n}.{p}")

@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from bench import ops
 from bench.context import Context
 from bench.stats import percentile
 from tests.support import processes, settings, upstream
@@ -142,6 +143,7 @@ async def measure(
         project_id = await create_project(client, shots, f"makespan c{concurrency}")
         _, status = await generate_until_done(client, warm_up, worker, READY_TIMEOUT_S)
         check_completed(status, 1, worker)
+        await ops.settle(ctx)
         fake.reset()
         makespan_s, status = await generate_until_done(
             client, project_id, worker, max(READY_TIMEOUT_S, 4 * ideal_s)
