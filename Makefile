@@ -32,12 +32,16 @@ worker: $(STAMP) ## run one storyboard worker against DATABASE_URL (required)
 migrate: $(STAMP) ## apply migrations to DATABASE_URL (pgqueue's schema and the service's)
 	$(BIN)/python -m alembic upgrade head
 
+.PHONY: system-deps
+system-deps: ## install the Debian packages the tests drive when missing (pgbouncer, iproute2; as root)
+	@tools/system-deps.sh
+
 .PHONY: test
-test: $(STAMP) ## run the whole suite against a real Postgres (see README)
+test: $(STAMP) system-deps ## run the whole suite against a real Postgres (see README)
 	$(BIN)/python -m pytest -q
 
 .PHONY: test-embedded
-test-embedded: $(STAMP) ## run the suite on the embedded server even when one runs on :5432
+test-embedded: $(STAMP) system-deps ## run the suite on the embedded server even when one runs on :5432
 	PGQUEUE_TEST_EMBEDDED=1 $(BIN)/python -m pytest -q
 
 .PHONY: bench

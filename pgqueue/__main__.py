@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from pgqueue import schema
+from pgqueue.database import Database
 
 MISSING_DATABASE_URL = (
     "error: DATABASE_URL is not set: name the database to migrate, e.g. "
@@ -51,9 +52,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-async def run(args: argparse.Namespace, dsn: str) -> str:
-    """Carry out the command on `dsn`; returns what to print."""
-    conn = await asyncpg.connect(dsn)
+async def run(args: argparse.Namespace, database: Database) -> str:
+    """Carry out the command on `database`; returns what to print."""
+    # Through a transaction pooler too: a run is one transaction, its lock transaction-scoped.
+    conn = await database.connect()
     try:
         if args.command == "schema-version":
             return str(await schema.current_version(conn))
@@ -73,12 +75,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     # Read directly rather than through QueueSettings: migrating needs nothing else, and a
     # malformed PGQUEUE_* variable meant for the workers must not block a migration.
-    dsn = os.environ.get("DATABASE_URL")
-    if not dsn:
+    try:
+        database = Database.from_environ(os.environ)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if database is None:
         print(MISSING_DATABASE_URL, file=sys.stderr)
         return 2
     try:
-        print(asyncio.run(run(args, dsn)))
+        print(asyncio.run(run(args, database)))
     except (
         OSError,
         asyncpg.PostgresError,

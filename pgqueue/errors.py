@@ -69,3 +69,8 @@ class JobCancelled(PgQueueError):
     (at a heartbeat) cancels the handler's task instead: the handler then sees the usual
     `asyncio.CancelledError`, and must not swallow it.
     """
+
+
+class ConfigurationError(PgQueueError):
+    """The database does not work the way the settings say (e.g. a transaction pooler in
+    front of a URL configured as direct): a person must change a setting; retrying won't help."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pgqueue import retry
+from pgqueue import database, retry
+from pgqueue.database import Database, PoolMode
 from pgqueue.worker import config as defaults
 from pgqueue.worker.config import WorkerConfig
 
@@ -20,6 +21,12 @@ class QueueSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PGQUEUE_", extra="ignore")
 
     database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
+    database_pool_mode: PoolMode = Field(
+        default=PoolMode.SESSION, validation_alias=database.POOL_MODE_VARIABLE
+    )
+    database_direct_url: str | None = Field(
+        default=None, validation_alias=database.DIRECT_URL_VARIABLE
+    )
     concurrency: int = Field(default=defaults.DEFAULT_CONCURRENCY, ge=1, le=10_000)
     max_attempts: int = Field(default=3, ge=1)
     retry_delay_ms: int = Field(
@@ -46,6 +53,14 @@ class QueueSettings(BaseSettings):
     vacuum_every_jobs: int = Field(default=defaults.DEFAULT_VACUUM_EVERY_JOBS, ge=0)
     queues: list[str] = Field(default_factory=lambda: list(defaults.DEFAULT_QUEUES))
     synchronous_commit: bool = True
+
+    def database(self) -> Database | None:
+        """Where `DATABASE_URL` leads and how (None when it is not set)."""
+        if self.database_url is None:
+            return None
+        return Database(
+            self.database_url, self.database_pool_mode, direct_url=self.database_direct_url
+        )
 
     def retry_policy(self) -> retry.RetryPolicy:
         """The backoff these settings describe."""

@@ -18,10 +18,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-import asyncpg
 from pydantic import ValidationError
 
-from service import auth
+from pgqueue.database import Database, pooler_hint
+from service import auth, errors
 from service.settings import ServiceSettings
 
 WORKER_REGISTRY = "service.jobs:registry"
@@ -72,8 +72,8 @@ def _worker(extra: Sequence[str]) -> int:
     return 1  # not reached: execv replaces this process or raises
 
 
-async def _create_token(dsn: str, args: argparse.Namespace) -> str:
-    conn = await asyncpg.connect(dsn)
+async def _create_token(database: Database, args: argparse.Namespace) -> str:
+    conn = await database.connect()
     try:
         return await auth.create_token(conn, args.user, tier=args.tier, admin=args.admin)
     finally:
@@ -118,11 +118,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "api":
         return _api(settings, args)
     if args.command == "create-token":
-        assert settings.database_url is not None
         try:
-            token = asyncio.run(_create_token(settings.database_url, args))
+            token = asyncio.run(_create_token(settings.database(), args))
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except errors.POOLER_MISMATCH as exc:
+            print(f"error: {pooler_hint(exc) or exc}", file=sys.stderr)
             return 2
         print(f"token for user {args.user!r} (tier {args.tier}{', admin' if args.admin else ''}):")
         print(token)

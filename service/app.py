@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-import asyncpg
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 
@@ -25,12 +24,11 @@ def create_app(settings: ServiceSettings) -> Starlette:
     if settings.database_url is None:
         raise ValueError("create_app needs settings.database_url (DATABASE_URL)")
     settings.check()
-    dsn = settings.database_url
+    database = settings.database()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[routes.AppState]:
-        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=POOL_MAX_SIZE)
-        assert pool is not None
+        pool = await database.create_pool(min_size=1, max_size=POOL_MAX_SIZE)
         try:
             yield routes.AppState(
                 pool=pool,
@@ -47,6 +45,7 @@ def create_app(settings: ServiceSettings) -> Starlette:
             errors.ApiError: errors.handle_api_error,
             HTTPException: errors.handle_http_exception,
             **dict.fromkeys(errors.DATABASE_UNAVAILABLE, errors.handle_database_unavailable),
+            **dict.fromkeys(errors.POOLER_MISMATCH, errors.handle_pooler_mismatch),
             # Starlette's outermost middleware runs this one and still re-raises, so the
             # traceback is logged by the server.
             Exception: errors.handle_unexpected,

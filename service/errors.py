@@ -15,6 +15,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from pgqueue.database import pooler_hint
+
 logger = logging.getLogger(__name__)
 
 # Starlette raises HTTPException for routing failures; these are their codes in our shape.
@@ -111,6 +113,24 @@ async def handle_database_unavailable(request: Request, exc: Exception) -> Respo
             headers={"Retry-After": str(RETRY_AFTER_S)},
         )
     )
+
+
+# What asyncpg's statement cache meets behind a transaction-mode pooler when
+# DATABASE_POOL_MODE was not set: its named statements are missing or taken on the server
+# connection the pooler handed over. Not the client's fault, and not an outage.
+POOLER_MISMATCH: tuple[type[BaseException], ...] = (
+    asyncpg.InvalidSQLStatementNameError,
+    asyncpg.DuplicatePreparedStatementError,
+)
+
+
+async def handle_pooler_mismatch(request: Request, exc: Exception) -> Response:
+    """A 503 naming the setting, when DATABASE_URL is pooled but configured as direct."""
+    hint = pooler_hint(exc)
+    if hint is None:
+        return await handle_unexpected(request, exc)
+    logger.error("%s (%r)", hint, exc, extra={"action": "pooler_mismatch"})
+    return error_response(ApiError(503, "database_misconfigured", hint))
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:

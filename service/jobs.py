@@ -84,13 +84,11 @@ def create_registry(settings: ServiceSettings | None = None) -> Registry:
     async def lifespan() -> AsyncIterator[WorkerState]:
         current = settings or ServiceSettings()
         current.check()
-        dsn = current.database_url
-        if dsn is None:
+        if current.database_url is None:
             # The worker's own CLI refuses to start without it; a registry opened some other
             # way must not quietly boot a database either.
             raise RuntimeError("DATABASE_URL is not set: the storyboard handlers need the database")
-        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=POOL_MAX_SIZE)
-        assert pool is not None
+        pool = await current.database().create_pool(min_size=1, max_size=POOL_MAX_SIZE)
         try:
             limits = httpx.Limits(max_connections=HTTP_MAX_CONNECTIONS)
             async with httpx.AsyncClient(limits=limits, follow_redirects=True) as client:

@@ -8,11 +8,15 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pgqueue.database import DIRECT_URL_VARIABLE, POOL_MODE_VARIABLE, Database, PoolMode
+
 DEFAULT_IMAGE_TIMEOUT_S = 55.0  # seconds; below a 60 s platform limit, unlike the old 50/60 pair
 DEFAULT_STORYBOARD_TIMEOUT_S = 300.0  # seconds a storyboard may stay `generating` unattended
 DEFAULT_STORYBOARD_CONCURRENCY = 3  # shots of one project generating at once
 DEFAULT_MAX_PENDING_PER_USER = 200  # storyboard jobs one user may have pending at once
 STORE_MARGIN_S = 5.0  # seconds an attempt may take beyond its two upstream requests
+DEFAULT_DRAIN_BUDGET_S = 50.0  # seconds; under a serverless function's usual 60 s limit
+MAX_DRAIN_BUDGET_S = 300.0
 
 
 class ServiceSettings(BaseSettings):
@@ -20,6 +24,10 @@ class ServiceSettings(BaseSettings):
 
     Args:
         database_url: `DATABASE_URL`; None means the embedded server under `.pgdata/`.
+        database_pool_mode: `DATABASE_POOL_MODE`, `transaction` behind a transaction pooler.
+        database_direct_url: `DATABASE_DIRECT_URL`, a session-mode URL for LISTEN.
+        cron_secret: `CRON_SECRET`, a bearer secret that may call the drain endpoint.
+        drain_budget_s: `DRAIN_BUDGET_S`, the default time budget of one drain call.
         image_provider: `local` (offline Pillow renderer) or `http` (Seedream-compatible API).
         image_api_base: for `http`, the base URL; requests go to `{base}/images/generations`.
         image_api_key: for `http`, the bearer key.
@@ -39,6 +47,12 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
     database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
+    database_pool_mode: PoolMode = Field(
+        default=PoolMode.SESSION, validation_alias=POOL_MODE_VARIABLE
+    )
+    database_direct_url: str | None = Field(default=None, validation_alias=DIRECT_URL_VARIABLE)
+    cron_secret: str | None = Field(default=None, min_length=16)
+    drain_budget_s: float = Field(default=DEFAULT_DRAIN_BUDGET_S, ge=1, le=MAX_DRAIN_BUDGET_S)
     image_provider: Literal["local", "http"] = "local"
     image_api_base: str = ""
     image_api_key: str = ""
@@ -54,6 +68,14 @@ class ServiceSettings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     max_attempts: int = Field(default=3, ge=1, validation_alias="PGQUEUE_MAX_ATTEMPTS")
     queue: str = Field(default="default", min_length=1, validation_alias="STORYBOARD_QUEUE")
+
+    def database(self) -> Database:
+        """Where `DATABASE_URL` leads and how (it must be set)."""
+        if self.database_url is None:
+            raise ValueError("DATABASE_URL is not set")
+        return Database(
+            self.database_url, self.database_pool_mode, direct_url=self.database_direct_url
+        )
 
     @property
     def storyboard_job_timeout_s(self) -> float:

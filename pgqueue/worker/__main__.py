@@ -14,7 +14,11 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+import pydantic
+
 from pgqueue import logs
+from pgqueue.database import Database
+from pgqueue.errors import ConfigurationError
 from pgqueue.registry import Registry
 from pgqueue.settings import QueueSettings
 from pgqueue.worker import signals
@@ -56,22 +60,30 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="a queue to take jobs from; repeat for several (PGQUEUE_QUEUES, default 'default')",
     )
     parser.add_argument("--burst", action="store_true", help="run what is runnable, then exit")
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        metavar="N",
+        help="end within N seconds: stop claiming in time, release what still runs, exit 0",
+    )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
     args = parser.parse_args(argv)
     if args.concurrency is not None and args.concurrency < 1:
         parser.error("--concurrency must be >= 1")
+    if args.max_seconds is not None and not 0 < args.max_seconds < float("inf"):
+        parser.error("--max-seconds must be a positive number of seconds")
     return args
 
 
-def build_worker(args: argparse.Namespace, settings: QueueSettings, dsn: str) -> Worker:
+def build_worker(args: argparse.Namespace, settings: QueueSettings, database: Database) -> Worker:
     """A Worker from the flags, falling back on the settings."""
-    flags: dict[str, object] = {"burst": args.burst}
+    flags: dict[str, object] = {"burst": args.burst, "max_seconds": args.max_seconds}
     if args.queues:
         flags["queues"] = args.queues
     if args.concurrency:
         flags["concurrency"] = args.concurrency
-    return Worker(dsn, load_registry(args.registry), settings.worker_config(**flags))
+    return Worker(database, load_registry(args.registry), settings.worker_config(**flags))
 
 
 async def serve(worker: Worker) -> None:
@@ -84,17 +96,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = parse_args(argv)
     logs.configure(args.log_level, args.log_format)
-    settings = QueueSettings()
-    dsn = settings.database_url
-    if dsn is None:
+    try:
+        settings = QueueSettings()
+    except pydantic.ValidationError as exc:
+        print(f"error: invalid settings in the environment:\n{exc}", file=sys.stderr)
+        return 2
+    database = settings.database()
+    if database is None:
         print(MISSING_DATABASE_URL, file=sys.stderr)
         return 2
     try:
-        worker = build_worker(args, settings, dsn)
+        worker = build_worker(args, settings, database)
     except (ValueError, ImportError, AttributeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(serve(worker))
+    try:
+        asyncio.run(serve(worker))
+    except ConfigurationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -46,6 +46,10 @@ class WorkerConfig:
         shutdown_grace_s: on stop, how long running jobs may finish before they are cancelled
             and released without spending their attempt.
         burst: run what is runnable now, then stop.
+        max_seconds: the run ends within this many seconds (None: no limit; with `burst`,
+            a drain of bounded length). Claiming stops early enough for a typical attempt to
+            finish (see `claim_margin_s`); what still runs at the end is cancelled and
+            released without spending its attempt.
         backlog_warn: log a warning when more runnable jobs than this wait.
         progress_interval_s: the most often one job's progress is written.
         reap_interval_s: how often expired leases are looked for (None: a quarter lease).
@@ -77,6 +81,7 @@ class WorkerConfig:
     retry_policy: retry.RetryPolicy = dataclasses.field(default_factory=retry.RetryPolicy)
     shutdown_grace_s: float = DEFAULT_SHUTDOWN_GRACE_S
     burst: bool = False
+    max_seconds: float | None = None
     backlog_warn: int = DEFAULT_BACKLOG_WARN
     progress_interval_s: float = DEFAULT_PROGRESS_INTERVAL_S
     reap_interval_s: float | None = None
@@ -106,6 +111,8 @@ class WorkerConfig:
         }
         if self.reap_interval_s is not None:
             positive["reap_interval_s"] = self.reap_interval_s
+        if self.max_seconds is not None:
+            positive["max_seconds"] = self.max_seconds
         for name, value in positive.items():
             if not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
@@ -122,6 +129,18 @@ class WorkerConfig:
             raise ValueError("backlog_warn and vacuum_every_jobs must be >= 0")
         if self.pool_size is not None and self.pool_size < 1:
             raise ValueError(f"pool_size must be >= 1, got {self.pool_size}")
+
+    def claim_margin_s(self, mean_attempt_s: float | None) -> float:
+        """How long before the end of `max_seconds` claiming stops.
+
+        A job claimed too late is released unfinished, and its work (a paid upstream call)
+        is wasted. The margin is the mean length of the attempts this run finished, at least
+        a tenth of the budget (before any finished) and at most half of it, so that a drain
+        with slow jobs still claims in its first half.
+        """
+        assert self.max_seconds is not None
+        floor_s = self.max_seconds / 10
+        return min(self.max_seconds / 2, max(floor_s, mean_attempt_s or 0.0))
 
     @property
     def reap_every_s(self) -> float:

@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 
 from pgqueue import models
+from pgqueue.database import Database
 from pgqueue.registry import Registry
 from pgqueue.worker import events
 from pgqueue.worker.completer import Completer, pipeline_for
@@ -24,6 +25,7 @@ from pgqueue.worker.context import JobContext
 from pgqueue.worker.heartbeat import Heartbeat
 from pgqueue.worker.listener import Listener
 from pgqueue.worker.maintenance import Maintenance
+from pgqueue.worker.outcomes import Outcomes
 from pgqueue.worker.producer import ClaimTemplate, Producer
 from pgqueue.worker.runner import JobRunner, Phase, RunningJob, StopReason
 from pgqueue.worker.slots import Slots
@@ -33,6 +35,9 @@ logger = logging.getLogger("pgqueue.worker")
 
 OWN_POOL_EXTRA = 2  # connections of the worker's own pool beyond its completer's statements
 FLUSH_TIMEOUT_S = 10.0  # seconds a stopping worker waits for outcomes still being written
+FLUSH_AFTER_END_S = 1.5  # of a budgeted run: its outcomes are written by its end + this
+FLUSH_MIN_S = 0.5
+BUDGET_CHECK_S = 0.25  # how often a worker with a time budget re-reads its claim margin
 # The session of the worker's own connections. Its statements are few, fixed and indexed, so
 # one plan each is right: re-planning the claim on every call cost more than running it
 # (0.5 ms of 0.8), and a small worker ran 60% more jobs a second with generic plans. JIT
@@ -45,15 +50,19 @@ class Worker:
     """Runs jobs with the handlers of `registry`, as `config` says.
 
     Args:
-        dsn: the database (a libpq URL); the worker opens its own pools and connections.
+        database: the database: a libpq URL, or a `Database` (for a transaction-mode pooler:
+            `Database(url, PoolMode.TRANSACTION, direct_url=...)`); the worker opens its own
+            pools and connections.
         registry: the handlers, by kind. Only jobs of these kinds are claimed: others stay
             queued for a worker that knows them.
         config: the options (default: `WorkerConfig()`). `PGQUEUE_*` variables are read by
             the CLI and `QueueSettings`, never by a Worker built in code.
     """
 
-    def __init__(self, dsn: str, registry: Registry, config: WorkerConfig | None = None) -> None:
-        self.dsn = dsn
+    def __init__(
+        self, database: str | Database, registry: Registry, config: WorkerConfig | None = None
+    ) -> None:
+        self.database = Database.of(database)
         self.registry = registry
         self.config = config or WorkerConfig()
         self.worker_id = self.config.resolved_worker_id()
@@ -62,6 +71,8 @@ class Worker:
             self.hooks.add(name, hook)
         self._running: dict[int, RunningJob] = {}  # every job whose lease we hold
         self._jobs_done = 0
+        self.outcomes = Outcomes()
+        self._ends_at: float | None = None  # time.monotonic() by which a budgeted run ends
         self._slots = Slots(self.config.concurrency)
         self._producer: Producer | None = None
         self._runner: JobRunner | None = None
@@ -110,17 +121,21 @@ class Worker:
     async def run(self) -> None:
         """Run until `stop()` (or, with `burst`, until nothing is runnable)."""
         config = self.config
+        if config.max_seconds is not None:
+            self._ends_at = time.monotonic() + config.max_seconds
         commit = {} if config.synchronous_commit else {"synchronous_commit": "off"}
         own_settings = {**commit, **QUEUE_SESSION}
         in_flight, batch = pipeline_for(config.concurrency)
         # Its own statements are short and batched: the claim, the completer's statements in
         # flight, and one more for the handlers' fenced writes and maintenance.
         own_size = min(config.handler_pool_size, in_flight + OWN_POOL_EXTRA)
-        pool = await _create_pool(self.dsn, min_size=1, max_size=own_size, settings=own_settings)
+        pool = await _create_pool(
+            self.database, min_size=1, max_size=own_size, session=own_settings
+        )
         self._pool = pool
         try:
             self._handler_pool = await _create_pool(
-                self.dsn, min_size=0, max_size=config.handler_pool_size, settings=commit
+                self.database, min_size=0, max_size=config.handler_pool_size, session=commit
             )
         except BaseException:
             await pool.close()
@@ -139,20 +154,29 @@ class Worker:
         if self._stop_requested:
             producer.stop()
         completer = Completer(pool, producer, max_batch=batch, max_in_flight=in_flight)
-        self._listener = Listener(
-            self.dsn, config.queues, producer.wake, ping_interval_s=config.poll_interval_s
+        listen_url = self.database.listen_url
+        # Behind a transaction pooler without a direct URL there is nowhere to LISTEN: the
+        # producer's poll (and its sleep until the next due job) is then the only wake-up.
+        self._listener = (
+            Listener(
+                listen_url, config.queues, producer.wake, ping_interval_s=config.poll_interval_s
+            )
+            if listen_url is not None
+            else None
         )
         heartbeat = Heartbeat(
-            self.dsn,
+            self.database,
             self._running,
             lease_s=config.lease_s,
             interval_s=config.lease_s / 3,
-            server_settings=own_settings,
+            session=own_settings,
         )
         maintenance = Maintenance(
             pool, config, self.hooks, on_requeued=producer.wake, jobs_done=lambda: self._jobs_done
         )
-        self._runner = JobRunner(pool, self.registry, config.retry_policy, self.hooks, completer)
+        self._runner = JobRunner(
+            pool, self.registry, config.retry_policy, self.hooks, completer, self.outcomes
+        )
         logger.info(
             "worker %s started: queues=%s concurrency=%d",
             self.worker_id,
@@ -164,11 +188,18 @@ class Worker:
             async with self.registry.lifespan() as state:
                 self._state = state
                 side_tasks = [
-                    asyncio.create_task(self._listener.run(), name="pgqueue-listener"),
                     asyncio.create_task(completer.run(), name="pgqueue-completer"),
                     asyncio.create_task(heartbeat.run(), name="pgqueue-heartbeat"),
                     asyncio.create_task(maintenance.run(), name="pgqueue-maintenance"),
                 ]
+                if self._ends_at is not None:
+                    side_tasks.append(
+                        asyncio.create_task(self._budget(), name="pgqueue-time-budget")
+                    )
+                if self._listener is not None:
+                    side_tasks.append(
+                        asyncio.create_task(self._listener.run(), name="pgqueue-listener")
+                    )
                 supervisor = asyncio.create_task(
                     self._supervise(side_tasks), name="pgqueue-supervisor"
                 )
@@ -224,6 +255,24 @@ class Worker:
                     extra={"action": "runner_crashed"},
                 )
 
+    async def _budget(self) -> None:
+        """Stop claiming when the time budget is nearly spent; `_drain` ends the run in time."""
+        assert self._ends_at is not None
+        while True:
+            claim_until = self._ends_at - self.config.claim_margin_s(self.outcomes.mean_attempt_s)
+            left_s = claim_until - time.monotonic()
+            if left_s <= 0:
+                break
+            # Re-read now and then: the margin follows the attempts that finish meanwhile.
+            await asyncio.sleep(min(left_s, BUDGET_CHECK_S))
+        logger.info(
+            "time budget: %.1fs left, no more claims",
+            self._ends_at - time.monotonic(),
+            extra={"action": "worker_budget_spent"},
+        )
+        self.stop()
+        await asyncio.Event().wait()  # a side task: it must not return while the worker runs
+
     async def _drain(self, completer: Completer) -> None:
         """Let running jobs finish within the grace period, cancel and release the rest, and
         write every outcome still pending before the completer stops.
@@ -232,6 +281,8 @@ class Worker:
         the others are being released; those are cancelled (and released) in the next round.
         """
         deadline = time.monotonic() + self.config.shutdown_grace_s
+        if self._ends_at is not None:
+            deadline = min(deadline, self._ends_at)
         announced = False
         while handlers := [r for r in self._running.values() if r.phase is Phase.RUNNING]:
             left_s = deadline - time.monotonic()
@@ -257,10 +308,16 @@ class Worker:
         # Successes handed to the completer, and the releases just made, are written before
         # the completer stops: cancelling it with completions pending left those jobs running
         # under a live lease, to be reaped later at the cost of an attempt.
-        if not await completer.flush(FLUSH_TIMEOUT_S):
+        flush_s = FLUSH_TIMEOUT_S
+        if self._ends_at is not None:
+            # A budgeted run (a drain inside an HTTP request) answers soon after its end.
+            flush_s = min(
+                flush_s, max(FLUSH_MIN_S, self._ends_at + FLUSH_AFTER_END_S - time.monotonic())
+            )
+        if not await completer.flush(flush_s):
             logger.warning(
-                "outcomes still unwritten after %.0fs; their leases will expire",
-                FLUSH_TIMEOUT_S,
+                "outcomes still unwritten after %.1fs; their leases will expire",
+                flush_s,
                 extra={"action": "flush_timeout"},
             )
 
@@ -289,13 +346,11 @@ class Worker:
 
 
 async def _create_pool(
-    dsn: str, *, min_size: int, max_size: int, settings: dict[str, str]
+    database: Database, *, min_size: int, max_size: int, session: dict[str, str]
 ) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, server_settings=settings, reset=_keep_session
+    return await database.create_pool(
+        session=session, min_size=min_size, max_size=max_size, reset=_keep_session
     )
-    assert pool is not None
-    return pool
 
 
 async def _keep_session(_conn: asyncpg.Connection) -> None:

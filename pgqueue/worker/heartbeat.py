@@ -21,6 +21,7 @@ from collections.abc import Mapping
 import asyncpg
 
 from pgqueue import store
+from pgqueue.database import Database
 from pgqueue.worker.runner import Phase, RunningJob, StopReason
 from pgqueue.worker.transient import TRANSIENT_ERRORS, retry_delay_s
 
@@ -33,27 +34,27 @@ class Heartbeat:
     """Renews leases; run `run()` as a supervised task.
 
     Args:
-        dsn: where to connect (its own connection, reconnected after any failure).
+        database: where to connect (its own connection, reconnected after any failure).
         running: the worker's held jobs, by id (read, never changed here).
         lease_s: the lease each renewal grants.
         interval_s: seconds between renewals.
-        server_settings: the session settings of the connection.
+        session: the session settings of the connection (where a session exists).
     """
 
     def __init__(
         self,
-        dsn: str,
+        database: Database,
         running: Mapping[int, RunningJob],
         *,
         lease_s: float,
         interval_s: float,
-        server_settings: Mapping[str, str] | None = None,
+        session: Mapping[str, str] | None = None,
     ) -> None:
-        self._dsn = dsn
+        self._database = database
         self._running = running
         self._lease_s = lease_s
         self._interval_s = interval_s
-        self._server_settings = dict(server_settings or {})
+        self._session = dict(session or {})
         self._conn: asyncpg.Connection | None = None
 
     async def run(self) -> None:
@@ -144,7 +145,7 @@ class Heartbeat:
 
     async def _connection(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():
-            self._conn = await asyncpg.connect(self._dsn, server_settings=self._server_settings)
+            self._conn = await self._database.connect(session=self._session)
         return self._conn
 
     async def _disconnect(self) -> None:

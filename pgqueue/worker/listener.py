@@ -25,7 +25,7 @@ class Listener:
     was away are gone and jobs may be waiting.
 
     Args:
-        dsn: where to connect.
+        dsn: where to connect (a session: LISTEN does not work through a transaction pooler).
         queues: wake only for these queues.
         wake: called (from the event loop) when a job may be waiting.
         ping_interval_s: how often an idle connection is checked.

@@ -16,7 +16,8 @@ import logging
 import random
 from collections.abc import Callable, Sequence
 
-from pgqueue import models, store
+from pgqueue import errors, models, store
+from pgqueue.database import pooler_hint
 from pgqueue.worker.slots import Slots
 from pgqueue.worker.transient import TRANSIENT_ERRORS, retry_delay_s
 from pgqueue.worker.waiting import wait_any
@@ -127,6 +128,10 @@ class Producer:
                 failures = 0
             except Exception as exc:  # the claim loop must outlive any database trouble
                 self.slots.give_back(taken)
+                hint = pooler_hint(exc)
+                if hint is not None:
+                    # Not trouble that passes: every claim would fail the same way.
+                    raise errors.ConfigurationError(hint) from exc
                 failures += 1
                 delay = min(self._poll_interval_s, retry_delay_s(failures))
                 log = logger.warning if isinstance(exc, TRANSIENT_ERRORS) else logger.exception

@@ -16,6 +16,7 @@ from pgqueue.registry import Registry
 from pgqueue.worker import events
 from pgqueue.worker.completer import Completer
 from pgqueue.worker.context import JobContext
+from pgqueue.worker.outcomes import Outcomes
 
 logger = logging.getLogger("pgqueue.worker")
 
@@ -74,6 +75,7 @@ class JobRunner:
         policy: backoff for failed attempts.
         hooks: event callbacks.
         completer: writes every outcome.
+        outcomes: counted into, as outcomes are written.
     """
 
     def __init__(
@@ -83,7 +85,9 @@ class JobRunner:
         policy: retry.RetryPolicy,
         hooks: events.Hooks,
         completer: Completer,
+        outcomes: Outcomes | None = None,
     ) -> None:
+        self.outcomes = outcomes or Outcomes()
         self._db = db
         self._registry = registry
         self._policy = policy
@@ -92,8 +96,15 @@ class JobRunner:
 
     async def run(self, running: RunningJob) -> None:
         """Run one attempt to its end; never raises (outcomes are written, not thrown)."""
-        job = running.job
         started = time.monotonic()
+        self.outcomes.ran += 1
+        try:
+            await self._run(running, started)
+        finally:
+            self.outcomes.busy_s += time.monotonic() - started
+
+    async def _run(self, running: RunningJob, started: float) -> None:
+        job = running.job
         # Guarded: building the log record's extras costs more than a no-op job's handler.
         if logger.isEnabledFor(logging.INFO):
             logger.info(
@@ -165,8 +176,10 @@ class JobRunner:
             written = await self._completer.succeed(success, running.lease_deadline)
         running.phase = Phase.DONE
         if not written:
+            self.outcomes.lost += 1
             _log_lease_lost(job)
             return
+        self.outcomes.succeeded += 1
         if logger.isEnabledFor(logging.INFO):
             logger.info(
                 "job %s succeeded in %.3fs (attempt %d)",
@@ -201,6 +214,7 @@ class JobRunner:
         job = running.job
         if isinstance(exc, errors.LeaseLost):
             running.phase = Phase.DONE
+            self.outcomes.lost += 1
             self._completer.release()
             _log_lease_lost(job)
             return
@@ -228,9 +242,11 @@ class JobRunner:
         failed = await self._completer.write(job.id, running.lease_deadline, write)
         running.phase = Phase.DONE
         if failed is None:
+            self.outcomes.lost += 1
             _log_lease_lost(job)
             return
         if failed.state is models.JobState.CANCELLED:
+            self.outcomes.failed += 1
             logger.info(
                 "job %s cancelled (it failed after a cancel was requested)",
                 job.id,
@@ -239,6 +255,10 @@ class JobRunner:
             await self._emit_cancelled(failed)
             return
         will_retry = failed.state is models.JobState.QUEUED
+        if will_retry:
+            self.outcomes.retried += 1
+        else:
+            self.outcomes.failed += 1
         log = logger.warning if will_retry else logger.error
         log(
             "job %s failed (attempt %d/%d, %s): %s",
@@ -264,6 +284,7 @@ class JobRunner:
         token = running.lease_token
         if reason is StopReason.LEASE_LOST:
             running.phase = Phase.DONE
+            self.outcomes.lost += 1
             self._completer.release()
             _log_lease_lost(job)
             await self._hooks.emit(events.Event("stalled", job.id, job=job, error="lease lost"))
@@ -275,7 +296,10 @@ class JobRunner:
 
             cancelled = await self._completer.write(job.id, running.lease_deadline, cancel)
             running.phase = Phase.DONE
-            if cancelled is not None:
+            if cancelled is None:
+                self.outcomes.lost += 1
+            else:
+                self.outcomes.failed += 1
                 logger.info(
                     "job %s cancelled", job.id, extra={"action": "job_cancelled", **_log_extra(job)}
                 )
@@ -288,6 +312,12 @@ class JobRunner:
         released = await self._completer.write(job.id, running.lease_deadline, release)
         running.phase = Phase.DONE
         state = (released or {}).get(job.id)
+        if state is None:
+            self.outcomes.lost += 1
+        elif state is models.JobState.CANCELLED:
+            self.outcomes.failed += 1
+        else:
+            self.outcomes.released += 1
         if state is models.JobState.QUEUED:
             logger.info(
                 "job %s released at shutdown; its attempt is not spent",

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the test suite drives as real parts, when they are missing:
+#   pgbouncer  - the transaction-mode pooler the pooled-deployment tests run the service behind
+#   iproute2   - `ip netns` and veth pairs for the tests of workers on several hosts
+# Only as root (CI and the development machines are); otherwise it says what is missing, and
+# the tests that need it skip saying why.
+set -euo pipefail
+
+declare -A PACKAGE_OF=(
+    [pgbouncer]=pgbouncer
+    [ip]=iproute2
+)
+declare -A PATH_OF=(
+    [pgbouncer]=/usr/sbin/pgbouncer
+    [ip]=/usr/sbin/ip
+)
+
+missing=()
+for command in "${!PACKAGE_OF[@]}"; do
+    if ! command -v "$command" >/dev/null 2>&1 && [ ! -x "${PATH_OF[$command]}" ]; then
+        missing+=("${PACKAGE_OF[$command]}")
+    fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "system-deps: missing Debian packages: ${missing[*]} (not root or no apt-get: not" \
+        "installing; the tests that need them skip)" >&2
+    exit 0
+fi
+echo "system-deps: installing Debian packages for the tests: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# --no-install-recommends: the packages' own services are not wanted, only their binaries.
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Debian's pgbouncer package starts a system pooler on :6432; the tests start their own.
+if [[ " ${missing[*]} " == *" pgbouncer "* ]]; then
+    (service pgbouncer stop || true) >/dev/null 2>&1
+fi
+echo "system-deps: installed ${missing[*]}"
