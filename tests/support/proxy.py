@@ -36,9 +36,10 @@ class FreezableProxy:
         """Carry bytes again."""
         self._flowing.set()
 
-    async def start(self) -> None:
-        """Listen on a free loopback port (`self.port`)."""
-        self._server = await asyncio.start_server(self._accept, LOOPBACK, 0)
+    async def start(self, host: str = LOOPBACK) -> None:
+        """Listen on a free port (`self.port`) of `host` (default loopback; another address of
+        this machine, e.g. a veth's, serves clients in another network namespace)."""
+        self._server = await asyncio.start_server(self._accept, host, 0)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:
@@ -74,10 +75,12 @@ class FreezableProxy:
 
 
 @contextlib.asynccontextmanager
-async def freezable_proxy(target_host: str, target_port: int) -> AsyncIterator[FreezableProxy]:
-    """A started proxy, closed at the end."""
+async def freezable_proxy(
+    target_host: str, target_port: int, *, listen_host: str = LOOPBACK
+) -> AsyncIterator[FreezableProxy]:
+    """A started proxy listening on `listen_host`, closed at the end."""
     proxy = FreezableProxy(target_host, target_port)
-    await proxy.start()
+    await proxy.start(listen_host)
     try:
         yield proxy
     finally:
