@@ -39,8 +39,13 @@ def _api(settings: ServiceSettings, args: argparse.Namespace) -> int:
     from service.app import create_app
 
     configure_logging(args.log_level)
+    try:
+        app = create_app(settings)
+    except ValidationError as exc:  # PGQUEUE_*, which the drain's worker runs with
+        print(f"error: bad settings: {exc}", file=sys.stderr)
+        return 2
     uvicorn.run(
-        create_app(settings),
+        app,
         host=args.host or settings.host,
         port=settings.port if args.port is None else args.port,
         log_config=None,  # keep pgqueue's log format for uvicorn's records too

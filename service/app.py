@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 
-from pgqueue import Queue
+from pgqueue import Queue, QueueSettings
 from service import errors, routes
 from service.settings import ServiceSettings
 
@@ -25,6 +25,8 @@ def create_app(settings: ServiceSettings) -> Starlette:
         raise ValueError("create_app needs settings.database_url (DATABASE_URL)")
     settings.check()
     database = settings.database()
+    # Read (and checked) at start: a drain runs a worker with the PGQUEUE_* settings.
+    queue_settings = QueueSettings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[routes.AppState]:
@@ -34,6 +36,7 @@ def create_app(settings: ServiceSettings) -> Starlette:
                 pool=pool,
                 queue=Queue(pool, default_queue=settings.queue, max_attempts=settings.max_attempts),
                 settings=settings,
+                queue_settings=queue_settings,
             )
         finally:
             await pool.close()

@@ -24,6 +24,41 @@ _STORYBOARD = {
         "progress": {"type": ["object", "null"]},
     },
 }
+_DRAINED = {
+    "type": "object",
+    "properties": {
+        **{
+            name: {"type": "integer"}
+            for name in ("ran", "succeeded", "failed", "retried", "released", "lost")
+        },
+        "elapsed_s": {"type": "number"},
+    },
+}
+_DRAIN = {
+    "summary": "run runnable storyboard jobs inside this request (CRON_SECRET or admin)",
+    "security": [{"bearer": []}],
+    "parameters": [
+        {
+            "name": "budget_s",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "number", "minimum": 1, "maximum": 300},
+        }
+    ],
+    "responses": {
+        "200": {
+            "description": "what the attempts came to",
+            "content": {"application/json": {"schema": _DRAINED}},
+        },
+        **{
+            str(code): {
+                "description": "error",
+                "content": {"application/json": {"schema": _ERROR}},
+            }
+            for code in (400, 401, 403)
+        },
+    },
+}
 _STATUS = {
     "type": "object",
     "properties": {
@@ -176,6 +211,7 @@ def openapi_document() -> dict[str, Any]:
                 "responses": {"200": _json({"type": "object"}, "stats"), **_errors(401, 403)},
             }
         },
+        "/api/worker/drain": dict.fromkeys(("get", "post"), _DRAIN),
     }
     components_with_security = {
         "schemas": components,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from typing import Any, TypedDict, cast
 
 import asyncpg
@@ -11,12 +12,12 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from pgqueue import Job, Queue
-from service import auth, media, queries, schemas, storyboards
+from pgqueue import Job, Queue, QueueSettings
+from service import auth, drain, media, queries, schemas, storyboards
 from service.errors import ApiError, not_found
 from service.openapi import openapi_document
 from service.payloads import MalformedPayload, StoryboardPayload
-from service.settings import ServiceSettings
+from service.settings import MAX_DRAIN_BUDGET_S, MIN_DRAIN_BUDGET_S, ServiceSettings
 
 logger = logging.getLogger("service.api")
 
@@ -38,6 +39,7 @@ class AppState(TypedDict):
     pool: asyncpg.Pool
     queue: Queue
     settings: ServiceSettings
+    queue_settings: QueueSettings  # PGQUEUE_*: what a drain's worker runs with
 
 
 def _state(request: Request) -> AppState:
@@ -225,6 +227,40 @@ async def queue_stats(request: Request) -> Response:
     )
 
 
+async def worker_drain(request: Request) -> Response:
+    """GET or POST /api/worker/drain?budget_s=N: run storyboard jobs inside this request.
+
+    For `CRON_SECRET` (what Vercel Cron sends as a bearer) or an admin token.
+    """
+    state = _state(request)
+    settings = state["settings"]
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if not (scheme.lower() == "bearer" and drain.allowed_by_secret(settings, token.strip())):
+        user = await _user(request)  # 401 without a valid token
+        if not user.is_admin:
+            raise ApiError(403, "forbidden", "the drain is for CRON_SECRET or admin tokens")
+    budget_s = _budget_param(request, settings.drain_budget_s)
+    return JSONResponse(await drain.drain(settings, state["queue_settings"], budget_s))
+
+
+def _budget_param(request: Request, default_s: float) -> float:
+    raw = request.query_params.get("budget_s")
+    if raw is None:
+        return default_s
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not MIN_DRAIN_BUDGET_S <= value <= MAX_DRAIN_BUDGET_S:  # NaN fails both
+        raise ApiError(
+            400,
+            "bad_request",
+            f"budget_s must be a number of seconds within {MIN_DRAIN_BUDGET_S:g}-"
+            f"{MAX_DRAIN_BUDGET_S:g}, got {raw[:40]!r}",
+        )
+    return value
+
+
 async def image(request: Request) -> Response:
     """GET /media/{path}: a stored image (its URL is unguessable: it holds the project uuid)."""
     path = media.resolve(_state(request)["settings"].media_dir, request.path_params["path"])
@@ -285,5 +321,6 @@ ROUTES = [
     Route("/api/projects/{project_id}/storyboards/status", status, methods=["GET"]),
     Route("/api/jobs/{job_id:int}", get_job, methods=["GET"]),
     Route("/api/queue/stats", queue_stats, methods=["GET"]),
+    Route("/api/worker/drain", worker_drain, methods=["GET", "POST"]),
     Route("/media/{path:path}", image, methods=["GET"]),
 ]

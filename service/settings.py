@@ -16,6 +16,7 @@ DEFAULT_STORYBOARD_CONCURRENCY = 3  # shots of one project generating at once
 DEFAULT_MAX_PENDING_PER_USER = 200  # storyboard jobs one user may have pending at once
 STORE_MARGIN_S = 5.0  # seconds an attempt may take beyond its two upstream requests
 DEFAULT_DRAIN_BUDGET_S = 50.0  # seconds; under a serverless function's usual 60 s limit
+MIN_DRAIN_BUDGET_S = 1.0
 MAX_DRAIN_BUDGET_S = 300.0
 
 
@@ -52,7 +53,9 @@ class ServiceSettings(BaseSettings):
     )
     database_direct_url: str | None = Field(default=None, validation_alias=DIRECT_URL_VARIABLE)
     cron_secret: str | None = Field(default=None, min_length=16)
-    drain_budget_s: float = Field(default=DEFAULT_DRAIN_BUDGET_S, ge=1, le=MAX_DRAIN_BUDGET_S)
+    drain_budget_s: float = Field(
+        default=DEFAULT_DRAIN_BUDGET_S, ge=MIN_DRAIN_BUDGET_S, le=MAX_DRAIN_BUDGET_S
+    )
     image_provider: Literal["local", "http"] = "local"
     image_api_base: str = ""
     image_api_key: str = ""

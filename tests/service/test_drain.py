@@ -1,0 +1,114 @@
+"""The drain endpoint in-process: who may call it, what it accepts, and what it runs.
+
+The end-to-end drain (no daemon, behind PgBouncer, overlapping drains, a drain killed) is in
+tests/pooler/test_drain.py.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+import pytest
+
+from service.settings import ServiceSettings
+from tests.service import support
+from tests.service.support import project_body
+from tests.support.upstream import FakeUpstream
+
+SECRET = "cron-secret-0123456789abcdef"
+DRAIN = "/api/worker/drain"
+
+
+@pytest.fixture
+def drain_settings(settings: ServiceSettings, upstream: FakeUpstream) -> ServiceSettings:
+    """The fake upstream, and a cron secret."""
+    return support.http_settings(settings, upstream, cron_secret=SECRET)
+
+
+async def test_who_may_drain_and_bad_budgets(
+    drain_settings: ServiceSettings,
+    user: Callable[..., Awaitable[dict[str, str]]],
+    db_url: str,
+) -> None:
+    alice = await user("alice")
+    admin = await user("root", admin=True)
+    async with support.api_client(drain_settings) as client:
+        assert (await client.post(DRAIN)).status_code == 401
+        wrong = {"Authorization": "Bearer not-the-secret-at-all"}
+        assert (await client.post(DRAIN, headers=wrong)).status_code == 401
+        refused = await client.post(DRAIN, headers=alice)
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["error"]["code"] == "forbidden"
+        secret = {"Authorization": f"Bearer {SECRET}"}
+        for bad in ("0", "0.5", "301", "nan", "inf", "abc", ""):
+            answer = await client.get(DRAIN, params={"budget_s": bad}, headers=secret)
+            assert answer.status_code == 400, (bad, answer.text)
+            assert "budget_s" in answer.json()["error"]["message"]
+        for headers in (secret, admin):
+            answer = await client.get(DRAIN, params={"budget_s": "1"}, headers=headers)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["ran"] == 0
+    # A refused or empty drain changed nothing.
+    conn = await asyncpg.connect(db_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM pgqueue.jobs") == 0
+    finally:
+        await conn.close()
+
+
+async def test_a_drain_runs_the_runnable_shots_and_answers_in_its_budget(
+    drain_settings: ServiceSettings,
+    upstream: FakeUpstream,
+    user: Callable[..., Awaitable[dict[str, str]]],
+) -> None:
+    upstream.latency_s = 0.2
+    alice = await user("alice", tier="pro")
+    secret = {"Authorization": f"Bearer {SECRET}"}
+    async with support.api_client(drain_settings) as client:
+        created = await client.post("/api/projects", json=project_body(4), headers=alice)
+        project_id = created.json()["id"]
+        generated = await client.post(
+            f"/api/projects/{project_id}/storyboards/generate", headers=alice
+        )
+        assert generated.status_code == 202
+        started = time.monotonic()
+        answer = await client.post(DRAIN, params={"budget_s": "20"}, headers=secret)
+        took_s = time.monotonic() - started
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["ran"] == 4 and body["succeeded"] == 4, body
+        assert body["failed"] == body["retried"] == body["released"] == 0
+        assert took_s < 20, "a burst drain ends once nothing is runnable"
+        status = await support.wait_done(client, project_id, alice)
+        assert status["status"] == "completed"
+
+
+async def test_a_drain_releases_what_its_budget_cannot_finish(
+    drain_settings: ServiceSettings,
+    upstream: FakeUpstream,
+    user: Callable[..., Awaitable[dict[str, str]]],
+    db_url: str,
+) -> None:
+    upstream.latency_s = 30.0  # no shot can finish within the budget
+    alice = await user("alice", tier="pro")
+    secret = {"Authorization": f"Bearer {SECRET}"}
+    async with support.api_client(drain_settings) as client:
+        created = await client.post("/api/projects", json=project_body(3), headers=alice)
+        project_id = created.json()["id"]
+        await client.post(f"/api/projects/{project_id}/storyboards/generate", headers=alice)
+        started = time.monotonic()
+        answer = await client.post(DRAIN, params={"budget_s": "2"}, headers=secret)
+        took_s = time.monotonic() - started
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert took_s <= 2 + 2, f"answered after {took_s:.2f}s, budget 2 s"
+    assert body["ran"] == 3 and body["released"] == 3, body
+    conn = await asyncpg.connect(db_url)
+    try:
+        rows = await conn.fetch("SELECT state::text, attempts FROM pgqueue.jobs")
+    finally:
+        await conn.close()
+    # Back in the queue, their attempt not spent.
+    assert [(r["state"], r["attempts"]) for r in rows] == [("queued", 0)] * 3
