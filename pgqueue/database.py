@@ -122,5 +122,8 @@ def pooler_hint(exc: BaseException) -> str | None:
             asyncpg.InvalidSQLStatementNameError | asyncpg.DuplicatePreparedStatementError,
         ) and "__asyncpg_" in str(seen):
             return POOLER_HINT
+        # PgBouncer's answer to the session settings a direct connection sends at startup.
+        if isinstance(seen, asyncpg.ProtocolViolationError) and "unsupported startup" in str(seen):
+            return POOLER_HINT
         seen = seen.__cause__ or seen.__context__
     return None

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import pydantic
 
 from pgqueue import logs
-from pgqueue.database import Database
+from pgqueue.database import Database, pooler_hint
 from pgqueue.errors import ConfigurationError
 from pgqueue.registry import Registry
 from pgqueue.settings import QueueSettings
@@ -112,8 +112,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         asyncio.run(serve(worker))
-    except ConfigurationError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except Exception as exc:
+        hint = str(exc) if isinstance(exc, ConfigurationError) else pooler_hint(exc)
+        if hint is None:
+            raise
+        print(f"error: {hint}", file=sys.stderr)
         return 2
     return 0
 
