@@ -67,6 +67,9 @@ class Heartbeat:
                     failures = 0
                 except Exception as exc:  # the heartbeat survives anything a database throws
                     failures += 1
+                    # A renewal that gave up at a deadline: police that lease now, not after
+                    # the pause before the next beat.
+                    self.police(time.monotonic())
                     await self._disconnect()
                     log = logger.warning if isinstance(exc, TRANSIENT_ERRORS) else logger.exception
                     log("heartbeat failed: %s", exc, extra={"action": "heartbeat_failed"})
@@ -89,10 +92,19 @@ class Heartbeat:
             for r in held
         ]
         sent_at = time.monotonic()
+        # Bounded: a connection that hangs (a network cut off) must not stop the policing
+        # above from running again; the failure reconnects at the next beat. Never past the
+        # first deadline of a handler still running either: there its job may be reaped and
+        # run by another worker, and the handler here must stop then, not once a renewal on
+        # a dead link gives up (with 2.5 s leases, handlers ran on for up to 0.7 s after the
+        # reaper had given their concurrency slots to other runs). Jobs whose outcome is being
+        # written are not policed (the completer minds their deadline), so they set no bound.
+        budget_s = max(self._interval_s, MIN_RENEW_TIMEOUT_S)
+        deadlines = [r.lease_deadline for r in held if r.phase is Phase.RUNNING]
+        if deadlines:
+            budget_s = min(budget_s, min(deadlines) - sent_at)
         try:
-            # Bounded: a connection that hangs (a network cut off) must not stop the policing
-            # above from running again; the failure reconnects at the next beat.
-            async with asyncio.timeout(max(self._interval_s, MIN_RENEW_TIMEOUT_S)):
+            async with asyncio.timeout(budget_s):
                 conn = await self._connection()
                 renewal = await store.renew(conn, leases, self._lease_s)
         except BaseException:
