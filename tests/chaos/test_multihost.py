@@ -57,6 +57,7 @@ QUEUE = "fleet"
 # (so the reaper skips the job) until the server notices that the client is gone, which by
 # TCP keepalive's defaults takes two hours; an operator of a fleet sets this, and so do we.
 IDLE_IN_TRANSACTION_TIMEOUT = "1s"
+GIVE_UP_MARGIN_S = 0.1  # seconds (before the fix in heartbeat.py: 0.15-0.7 s, up to 2 s)
 STARTUP_TIMEOUT_S = 30.0
 CUT_TIMEOUT_S = 20.0  # from the cut until the victim's jobs ran elsewhere
 HEAL_TIMEOUT_S = 30.0  # from the heal until everything finished (TCP retransmits back off)
@@ -397,13 +398,28 @@ async def _run(
                 intervals.append((events["started"]["t"], end_t, events["started"]["host"]))
         physical[key] = _max_overlap(intervals)[0]
 
+    # The cut-off worker stops its handlers by their lease's end on its own, not once a
+    # renewal on the dead link gives up: by then the reaper may have given the slot to
+    # another run. How long after the reaper freed a cut run's slot its handler stopped
+    # (negative: before); the margin is for a loaded machine's timers.
+    gave_up_after = [
+        round(
+            victim_trace[r["lease_token"]]["cancelled"]["t"]
+            - _ts(lease_ends[r["lease_token"]]["ended_at"]),
+            3,
+        )
+        for r in cut_runs
+    ]
+    assert all(late_s < GIVE_UP_MARGIN_S for late_s in gave_up_after), gave_up_after
     victim_worker = {r["worker_id"] for r in runs if r["host"] == victim.name}
     assert len(victim_worker) == 1, victim_worker
     assert {jobs[i]["worker_id"] for i in recovery_ids} == victim_worker
+    valid = {key: most for key, (most, _) in overlaps.items()}
     print(
         f"\n{len(batch_ids)} jobs on {HOSTS} hosts; {victim.name} cut off for"
         f" {heal_at - cut_at:.1f}s with {len(cut_runs)} run(s) in flight, {len(late)} late"
         f" write(s) refused; all done {healed_s:.1f}s after the heal, new jobs on the healed"
-        f" host {recovered_s:.1f}s after it; most runs at once per key under valid leases:"
-        f" { ({k: v[0] for k, v in overlaps.items()}) }, handlers working at once: {physical}"
+        f" host {recovered_s:.1f}s after it\nmost runs at once per key under valid leases:"
+        f" {valid}; handlers working at once: {physical}\nthe victim stopped its cut"
+        f" handlers {gave_up_after} s after the reaper freed their slots (negative: before)"
     )
