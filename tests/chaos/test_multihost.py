@@ -195,15 +195,19 @@ async def _run(
         f'ALTER DATABASE "{database}" SET idle_in_transaction_session_timeout'
         f" = '{IDLE_IN_TRANSACTION_TIMEOUT}'"
     )
-    victim = hosts[0]
+    victim = hosts[0]  # the host that is cut off
     traces = {host.name: tmp_path / f"trace-{host.name}.jsonl" for host in hosts}
     queue = Queue(conn)
     async with _forwarders(db_url, hosts) as forwarders:
-        workers = {
-            host.name: _start_worker(
-                processes, host, _via(db_url, host.gateway, proxy.port), traces[host.name]
-            )
+        urls = {
+            host.name: _via(db_url, host.gateway, proxy.port)
             for host, proxy in zip(hosts, forwarders, strict=True)
+        }
+        # The victim starts first, so that it surely has work when the cut comes (a worker
+        # that completes a job claims the next in the same statement, and could otherwise
+        # leave a late starter idle for a while); the others join once it works.
+        workers = {
+            victim.name: _start_worker(processes, victim, urls[victim.name], traces[victim.name])
         }
         batch = await queue.enqueue_many(
             [
@@ -220,6 +224,14 @@ async def _run(
             ]
         )
         batch_ids = [job.id for job in batch]
+
+        def victim_started() -> bool:
+            workers[victim.name].check_alive()
+            return bool(_read_trace(traces[victim.name]))
+
+        await wait_for(victim_started, STARTUP_TIMEOUT_S, "the victim's first job")
+        for host in hosts[1:]:
+            workers[host.name] = _start_worker(processes, host, urls[host.name], traces[host.name])
 
         def check_alive() -> None:
             for worker in workers.values():
@@ -323,6 +335,7 @@ async def _run(
     trace = [event for path in traces.values() for event in _read_trace(path)]
     victim_trace = _runs_by_token(_read_trace(traces[victim.name]))
 
+    assert {run["host"] for run in runs} == {host.name for host in hosts}, "an idle host"
     # Nothing is lost: every job succeeded, within its attempts.
     assert sorted(jobs) == sorted(batch_ids + recovery_ids)
     assert {job["state"] for job in jobs.values()} == {"succeeded"}, jobs
