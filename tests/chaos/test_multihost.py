@@ -52,10 +52,11 @@ WORK_S = 1.2  # shorter than the time from a cut to the victim's own policing (>
 MAX_ATTEMPTS = 5
 RECOVERY_JOBS = 3
 QUEUE = "fleet"
-# Sessions idle inside a transaction for longer than this are ended by the server. A host
-# cut off while its handler's transaction is open would otherwise hold its job's row lock
-# (so the reaper skips the job) until the server notices that the client is gone, which by
-# TCP keepalive's defaults takes two hours; an operator of a fleet sets this, and so do we.
+# Sessions idle inside a transaction for longer than this are ended by the server. pgqueue
+# sets no such bound itself: a host cut off while a handler's ctx.transaction() is open keeps
+# its job's row locked, so every reaper skips the job, for as long as the server keeps the
+# session (by TCP keepalive's defaults over two hours; seen: still `running`, its lease long
+# expired, 20 s into a cut). Until pgqueue bounds it, a fleet's operator sets this; so do we.
 IDLE_IN_TRANSACTION_TIMEOUT = "1s"
 GIVE_UP_MARGIN_S = 0.1  # seconds (before the fix in heartbeat.py: 0.15-0.7 s, up to 2 s)
 STARTUP_TIMEOUT_S = 30.0
@@ -358,6 +359,7 @@ async def _run(
 
     # The cut-off host's runs: it gave each one up itself during the cut, the job's lease
     # expired (the reaper moved it on), and another host ran it again after that.
+    assert heal_at - cut_at > LEASE_S
     assert cut_runs, "the cut stranded no run of the victim"
     assert all(r["job_id"] in batch_ids for r in cut_runs)
     for run in cut_runs:
