@@ -13,7 +13,15 @@ await Worker(dsn, registry, WorkerConfig(concurrency=3)).run()
 
 from __future__ import annotations
 
-from pgqueue.errors import DoNotRetry, JobCancelled, LeaseLost, PgQueueError, RetryLater
+from pgqueue.database import Database, PoolMode, pooler_hint
+from pgqueue.errors import (
+    ConfigurationError,
+    DoNotRetry,
+    JobCancelled,
+    LeaseLost,
+    PgQueueError,
+    RetryLater,
+)
 from pgqueue.logs import configure as configure_logging
 from pgqueue.models import Job, JobSpec, JobState, QueueStats
 from pgqueue.queue import Queue
@@ -23,6 +31,8 @@ from pgqueue.settings import QueueSettings
 from pgqueue.worker import Event, JobContext, Worker, WorkerConfig
 
 __all__ = [
+    "ConfigurationError",
+    "Database",
     "DoNotRetry",
     "Event",
     "Job",
@@ -32,6 +42,7 @@ __all__ = [
     "JobState",
     "LeaseLost",
     "PgQueueError",
+    "PoolMode",
     "Queue",
     "QueueSettings",
     "QueueStats",
@@ -41,4 +52,5 @@ __all__ = [
     "Worker",
     "WorkerConfig",
     "configure_logging",
+    "pooler_hint",
 ]

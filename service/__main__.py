@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
-from pgqueue.database import Database, pooler_hint
+from pgqueue import Database, pooler_hint
 from service import auth, errors
 from service.settings import ServiceSettings
 

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from pgqueue.database import pooler_hint
+from pgqueue import pooler_hint
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pgqueue.database import DIRECT_URL_VARIABLE, POOL_MODE_VARIABLE, Database, PoolMode
+from pgqueue import Database, PoolMode
 
 DEFAULT_IMAGE_TIMEOUT_S = 55.0  # seconds; below a 60 s platform limit, unlike the old 50/60 pair
 DEFAULT_STORYBOARD_TIMEOUT_S = 300.0  # seconds a storyboard may stay `generating` unattended
@@ -49,9 +49,9 @@ class ServiceSettings(BaseSettings):
 
     database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
     database_pool_mode: PoolMode = Field(
-        default=PoolMode.SESSION, validation_alias=POOL_MODE_VARIABLE
+        default=PoolMode.SESSION, validation_alias="DATABASE_POOL_MODE"
     )
-    database_direct_url: str | None = Field(default=None, validation_alias=DIRECT_URL_VARIABLE)
+    database_direct_url: str | None = Field(default=None, validation_alias="DATABASE_DIRECT_URL")
     cron_secret: str | None = Field(default=None, min_length=16)
     drain_budget_s: float = Field(
         default=DEFAULT_DRAIN_BUDGET_S, ge=MIN_DRAIN_BUDGET_S, le=MAX_DRAIN_BUDGET_S
