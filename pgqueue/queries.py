@@ -267,7 +267,7 @@ RETURNING cancel_requested_at IS NOT NULL AS cancel_requested
 # -- lock_held_job: inside a handler's transaction, prove the lease is still ours and hold the
 # -- row so the reaper cannot take it before the transaction commits.
 LOCK_HELD_JOB = """
-SELECT id FROM pgqueue.jobs
+SELECT id, set_config('idle_in_transaction_session_timeout', $3, true) FROM pgqueue.jobs
 WHERE id = $1 AND lease_token = $2 AND state = 'running'
 FOR NO KEY UPDATE
 """
@@ -344,6 +344,7 @@ SELECT id, state, pg_notify('pgqueue_jobs', queue) FROM released
 # -- try_reaper_lock: one reaper at a time across all workers (transaction-scoped)
 TRY_REAPER_LOCK = """
 SELECT pg_try_advisory_xact_lock(hashtext('pgqueue.reaper'))
+       AND set_config('idle_in_transaction_session_timeout', $1, true) IS NOT NULL
 """
 
 # -- select_expired_leases: running jobs whose lease ended, locked for the reaper's transaction

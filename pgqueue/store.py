@@ -23,6 +23,7 @@ from pgqueue import models, queries, retry
 # A pool, or a connection (which joins whatever transaction its owner has open).
 Executor: TypeAlias = "asyncpg.Pool | asyncpg.Connection"
 MAX_DELAY_S = 365 * 86400.0  # seconds; the longest a retry may be put off (a year)
+REAPER_IDLE_LIMIT_S = 10.0  # a reap takes milliseconds; idle this long, its session is gone
 PURGE_BATCH = 1000  # rows per retention DELETE: short transactions, short locks
 PURGE_MAX_BATCHES = 100  # batches of one retention pass
 
@@ -445,10 +446,26 @@ async def set_progress(
     return None if record is None else bool(record["cancel_requested"])
 
 
-async def lock_held(conn: asyncpg.Connection, job_id: int, lease_token: int) -> bool:
+async def lock_held(
+    conn: asyncpg.Connection, job_id: int, lease_token: int, *, idle_limit_s: float
+) -> bool:
     """Inside `conn`'s transaction, lock the held job's row (the reaper then cannot take it
-    until the transaction ends); False when the lease is already lost."""
-    return await conn.fetchrow(queries.LOCK_HELD_JOB, job_id, lease_token) is not None
+    until the transaction ends); False when the lease is already lost.
+
+    The transaction may then sit idle for at most `idle_limit_s`: a worker cut off from the
+    database mid-transaction leaves its session idle in transaction, holding the row lock
+    that keeps every reaper away, until the server notices the dead link (hours, with TCP's
+    defaults). The server ends such a transaction at this limit instead.
+    """
+    record = await conn.fetchrow(
+        queries.LOCK_HELD_JOB, job_id, lease_token, _milliseconds(idle_limit_s)
+    )
+    return record is not None
+
+
+def _milliseconds(seconds: float) -> str:
+    # A setting's value as set_config takes it: whole milliseconds, at least one.
+    return str(max(1, math.ceil(seconds * 1000)))
 
 
 async def extend_held(
@@ -491,7 +508,9 @@ async def reap(db: Executor, policy: retry.RetryPolicy, *, batch_size: int) -> l
     disjoint, so every worker may run it.
     """
     async with _connection(db) as conn, conn.transaction():
-        if not await conn.fetchval(queries.TRY_REAPER_LOCK):
+        # Bounded like a handler's transaction (see lock_held): a reaper cut off while it
+        # holds the fleet-wide lock must not keep every other reaper out for hours.
+        if not await conn.fetchval(queries.TRY_REAPER_LOCK, _milliseconds(REAPER_IDLE_LIMIT_S)):
             return []
         expired = await conn.fetch(queries.SELECT_EXPIRED_LEASES, batch_size)
         if not expired:

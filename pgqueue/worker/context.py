@@ -12,6 +12,9 @@ import asyncpg
 
 from pgqueue import errors, models, store
 
+# The idle limit of a handler's transaction when the context knows no lease (tests, tools).
+DEFAULT_IDLE_LIMIT_S = 60.0
+
 ProgressHook = Callable[[models.Job, dict[str, Any]], Awaitable[None]]
 
 
@@ -124,7 +127,10 @@ class JobContext:
         block would have written commits.
         """
         async with self._handler_pool.acquire() as conn, conn.transaction():
-            if not await store.lock_held(conn, self.job.id, self._token):
+            # Idle for two leases, the session is dead or the handler is stuck: either way the
+            # server ends the transaction, and the job goes to the reaper as a lost lease would.
+            idle_limit_s = 2 * (self._lease_s or DEFAULT_IDLE_LIMIT_S)
+            if not await store.lock_held(conn, self.job.id, self._token, idle_limit_s=idle_limit_s):
                 raise errors.LeaseLost()
             # While the row is locked, the heartbeat skips it (it would otherwise wait behind
             # this transaction with every other job's renewal) and nobody can reap it.

@@ -1,0 +1,59 @@
+"""A handler's transaction left idle (its worker cut off, or stuck) is ended by the server.
+
+While `ctx.transaction()` is open the job's row is locked, and every reaper skips it. A worker
+cut off from the database mid-transaction leaves its session "idle in transaction" holding
+that lock until TCP notices (hours, by default), and the job would sit `running` with an
+expired lease all that while. pgqueue bounds the idle time of such a transaction to two
+leases; tests/chaos/test_multihost.py cuts a real link, this test holds the transaction idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+from pgqueue import JobContext, Queue, Registry
+from tests.integration.conftest import WorkerFactory
+from tests.support.wait import wait_for
+
+LEASE_S = 0.5
+
+IDLE_SESSIONS = """
+SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND state = 'idle in transaction'
+"""
+
+
+async def test_an_idle_handler_transaction_is_ended_after_two_leases(
+    queue: Queue, pool: asyncpg.Pool, running_worker: WorkerFactory
+) -> None:
+    registry = Registry()
+    entered = asyncio.Event()
+    errors: list[BaseException] = []
+
+    @registry.handler("idle")
+    async def idle(ctx: JobContext) -> None:
+        try:
+            async with ctx.transaction():
+                entered.set()
+                await asyncio.sleep(30)  # a stuck handler, holding its transaction open
+        except Exception as exc:
+            errors.append(exc)
+            raise
+
+    await queue.enqueue("idle", max_attempts=1)
+    async with running_worker(registry, lease_s=LEASE_S, shutdown_grace_s=0):
+        await asyncio.wait_for(entered.wait(), 10)
+        assert await pool.fetchval(IDLE_SESSIONS) == 1  # the handler's, holding the row
+
+        async def ended() -> bool:
+            return await pool.fetchval(IDLE_SESSIONS) == 0
+
+        # Two leases (1 s) and the server's own check: well within 5 s.
+        await wait_for(ended, timeout=5, message="the server ended the idle transaction")
+        rows = await pool.fetchval(
+            "SELECT count(*) FROM pgqueue.jobs WHERE state = 'running' AND id IN "
+            "(SELECT id FROM pgqueue.jobs FOR UPDATE SKIP LOCKED)"
+        )
+        assert rows == 1, "the job's row is no longer locked: a reaper may take it"
