@@ -6,8 +6,10 @@ tests/pooler/test_drain.py.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -15,10 +17,13 @@ import pytest
 from service.settings import ServiceSettings
 from tests.service import support
 from tests.service.support import project_body
+from tests.support import settings as test_settings
+from tests.support.processes import completed, python_command
 from tests.support.upstream import FakeUpstream
 
 SECRET = "cron-secret-0123456789abcdef"
 DRAIN = "/api/worker/drain"
+STARTUP_ALLOWANCE_S = 3.0  # a fresh interpreter importing the service, on a loaded machine
 
 
 @pytest.fixture
@@ -112,3 +117,39 @@ async def test_a_drain_releases_what_its_budget_cannot_finish(
         await conn.close()
     # Back in the queue, their attempt not spent.
     assert [(r["state"], r["attempts"]) for r in rows] == [("queued", 0)] * 3
+
+
+async def test_the_daemon_with_max_seconds_ends_in_time_and_releases(
+    settings: ServiceSettings,
+    upstream: FakeUpstream,
+    user: Callable[..., Awaitable[dict[str, str]]],
+    db_url: str,
+    tmp_path: Path,
+) -> None:
+    # The same engine as the endpoint: `python -m pgqueue.worker ... --burst --max-seconds N`.
+    upstream.latency_s = 30.0
+    alice = await user("alice", tier="pro")
+    async with support.api_client(support.http_settings(settings, upstream)) as client:
+        created = await client.post("/api/projects", json=project_body(2), headers=alice)
+        project_id = created.json()["id"]
+        await client.post(f"/api/projects/{project_id}/storyboards/generate", headers=alice)
+    env = {
+        **test_settings.child_env(),
+        **test_settings.service_env(db_url, tmp_path / "media", upstream),
+    }
+    argv = python_command(
+        "-m", "pgqueue.worker", "service.jobs:registry", "--burst", "--max-seconds", "2"
+    )
+    started = time.monotonic()
+    done = await asyncio.to_thread(completed, argv, env=env, timeout=30)
+    took_s = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    # Interpreter start-up and imports come on top of the 2 s the worker itself may take.
+    assert took_s < 2 + 2 + STARTUP_ALLOWANCE_S, f"took {took_s:.1f}s"
+    assert "released" in done.stderr
+    conn = await asyncpg.connect(db_url)
+    try:
+        rows = await conn.fetch("SELECT state::text, attempts FROM pgqueue.jobs")
+    finally:
+        await conn.close()
+    assert [(r["state"], r["attempts"]) for r in rows] == [("queued", 0)] * 2
