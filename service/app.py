@@ -9,7 +9,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 
 from pgqueue import Queue, QueueSettings
-from service import errors, routes
+from service import admin, errors, events, metrics, routes, studio
 from service.settings import ServiceSettings
 
 POOL_MAX_SIZE = 10  # connections per API process
@@ -32,17 +32,22 @@ def create_app(settings: ServiceSettings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[routes.AppState]:
         pool = await database.create_pool(min_size=1, max_size=POOL_MAX_SIZE)
         try:
-            yield routes.AppState(
-                pool=pool,
-                queue=Queue(pool, default_queue=settings.queue, max_attempts=settings.max_attempts),
-                settings=settings,
-                queue_settings=queue_settings,
-            )
+            async with events.open_hub(database) as hub:
+                yield routes.AppState(
+                    pool=pool,
+                    queue=Queue(
+                        pool, default_queue=settings.queue, max_attempts=settings.max_attempts
+                    ),
+                    settings=settings,
+                    queue_settings=queue_settings,
+                    events=hub,
+                )
         finally:
             await pool.close()
 
     return Starlette(
-        routes=routes.ROUTES,
+        routes=[*routes.ROUTES, *events.ROUTES, *admin.ROUTES, *metrics.ROUTES, *studio.ROUTES],
+        middleware=metrics.middleware(),
         lifespan=lifespan,
         exception_handlers={
             errors.ApiError: errors.handle_api_error,

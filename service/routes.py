@@ -15,6 +15,7 @@ from starlette.routing import Route
 from pgqueue import Job, Queue, QueueSettings
 from service import auth, drain, media, queries, schemas, storyboards
 from service.errors import ApiError, not_found
+from service.events import EventHub
 from service.openapi import openapi_document
 from service.payloads import MalformedPayload, StoryboardPayload
 from service.settings import MAX_DRAIN_BUDGET_S, MIN_DRAIN_BUDGET_S, ServiceSettings
@@ -40,6 +41,7 @@ class AppState(TypedDict):
     queue: Queue
     settings: ServiceSettings
     queue_settings: QueueSettings  # PGQUEUE_*: what a drain's worker runs with
+    events: EventHub  # wakes live-progress streams
 
 
 def _state(request: Request) -> AppState:

@@ -2,6 +2,7 @@
 # Installs the Debian packages the test suite drives as real parts, when they are missing:
 #   pgbouncer  - the transaction-mode pooler the pooled-deployment tests run the service behind
 #   iproute2   - `ip netns` and veth pairs for the tests of workers on several hosts
+#   chromium   - the browser Playwright drives in the tests of the studio and the dashboard
 # Only as root (CI and the development machines are); otherwise it says what is missing, and
 # the tests that need it skip saying why.
 set -euo pipefail
@@ -9,10 +10,12 @@ set -euo pipefail
 declare -A PACKAGE_OF=(
     [pgbouncer]=pgbouncer
     [ip]=iproute2
+    [chromium]=chromium
 )
 declare -A PATH_OF=(
     [pgbouncer]=/usr/sbin/pgbouncer
     [ip]=/usr/sbin/ip
+    [chromium]=/usr/bin/chromium
 )
 
 missing=()
