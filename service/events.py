@@ -1,23 +1,398 @@
 """Live progress: `GET /api/projects/{id}/storyboards/events` (Server-Sent Events), fed by one
-Postgres LISTEN per API process. (Filled in by issue 10, part 1.)"""
+Postgres LISTEN per API process.
+
+A change of a project's storyboards notifies `storyboard_events` with the project's id (the
+trigger of migration 0006). The `EventHub` of an API process holds the one connection that
+listens, and wakes the streams of that project; each woken stream re-reads the status answer,
+and the streams of one project share that read. So open streams cost nothing while nothing
+changes, and one read per changed project when something does, however many watch it.
+
+Behind a transaction pooler without `DATABASE_DIRECT_URL` there is no session to LISTEN on;
+the hub then runs one query per `POLL_S` for the projects of all open streams together.
+
+Why Starlette's own `StreamingResponse` and not `sse-starlette`: the wire format is two lines
+per event, and what matters here (closing when the client goes away, whatever the server's
+ASGI version) is a few lines of ours; a dependency would add a second shutdown machinery
+(its own exit handling and ping task) to the one the hub already is.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, cast
 
-from starlette.routing import BaseRoute
+import anyio
+import asyncpg
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
 from pgqueue import Database
+from service import auth, storyboards
+from service.errors import DATABASE_UNAVAILABLE
+from service.settings import ServiceSettings
 
-ROUTES: list[BaseRoute] = []
+logger = logging.getLogger("service.events")
+
+CHANNEL = "storyboard_events"  # what the trigger of migration 0006 notifies
+HEARTBEAT_S = 15.0  # seconds of silence before a comment line keeps proxies from closing
+RECHECK_S = 30.0  # seconds a stream waits for a change before reading again anyway
+POLL_S = 1.0  # seconds between the shared polls when no LISTEN is possible
+PING_S = 15.0  # seconds between checks that the listening connection still answers
+PING_TIMEOUT_S = 5.0  # seconds a check may take before the connection counts as dead
+CONNECT_TIMEOUT_S = 5.0
+RECONNECT_MIN_S = 0.2  # first wait before reconnecting; doubles up to RECONNECT_MAX_S
+RECONNECT_MAX_S = 5.0
+OUTAGE_MAX_S = 60.0  # seconds a stream waits for the database to come back before it ends
+
+# The shared poll (pool mode): per watched project, what changes whenever a storyboard does.
+# The storyboards' primary key (project_id, shot_number) serves it; it lives here, not in
+# `queries`, because only the hub runs it.
+POLL_CHANGES = """
+SELECT project_id, max(updated_at) AS changed_at, count(*) AS total
+FROM storyboard.storyboards
+WHERE project_id = ANY($1::uuid[])
+GROUP BY project_id
+"""
+PING = "SELECT 1"
+
+Status = dict[str, Any]
+Loader = Callable[[], Awaitable[Status]]
+
+
+class _Topic:
+    """The streams of one project, and the status they last read (per owner)."""
+
+    __slots__ = ("cache", "lock", "version", "wakers")
+
+    def __init__(self) -> None:
+        self.wakers: set[asyncio.Event] = set()
+        self.version = 0  # bumped by every wake; a read at an older version is stale
+        # user name -> (version, monotonic read time, status). Only the owner can open a
+        # project's stream; keyed by user all the same, so one user never reads another's.
+        self.cache: dict[str, tuple[int, float, Status]] = {}
+        self.lock = asyncio.Lock()  # one read at a time: the others take its answer
+
+
+class Subscription:
+    """One stream's registration with the hub (from `EventHub.subscribe`)."""
+
+    def __init__(self, hub: EventHub, topic: _Topic, user: str) -> None:
+        self._hub = hub
+        self._topic = topic
+        self._user = user
+        self.woken = asyncio.Event()
+        self.woken.set()  # the first read happens at once
+
+    async def wait(self, timeout_s: float) -> bool:
+        """Wait until the project changed (True) or `timeout_s` passed (False)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.0, timeout_s)):
+                await self.woken.wait()
+        return self.woken.is_set()
+
+    async def read(self, load: Loader) -> Status:
+        """The project's status: read by `load`, or the answer another stream just read.
+
+        A cached answer serves while no wake came after it and it is younger than
+        `RECHECK_S` (the read also repairs what no notification reports: a storyboard whose
+        worker died, failed after STORYBOARD_TIMEOUT_S).
+        """
+        topic = self._topic
+        self.woken.clear()  # before the read: a change during it wakes us again
+        async with topic.lock:
+            cached = topic.cache.get(self._user)
+            now = time.monotonic()
+            if cached is not None and cached[0] == topic.version and now - cached[1] < RECHECK_S:
+                return cached[2]
+            version = topic.version
+            status = await load()
+            self._hub.reads += 1
+            topic.cache[self._user] = (version, now, status)
+            return status
 
 
 class EventHub:
-    """Wakes the streams of a project when its storyboards change (one listener for all)."""
+    """Wakes the streams of a project when its storyboards change (one listener for all).
+
+    Args:
+        database: the API's database; LISTEN goes to its `listen_url`, and without one (a
+            transaction pooler and no direct URL) the hub polls over `database.url`.
+    """
+
+    def __init__(self, database: Database | None = None) -> None:
+        self.database = database
+        self._topics: dict[uuid.UUID, _Topic] = {}
+        self.connected = asyncio.Event()  # listening (or polling) right now
+        self.reads = 0  # status reads by streams, for tests and measurements
+        self.polls = 0  # shared polls run (pool mode)
+        self._signatures: dict[uuid.UUID, tuple[Any, ...]] = {}
+
+    @property
+    def mode(self) -> str:
+        """`listen` (notifications), `poll` (one shared query per POLL_S) or `off`."""
+        if self.database is None:
+            return "off"
+        return "listen" if self.database.listen_url else "poll"
+
+    @property
+    def watching(self) -> int:
+        """How many streams are open."""
+        return sum(len(topic.wakers) for topic in self._topics.values())
+
+    @contextlib.contextmanager
+    def subscribe(self, project_id: uuid.UUID, user: str) -> Iterator[Subscription]:
+        """Register a stream of `project_id` for the `with` block; it is woken on changes."""
+        topic = self._topics.setdefault(project_id, _Topic())
+        subscription = Subscription(self, topic, user)
+        topic.wakers.add(subscription.woken)
+        try:
+            yield subscription
+        finally:
+            topic.wakers.discard(subscription.woken)
+            if not topic.wakers and self._topics.get(project_id) is topic:
+                del self._topics[project_id]
+                self._signatures.pop(project_id, None)
+
+    def wake(self, project_id: uuid.UUID) -> None:
+        """The storyboards of `project_id` changed: wake its streams."""
+        topic = self._topics.get(project_id)
+        if topic is None:
+            return
+        topic.version += 1
+        for woken in topic.wakers:
+            woken.set()
+
+    def wake_all(self) -> None:
+        """Wake every stream (after a reconnect: notifications may have been missed)."""
+        for project_id in list(self._topics):
+            self.wake(project_id)
+
+    def _on_notify(self, conn: object, pid: int, channel: str, payload: str) -> None:
+        try:
+            project_id = uuid.UUID(payload)
+        except ValueError:
+            logger.warning("ignoring notification %r on %s", payload[:100], channel)
+            return
+        self.wake(project_id)
+
+    async def run(self) -> None:
+        """Listen (or poll) until cancelled, reconnecting after every loss of the database."""
+        if self.database is None:
+            return
+        delay_s = RECONNECT_MIN_S
+        while True:
+            try:
+                if self.database.listen_url:
+                    await self._listen(self.database.listen_url)
+                else:
+                    await self._poll(self.database)
+            except (*DATABASE_UNAVAILABLE, asyncpg.PostgresError, OSError) as exc:
+                if self.connected.is_set():
+                    delay_s = RECONNECT_MIN_S  # it had worked: a fresh outage
+                logger.warning(
+                    "live-progress %s connection lost (%r); reconnecting in %.1f s",
+                    self.mode,
+                    exc,
+                    delay_s,
+                    extra={"action": "events_reconnect"},
+                )
+            except Exception:  # a side loop's boundary: log it, and listen again
+                logger.exception("live-progress %s loop failed; restarting it", self.mode)
+            finally:
+                self.connected.clear()
+            await asyncio.sleep(delay_s)
+            delay_s = min(delay_s * 2, RECONNECT_MAX_S)
+
+    async def _listen(self, url: str) -> None:
+        conn = await asyncpg.connect(url, timeout=CONNECT_TIMEOUT_S)
+        try:
+            lost = asyncio.Event()
+            conn.add_termination_listener(lambda _: lost.set())
+            await conn.add_listener(CHANNEL, self._on_notify)
+            self.connected.set()
+            # What changed while no one listened was not notified to us: every stream reads.
+            self.wake_all()
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(PING_S):
+                        await lost.wait()
+                if lost.is_set():
+                    raise ConnectionError("the listening connection was closed")
+                # A cut network sends nothing: only a query finds out that the link is dead.
+                await conn.fetchval(PING, timeout=PING_TIMEOUT_S)
+        finally:
+            conn.terminate()
+
+    async def _poll(self, database: Database) -> None:
+        conn = await database.connect(timeout=CONNECT_TIMEOUT_S)
+        try:
+            self.connected.set()
+            self.wake_all()
+            while True:
+                watched = list(self._topics)
+                if watched:
+                    rows = await conn.fetch(POLL_CHANGES, watched, timeout=PING_TIMEOUT_S)
+                    self.polls += 1
+                    seen = {row["project_id"]: (row["changed_at"], row["total"]) for row in rows}
+                    for project_id in watched:
+                        signature = seen.get(project_id, (None, 0))
+                        before = self._signatures.get(project_id)
+                        self._signatures[project_id] = signature
+                        # At a project's first poll too: a change between its streams'
+                        # first read and this poll would otherwise go unseen.
+                        if before != signature:
+                            self.wake(project_id)
+                await asyncio.sleep(POLL_S)
+        finally:
+            conn.terminate()
 
 
 @contextlib.asynccontextmanager
 async def open_hub(database: Database) -> AsyncIterator[EventHub]:
-    """The hub of one API process, for its lifespan."""
-    yield EventHub()
+    """The hub of one API process, for its lifespan: its listener runs as a task beside it."""
+    hub = EventHub(database)
+    task = asyncio.get_running_loop().create_task(hub.run(), name="storyboard-events-hub")
+    try:
+        yield hub
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def sse(event: str, data: Any) -> bytes:
+    """One Server-Sent Event: its name, and its data as one line of JSON."""
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+HEARTBEAT = b": heartbeat\n\n"  # a comment line: clients ignore it, proxies see traffic
+
+
+class EventStreamResponse(StreamingResponse):
+    """A `text/event-stream` that stops as soon as the client disconnects.
+
+    Starlette watches for the disconnect only under ASGI < 2.4; under 2.4 it learns of it when
+    a write fails, which for a quiet stream is at the next heartbeat, 15 s on. Watching
+    `receive` ourselves ends the stream (and its subscription) at once under either.
+    """
+
+    media_type = "text/event-stream"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async with anyio.create_task_group() as group:
+
+            async def stream() -> None:
+                with contextlib.suppress(OSError):  # the client went away mid-write
+                    await self.stream_response(send)
+                group.cancel_scope.cancel()
+
+            group.start_soon(stream)
+            await self.listen_for_disconnect(receive)
+            group.cancel_scope.cancel()
+
+
+async def stream_events(
+    hub: EventHub, project_id: uuid.UUID, user: str, load: Loader, max_s: float
+) -> AsyncIterator[bytes]:
+    """The events of one stream: `status` at once and after every change, `done` at the end,
+    heartbeats in between, `timeout` after `max_s`; `unavailable` while the database is down
+    (then it resumes), `error` when it stays down for `OUTAGE_MAX_S`."""
+    clock = time.monotonic
+    deadline = clock() + max_s
+    last_sent = clock()
+    last_read = clock()
+    sent: Status | None = None
+    outage_since: float | None = None
+    with hub.subscribe(project_id, user) as subscription:
+        while True:
+            try:
+                status = await subscription.read(load)
+            except DATABASE_UNAVAILABLE as exc:
+                now = clock()
+                if outage_since is None:
+                    outage_since = now
+                    logger.warning("stream of %s: database unavailable (%r)", project_id, exc)
+                    yield sse("unavailable", {"message": "the database is unavailable; waiting"})
+                    last_sent = now
+                elif now - outage_since > OUTAGE_MAX_S:
+                    yield sse(
+                        "error",
+                        {
+                            "code": "database_unavailable",
+                            "message": f"the database was unavailable for {OUTAGE_MAX_S:g} s;"
+                            " the stream ends: read the status again later",
+                        },
+                    )
+                    return
+                # Retry when the hub is back (it wakes every stream) or within a second.
+                subscription.woken.clear()
+                await subscription.wait(1.0)
+                continue
+            except Exception:  # the stream's boundary: end it clearly, log why
+                logger.exception("stream of %s failed", project_id)
+                yield sse("error", {"code": "internal_error", "message": "the stream failed"})
+                return
+            outage_since = None
+            last_read = clock()
+            if status != sent:
+                yield sse("status", status)
+                sent = status
+                last_sent = clock()
+            if status["done"]:
+                yield sse("done", status)
+                return
+            while True:
+                now = clock()
+                if now >= deadline:
+                    yield sse(
+                        "timeout",
+                        {
+                            "message": f"stopped waiting after {max_s:g} s; the work goes on:"
+                            " read the status again to see where it is",
+                            "after_s": max_s,
+                        },
+                    )
+                    return
+                wake_at = min(deadline, last_sent + HEARTBEAT_S, last_read + RECHECK_S)
+                if await subscription.wait(wake_at - now):
+                    break  # a change: read it
+                now = clock()
+                if now >= last_read + RECHECK_S:
+                    break  # long quiet: read anyway (the read repairs what nobody notifies)
+                if now >= last_sent + HEARTBEAT_S:
+                    yield HEARTBEAT
+                    last_sent = now
+
+
+async def events(request: Request) -> Response:
+    """GET /api/projects/{id}/storyboards/events"""
+    state = request.scope["state"]
+    pool = cast(asyncpg.Pool, state["pool"])
+    settings = cast(ServiceSettings, state["settings"])
+    hub = cast(EventHub, state["events"])
+    user = await auth.authenticate(pool, request.headers.get("authorization"))
+    project_id = storyboards.parse_project_id(request.path_params["project_id"])
+    # Before the stream starts, so another user's project (or none) answers a JSON 404.
+    await storyboards.project_status(pool, user, project_id, settings)
+
+    async def load() -> Status:
+        return await storyboards.project_status(pool, user, project_id, settings)
+
+    return EventStreamResponse(
+        stream_events(hub, project_id, user.name, load, settings.stream_max_s),
+        # Proxies (nginx) must pass events on as they come, not buffer them.
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+ROUTES: list[BaseRoute] = [
+    Route("/api/projects/{project_id}/storyboards/events", events, methods=["GET"]),
+]

@@ -18,6 +18,7 @@ STORE_MARGIN_S = 5.0  # seconds an attempt may take beyond its two upstream requ
 DEFAULT_DRAIN_BUDGET_S = 50.0  # seconds; under a serverless function's usual 60 s limit
 MIN_DRAIN_BUDGET_S = 1.0
 MAX_DRAIN_BUDGET_S = 300.0
+DEFAULT_STREAM_MAX_S = 300.0  # seconds one live-progress stream stays open
 
 
 class ServiceSettings(BaseSettings):
@@ -43,6 +44,8 @@ class ServiceSettings(BaseSettings):
         max_attempts: attempts per storyboard job (`PGQUEUE_MAX_ATTEMPTS`, shared with workers).
         queue: the pgqueue queue storyboard jobs go to (`STORYBOARD_QUEUE`); workers must
             take jobs from it (`--queue`, `PGQUEUE_QUEUES`).
+        stream_max_s: `STREAM_MAX_S`, how long one live-progress stream stays open (the
+            studio stops waiting after as long).
     """
 
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
@@ -71,6 +74,7 @@ class ServiceSettings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     max_attempts: int = Field(default=3, ge=1, validation_alias="PGQUEUE_MAX_ATTEMPTS")
     queue: str = Field(default="default", min_length=1, validation_alias="STORYBOARD_QUEUE")
+    stream_max_s: float = Field(default=DEFAULT_STREAM_MAX_S, gt=0)
 
     def database(self) -> Database:
         """Where `DATABASE_URL` leads and how (it must be set)."""

@@ -1,0 +1,403 @@
+"""`GET /api/projects/{id}/storyboards/events`: live progress over Server-Sent Events.
+
+httpx's ASGITransport buffers whole bodies, so these tests serve the app with uvicorn on a
+loopback port inside the test's event loop: the streams are real HTTP, and the hub (and the
+loop's tasks) can be inspected directly. Changes are made with plain SQL on the storyboards,
+as a worker's writes would be, so the time from a commit to its event can be measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import uvicorn
+
+from devserver.embedded import EmbeddedPostgres
+from pgqueue import PoolMode
+from service import events, queries
+from service.app import create_app
+from service.events import EventHub
+from service.settings import ServiceSettings
+from tests.service.support import bearer, project_body
+from tests.support import db
+from tests.support.ports import free_port
+from tests.support.wait import wait_for
+
+CHANGE_LATENCY_S = 1.0  # the promise: an event within 1 s of every change
+STREAMS = 200
+PROJECTS = 20  # the 200 streams watch 10 projects each
+
+
+class Served:
+    """The app on a loopback port, with its hub."""
+
+    def __init__(self, url: str, hub: EventHub) -> None:
+        self.url = url
+        self.hub = hub
+
+
+@contextlib.asynccontextmanager
+async def serve(settings: ServiceSettings) -> AsyncIterator[Served]:
+    """The app under uvicorn in this event loop, stopped at the end."""
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.get_running_loop().create_task(server.serve())
+    try:
+        await wait_for(lambda: server.started or task.done(), 10, "uvicorn to start")
+        assert not task.done(), "uvicorn did not start"
+        yield Served(f"http://127.0.0.1:{port}", server.lifespan.state["events"])
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 15)
+
+
+class Stream:
+    """One open event stream: its events as (name, data), comments as ("comment", text)."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self.events: list[tuple[str, Any]] = []
+        self.closed = False
+        self._lines = response.aiter_lines()
+
+    async def next(self, timeout: float = 5.0) -> tuple[str, Any]:
+        """The next event or comment."""
+        name, data = "", None
+        async with asyncio.timeout(timeout):
+            async for line in self._lines:
+                if line.startswith(":"):
+                    self.events.append(("comment", line[1:].strip()))
+                    return self.events[-1]
+                if line.startswith("event: "):
+                    name = line.removeprefix("event: ")
+                elif line.startswith("data: "):
+                    data = json.loads(line.removeprefix("data: "))
+                elif line == "" and name:
+                    self.events.append((name, data))
+                    return name, data
+        self.closed = True
+        return "closed", None
+
+    async def until(self, name: str, timeout: float = 5.0) -> tuple[str, Any]:
+        """Skip to the next event called `name`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            event = await self.next(max(0.01, deadline - time.monotonic()))
+            if event[0] in (name, "closed"):
+                return event
+
+
+@contextlib.asynccontextmanager
+async def open_stream(
+    client: httpx.AsyncClient, project_id: str, headers: dict[str, str]
+) -> AsyncIterator[Stream]:
+    url = f"/api/projects/{project_id}/storyboards/events"
+    async with client.stream("GET", url, headers=headers) as response:
+        assert response.status_code == 200, await response.aread()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        yield Stream(response)
+
+
+async def _project(
+    client: httpx.AsyncClient, headers: dict[str, str], shots: int = 3, generate: bool = True
+) -> str:
+    created = await client.post("/api/projects", json=project_body(shots), headers=headers)
+    assert created.status_code == 201, created.text
+    project_id: str = created.json()["id"]
+    if generate:  # no worker runs: the storyboards stay `generating` until the test says
+        answer = await client.post(
+            f"/api/projects/{project_id}/storyboards/generate", headers=headers
+        )
+        assert answer.status_code == 202, answer.text
+    return project_id
+
+
+async def _finish_shot(
+    conn: asyncpg.Connection, project_id: str, shot: int, status: str = "failed"
+) -> None:
+    """What a worker's final write does: one storyboard ends, then the project's status."""
+    async with conn.transaction():
+        await conn.execute(
+            "UPDATE storyboard.storyboards SET status = $3, error = 'boom', updated_at = now(),"
+            " image_url = CASE WHEN $3 = 'success' THEN '/media/x.png' END"
+            " WHERE project_id = $1 AND shot_number = $2",
+            project_id,
+            shot,
+            status,
+        )
+        await conn.execute(queries.FINISH_PROJECT, project_id)
+
+
+async def _touch(conn: asyncpg.Pool | asyncpg.Connection, project_id: str) -> None:
+    """A change of a storyboard that leaves it generating (as a retry's attempt count)."""
+    await conn.execute(
+        "UPDATE storyboard.storyboards SET attempts = attempts + 1, updated_at = now()"
+        " WHERE project_id = $1 AND shot_number = 1",
+        project_id,
+    )
+
+
+@pytest.fixture
+async def alice(db_url: str) -> dict[str, str]:
+    return await bearer(db_url, "alice")
+
+
+@pytest.fixture
+async def served(settings: ServiceSettings) -> AsyncIterator[Served]:
+    async with serve(settings) as app:
+        await wait_for(app.hub.connected.is_set, 5, "the hub to listen")
+        yield app
+
+
+@pytest.fixture
+async def client(served: Served) -> AsyncIterator[httpx.AsyncClient]:
+    limits = httpx.Limits(max_connections=STREAMS + 20)
+    async with httpx.AsyncClient(base_url=served.url, timeout=10, limits=limits) as c:
+        yield c
+
+
+async def test_status_at_once_then_within_a_second_of_each_change_then_done(
+    served: Served, client: httpx.AsyncClient, alice: dict[str, str], pool: asyncpg.Pool
+) -> None:
+    assert served.hub.mode == "listen"
+    project_id = await _project(client, alice)
+    async with open_stream(client, project_id, alice) as stream:
+        name, status = await stream.next()
+        assert name == "status"
+        assert status["generating"] == 3 and not status["done"]
+        async with pool.acquire() as conn:
+            for shot in (1, 2):
+                changed = time.monotonic()
+                await _finish_shot(conn, project_id, shot)
+                name, status = await stream.until("status", timeout=CHANGE_LATENCY_S)
+                assert name == "status", f"no status within {CHANGE_LATENCY_S} s of the change"
+                assert time.monotonic() - changed < CHANGE_LATENCY_S
+                assert status["failed"] == shot
+                assert status["storyboards"][shot - 1]["error"] == "boom"
+            await _finish_shot(conn, project_id, 3, "success")
+        name, status = await stream.until("done", timeout=CHANGE_LATENCY_S)
+        assert name == "done" and status["done"] and status["status"] == "partial"
+        assert await stream.next() == ("closed", None)
+    await wait_for(lambda: served.hub.watching == 0, 5, "the stream's subscription to end")
+
+
+async def test_a_project_with_nothing_generating_is_done_at_once(
+    client: httpx.AsyncClient, alice: dict[str, str]
+) -> None:
+    project_id = await _project(client, alice, generate=False)
+    async with open_stream(client, project_id, alice) as stream:
+        assert (await stream.next())[0] == "status"
+        name, status = await stream.next()
+        assert name == "done" and status["status"] == "pending"
+        assert (await stream.next())[0] == "closed"
+
+
+async def test_a_token_is_needed_and_another_users_project_is_not_found(
+    client: httpx.AsyncClient, alice: dict[str, str], db_url: str
+) -> None:
+    project_id = await _project(client, alice)
+    url = f"/api/projects/{project_id}/storyboards/events"
+    assert (await client.get(url)).status_code == 401
+    bob = await bearer(db_url, "bob")
+    answer = await client.get(url, headers=bob)
+    assert answer.status_code == 404
+    assert answer.json()["error"]["code"] == "not_found"
+
+
+async def test_heartbeat_comments_while_nothing_changes(
+    served: Served,
+    client: httpx.AsyncClient,
+    alice: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(events, "HEARTBEAT_S", 0.2)  # 15 s in production
+    project_id = await _project(client, alice)
+    async with open_stream(client, project_id, alice) as stream:
+        assert (await stream.next())[0] == "status"
+        reads = served.hub.reads
+        for _ in range(3):
+            assert await stream.next(timeout=2) == ("comment", "heartbeat")
+        assert served.hub.reads == reads, "a heartbeat must not read the database"
+
+
+async def test_timeout_after_stream_max_s(settings: ServiceSettings, alice: dict[str, str]) -> None:
+    async with (
+        serve(settings.model_copy(update={"stream_max_s": 0.5})) as app,
+        httpx.AsyncClient(base_url=app.url, timeout=10) as client,
+    ):
+        project_id = await _project(client, alice)
+        started = time.monotonic()
+        async with open_stream(client, project_id, alice) as stream:
+            assert (await stream.next())[0] == "status"
+            name, data = await stream.next(timeout=3)
+            assert name == "timeout" and data["after_s"] == 0.5
+            assert "stopped waiting after 0.5 s" in data["message"]
+            assert 0.5 <= time.monotonic() - started < 2.5
+            assert (await stream.next())[0] == "closed"
+        await wait_for(lambda: app.hub.watching == 0, 5, "the subscription to end")
+
+
+async def test_a_client_that_goes_away_leaves_no_task_and_no_subscription(
+    served: Served, client: httpx.AsyncClient, alice: dict[str, str]
+) -> None:
+    project_id = await _project(client, alice)
+    before = asyncio.all_tasks()
+    for _ in range(3):
+        async with open_stream(client, project_id, alice) as stream:
+            assert (await stream.next())[0] == "status"
+            assert served.hub.watching == 1
+        # Leaving the block closes the connection mid-stream, as a closed tab does.
+    await wait_for(lambda: served.hub.watching == 0, 5, "the subscriptions to end")
+
+    def leaked() -> set[asyncio.Task[Any]]:
+        return {t for t in asyncio.all_tasks() - before if not t.done()}
+
+    # uvicorn ends a connection's task when its stream ends: nothing of ours may be left.
+    await wait_for(lambda: not leaked(), 5, "the streams' tasks to end")
+
+
+async def test_two_hundred_streams_cost_reads_per_change_not_per_stream(
+    served: Served,
+    client: httpx.AsyncClient,
+    alice: dict[str, str],
+    pool: asyncpg.Pool,
+    db_url: str,
+) -> None:
+    projects = [await _project(client, alice, shots=2) for _ in range(PROJECTS)]
+    async with contextlib.AsyncExitStack() as stack:
+        streams = [
+            await stack.enter_async_context(open_stream(client, projects[i % PROJECTS], alice))
+            for i in range(STREAMS)
+        ]
+        await asyncio.gather(*(s.next() for s in streams))
+        assert served.hub.watching == STREAMS
+
+        # Quiet: 200 open streams run no query at all (the listener's ping aside). Counted
+        # on a connection of our own; the counting itself shows as a few transactions.
+        database = db.database_of(db_url)
+        quiet_s = 5.0
+        counter = await asyncpg.connect(db_url)
+        try:
+            before = await _transactions(counter, database)
+            await asyncio.sleep(quiet_s)  # measuring what happens while nothing does
+            quiet = await _transactions(counter, database) - before
+        finally:
+            await counter.close()
+        # Changes: each of 10 changes wakes 10 streams, which share one status read.
+        reads = served.hub.reads
+        started = time.monotonic()
+        for project_id in projects[:10]:
+            woken = [s for i, s in enumerate(streams) if projects[i % PROJECTS] == project_id]
+            await _touch(pool, project_id)
+            results = await asyncio.gather(*(s.until("status", 2) for s in woken))
+            assert all(name == "status" for name, _ in results)
+        elapsed = time.monotonic() - started
+        shared_reads = served.hub.reads - reads
+        print(
+            f"\n{STREAMS} streams on {PROJECTS} projects: {quiet / quiet_s:.1f} transactions/s"
+            f" while quiet; 10 changes ({elapsed:.2f} s) woke {10 * STREAMS // PROJECTS}"
+            f" streams with {shared_reads} status reads"
+        )
+        # Polling streams would be 200 a second or more.
+        assert quiet / quiet_s <= 2, f"{quiet} transactions in {quiet_s} s, {STREAMS} streams"
+        assert shared_reads <= 12, shared_reads  # one per change, and a re-read at most twice
+
+
+async def _transactions(conn: asyncpg.Connection, database: str) -> int:
+    """Transactions committed in `database` so far (the statistics collector's count)."""
+    await conn.execute("SELECT pg_stat_clear_snapshot()")
+    count: int = await conn.fetchval(
+        "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = $1", database
+    )
+    return count
+
+
+async def test_behind_a_pooler_without_a_direct_url_one_shared_poll_serves_every_stream(
+    settings: ServiceSettings, alice: dict[str, str], pool: asyncpg.Pool
+) -> None:
+    pooled = settings.model_copy(update={"database_pool_mode": PoolMode.TRANSACTION})
+    async with (
+        serve(pooled) as app,
+        httpx.AsyncClient(base_url=app.url, timeout=10) as client,
+    ):
+        assert app.hub.mode == "poll"
+        projects = [await _project(client, alice) for _ in range(3)]
+        async with contextlib.AsyncExitStack() as stack:
+            streams = [
+                await stack.enter_async_context(open_stream(client, p, alice))
+                for p in projects * 10
+            ]
+            await asyncio.gather(*(s.next() for s in streams))
+            polls, started = app.hub.polls, time.monotonic()
+            changed = time.monotonic()
+            async with pool.acquire() as conn:
+                await _finish_shot(conn, projects[0], 1)
+            name, status = await streams[0].until("status", timeout=events.POLL_S + 1)
+            assert name == "status" and status["failed"] == 1
+            assert time.monotonic() - changed < events.POLL_S + CHANGE_LATENCY_S
+            await wait_for(lambda: app.hub.polls >= polls + 3, 5, "three more polls")
+            per_s = (app.hub.polls - polls) / (time.monotonic() - started)
+            assert per_s < 1.5 / events.POLL_S, f"{per_s:.1f} polls/s for {len(streams)} streams"
+
+
+# -- a database restart ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def restartable() -> Iterator[EmbeddedPostgres]:
+    """A server of this module's own, which the test may stop (see tests/chaos: why /tmp)."""
+    workdir = Path(tempfile.mkdtemp(prefix="pgqueue-events-", dir="/tmp"))
+    postgres = EmbeddedPostgres(workdir / "pgdata", fast=True)
+    try:
+        postgres.start()
+        yield postgres
+    finally:
+        postgres.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.mark.timeout(120)
+async def test_a_stream_survives_a_database_restart(
+    restartable: EmbeddedPostgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Streams read again after RECHECK_S of quiet: short, so one reads during the outage.
+    monkeypatch.setattr(events, "RECHECK_S", 0.3)
+    name = db.unique_name("events")
+    await db.create_database(restartable.url, name)
+    url = restartable.url_for(name)
+    await asyncio.to_thread(db.migrate, url)
+    headers = await bearer(url, "alice")
+    settings = ServiceSettings(database_url=url, media_dir=tmp_path / "media")
+    async with (
+        serve(settings) as app,
+        httpx.AsyncClient(base_url=app.url, timeout=10) as client,
+    ):
+        project_id = await _project(client, headers)
+        async with open_stream(client, project_id, headers) as stream:
+            assert (await stream.next())[0] == "status"
+            await asyncio.to_thread(restartable.stop)
+            name, data = await stream.until("unavailable", timeout=5)
+            assert name == "unavailable" and "database is unavailable" in data["message"]
+            await asyncio.to_thread(restartable.start)
+            await wait_for(app.hub.connected.is_set, 15, "the hub to listen again")
+            conn = await asyncpg.connect(url)
+            try:
+                await _finish_shot(conn, project_id, 1)
+            finally:
+                await conn.close()
+            name, status = await stream.until("status", timeout=5)
+            assert name == "status" and status["failed"] == 1  # it resumed
