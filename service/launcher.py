@@ -2,8 +2,9 @@
 
 Starts the embedded Postgres under `.pgdata/` unless `DATABASE_URL` is set, applies the
 migrations, creates a token for user `demo`, starts the API and one worker as child processes,
-prints the URL and the token once the API is ready, and on Ctrl-C (or SIGTERM) stops the
-children, then the embedded Postgres if this command started it.
+prints the URL, the studio's URL with the token in its fragment, and the token once the API
+is ready, and on Ctrl-C (or SIGTERM) stops the children, then the embedded Postgres if this
+command started it.
 """
 
 from __future__ import annotations
@@ -90,6 +91,9 @@ class Launcher:
                 return 1
             _say(
                 f"\nStoryboard API ready at {url}\n"
+                # The token rides in the fragment, which the browser keeps to itself: the
+                # studio's script moves it into localStorage and out of the address bar.
+                f"Studio (opens signed in): {url}/#token={token}\n"
                 f"Token for user {DEMO_USER!r}: {token}\n"
                 f"Try:  curl -H 'Authorization: Bearer {token}' {url}/api/projects\n"
                 "Press Ctrl-C to stop.\n"

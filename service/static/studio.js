@@ -1,0 +1,403 @@
+// The storyboard studio: plain JavaScript, no build step. The token lives in localStorage
+// and goes to the API as a bearer header only; it never appears in a URL the server sees.
+"use strict";
+
+(function () {
+  const TOKEN_KEY = "storyboard-token";
+  // How long the board waits for a project to finish: the server's STREAM_MAX_S. The page's
+  // own timer runs a few seconds longer, so the server's `timeout` event (with its message)
+  // normally ends the wait; the timer is for a stream that went silent.
+  const LIMIT_S = Number(document.body.dataset.streamMaxS || "300");
+  const LIMIT_MS = LIMIT_S * 1000 + 5000;
+  const LIMIT_TEXT = LIMIT_S >= 60 && LIMIT_S % 60 === 0 ? LIMIT_S / 60 + " minutes" : LIMIT_S + " s";
+  const $ = (id) => document.getElementById(id);
+  const views = ["sign-in", "projects", "create", "board"];
+  let current = null; // the project on the board: {id, title, aspect_ratio, ...}
+  let live = null; // the open stream: {controller, timer}
+
+  // -- the token ----------------------------------------------------------------------------
+
+  function takeFragmentToken() {
+    const match = /(?:^#|&)token=([^&]+)/.exec(window.location.hash);
+    if (match) {
+      localStorage.setItem(TOKEN_KEY, decodeURIComponent(match[1]));
+      // Out of the address bar and the history: the fragment has done its work.
+      history.replaceState(null, "", window.location.pathname + window.location.search);
+    }
+  }
+  const token = () => localStorage.getItem(TOKEN_KEY);
+
+  async function api(method, path, body) {
+    const headers = { Authorization: "Bearer " + token() };
+    const init = { method, headers };
+    if (body !== undefined) {
+      headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    const response = await fetch(path, init);
+    let data = null;
+    try { data = await response.json(); } catch (e) { data = null; }
+    if (response.status === 401) { signOut("Your token was refused: sign in again."); }
+    return { ok: response.ok, status: response.status, data };
+  }
+
+  function errorMessage(answer) {
+    const error = answer.data && answer.data.error;
+    return error ? error.message : "the server answered " + answer.status;
+  }
+
+  // -- views --------------------------------------------------------------------------------
+
+  function show(view) {
+    for (const name of views) { $(name).hidden = name !== view; }
+    $("who").hidden = view === "sign-in";
+    if (view !== "board") { stopStream(); }
+  }
+
+  function signOut(message) {
+    localStorage.removeItem(TOKEN_KEY);
+    show("sign-in");
+    $("sign-in-error").textContent = message || "";
+  }
+
+  async function signIn(value) {
+    localStorage.setItem(TOKEN_KEY, value.trim());
+    const answer = await api("GET", "/api/projects");
+    if (!answer.ok) {
+      if (answer.status !== 401) { $("sign-in-error").textContent = errorMessage(answer); }
+      return;
+    }
+    $("who-token").textContent = "Signed in (" + value.trim().slice(0, 8) + "…)";
+    renderProjects(answer.data.projects);
+  }
+
+  async function loadProjects() {
+    const answer = await api("GET", "/api/projects");
+    if (answer.ok) { renderProjects(answer.data.projects); }
+  }
+
+  function renderProjects(projects) {
+    show("projects");
+    const list = $("project-list");
+    list.replaceChildren();
+    $("projects-empty").hidden = projects.length > 0;
+    for (const project of projects) {
+      const item = document.createElement("li");
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "project";
+      const title = document.createElement("strong");
+      title.textContent = project.title;
+      const meta = document.createElement("span");
+      meta.className = "muted";
+      meta.textContent = project.aspect_ratio + " · " + project.status;
+      button.append(title, meta);
+      button.addEventListener("click", () => openBoard(project.id));
+      item.append(button);
+      list.append(item);
+    }
+  }
+
+  // -- the project form ---------------------------------------------------------------------
+
+  function addRow(kind, values) {
+    const row = $(kind + "-row").content.firstElementChild.cloneNode(true);
+    for (const [part, value] of Object.entries(values || {})) {
+      row.querySelector('[data-part="' + part + '"]').value = value;
+    }
+    row.querySelector("[data-remove]").addEventListener("click", () => row.remove());
+    $(kind === "character" ? "characters" : "shots").append(row);
+    return row;
+  }
+
+  function newProject() {
+    const form = $("project-form");
+    form.reset();
+    clearErrors(form);
+    $("characters").replaceChildren();
+    $("shots").replaceChildren();
+    addRow("character");
+    addRow("shot", { shot_number: "1", duration_seconds: "3" });
+    show("create");
+    $("title").focus();
+  }
+
+  function readForm() {
+    const rows = (id) => Array.from($(id).children);
+    const part = (row, name) => row.querySelector('[data-part="' + name + '"]').value.trim();
+    const number = (text) => (text !== "" && !Number.isNaN(Number(text)) ? Number(text) : text);
+    const characters = rows("characters")
+      .filter((row) => part(row, "name") || part(row, "description") || part(row, "reference_image_url"))
+      .map((row) => {
+        const character = { name: part(row, "name"), description: part(row, "description") };
+        if (part(row, "reference_image_url")) {
+          character.reference_image_url = part(row, "reference_image_url");
+        }
+        return character;
+      });
+    const shots = rows("shots").map((row) => ({
+      shot_number: number(part(row, "shot_number")),
+      description: part(row, "description"),
+      duration_seconds: number(part(row, "duration_seconds")),
+      characters: part(row, "characters").split(",").map((s) => s.trim()).filter(Boolean),
+    }));
+    return {
+      body: {
+        title: $("title").value.trim(),
+        style: $("style").value.trim(),
+        aspect_ratio: $("aspect_ratio").value,
+        characters,
+        shots,
+      },
+      // Which row each list index came from: empty character rows are left out.
+      characterRows: rows("characters").filter((row) =>
+        part(row, "name") || part(row, "description") || part(row, "reference_image_url")),
+      shotRows: rows("shots"),
+    };
+  }
+
+  function clearErrors(form) {
+    for (const el of form.querySelectorAll(".error")) { el.textContent = ""; }
+    for (const el of form.querySelectorAll(".invalid")) { el.classList.remove("invalid"); }
+  }
+
+  // A validation error goes beside its field: `loc` is ["shots", 0, "description"] and the
+  // like; what names no field shows above the form.
+  function showErrors(form, details, message, sent) {
+    let placed = 0;
+    for (const detail of details) {
+      const loc = (detail.loc || []).filter((p) => p !== "body");
+      let target = null;
+      let input = null;
+      if ((loc[0] === "characters" || loc[0] === "shots") && typeof loc[1] === "number") {
+        const row = (loc[0] === "characters" ? sent.characterRows : sent.shotRows)[loc[1]];
+        if (row) {
+          const sub = typeof loc[2] === "string" ? loc[2] : "";
+          target = row.querySelector('[data-sub="' + sub + '"]');
+          input = sub ? row.querySelector('[data-part="' + sub + '"]') : null;
+        }
+      } else if (loc.length >= 1) {
+        target = form.querySelector('[data-loc="' + loc[0] + '"]');
+        input = form.querySelector('[data-field="' + loc[0] + '"]');
+      }
+      target = target || form.querySelector('[data-loc=""]');
+      // pydantic prefixes the messages of custom checks with "Value error, ".
+      const text = String(detail.message).replace(/^Value error, /, "");
+      target.textContent = (target.textContent ? target.textContent + " " : "") + text;
+      if (input) { input.classList.add("invalid"); input.setAttribute("aria-invalid", "true"); }
+      placed += 1;
+    }
+    if (!placed) { form.querySelector('[data-loc=""]').textContent = message; }
+  }
+
+  async function createProject(event) {
+    event.preventDefault();
+    const form = $("project-form");
+    clearErrors(form);
+    const sent = readForm();
+    $("create-submit").disabled = true;
+    try {
+      const answer = await api("POST", "/api/projects", sent.body);
+      if (answer.ok) { openBoard(answer.data.id); return; }
+      const error = (answer.data && answer.data.error) || {};
+      showErrors(form, error.details || [], errorMessage(answer), sent);
+    } finally {
+      $("create-submit").disabled = false;
+    }
+  }
+
+  // -- the board ----------------------------------------------------------------------------
+
+  async function openBoard(projectId) {
+    const answer = await api("GET", "/api/projects/" + projectId);
+    if (!answer.ok) { $("board-error").textContent = errorMessage(answer); return; }
+    current = answer.data;
+    show("board");
+    $("board-title").textContent = current.title;
+    $("board-meta").textContent =
+      [current.style, current.aspect_ratio, current.shots.length + " shot(s)"].filter(Boolean).join(" · ");
+    $("board-error").textContent = "";
+    $("stream-notice").hidden = true;
+    const cards = $("cards");
+    cards.replaceChildren();
+    cards.dataset.aspect = current.aspect_ratio;
+    for (const shot of current.shots) {
+      const card = $("card").content.firstElementChild.cloneNode(true);
+      card.dataset.shot = shot.shot_number;
+      card.querySelector(".frame").style.aspectRatio = current.aspect_ratio.replace(":", " / ");
+      card.querySelector(".shot-label").textContent = "Shot " + shot.shot_number;
+      card.querySelector(".placeholder").textContent = shot.description;
+      card.querySelector(".regenerate").addEventListener("click", () => regenerate(shot.shot_number));
+      cards.append(card);
+    }
+    const status = await api("GET", "/api/projects/" + projectId + "/storyboards/status");
+    if (status.ok) {
+      render(status.data);
+      if (!status.data.done) { watch(); }
+    }
+  }
+
+  function render(status) {
+    $("board-progress-fill").style.width = status.percent + "%";
+    $("board-progress").setAttribute("aria-valuenow", String(status.percent));
+    $("board-summary").textContent =
+      status.status + " · " + status.percent + "% · " + status.succeeded + " done, " +
+      status.generating + " generating, " + status.failed + " failed, " + status.pending + " not started";
+    $("generate").disabled = !status.done;
+    for (const board of status.storyboards) {
+      const card = $("cards").querySelector('[data-shot="' + board.shot_number + '"]');
+      if (!card) { continue; }
+      card.dataset.status = board.status;
+      const badge = card.querySelector(".badge");
+      badge.textContent = board.status;
+      badge.className = "badge " + board.status;
+      const image = card.querySelector("img");
+      if (board.image_url) {
+        if (image.getAttribute("src") !== board.image_url) { image.src = board.image_url; }
+        image.alt = "Shot " + board.shot_number;
+        image.hidden = false;
+      } else {
+        image.hidden = true;
+        image.removeAttribute("src");
+      }
+      card.querySelector(".placeholder").hidden = Boolean(board.image_url);
+      card.querySelector(".attempt").textContent = board.attempts ? "attempt " + board.attempts : "";
+      card.querySelector(".card-error").textContent = board.error || "";
+      card.querySelector(".regenerate").disabled = board.status === "generating";
+    }
+  }
+
+  function notice(message, canLookAgain) {
+    $("stream-notice").hidden = !message;
+    $("stream-message").textContent = message || "";
+    $("look-again").hidden = !canLookAgain;
+    $("stream-notice").classList.toggle("stopped", Boolean(canLookAgain));
+  }
+
+  function stopStream() {
+    if (live) {
+      clearTimeout(live.timer);
+      live.controller.abort();
+      live = null;
+    }
+  }
+
+  // The event stream, read with fetch: EventSource cannot send the bearer header.
+  async function watch() {
+    stopStream();
+    const project = current;
+    const controller = new AbortController();
+    const mine = { controller, timer: null, stopped: null };
+    live = mine;
+    mine.timer = setTimeout(() => {
+      mine.stopped = "Stopped waiting after " + LIMIT_TEXT + "; the work may still be going on.";
+      controller.abort();
+    }, LIMIT_MS);
+    notice("Live: updates appear as each shot changes.", false);
+    let ended = null; // what the stream ended with
+    try {
+      const response = await fetch("/api/projects/" + project.id + "/storyboards/events", {
+        headers: { Authorization: "Bearer " + token(), Accept: "text/event-stream" },
+        signal: controller.signal,
+      });
+      if (!response.ok) {
+        let data = null;
+        try { data = await response.json(); } catch (e) { data = null; }
+        ended = { event: "error", data: (data && data.error) || { message: "HTTP " + response.status } };
+      } else {
+        const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+        let buffer = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) { break; }
+          buffer += value;
+          let cut;
+          while ((cut = buffer.indexOf("\n\n")) >= 0) {
+            const block = buffer.slice(0, cut);
+            buffer = buffer.slice(cut + 2);
+            const event = parseEvent(block);
+            if (!event) { continue; }
+            if (event.event === "status" || event.event === "done") { render(event.data); }
+            if (event.event === "unavailable") { notice("The database is unavailable; waiting for it to come back.", false); }
+            if (["done", "timeout", "error"].includes(event.event)) { ended = event; }
+          }
+        }
+      }
+    } catch (error) {
+      if (live !== mine && !mine.stopped) { return; } // replaced by another stream, or left
+      ended = ended || { event: "error", data: { message: mine.stopped ? "" : String(error.message || error) } };
+    } finally {
+      clearTimeout(mine.timer);
+      if (live === mine) { live = null; }
+    }
+    if (current !== project || (live && live !== mine)) { return; }
+    if (mine.stopped) {
+      notice(mine.stopped, true);
+    } else if (ended && ended.event === "done") {
+      notice("", false);
+    } else if (ended && ended.event === "timeout") {
+      notice("Stopped waiting: " + ended.data.message, true);
+    } else {
+      const why = ended && ended.data && ended.data.message ? ": " + ended.data.message : "";
+      notice("The live connection ended before the project was done" + why + ".", true);
+    }
+  }
+
+  function parseEvent(block) {
+    let name = "message";
+    const data = [];
+    for (const line of block.split("\n")) {
+      if (line.startsWith(":")) { continue; } // a heartbeat comment
+      if (line.startsWith("event:")) { name = line.slice(6).trim(); }
+      if (line.startsWith("data:")) { data.push(line.slice(5).trimStart()); }
+    }
+    if (!data.length) { return null; }
+    return { event: name, data: JSON.parse(data.join("\n")) };
+  }
+
+  async function lookAgain() {
+    if (!current) { return; }
+    const status = await api("GET", "/api/projects/" + current.id + "/storyboards/status");
+    if (!status.ok) { $("board-error").textContent = errorMessage(status); return; }
+    render(status.data);
+    if (status.data.done) { notice("", false); } else { watch(); }
+  }
+
+  async function generate() {
+    $("board-error").textContent = "";
+    const answer = await api("POST", "/api/projects/" + current.id + "/storyboards/generate", {});
+    if (!answer.ok) { $("board-error").textContent = errorMessage(answer); return; }
+    watch();
+  }
+
+  async function regenerate(shotNumber) {
+    $("board-error").textContent = "";
+    const answer = await api("POST", "/api/projects/" + current.id + "/storyboards/" + shotNumber + "/regenerate");
+    if (!answer.ok) { $("board-error").textContent = errorMessage(answer); return; }
+    watch();
+  }
+
+  // -- wiring -------------------------------------------------------------------------------
+
+  document.addEventListener("DOMContentLoaded", () => {
+    $("sign-in-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      $("sign-in-error").textContent = "";
+      signIn($("token").value);
+    });
+    $("sign-out").addEventListener("click", () => signOut(""));
+    $("new-project").addEventListener("click", newProject);
+    $("add-character").addEventListener("click", () => addRow("character"));
+    $("add-shot").addEventListener("click", () => {
+      const numbers = Array.from($("shots").children).map((row) =>
+        Number(row.querySelector('[data-part="shot_number"]').value) || 0);
+      addRow("shot", { shot_number: String(Math.max(0, ...numbers) + 1), duration_seconds: "3" });
+    });
+    $("project-form").addEventListener("submit", createProject);
+    for (const back of document.querySelectorAll("[data-back]")) { back.addEventListener("click", loadProjects); }
+    $("generate").addEventListener("click", generate);
+    $("look-again").addEventListener("click", lookAgain);
+    takeFragmentToken();
+    if (token()) { signIn(token()); } else { show("sign-in"); }
+  });
+})();
