@@ -44,6 +44,10 @@ test: $(STAMP) system-deps ## run the whole suite against a real Postgres (see R
 test-embedded: $(STAMP) system-deps ## run the suite on the embedded server even when one runs on :5432
 	PGQUEUE_TEST_EMBEDDED=1 $(BIN)/python -m pytest -q
 
+.PHONY: screenshots
+screenshots: $(STAMP) system-deps ## run the studio's browser tests, keeping their screenshots in docs/screenshots/studio*.png
+	STUDIO_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q tests/browser/test_studio.py
+
 .PHONY: bench
 bench: $(STAMP) ## run the benchmarks and print their figures
 	$(BIN)/python -m bench
