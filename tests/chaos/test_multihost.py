@@ -52,12 +52,6 @@ WORK_S = 1.2  # shorter than the time from a cut to the victim's own policing (>
 MAX_ATTEMPTS = 5
 RECOVERY_JOBS = 3
 QUEUE = "fleet"
-# Sessions idle inside a transaction for longer than this are ended by the server. pgqueue
-# sets no such bound itself: a host cut off while a handler's ctx.transaction() is open keeps
-# its job's row locked, so every reaper skips the job, for as long as the server keeps the
-# session (by TCP keepalive's defaults over two hours; seen: still `running`, its lease long
-# expired, 20 s into a cut). Until pgqueue bounds it, a fleet's operator sets this; so do we.
-IDLE_IN_TRANSACTION_TIMEOUT = "1s"
 GIVE_UP_MARGIN_S = 0.1  # seconds (before the fix in heartbeat.py: 0.15-0.7 s, up to 2 s)
 STARTUP_TIMEOUT_S = 30.0
 CUT_TIMEOUT_S = 20.0  # from the cut until the victim's jobs ran elsewhere
@@ -191,11 +185,9 @@ async def _run(
     conn: asyncpg.Connection,
 ) -> None:
     await conn.execute(fleet_handlers.SCHEMA)
-    database = urlsplit(db_url).path.lstrip("/")
-    await conn.execute(
-        f'ALTER DATABASE "{database}" SET idle_in_transaction_session_timeout'
-        f" = '{IDLE_IN_TRANSACTION_TIMEOUT}'"
-    )
+    # No idle_in_transaction_session_timeout of ours: a host cut off inside a handler's
+    # ctx.transaction() kept the job's row locked from every reaper until TCP noticed (hours);
+    # pgqueue now bounds that transaction's idle time to two leases itself.
     victim = hosts[0]  # the host that is cut off
     traces = {host.name: tmp_path / f"trace-{host.name}.jsonl" for host in hosts}
     queue = Queue(conn)
