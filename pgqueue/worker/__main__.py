@@ -30,6 +30,11 @@ MISSING_DATABASE_URL = (
     "(`make run` starts an embedded server for development)"
 )
 
+METRICS_MISSING = (
+    "--metrics-port needs prometheus-client, which pgqueue installs only with its metrics "
+    "extra: pip install 'pgqueue[metrics]'"
+)
+
 
 def load_registry(target: str) -> Registry:
     """Import `module:attr` and return the Registry it names."""
@@ -66,6 +71,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="N",
         help="end within N seconds: stop claiming in time, release what still runs, exit 0",
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="P",
+        help="serve this worker's Prometheus metrics on 127.0.0.1:P/metrics "
+        "(needs pgqueue[metrics])",
+    )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
     args = parser.parse_args(argv)
@@ -73,6 +85,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--concurrency must be >= 1")
     if args.max_seconds is not None and not 0 < args.max_seconds < float("inf"):
         parser.error("--max-seconds must be a positive number of seconds")
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
+        parser.error("--metrics-port must be a port number, 0-65535 (0: any free port)")
     return args
 
 
@@ -86,10 +100,32 @@ def build_worker(args: argparse.Namespace, settings: QueueSettings, database: Da
     return Worker(database, load_registry(args.registry), settings.worker_config(**flags))
 
 
-async def serve(worker: Worker) -> None:
-    """Run `worker` until it stops; SIGTERM/SIGINT stop it gracefully."""
-    with signals.on_stop(worker.stop, lambda: worker.stop(immediate=True)):
-        await worker.run()
+async def serve(worker: Worker, metrics_port: int | None = None) -> None:
+    """Run `worker` until it stops; SIGTERM/SIGINT stop it gracefully.
+
+    Args:
+        worker: the worker.
+        metrics_port: also serve its Prometheus metrics on 127.0.0.1:P/metrics, from before
+            it claims its first job until it has stopped.
+    """
+    server = None
+    if metrics_port is not None:
+        # Imported only here: prometheus-client is an extra (main() checked it is there).
+        from pgqueue import metrics
+
+        try:
+            server = await metrics.serve_worker(worker, metrics_port)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"--metrics-port {metrics_port}: cannot listen on 127.0.0.1:{metrics_port} "
+                f"({exc.strerror or exc}); choose another port"
+            ) from exc
+    try:
+        with signals.on_stop(worker.stop, lambda: worker.stop(immediate=True)):
+            await worker.run()
+    finally:
+        if server is not None:
+            await server.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -105,13 +141,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if database is None:
         print(MISSING_DATABASE_URL, file=sys.stderr)
         return 2
+    if args.metrics_port is not None:
+        try:
+            importlib.import_module("pgqueue.metrics")
+        except ImportError:
+            print(f"error: {METRICS_MISSING}", file=sys.stderr)
+            return 2
     try:
         worker = build_worker(args, settings, database)
     except (ValueError, ImportError, AttributeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(serve(worker))
+        asyncio.run(serve(worker, args.metrics_port))
     except Exception as exc:
         hint = str(exc) if isinstance(exc, ConfigurationError) else pooler_hint(exc)
         if hint is None:

@@ -1,0 +1,491 @@
+"""Prometheus metrics for pgqueue: what a worker ran, and what the database knows.
+
+Optional: this module needs `prometheus-client` (`pip install 'pgqueue[metrics]'`), and
+nothing else in pgqueue imports it, so a queue without metrics pays nothing for them.
+
+- `WorkerMetrics(worker)`: one worker's own attempts, from its public hooks (`Worker.on`) and
+  its `Worker.outcomes`. Nothing is added to the worker when it is not used: a worker without
+  hooks builds no events at all. With it, each job costs two dictionary updates and a clock
+  read at its start and at its end; the Prometheus families are built at scrape time.
+- `DatabaseMetrics()`: the queue as the database records it, for a process that runs no jobs
+  (an API): the `pgqueue.queue_stats` gauges, and the jobs that finished since this object was
+  made, read incrementally on each scrape through the finished-time index.
+- `MetricsServer`: `GET /metrics` on a port, inside the worker's event loop (no thread: the
+  collectors read the worker's state on the loop that changes it).
+
+The series share their names between the two sources, so one dashboard reads either; tell
+them apart by Prometheus' `job` label and never add one to the other (see the README's
+"Metrics" section).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import dataclasses
+import datetime
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+import asyncpg
+
+try:
+    import prometheus_client
+    from prometheus_client import registry as prometheus_registry
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+        Metric,
+    )
+except ImportError as exc:  # pragma: no cover - depends on the installation
+    raise ImportError(
+        "pgqueue's metrics need prometheus-client: pip install 'pgqueue[metrics]'"
+    ) from exc
+
+from pgqueue import models
+from pgqueue.queue import Queue
+from pgqueue.worker import events
+from pgqueue.worker.transient import TRANSIENT_ERRORS
+
+if TYPE_CHECKING:
+    from pgqueue.worker.core import Worker
+
+logger = logging.getLogger("pgqueue.metrics")
+
+# Seconds. From a no-op's milliseconds to an image call's minute, and a stuck job's ten.
+DURATION_BUCKETS_S: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+)  # fmt: skip
+# A finished job is counted once no transaction that could still commit it is open. One that
+# stays open longer than this (a pg_dump, a forgotten session) no longer holds the counts back:
+# past it, a job finished by a transaction still open may be missed (never counted twice).
+MAX_SETTLE_LAG_S = 300.0
+# The classic text format, which every Prometheus (2.x and 3.x) reads. prometheus-client's
+# CONTENT_TYPE_LATEST moved to version=1.0.0 in 0.22, which a 2.x server does not know; what
+# generate_latest writes (metric names escaped to underscores) is valid 0.0.4 either way.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+REQUEST_TIMEOUT_S = 10.0  # seconds a scraper may take to send its request line and headers
+MAX_REQUEST_BYTES = 16 * 1024
+
+# These statements live here, not in queries.py, because only this optional module runs them.
+# -- settled_before: every job with finished_at before this instant has committed (or never
+# -- will): finished_at is its transaction's now(), so a transaction still open can only write
+# -- finished_at >= its xact_start. Taken before the read below, in a statement of its own, so
+# -- that the read's snapshot is later than this one: whatever committed in between is seen.
+SETTLED_BEFORE = """
+SELECT greatest(least(clock_timestamp(), min(xact_start)),
+                clock_timestamp() - make_interval(secs => $1)) AS settled_before
+FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL
+"""
+
+# -- finished_between: the jobs that finished in [$1, $2), per queue, kind, state and duration
+# -- bucket ($3: the buckets' upper bounds; width_bucket gives 0 below the first, n above the
+# -- last, NULL for a job cancelled before it ever started). Served by jobs_finished_at_idx:
+# -- it reads only the rows that finished since the last scrape, never the whole table.
+FINISHED_BETWEEN = """
+SELECT queue, kind, state::text AS state,
+       width_bucket(extract(epoch FROM finished_at - started_at)::float8, $3::float8[]) AS bucket,
+       count(*) AS jobs,
+       coalesce(sum(extract(epoch FROM finished_at - started_at)::float8), 0) AS seconds
+FROM pgqueue.jobs
+WHERE finished_at >= $1 AND finished_at < $2
+GROUP BY 1, 2, 3, 4
+"""
+
+QUEUE_STATES = ("waiting", "delayed", "active", "completed", "failed", "cancelled")
+
+
+@dataclasses.dataclass(slots=True)
+class _Durations:
+    """One histogram's buckets, not yet cumulative: counts[i] holds the values in
+    (bounds[i-1], bounds[i]]; the last slot is above every bound (+Inf)."""
+
+    counts: list[int]
+    total_s: float = 0.0
+
+    @classmethod
+    def empty(cls, bounds: Sequence[float]) -> _Durations:
+        return cls([0] * (len(bounds) + 1))
+
+    def family_buckets(self, bounds: Sequence[float]) -> list[tuple[str, float]]:
+        """The (le, cumulative count) pairs Prometheus expects, +Inf last."""
+        buckets, running = [], 0
+        for bound, count in zip((*bounds, float("inf")), self.counts, strict=True):
+            running += count
+            buckets.append((_le(bound), float(running)))
+        return buckets
+
+
+def _le(bound: float) -> str:
+    # As Prometheus writes a bucket's bound: 0.005, 1.0, +Inf.
+    return "+Inf" if bound == float("inf") else repr(float(bound))
+
+
+def _histogram(
+    name: str,
+    documentation: str,
+    durations: dict[tuple[str, str], _Durations],
+    bounds: Sequence[float],
+) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, documentation, labels=("queue", "kind"))
+    for (queue, kind), values in sorted(durations.items()):
+        family.add_metric([queue, kind], values.family_buckets(bounds), values.total_s)
+    return family
+
+
+def _counter(
+    name: str, documentation: str, labels: Sequence[str], values: dict[tuple[str, ...], int]
+) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, documentation, labels=list(labels))
+    for key, value in sorted(values.items()):
+        family.add_metric(list(key), float(value))
+    return family
+
+
+class WorkerMetrics:
+    """One worker's own metrics, a Prometheus collector: register it with a registry.
+
+    Counts attempts this worker started and how each ended (`succeeded`, `failed`,
+    `cancelled`, `retried`), by queue and kind; each attempt's duration from its handler's
+    start to its outcome written; the leases it lost and the jobs it released (without kind:
+    those ends raise no event, so they come from `Worker.outcomes`); and the expired leases its
+    reaper moved on, of any worker.
+
+    Args:
+        worker: the worker; its hooks are added here, before it runs.
+        buckets: the duration histogram's upper bounds, in seconds.
+    """
+
+    def __init__(self, worker: Worker, *, buckets: Sequence[float] = DURATION_BUCKETS_S) -> None:
+        if list(buckets) != sorted(set(buckets)) or not buckets:
+            raise ValueError("buckets must be distinct upper bounds in increasing order")
+        self._worker = worker
+        self._bounds = tuple(buckets)
+        self._started_at: dict[int, float] = {}  # job id -> time.monotonic() at its start
+        self._started: dict[tuple[str, ...], int] = {}
+        self._finished: dict[tuple[str, ...], int] = {}
+        self._durations: dict[tuple[str, str], _Durations] = {}
+        self._reaped: dict[tuple[str, ...], int] = {}
+        # A job whose end raises no event (lease lost while writing, released at a stop) leaves
+        # its start behind; past this many, the starts of jobs no longer held are dropped.
+        self._prune_above = 2 * worker.config.concurrency + 64
+        worker.on("active", self._on_active)
+        worker.on("completed", self._on_completed)
+        worker.on("failed", self._on_failed)
+        worker.on("stalled", self._on_stalled)
+
+    # -- the worker's side: hooks, on its event loop ---------------------------------------
+
+    def _on_active(self, event: events.Event) -> None:
+        job = event.job
+        if job is None:
+            return
+        key = (job.queue, job.kind)
+        self._started[key] = self._started.get(key, 0) + 1
+        self._started_at[job.id] = time.monotonic()
+        if len(self._started_at) > self._prune_above:
+            held = set(self._worker.running_job_ids)
+            for job_id in [i for i in self._started_at if i not in held]:
+                del self._started_at[job_id]
+
+    def _on_completed(self, event: events.Event) -> None:
+        if event.job is not None:
+            self._ended(event.job, "succeeded")
+
+    def _on_failed(self, event: events.Event) -> None:
+        job = event.job
+        if job is None:
+            return
+        if event.will_retry:
+            outcome = "retried"
+        elif job.state is models.JobState.CANCELLED:
+            outcome = "cancelled"
+        else:
+            outcome = "failed"
+        self._ended(job, outcome)
+
+    def _on_stalled(self, event: events.Event) -> None:
+        job = event.job
+        if job is None:
+            return
+        if job.state is models.JobState.RUNNING:
+            # This worker lost the lease (the job as claimed): counted in `outcomes.lost`.
+            self._started_at.pop(job.id, None)
+            return
+        # The reaper moved an expired lease on: the row as it wrote it.
+        outcome = "requeued" if job.state is models.JobState.QUEUED else job.state.value
+        key = (job.queue, outcome)
+        self._reaped[key] = self._reaped.get(key, 0) + 1
+
+    def _ended(self, job: models.Job, outcome: str) -> None:
+        key = (job.queue, job.kind, outcome)
+        self._finished[key] = self._finished.get(key, 0) + 1
+        started = self._started_at.pop(job.id, None)
+        if started is None:
+            return
+        elapsed_s = time.monotonic() - started
+        durations = self._durations.get((job.queue, job.kind))
+        if durations is None:
+            durations = self._durations[(job.queue, job.kind)] = _Durations.empty(self._bounds)
+        # bisect_left: the first bound >= the value, i.e. Prometheus' `le`.
+        durations.counts[bisect.bisect_left(self._bounds, elapsed_s)] += 1
+        durations.total_s += elapsed_s
+
+    # -- the scraper's side -----------------------------------------------------------------
+
+    def collect(self) -> Iterator[Metric]:
+        """The Prometheus families (called by the registry on each scrape)."""
+        outcomes = self._worker.outcomes
+        yield _counter(
+            "pgqueue_jobs_started",
+            "Attempts this worker started",
+            ("queue", "kind"),
+            self._started,
+        )
+        yield _counter(
+            "pgqueue_jobs_finished",
+            "Attempts this worker ended, by outcome: succeeded, failed, cancelled, retried",
+            ("queue", "kind", "outcome"),
+            self._finished,
+        )
+        yield _histogram(
+            "pgqueue_job_duration_seconds",
+            "Seconds from a handler's start to its outcome written, per attempt of this worker",
+            self._durations,
+            self._bounds,
+        )
+        yield CounterMetricFamily(
+            "pgqueue_leases_lost",
+            "Attempts whose lease this worker lost: their outcome was not its to write",
+            value=float(outcomes.lost),
+        )
+        yield CounterMetricFamily(
+            "pgqueue_jobs_released",
+            "Attempts this worker gave back at a stop, their attempt not spent",
+            value=float(outcomes.released),
+        )
+        yield _counter(
+            "pgqueue_jobs_reaped",
+            "Expired leases (of any worker) this worker's reaper moved on: requeued, failed, "
+            "cancelled",
+            ("queue", "outcome"),
+            self._reaped,
+        )
+        yield GaugeMetricFamily(
+            "pgqueue_worker_running_jobs",
+            "Jobs this worker holds now",
+            value=float(len(self._worker.running_job_ids)),
+        )
+        yield GaugeMetricFamily(
+            "pgqueue_worker_concurrency",
+            "Jobs this worker runs at most at once",
+            value=float(self._worker.config.concurrency),
+        )
+
+
+class DatabaseMetrics:
+    """The queue as the database records it, a Prometheus collector; `await refresh(pool)`
+    before each scrape (the registry's collect is synchronous).
+
+    - `pgqueue_jobs{queue,state}`: the `pgqueue.queue_stats` view, as it reads.
+    - `pgqueue_jobs_finished_total{queue,kind,outcome}`: jobs that reached `succeeded`,
+      `failed` or `cancelled` since this object was made (a counter starts at zero with its
+      process, as Prometheus expects), whoever ran them.
+    - `pgqueue_job_duration_seconds{queue,kind}`: those jobs' last attempt, `started_at` to
+      `finished_at` (both the database's clock).
+
+    Each refresh reads only the jobs finished since the previous one, through the
+    finished-time index; the counts trail the truth by the longest transaction open at the
+    scrape (at most `MAX_SETTLE_LAG_S`), so a late commit is counted once, late, not missed.
+
+    Args:
+        buckets: the duration histogram's upper bounds, in seconds.
+        since: count jobs finished from this instant (default: now).
+    """
+
+    def __init__(
+        self,
+        *,
+        buckets: Sequence[float] = DURATION_BUCKETS_S,
+        since: datetime.datetime | None = None,
+    ) -> None:
+        self._bounds = tuple(buckets)
+        # The client's clock, once: only the counters' origin depends on it, never a lease.
+        self._settled = since or datetime.datetime.now(datetime.UTC)
+        self._stats: dict[str, models.QueueStats] | None = None
+        self._finished: dict[tuple[str, ...], int] = {}
+        self._durations: dict[tuple[str, str], _Durations] = {}
+        self._up = False
+        self._lock = asyncio.Lock()  # two scrapes at once must not count one window twice
+
+    async def refresh(self, pool: asyncpg.Pool) -> bool:
+        """Read the view and the newly finished jobs; False (and `pgqueue_database_up 0`)
+        when the database did not answer, the last values kept."""
+        async with self._lock:
+            try:
+                self._stats = await Queue(pool).stats()
+                async with pool.acquire() as conn:
+                    settled = await conn.fetchval(SETTLED_BEFORE, MAX_SETTLE_LAG_S)
+                    if settled > self._settled:
+                        rows = await conn.fetch(
+                            FINISHED_BETWEEN, self._settled, settled, list(self._bounds)
+                        )
+                        self._add(rows)
+                        self._settled = settled
+            except (*TRANSIENT_ERRORS, asyncpg.PostgresError) as exc:
+                logger.warning(
+                    "metrics: the database did not answer: %s", exc, extra={"action": "metrics_db"}
+                )
+                self._up = False
+                return False
+            self._up = True
+            return True
+
+    def _add(self, rows: Sequence[asyncpg.Record]) -> None:
+        for row in rows:
+            queue, kind, jobs = row["queue"], row["kind"], int(row["jobs"])
+            key = (queue, kind, row["state"])
+            self._finished[key] = self._finished.get(key, 0) + jobs
+            if row["bucket"] is None:  # cancelled before it started: no duration
+                continue
+            durations = self._durations.get((queue, kind))
+            if durations is None:
+                durations = self._durations[(queue, kind)] = _Durations.empty(self._bounds)
+            durations.counts[row["bucket"]] += jobs
+            durations.total_s += float(row["seconds"])
+
+    def collect(self) -> Iterator[Metric]:
+        """The Prometheus families, as of the last `refresh`."""
+        yield GaugeMetricFamily(
+            "pgqueue_database_up",
+            "1 when the last scrape read the database, 0 when it did not answer",
+            value=1.0 if self._up else 0.0,
+        )
+        gauge = GaugeMetricFamily(
+            "pgqueue_jobs",
+            "Jobs per queue and state, as pgqueue.queue_stats reads",
+            labels=("queue", "state"),
+        )
+        for name, stats in sorted((self._stats or {}).items()):
+            for state in QUEUE_STATES:
+                gauge.add_metric([name, state], float(getattr(stats, state)))
+        yield gauge
+        yield _counter(
+            "pgqueue_jobs_finished",
+            "Jobs that ended succeeded, failed or cancelled (any worker or drain), since this "
+            "process started",
+            ("queue", "kind", "outcome"),
+            self._finished,
+        )
+        yield _histogram(
+            "pgqueue_job_duration_seconds",
+            "Seconds from the last attempt's start to the job's end, of the jobs finished",
+            self._durations,
+            self._bounds,
+        )
+
+
+class MetricsServer:
+    """`GET /metrics` of `registry` on `host:port`, served by the running event loop.
+
+    Args:
+        registry: what to serve (default: prometheus-client's global registry, where a
+            service's own metrics go).
+        host: the address to listen on; loopback by default, as a scraper on the same host
+            or a sidecar reaches it (put a proxy in front to expose it).
+        port: the port; 0 picks a free one (see `port` once started).
+    """
+
+    def __init__(
+        self,
+        registry: prometheus_registry.CollectorRegistry | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port must be 0-65535, got {port}")
+        self.registry = registry or prometheus_client.REGISTRY
+        self.host = host
+        self._port = port
+        self._server: asyncio.Server | None = None
+
+    @property
+    def port(self) -> int:
+        """The port it listens on (the one picked, when started with 0)."""
+        if self._server is None:
+            return self._port
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        """Listen (raises `OSError` when the port is taken)."""
+        self._server = await asyncio.start_server(
+            self._serve, self.host, self._port, limit=MAX_REQUEST_BYTES
+        )
+        logger.info(
+            "metrics on http://%s:%d/metrics",
+            self.host,
+            self.port,
+            extra={"action": "metrics_listening"},
+        )
+
+    async def close(self) -> None:
+        """Stop listening and end the connections still open."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT_S)
+            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
+                return
+            method, _, rest = head.split(b"\r\n", 1)[0].decode("latin-1").partition(" ")
+            path = rest.partition(" ")[0].partition("?")[0]
+            if path != "/metrics":
+                status, content_type, body = "404 Not Found", "text/plain", b"see /metrics\n"
+            elif method not in ("GET", "HEAD"):
+                status, content_type, body = "405 Method Not Allowed", "text/plain", b"GET only\n"
+            else:
+                status = "200 OK"
+                content_type = CONTENT_TYPE
+                body = prometheus_client.generate_latest(self.registry)
+            headers = (
+                f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            )
+            writer.write(headers.encode("latin-1") + (b"" if method == "HEAD" else body))
+            await writer.drain()
+        except ConnectionError:
+            pass  # the scraper went away; it will come back at its next interval
+        except Exception:  # a collector's bug must not stop the worker: log it, answer nothing
+            logger.exception("metrics: scrape failed", extra={"action": "metrics_failed"})
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+
+async def serve_worker(
+    worker: Worker,
+    port: int,
+    *,
+    host: str = "127.0.0.1",
+    registry: prometheus_registry.CollectorRegistry | None = None,
+) -> MetricsServer:
+    """Register `WorkerMetrics(worker)` in `registry` (default: the global one) and serve it.
+
+    Returns the started server; `await server.close()` when the worker has stopped.
+    """
+    target = registry or prometheus_client.REGISTRY
+    target.register(WorkerMetrics(worker))
+    server = MetricsServer(target, host=host, port=port)
+    await server.start()
+    return server
