@@ -39,7 +39,7 @@ from pgqueue import (
     Registry,
     RetryLater,
 )
-from service import media, queries, storyboards
+from service import media, metrics, queries, storyboards
 from service.images import (
     CharacterRef,
     ImageProvider,
@@ -91,7 +91,9 @@ def create_registry(settings: ServiceSettings | None = None) -> Registry:
         pool = await current.database().create_pool(min_size=1, max_size=POOL_MAX_SIZE)
         try:
             limits = httpx.Limits(max_connections=HTTP_MAX_CONNECTIONS)
-            async with httpx.AsyncClient(limits=limits, follow_redirects=True) as client:
+            # Every upstream call is counted where it is made (storyboard_upstream_*).
+            transport = metrics.CountingTransport(httpx.AsyncHTTPTransport(limits=limits))
+            async with httpx.AsyncClient(transport=transport, follow_redirects=True) as client:
                 state = WorkerState(current, pool, create_provider(current, client))
                 opened.append(state)
                 try:

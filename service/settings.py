@@ -29,6 +29,7 @@ class ServiceSettings(BaseSettings):
         database_pool_mode: `DATABASE_POOL_MODE`, `transaction` behind a transaction pooler.
         database_direct_url: `DATABASE_DIRECT_URL`, a session-mode URL for LISTEN.
         cron_secret: `CRON_SECRET`, a bearer secret that may call the drain endpoint.
+        metrics_token: `METRICS_TOKEN`; when set, `/metrics` needs it as a bearer token.
         drain_budget_s: `DRAIN_BUDGET_S`, the default time budget of one drain call.
         image_provider: `local` (offline Pillow renderer) or `http` (Seedream-compatible API).
         image_api_base: for `http`, the base URL; requests go to `{base}/images/generations`.
@@ -56,6 +57,8 @@ class ServiceSettings(BaseSettings):
     )
     database_direct_url: str | None = Field(default=None, validation_alias="DATABASE_DIRECT_URL")
     cron_secret: str | None = Field(default=None, min_length=16)
+    # Unset (or empty): /metrics is open, as Prometheus scrapes by default.
+    metrics_token: str | None = None
     drain_budget_s: float = Field(
         default=DEFAULT_DRAIN_BUDGET_S, ge=MIN_DRAIN_BUDGET_S, le=MAX_DRAIN_BUDGET_S
     )
