@@ -17,8 +17,10 @@ class Config:
     concurrencies: tuple[int, ...] = (3, 10, 50, 200, 500, 1000)  # swept; 3 is always included
     enqueue_jobs: int = 50_000  # jobs enqueued with enqueue_many
     enqueue_batch: int = 1_000  # specs per enqueue_many call
-    single_enqueue_jobs: int = 2_000  # jobs enqueued one call each (per mode)
-    single_enqueue_callers: int = 10  # concurrent callers in the concurrent single mode
+    single_enqueue_jobs: int = 3_000  # jobs enqueued one call each (per caller count)
+    single_enqueue_callers: tuple[int, ...] = (1, 10, 50)  # concurrent callers, each measured
+    pgbench_seconds: float = 3.0  # per pgbench ceiling run (one per caller count and table)
+    pgbench_notify: bool = True  # also the NOTIFY-trigger ceiling (what notifying commits cost)
     latency_jobs: int = 200
     latency_interval_ms: float = 20.0
     claim_history_rows: int = 1_000_000  # finished rows behind the claim; 0 skips that half
@@ -44,7 +46,8 @@ class Config:
             throughput_jobs=3_000,
             concurrencies=(3, 50),
             enqueue_jobs=10_000,
-            single_enqueue_jobs=300,
+            single_enqueue_jobs=500,
+            pgbench_seconds=1.0,
             latency_jobs=50,
             claim_history_rows=100_000,
             claim_queued_rows=2_000,

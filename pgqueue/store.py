@@ -9,6 +9,7 @@ how they are encoded (`json.dumps` or typed arrays, never text spliced into SQL)
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import json
@@ -18,7 +19,7 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
-from pgqueue import models, queries, retry
+from pgqueue import models, notify, queries, retry
 
 # A pool, or a connection (which joins whatever transaction its owner has open).
 Executor: TypeAlias = "asyncpg.Pool | asyncpg.Connection"
@@ -128,31 +129,223 @@ async def enqueue(
 ) -> list[models.Job]:
     """Insert `specs` in one statement (two when idempotency keys repeat); see `Queue`.
 
-    With a pool, a batch with idempotency keys runs in a transaction of its own, so that the
-    read of the existing jobs sees what the insert skipped; with a connection, the caller's
-    transaction (if any) holds both.
+    Three paths, by where the jobs commit:
+
+    * inside a caller's transaction (a connection with one open): the statement also queues
+      the NOTIFY of its queues, which Postgres sends when the caller commits;
+    * on a pool: the call joins the other small enqueues of this process on the same pool
+      (`_Group`): one statement and one commit for all that arrived while the previous one
+      ran, then one NOTIFY after that commit (`pgqueue.notify`);
+    * on a connection in autocommit: its own statement, then the NOTIFY after its commit.
+
+    A batch with idempotency keys commits in a transaction of its own (pool, group), so that
+    the read of the existing jobs sees what the insert skipped; on a bare connection in
+    autocommit both statements run as they come.
     """
     if not specs:
         return []
+    rows_json = _encode(specs)  # a payload that is not JSON fails here, alone
+    if isinstance(db, asyncpg.Pool) and len(specs) <= GROUP_MAX_SPECS:
+        return await _group_for(db, default_queue, max_attempts).submit(specs, rows_json)
     keys = [spec.idempotency_key for spec in specs if spec.idempotency_key is not None]
     async with _connection(db) as conn:
-        if not keys or conn.is_in_transaction() or not isinstance(db, asyncpg.Pool):
-            return await _enqueue(conn, specs, keys, default_queue, max_attempts)
+        if conn.is_in_transaction():
+            return await _enqueue(
+                conn,
+                specs,
+                rows_json,
+                keys,
+                default_queue,
+                max_attempts,
+                queries.ENQUEUE_JOBS_NOTIFY,
+            )
+        if keys and isinstance(db, asyncpg.Pool):
+            async with conn.transaction():
+                jobs = await _enqueue(
+                    conn, specs, rows_json, keys, default_queue, max_attempts, queries.ENQUEUE_JOBS
+                )
+        else:
+            jobs = await _enqueue(
+                conn, specs, rows_json, keys, default_queue, max_attempts, queries.ENQUEUE_JOBS
+            )
+        await _notify_new(conn, jobs)
+        return jobs
+
+
+GROUP_MAX_SPECS = 100  # a larger enqueue_many is a batch already: it runs on its own
+GROUP_MAX_ROWS = 1000  # the most specs one grouped statement takes
+
+
+@dataclasses.dataclass(slots=True)
+class _Request:
+    specs: Sequence[models.JobSpec]
+    rows_json: str
+    future: asyncio.Future[list[models.Job]]
+
+
+class _Group:
+    """The concurrent autocommit enqueues of one pool, in one event loop, with one set of
+    defaults: group commit done by the client.
+
+    Each commit of a one-row transaction costs the server about what a plain insert's does
+    however small the row, and a pool's connection costs a reset round trip on release; 50
+    callers enqueueing one job each paid both 50 times over. Here one task runs the statements
+    one at a time on one connection: whatever was submitted while one ran goes in the next,
+    as one `enqueue_many`. A lone caller waits for nobody (its statement starts at once);
+    under load the groups grow, and the rate with them.
+
+    Isolation is kept: payloads are encoded by each caller before joining, and when a grouped
+    statement fails in Postgres (it rolled back, nothing committed) each request runs again
+    alone, so only the request at fault sees the error. A caller cancelled while waiting stops
+    waiting; the statement, shared with others, is not cancelled (its job may be enqueued, as
+    when a lone enqueue is cancelled after sending its statement).
+    """
+
+    def __init__(self, pool: asyncpg.Pool, default_queue: str, max_attempts: int) -> None:
+        self.pool = pool
+        self.loop = asyncio.get_running_loop()
+        self._default_queue = default_queue
+        self._max_attempts = max_attempts
+        self._pending: list[_Request] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def submit(self, specs: Sequence[models.JobSpec], rows_json: str) -> list[models.Job]:
+        future: asyncio.Future[list[models.Job]] = self.loop.create_future()
+        self._pending.append(_Request(specs, rows_json, future))
+        if self._task is None:
+            self._task = self.loop.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            # Checked again once the connection is back in the pool: a request submitted
+            # while it was being released saw this task still running and did not start one.
+            while self._pending:
+                async with self.pool.acquire() as conn:
+                    while self._pending:
+                        await self._run(conn, self._take())
+                        if not self._pending:
+                            # One turn of the loop for the callers just answered: one that
+                            # enqueues again at once reuses this connection, instead of paying
+                            # the pool's reset of it and a new acquire.
+                            await asyncio.sleep(0)
+        except BaseException as exc:
+            # The connection could not be had or was lost between statements: whoever still
+            # waits learns it (a request taken by `_run` has its answer already).
+            for request in self._pending:
+                if not request.future.done():
+                    request.future.set_exception(exc)
+            self._pending.clear()
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self._task = None
+
+    def _take(self) -> list[_Request]:
+        """The requests of the next statement: all pending, up to GROUP_MAX_ROWS specs."""
+        rows, count = 0, 0
+        while count < len(self._pending) and rows < GROUP_MAX_ROWS:
+            rows += len(self._pending[count].specs)
+            count += 1
+        batch, self._pending = self._pending[:count], self._pending[count:]
+        return batch
+
+    async def _run(self, conn: asyncpg.Connection, batch: list[_Request]) -> None:
+        try:
+            try:
+                results = [await self._insert(conn, batch)]
+                split = True
+            except asyncpg.PostgresError:
+                if len(batch) == 1:
+                    raise
+                results, split = [], False
+                for request in batch:
+                    try:
+                        results.append(await self._insert(conn, [request]))
+                    except asyncpg.PostgresError as exc:
+                        if not request.future.done():
+                            request.future.set_exception(exc)
+                        results.append([])
+        except BaseException as exc:
+            for request in batch:
+                if not request.future.done():
+                    request.future.set_exception(exc)
+            if not isinstance(exc, asyncpg.PostgresError):
+                raise  # the connection is in doubt: `_drain` fails the rest
+            return
+        jobs = [job for part in results for job in part]
+        try:
+            await _notify_new(conn, jobs)
+        finally:
+            offset = 0
+            for index, request in enumerate(batch):
+                if split:
+                    mine = jobs[offset : offset + len(request.specs)]
+                    offset += len(request.specs)
+                else:
+                    mine = results[index]
+                if not request.future.done():  # done: failed alone above, or its caller left
+                    request.future.set_result(mine)
+
+    async def _insert(self, conn: asyncpg.Connection, batch: list[_Request]) -> list[models.Job]:
+        specs = [spec for request in batch for spec in request.specs]
+        rows_json = (
+            batch[0].rows_json
+            if len(batch) == 1
+            # Each is a JSON array already encoded by its caller: join their elements.
+            else "[" + ",".join(r.rows_json[1:-1] for r in batch if len(r.specs)) + "]"
+        )
+        keys = [spec.idempotency_key for spec in specs if spec.idempotency_key is not None]
+        args = (conn, specs, rows_json, keys, self._default_queue, self._max_attempts)
+        if not keys:
+            return await _enqueue(*args, queries.ENQUEUE_JOBS)
         async with conn.transaction():
-            return await _enqueue(conn, specs, keys, default_queue, max_attempts)
+            return await _enqueue(*args, queries.ENQUEUE_JOBS)
+
+
+# (id of the loop, id of the pool, default queue, max attempts) -> its group. The loop and the
+# pool are kept in the group, so that an id reused by a new object is never mistaken for it.
+_groups: dict[tuple[int, int, str, int], _Group] = {}
+
+
+def _group_for(pool: asyncpg.Pool, default_queue: str, max_attempts: int) -> _Group:
+    loop = asyncio.get_running_loop()
+    key = (id(loop), id(pool), default_queue, max_attempts)
+    group = _groups.get(key)
+    if group is None or group.pool is not pool or group.loop is not loop:
+        if len(_groups) > 64:  # pools and loops come and go (tests): forget the closed ones
+            closed = [k for k, g in _groups.items() if g.loop.is_closed() or g.pool.is_closing()]
+            for stale in closed:
+                del _groups[stale]
+        group = _groups[key] = _Group(pool, default_queue, max_attempts)
+    return group
+
+
+async def _notify_new(conn: asyncpg.Connection, jobs: Sequence[models.Job]) -> None:
+    """Wake the workers of the queues that just got (committed) new jobs."""
+    queues = {job.queue for job in jobs if job.is_new}
+    if queues:
+        await notify.notify_committed(conn, queues, send=notify_queues)
+
+
+async def notify_queues(conn: asyncpg.Connection, queues: Sequence[str]) -> None:
+    """One NOTIFY per queue, in one statement (its own transaction on an idle connection)."""
+    await conn.execute(queries.NOTIFY_QUEUES, list(queues))
 
 
 async def _enqueue(
     conn: asyncpg.Connection,
     specs: Sequence[models.JobSpec],
+    rows_json: str,
     keys: list[str],
     default_queue: str,
     max_attempts: int,
+    statement: str,
 ) -> list[models.Job]:
     # The statement returns only what the database decides (id, run_at, created_at); the rest
     # of each new job is what was sent. Reading whole rows back cost a quarter of a batch's
     # time (23 columns decoded, payloads parsed again).
-    rows = await conn.fetch(queries.ENQUEUE_JOBS, _encode(specs), default_queue, max_attempts)
+    rows = await conn.fetch(statement, rows_json, default_queue, max_attempts)
     # Rows without a key were inserted in input order, so their ids ascend with it; a keyed
     # row was inserted from the first spec carrying its key.
     unkeyed = iter(sorted((r for r in rows if r["idempotency_key"] is None), key=_row_id))
