@@ -70,7 +70,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, C
         "--makespan-concurrency", type=_ints, help="worker concurrencies for makespan (3,10)"
     )
     parser.add_argument("--rss-jobs", type=int, help="queued jobs behind the RSS reading (100000)")
-    parser.add_argument("--peers", help="peers to compare with: pgqueuer,procrastinate (or 'none')")
+    parser.add_argument(
+        "--peers", help="peers to compare with: pgqueuer,procrastinate,dbos (or 'none')"
+    )
     parser.add_argument("--peer-jobs", type=int, help="no-op jobs per peer throughput run")
     parser.add_argument(
         "--peer-upgrade", action="store_true", help="reinstall the peers' latest releases"

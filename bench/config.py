@@ -35,8 +35,8 @@ class Config:
     makespan_concurrencies: tuple[int, ...] = (3, 10)  # worker slots; the first is the headline
     rss_jobs: int = 100_000
     rss_concurrency: int = 3
-    peers: tuple[str, ...] = ("pgqueuer", "procrastinate")
-    peer_jobs: int = 20_000  # no-op jobs per peer throughput run (procrastinate: a quarter)
+    peers: tuple[str, ...] = ("pgqueuer", "procrastinate", "dbos")
+    peer_jobs: int = 20_000  # no-op jobs per peer throughput run (procrastinate, dbos: a quarter)
     peer_upgrade: bool = False  # reinstall the peers' latest releases even when present
 
     @classmethod

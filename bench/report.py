@@ -66,6 +66,7 @@ PEER_KEYS: tuple[tuple[str, str], ...] = (
     ("throughput_jobs_s", "no-op throughput, fastest (jobs/s)"),
     ("throughput_c3_jobs_s", "no-op throughput, baseline setting (jobs/s)"),
     ("batch_enqueue_jobs_s", "batch enqueue (jobs/s)"),
+    ("single_enqueue_c50_jobs_s", "enqueue, one per call, 50 at once (jobs/s)"),
     ("latency_p50_ms", "latency p50 (ms)"),
     ("latency_p99_ms", "latency p99 (ms)"),
 )

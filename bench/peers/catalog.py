@@ -23,6 +23,9 @@ class PeerSpec:
         settings: the values swept for throughput; the fastest is also used for latency.
         jobs_fraction: the share of `peer_jobs` per throughput run (slow peers get fewer).
         throughput_sql: one row: `jobs` done and `seconds` from first start to last finish.
+        latency_setting: the setting of the latency run; None: the fastest for throughput.
+        enqueue_batch: the BATCH argument of the runner's `enqueue` command.
+        enqueue_key: the figure its rate is compared with (ours, under the same key).
     """
 
     name: str
@@ -31,6 +34,9 @@ class PeerSpec:
     settings: tuple[int, ...]
     jobs_fraction: float
     throughput_sql: str
+    latency_setting: int | None = None
+    enqueue_batch: int = 1_000
+    enqueue_key: str = "batch_enqueue_jobs_s"
 
 
 PEERS: dict[str, PeerSpec] = {
@@ -62,6 +68,26 @@ PEERS: dict[str, PeerSpec] = {
                                     - min(at) FILTER (WHERE type = 'started'))::float8
                        AS seconds
             FROM procrastinate_events
+        """,
+    ),
+    "dbos": PeerSpec(
+        name="dbos",
+        runner=HERE / "runner_dbos.py",
+        # DBOS polls its queues; the interval (default 1 s) is its documented latency knob.
+        setting="polling_interval_ms",
+        settings=(1000, 100, 10),
+        jobs_fraction=0.25,
+        latency_setting=10,  # the shortest swept: its best pickup, whatever the throughput
+        # No batch enqueue in DBOS: one workflow per call, 50 calls at once, beside ours with
+        # 50 concurrent callers.
+        enqueue_batch=50,
+        enqueue_key="single_enqueue_c50_jobs_s",
+        # started_at_epoch_ms: set when a worker dequeues; completed_at: when it finished.
+        throughput_sql="""
+            SELECT count(*) FILTER (WHERE status = 'SUCCESS') AS jobs,
+                   ((max(coalesce(completed_at, updated_at)) FILTER (WHERE status = 'SUCCESS')
+                     - min(started_at_epoch_ms)) / 1000.0)::float8 AS seconds
+            FROM dbos.workflow_status
         """,
     ),
 }

@@ -1,4 +1,5 @@
-"""7. Side by side: the same no-op throughput and latency workloads on PgQueuer and procrastinate.
+"""7. Side by side: the same no-op throughput and latency workloads on PgQueuer, procrastinate
+and DBOS Transact.
 
 Each peer runs from `bench/.peers/venv` (installed from PyPI on first use), on the same server,
 in fresh databases, with its own worker process, and its figures are read back from its own
@@ -22,7 +23,6 @@ from tests.support import processes
 from tests.support.processes import Process
 from tests.support.wait import wait_for
 
-ENQUEUE_BATCH = 1_000
 COMMAND_TIMEOUT_S = 300.0
 MIN_DRAIN_TIMEOUT_S = 60.0  # seconds; or 10 ms a job if longer
 LATENCY_TIMEOUT_S = 30.0  # seconds the paced jobs may take to have all started
@@ -48,7 +48,7 @@ async def throughput(
     """(enqueue jobs/s, no-op throughput jobs/s) of one drained run in a fresh database."""
     async with ctx.databases.fresh(f"{spec.name}_tput", migrated=False) as dsn:
         await runner(spec, "install", dsn)
-        out = await runner(spec, "enqueue", dsn, str(jobs), str(ENQUEUE_BATCH))
+        out = await runner(spec, "enqueue", dsn, str(jobs), str(spec.enqueue_batch))
         enqueue_rate = float(json.loads(out)["jobs_s"])
         with worker(ctx, spec, f"throughput-{setting}", dsn, setting, "--drain") as drain:
             await drain.exited(max(MIN_DRAIN_TIMEOUT_S, jobs / 100), expect=0)
@@ -114,21 +114,22 @@ async def measure(ctx: Context, spec: catalog.PeerSpec) -> dict[str, Any]:
         by_setting[setting] = rate
         ctx.say(f"peers: {spec.name} {spec.setting}={setting}: {rate:8.0f} jobs/s ({jobs} no-ops)")
     fastest = max(by_setting, key=lambda s: by_setting[s])
-    latencies = await latency(ctx, spec, fastest)
+    latency_setting = spec.latency_setting if spec.latency_setting is not None else fastest
+    latencies = await latency(ctx, spec, latency_setting)
     figures: dict[str, Any] = {
         "throughput_jobs_s": round(by_setting[fastest]),
         "throughput_setting": f"{spec.setting}={fastest}",
         "throughput_by_setting": {f"{spec.setting}={s}": round(r) for s, r in by_setting.items()},
-        "batch_enqueue_jobs_s": round(statistics.median(enqueue_rates)),
+        spec.enqueue_key: round(statistics.median(enqueue_rates)),
         "latency_p50_ms": round(percentile(latencies, 0.50), 2),
         "latency_p95_ms": round(percentile(latencies, 0.95), 2),
         "latency_p99_ms": round(percentile(latencies, 0.99), 2),
-        "latency_setting": f"{spec.setting}={fastest}",
+        "latency_setting": f"{spec.setting}={latency_setting}",
     }
     if spec.setting == "concurrency" and 3 in by_setting:
         figures["throughput_c3_jobs_s"] = round(by_setting[3])
     ctx.say(
-        f"peers: {spec.name}: enqueue {figures['batch_enqueue_jobs_s']} jobs/s, latency p50 "
+        f"peers: {spec.name}: enqueue {figures[spec.enqueue_key]} jobs/s, latency p50 "
         f"{figures['latency_p50_ms']} ms, p99 {figures['latency_p99_ms']} ms"
     )
     return figures
@@ -145,6 +146,10 @@ async def run(ctx: Context) -> dict[str, Any]:
         spec = catalog.PEERS.get(name)
         if spec is None:
             peers[name] = {"error": f"unknown peer; known: {', '.join(catalog.PEERS)}"}
+            continue
+        if name not in versions:
+            peers[name] = {"error": f"could not be installed into {venv.VENV} (see pip above)"}
+            ctx.say(f"peers: {name} FAILED: {peers[name]['error']}")
             continue
         try:
             peers[name] = {"version": versions.get(name), **await measure(ctx, spec)}
