@@ -45,8 +45,8 @@ test-embedded: $(STAMP) system-deps ## run the suite on the embedded server even
 	PGQUEUE_TEST_EMBEDDED=1 $(BIN)/python -m pytest -q
 
 .PHONY: screenshots
-screenshots: $(STAMP) system-deps ## run the studio's browser tests, keeping their screenshots in docs/screenshots/studio*.png
-	STUDIO_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q tests/browser/test_studio.py
+screenshots: $(STAMP) system-deps ## run the browser tests (studio, dashboard), keeping their screenshots in docs/screenshots/*.png
+	STUDIO_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q tests/browser/test_studio.py tests/browser/test_dashboard.py
 
 .PHONY: bench
 bench: $(STAMP) ## run the benchmarks and print their figures

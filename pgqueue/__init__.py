@@ -18,12 +18,14 @@ from pgqueue.errors import (
     ConfigurationError,
     DoNotRetry,
     JobCancelled,
+    JobNotFound,
+    JobStateConflict,
     LeaseLost,
     PgQueueError,
     RetryLater,
 )
 from pgqueue.logs import configure as configure_logging
-from pgqueue.models import Job, JobSpec, JobState, QueueStats
+from pgqueue.models import FinishedMinute, Job, JobSpec, JobState, QueueInfo, QueueStats
 from pgqueue.queue import Queue
 from pgqueue.registry import Registry
 from pgqueue.retry import RetryPolicy
@@ -35,15 +37,19 @@ __all__ = [
     "Database",
     "DoNotRetry",
     "Event",
+    "FinishedMinute",
     "Job",
     "JobCancelled",
     "JobContext",
+    "JobNotFound",
     "JobSpec",
     "JobState",
+    "JobStateConflict",
     "LeaseLost",
     "PgQueueError",
     "PoolMode",
     "Queue",
+    "QueueInfo",
     "QueueSettings",
     "QueueStats",
     "Registry",

@@ -6,6 +6,8 @@
     │   └── DoNotRetry           fail the job now, whatever attempts remain
     ├── LeaseLost                the worker no longer holds the job: its writes were refused
     ├── JobCancelled             the job was cancelled while its handler ran
+    ├── JobNotFound              (Queue.retry) no job has the id
+    ├── JobStateConflict         (Queue.retry) the job is not in a state the action applies to
     └── SchemaVersionError       (pgqueue.schema) the database's schema is not one this
                                  version can upgrade or downgrade
 
@@ -15,6 +17,10 @@ Every class's docstring is its default message.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pgqueue.models import Job
 
 MAX_RETRY_DELAY_S = 365 * 86400.0  # a longer delay is taken as this (a year)
 
@@ -74,3 +80,19 @@ class JobCancelled(PgQueueError):
 class ConfigurationError(PgQueueError):
     """The database does not work the way the settings say (e.g. a transaction pooler in
     front of a URL configured as direct): a person must change a setting; retrying won't help."""
+
+
+class JobNotFound(PgQueueError):
+    """No job has this id (it never existed, or retention deleted it)."""
+
+
+class JobStateConflict(PgQueueError):
+    """The job is not in a state this action applies to.
+
+    Raised by `Queue.retry` for a job that is neither failed nor cancelled. `job` is the job as
+    it was found, so the caller can say what state it is in (an HTTP API answers 409).
+    """
+
+    def __init__(self, message: str | None = None, *, job: Job | None = None) -> None:
+        super().__init__(message)
+        self.job = job

@@ -46,7 +46,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
         "pgqueue's metrics need prometheus-client: pip install 'pgqueue[metrics]'"
     ) from exc
 
-from pgqueue import models
+from pgqueue import models, store
 from pgqueue.queue import Queue
 from pgqueue.worker import events
 from pgqueue.worker.transient import TRANSIENT_ERRORS
@@ -70,32 +70,6 @@ MAX_SETTLE_LAG_S = 300.0
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 REQUEST_TIMEOUT_S = 10.0  # seconds a scraper may take to send its request line and headers
 MAX_REQUEST_BYTES = 16 * 1024
-
-# These statements live here, not in queries.py, because only this optional module runs them.
-# -- settled_before: every job with finished_at before this instant has committed (or never
-# -- will): finished_at is its transaction's now(), so a transaction still open can only write
-# -- finished_at >= its xact_start. Taken before the read below, in a statement of its own, so
-# -- that the read's snapshot is later than this one: whatever committed in between is seen.
-SETTLED_BEFORE = """
-SELECT greatest(least(clock_timestamp(), min(xact_start)),
-                clock_timestamp() - make_interval(secs => $1)) AS settled_before
-FROM pg_stat_activity
-WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL
-"""
-
-# -- finished_between: the jobs that finished in [$1, $2), per queue, kind, state and duration
-# -- bucket ($3: the buckets' upper bounds; width_bucket gives 0 below the first, n above the
-# -- last, NULL for a job cancelled before it ever started). Served by jobs_finished_at_idx:
-# -- it reads only the rows that finished since the last scrape, never the whole table.
-FINISHED_BETWEEN = """
-SELECT queue, kind, state::text AS state,
-       width_bucket(extract(epoch FROM finished_at - started_at)::float8, $3::float8[]) AS bucket,
-       count(*) AS jobs,
-       coalesce(sum(extract(epoch FROM finished_at - started_at)::float8), 0) AS seconds
-FROM pgqueue.jobs
-WHERE finished_at >= $1 AND finished_at < $2
-GROUP BY 1, 2, 3, 4
-"""
 
 QUEUE_STATES = ("waiting", "delayed", "active", "completed", "failed", "cancelled")
 
@@ -330,10 +304,10 @@ class DatabaseMetrics:
             try:
                 self._stats = await Queue(pool).stats()
                 async with pool.acquire() as conn:
-                    settled = await conn.fetchval(SETTLED_BEFORE, MAX_SETTLE_LAG_S)
+                    settled = await store.settled_before(conn, MAX_SETTLE_LAG_S)
                     if settled > self._settled:
-                        rows = await conn.fetch(
-                            FINISHED_BETWEEN, self._settled, settled, list(self._bounds)
+                        rows = await store.finished_between(
+                            conn, self._settled, settled, self._bounds
                         )
                         self._add(rows)
                         self._settled = settled

@@ -1,11 +1,12 @@
-"""Rows as typed, immutable values: `Job`, `JobState`, `QueueStats`, `JobSpec`."""
+"""Rows as typed, immutable values: `Job`, `JobState`, `QueueStats`, `JobSpec`, and what the
+dashboard reads: `JobPage`, `QueueInfo`, `FinishedMinute`."""
 
 from __future__ import annotations
 
 import dataclasses
 import enum
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -149,3 +150,98 @@ class QueueStats:
     def from_record(cls, record: Mapping[str, Any]) -> QueueStats:
         """Build from a row of the view."""
         return cls(**{f.name: record[f.name] for f in dataclasses.fields(cls)})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class QueueInfo:
+    """What the dashboard shows of one queue (`Queue.queues()`).
+
+    Args:
+        queue: the queue's name.
+        paused: no claim takes its jobs until it is resumed (running jobs finish).
+        paused_at: when it was paused, or None.
+        stats: its counts, as `pgqueue.queue_stats` has them.
+        oldest_waiting_s: seconds the oldest runnable job has waited (since its `run_at`), or
+            None when none waits.
+        finished_last_5m: jobs that finished (any outcome) in the last five minutes.
+    """
+
+    queue: str
+    paused: bool
+    paused_at: datetime | None
+    stats: QueueStats
+    oldest_waiting_s: float | None
+    finished_last_5m: int
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> QueueInfo:
+        """Build from a row of `queries.QUEUE_OVERVIEW`."""
+        return cls(
+            queue=record["queue"],
+            paused=record["paused_at"] is not None,
+            paused_at=record["paused_at"],
+            stats=QueueStats.from_record(record),
+            oldest_waiting_s=record["oldest_waiting_s"],
+            finished_last_5m=record["finished_last_5m"],
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FinishedMinute:
+    """Jobs that finished within one minute, by outcome (`Queue.finished_per_minute()`)."""
+
+    minute: datetime
+    succeeded: int
+    failed: int
+    cancelled: int
+
+    @property
+    def total(self) -> int:
+        """All that finished in the minute."""
+        return self.succeeded + self.failed + self.cancelled
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> FinishedMinute:
+        """Build from a row of `queries.FINISHED_PER_MINUTE`."""
+        return cls(**{f.name: record[f.name] for f in dataclasses.fields(cls)})
+
+
+MAX_PAGE_SIZE = 1000  # jobs one listing returns at most
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobPage:
+    """Which jobs `Queue.list_jobs` returns: the arguments of that method, checked.
+
+    Args:
+        queue: only this queue's jobs (None: any).
+        state: only jobs in this state (None: any).
+        kind: only jobs of this kind (None: any).
+        limit: the most jobs returned, 1-1000.
+        before: only jobs with a smaller id: the last id of the previous page (None: the
+            newest jobs).
+        payload_match: `(field, values)`: only jobs whose payload's top-level `field`, read as
+            text, is one of `values` (an application's owner or tenant field, say).
+    """
+
+    queue: str | None = None
+    state: JobState | None = None
+    kind: str | None = None
+    limit: int = 50
+    before: int | None = None
+    payload_match: tuple[str, Sequence[str]] | None = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.limit <= MAX_PAGE_SIZE:
+            raise ValueError(f"limit must be 1-{MAX_PAGE_SIZE}, got {self.limit}")
+        if self.before is not None and not 1 <= self.before <= 2**63 - 1:
+            raise ValueError(f"before must be a job id (1 to 2**63-1), got {self.before}")
+        if self.state is not None and not isinstance(self.state, JobState):
+            raise ValueError(f"state must be a JobState, got {self.state!r}")
+        for name, value in (("queue", self.queue), ("kind", self.kind)):
+            if value is not None and not 1 <= len(value) <= 128:
+                raise ValueError(f"{name} must be 1-128 characters, or None for any")
+        if self.payload_match is not None:
+            field, values = self.payload_match
+            if not field or isinstance(values, str):
+                raise ValueError("payload_match is (field, [values]), e.g. ('owner', ['ann'])")

@@ -11,10 +11,11 @@ from typing import Any
 
 import asyncpg
 
-from pgqueue import models, store
+from pgqueue import errors, models, store
 
 DEFAULT_QUEUE = "default"
 DEFAULT_MAX_ATTEMPTS = 3
+MAX_SERIES_MINUTES = 60  # the counters keep each minute apart for an hour, then fold them
 
 
 class Queue:
@@ -120,6 +121,104 @@ class Queue:
         """Runnable jobs (queued, `run_at` passed) in these queues."""
         return await store.count_waiting(self._pool, queues)
 
+    async def list_jobs(
+        self,
+        *,
+        queue: str | None = None,
+        state: models.JobState | str | None = None,
+        kind: str | None = None,
+        limit: int = 50,
+        before: int | None = None,
+        payload_match: tuple[str, Sequence[str]] | None = None,
+    ) -> list[models.Job]:
+        """A page of jobs, newest first; see `models.JobPage` for the filters.
+
+        Pages by id (keyset): pass the last job's id as `before` for the next page, which
+        costs the same at any depth and is not shifted by jobs enqueued meanwhile.
+
+        Raises:
+            ValueError: a filter is out of range, or `state` names no state.
+        """
+        page = models.JobPage(
+            queue=queue,
+            state=None if state is None else _state(state),
+            kind=kind,
+            limit=limit,
+            before=before,
+            payload_match=payload_match,
+        )
+        return await store.list_jobs(self._pool, page)
+
+    async def retry(self, job_id: int, *, conn: asyncpg.Connection | None = None) -> models.Job:
+        """Put a failed or cancelled job back in its queue, runnable now, with a fresh attempt
+        budget (`attempts` 0; its `last_error` stays until the next attempt writes one).
+
+        Returns:
+            The job, queued.
+
+        Raises:
+            JobNotFound: no job has this id.
+            JobStateConflict: the job is in another state (`exc.job` says which).
+        """
+        db = self._db(conn)
+        job = await store.retry_job(db, job_id)
+        if job is not None:
+            return job
+        current = await store.get_job(db, job_id)
+        if current is None:
+            raise errors.JobNotFound(f"no job has id {job_id}")
+        raise errors.JobStateConflict(
+            f"job {job_id} is {current.state.value}: only failed or cancelled jobs can be retried",
+            job=current,
+        )
+
+    async def pause(self, queue: str) -> models.QueueInfo:
+        """Pause a queue: from the time this returns, no worker or drain starts its jobs (those
+        running finish) until `resume`. Pausing a paused queue changes nothing.
+
+        Returns:
+            The queue as it now is.
+        """
+        await store.pause_queue(self._pool, _queue_name(queue))
+        return await self._queue_info(queue)
+
+    async def resume(self, queue: str) -> models.QueueInfo:
+        """Resume a paused queue: its workers are woken and claim its jobs again.
+
+        Returns:
+            The queue as it now is.
+        """
+        await store.resume_queue(self._pool, _queue_name(queue))
+        return await self._queue_info(queue)
+
+    async def queues(self) -> list[models.QueueInfo]:
+        """Every queue with jobs, finished-job counts or a pause, by name: its counts, whether
+        it is paused, how long its oldest runnable job has waited, and how many jobs finished
+        in the last five minutes."""
+        return await store.queue_overview(self._pool)
+
+    async def schedules(self) -> list[dict[str, Any]]:
+        """The periodic jobs' schedules the workers registered (`Registry.periodic`): `name`,
+        `kind`, `queue`, `schedule`, `last_tick`, `next_tick`, `last_job_id`, `updated_at`."""
+        return await store.list_schedules(self._pool)
+
+    async def finished_per_minute(
+        self, *, queue: str | None = None, minutes: int = 60
+    ) -> list[models.FinishedMinute]:
+        """Jobs finished in each of the last `minutes` minutes (1-60), by outcome, oldest first
+        and the current minute last; of one queue, or of all when `queue` is None."""
+        if not 1 <= minutes <= MAX_SERIES_MINUTES:
+            raise ValueError(f"minutes must be 1-{MAX_SERIES_MINUTES}, got {minutes}")
+        return await store.finished_per_minute(self._pool, queue, minutes)
+
+    async def _queue_info(self, queue: str) -> models.QueueInfo:
+        for info in await store.queue_overview(self._pool):
+            if info.queue == queue:
+                return info
+        # Resumed, with no job and no counter yet: a queue nothing has used.
+        empty = models.QueueStats(queue, 0, 0, 0, 0, 0, 0)
+        return models.QueueInfo(queue, False, None, empty, None, 0)
+
     async def purge_finished(
         self,
         *,
@@ -143,3 +242,17 @@ class Queue:
 
     def _db(self, conn: asyncpg.Connection | None) -> store.Executor:
         return conn if conn is not None else self._pool
+
+
+def _state(value: models.JobState | str) -> models.JobState:
+    try:
+        return models.JobState(value)
+    except ValueError:
+        names = ", ".join(s.value for s in models.JobState)
+        raise ValueError(f"state must be one of {names}; got {value!r}") from None
+
+
+def _queue_name(queue: str) -> str:
+    if not 1 <= len(queue) <= 128:
+        raise ValueError("a queue name is 1-128 characters")
+    return queue

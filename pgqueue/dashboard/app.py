@@ -1,0 +1,378 @@
+"""The dashboard's Starlette app: server-rendered pages on `Queue`'s public methods only.
+
+Signing in: the pages are opened by browser navigations, which cannot carry a bearer header.
+The sign-in form posts a credential once; the app keeps it in an HttpOnly, SameSite=Strict
+cookie scoped to the dashboard's path, and hands it to the host's `authorize` callback on
+every request. HttpOnly: no script (an injected one included) can read it. SameSite=Strict:
+a page on another site cannot make the browser send it, so a forged form post arrives without
+it; POSTs also refuse a foreign `Origin`, for browsers that ignore SameSite. Every change is
+a POST (GETs change nothing), confirmed in the page before it is sent, and answered with a
+redirect to the page it came from, which reads the new state: the change shows at once.
+
+Why not the studio's way (a page shell whose script calls the JSON API with a token from
+localStorage): the dashboard must work for any application on pgqueue, whose JSON API (if it
+has one) pgqueue does not know, and a token in localStorage is readable by any script that
+runs on the page. Server-rendered pages also need no script to show anything.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from pgqueue import errors, models
+from pgqueue.dashboard.chart import finished_chart
+from pgqueue.queue import Queue
+
+HERE = Path(__file__).resolve().parent
+COOKIE = "pgqueue_dashboard"
+MAX_CREDENTIAL_CHARS = 500  # a longer sign-in value is refused before the callback sees it
+PAGE_SIZE = 50  # jobs per page of the listing
+MAX_FORM_BYTES = 8192  # the largest form body read: a token and a path back
+MAX_JOB_ID = 2**63 - 1
+PAGE_HEADERS = {
+    # The page's own files only: no inline script or style, nothing from another origin.
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none';"
+        " frame-ancestors 'none'; form-action 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    # Not no-referrer: under it Chromium sends `Origin: null` with the page's own form posts,
+    # and the origin check below could not tell them from a sandboxed page's.
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+# What a finished action says on the page it leads back to (by code: no text from the URL).
+NOTICES = {
+    "retried": "Job {job} is queued again with a fresh attempt budget.",
+    "cancelled": "Job {job} is cancelled.",
+    "cancel-requested": "Job {job} is running: its worker cancels it within a heartbeat.",
+    "paused": "Queue {queue} is paused: no worker starts its jobs until it is resumed.",
+    "resumed": "Queue {queue} is resumed.",
+    "signed-out": "Signed out.",
+}
+
+Authorize = Callable[[Request, str | None], Awaitable[bool] | bool]
+QueueSource = Queue | Callable[[Request], Queue]
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def create_app(queue: QueueSource, *, authorize: Authorize, title: str = "pgqueue") -> Starlette:
+    """The dashboard, to mount anywhere (`Mount("/dashboard", app=create_app(...))`).
+
+    Args:
+        queue: the `Queue` to show, or a function of the request giving one (e.g. from the
+            host's lifespan state).
+        authorize: the host's check, called on every request with the request and the
+            credential the browser signed in with (None before it has): True lets the request
+            through. It may be async. A host with its own sessions can ignore the credential
+            and look at the request instead.
+        title: shown in the page's header.
+    """
+    templates = Environment(
+        loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"])
+    )
+    templates.filters["when"] = _when
+    templates.filters["duration"] = _duration
+    templates.filters["pretty"] = _pretty
+
+    def queue_of(request: Request) -> Queue:
+        return queue if isinstance(queue, Queue) else queue(request)
+
+    def render(request: Request, name: str, status: int = 200, **context: Any) -> Response:
+        base = _base(request)
+        page = templates.get_template(name).render(
+            base=base, title=title, request=request, notice=_notice(request), **context
+        )
+        return HTMLResponse(page, status_code=status, headers=PAGE_HEADERS)
+
+    async def allowed(request: Request) -> bool:
+        verdict = authorize(request, request.cookies.get(COOKIE))
+        if inspect.isawaitable(verdict):
+            verdict = await verdict
+        return bool(verdict)
+
+    def guarded(
+        handler: Callable[[Request], Awaitable[Response]], *, change: bool = False
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            if change and not _same_origin(request):
+                return render(request, "error.html", 403, message="cross-site request refused")
+            if not await allowed(request):
+                signed_in = request.cookies.get(COOKIE) is not None
+                return render(
+                    request,
+                    "sign_in.html",
+                    403 if signed_in else 401,
+                    refused=signed_in,
+                )
+            try:
+                return await handler(request)
+            except _Refused as refused:
+                return render(request, "error.html", refused.status, message=refused.message)
+
+        return endpoint
+
+    async def overview(request: Request) -> Response:
+        q = queue_of(request)
+        filters = _filters(request)
+        jobs = await q.list_jobs(limit=PAGE_SIZE, **filters)
+        queues = await q.queues()
+        charts = {
+            info.queue: finished_chart(
+                await q.finished_per_minute(queue=info.queue),
+                label=f"jobs of {info.queue} finished per minute, last hour",
+            )
+            for info in queues
+        }
+        older = _query(request, before=jobs[-1].id) if len(jobs) == PAGE_SIZE else None
+        return render(
+            request,
+            "overview.html",
+            queues=queues,
+            schedules=await q.schedules(),
+            charts=charts,
+            jobs=jobs,
+            filters=filters,
+            states=[state.value for state in models.JobState],
+            older=older,
+            newest=_query(request, before=None) if filters.get("before") else None,
+            here=_here(request),
+        )
+
+    async def job_page(request: Request) -> Response:
+        job = await queue_of(request).get(_job_id(request))
+        if job is None:
+            raise _Refused(404, "no such job (retention may have deleted it)")
+        return render(request, "job.html", job=job, here=_here(request), now=datetime.now(UTC))
+
+    async def retry(request: Request) -> Response:
+        job_id = _job_id(request)
+        try:
+            await queue_of(request).retry(job_id)
+        except errors.JobNotFound:
+            raise _Refused(404, "no such job") from None
+        except errors.JobStateConflict as exc:
+            raise _Refused(409, str(exc)) from None
+        return await _back(request, done="retried", job=job_id)
+
+    async def cancel(request: Request) -> Response:
+        job_id = _job_id(request)
+        job = await queue_of(request).cancel(job_id)
+        if job is None:
+            raise _Refused(404, "no such job")
+        if job.state == models.JobState.RUNNING:
+            return await _back(request, done="cancel-requested", job=job_id)
+        if job.state != models.JobState.CANCELLED or job.finished_at is None:
+            raise _Refused(409, f"job {job_id} is {job.state.value}: it has finished already")
+        return await _back(request, done="cancelled", job=job_id)
+
+    async def pause(request: Request) -> Response:
+        name = _queue_name(request)
+        await queue_of(request).pause(name)
+        return await _back(request, done="paused", queue=name)
+
+    async def resume(request: Request) -> Response:
+        name = _queue_name(request)
+        await queue_of(request).resume(name)
+        return await _back(request, done="resumed", queue=name)
+
+    async def sign_in_form(request: Request) -> Response:
+        return render(request, "sign_in.html", refused=False)
+
+    async def sign_in(request: Request) -> Response:
+        if not _same_origin(request):
+            return render(request, "error.html", 403, message="cross-site request refused")
+        form = await _form(request)
+        credential = form.get("token", "").strip()
+        if not credential or len(credential) > MAX_CREDENTIAL_CHARS:
+            return render(request, "sign_in.html", 400, refused=False, invalid=True)
+        # Checked before it is kept: a wrong token answers here, not on the next page.
+        verdict = authorize(request, credential)
+        if inspect.isawaitable(verdict):
+            verdict = await verdict
+        if not verdict:
+            return render(request, "sign_in.html", 403, refused=True)
+        response = RedirectResponse(f"{_base(request)}/", status_code=303)
+        response.set_cookie(
+            COOKIE,
+            credential,
+            path=f"{_base(request)}/",
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+        return response
+
+    async def sign_out(request: Request) -> Response:
+        response = RedirectResponse(f"{_base(request)}/sign-in?done=signed-out", status_code=303)
+        response.delete_cookie(COOKIE, path=f"{_base(request)}/")
+        return response
+
+    return Starlette(
+        routes=[
+            Route("/", guarded(overview), methods=["GET"]),
+            Route("/jobs/{job_id}", guarded(job_page), methods=["GET"]),
+            Route("/jobs/{job_id}/retry", guarded(retry, change=True), methods=["POST"]),
+            Route("/jobs/{job_id}/cancel", guarded(cancel, change=True), methods=["POST"]),
+            Route("/queues/{name}/pause", guarded(pause, change=True), methods=["POST"]),
+            Route("/queues/{name}/resume", guarded(resume, change=True), methods=["POST"]),
+            Route("/sign-in", sign_in_form, methods=["GET"]),
+            Route("/sign-in", sign_in, methods=["POST"]),
+            Route("/sign-out", sign_out, methods=["POST"]),
+            Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+        ]
+    )
+
+
+def _base(request: Request) -> str:
+    """The path the dashboard is mounted at, without a trailing slash ('' at the root)."""
+    return str(request.scope.get("root_path", "")).rstrip("/")
+
+
+def _here(request: Request) -> str:
+    """This page's path and query, where an action on it comes back to."""
+    query = request.url.query
+    return request.url.path + (f"?{query}" if query else "")
+
+
+def _query(request: Request, **changes: Any) -> str:
+    """This page's query string with `changes` (None removes a parameter)."""
+    params = {k: v for k, v in request.query_params.items() if k not in ("done", "job", "queue")}
+    params.update({k: str(v) for k, v in changes.items() if v is not None})
+    for key in [k for k, v in changes.items() if v is None]:
+        params.pop(key, None)
+    return "?" + urlencode(params) if params else "?"
+
+
+def _filters(request: Request) -> dict[str, Any]:
+    """The listing's filters from the query string; a bad one answers 400, naming it."""
+    params = request.query_params
+    filters: dict[str, Any] = {}
+    for name in ("queue", "kind"):
+        value = params.get(name, "").strip()
+        if value:
+            if len(value) > 128:
+                raise _Refused(400, f"{name} must be at most 128 characters")
+            filters[name] = value
+    state = params.get("state", "").strip()
+    if state:
+        if state not in {s.value for s in models.JobState}:
+            names = ", ".join(s.value for s in models.JobState)
+            raise _Refused(400, f"state must be one of {names}; got {state[:40]!r}")
+        filters["state"] = state
+    before = params.get("before", "").strip()
+    if before:
+        if not before.isdigit() or not 1 <= int(before) <= MAX_JOB_ID:
+            raise _Refused(400, f"before must be a job id, got {before[:40]!r}")
+        filters["before"] = int(before)
+    return filters
+
+
+def _job_id(request: Request) -> int:
+    text = request.path_params["job_id"]
+    if not text.isdigit() or not 1 <= int(text) <= MAX_JOB_ID:
+        raise _Refused(404, "no such job")
+    return int(text)
+
+
+def _queue_name(request: Request) -> str:
+    name = str(request.path_params["name"])
+    if not 1 <= len(name) <= 128:
+        raise _Refused(400, "a queue name is 1-128 characters")
+    return name
+
+
+async def _back(request: Request, **notice: Any) -> Response:
+    """303 to the page the action was sent from (its form's `next`, a path of this dashboard
+    only: never an address elsewhere), with what was done."""
+    form = await _form(request)
+    target = form.get("next", "")
+    base = _base(request)
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not parts.path.startswith(f"{base}/") or "\\" in target:
+        target = f"{base}/"
+        parts = urlsplit(target)
+    params = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("done", "job", "queue")]
+    params += [(k, str(v)) for k, v in notice.items()]
+    return RedirectResponse(f"{parts.path}?{urlencode(params)}", status_code=303)
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """The fields of a small url-encoded form (every form here is one). Parsed here rather than
+    by Starlette's `request.form()`, which needs python-multipart for this too; a body larger
+    than any of ours, or of another type, reads as no fields."""
+    declared = request.headers.get("content-length", "0")
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/x-www-form-urlencoded" or not declared.isdigit():
+        return {}
+    if int(declared) > MAX_FORM_BYTES:
+        return {}
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            return {}
+    try:
+        return dict(parse_qsl(body.decode(), max_num_fields=20))
+    except (UnicodeDecodeError, ValueError):  # not text, or more fields than any form here
+        return {}
+
+
+def _same_origin(request: Request) -> bool:
+    """False for a POST whose Origin names another site (None or absent: not a browser's
+    cross-site form, which always sends one)."""
+    origin = request.headers.get("origin")
+    if origin is None or origin == "null":
+        return origin is None
+    host = request.headers.get("host", "")
+    return urlsplit(origin).netloc == host
+
+
+def _notice(request: Request) -> str | None:
+    template = NOTICES.get(request.query_params.get("done", ""))
+    if template is None:
+        return None
+    return template.format(
+        job=request.query_params.get("job", "")[:20],
+        queue=request.query_params.get("queue", "")[:128],
+    )
+
+
+def _when(moment: datetime | None) -> str:
+    return "" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
