@@ -5,7 +5,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
+
+from pgqueue import schedules
+from pgqueue.schedules import Schedule
 
 if TYPE_CHECKING:
     from pgqueue.worker.context import JobContext
@@ -13,6 +17,27 @@ if TYPE_CHECKING:
 
 Handler = Callable[["JobContext"], Awaitable[Any]]
 Lifespan = Callable[[], contextlib.AbstractAsyncContextManager[Any]]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Periodic:
+    """A job enqueued on a schedule: at most once per tick across every worker.
+
+    Args:
+        name: the schedule's name, unique in the database (default: the kind).
+        kind: the job's kind.
+        schedule: when it is due.
+        payload: the job's payload.
+        queue: the job's queue (None: the worker's first queue).
+        max_attempts: the job's attempts.
+    """
+
+    name: str
+    kind: str
+    schedule: Schedule
+    payload: Any = None
+    queue: str | None = None
+    max_attempts: int = 3
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -40,6 +65,7 @@ class Registry:
 
     def __init__(self, *, lifespan: Lifespan | None = None) -> None:
         self._handlers: dict[str, HandlerSpec] = {}
+        self.periodics: list[Periodic] = []
         self.lifespan: Lifespan = lifespan or _no_state
         self.event_hooks: list[tuple[EventName, Hook]] = []
 
@@ -57,6 +83,31 @@ class Registry:
         if kind in self._handlers:
             raise ValueError(f"kind {kind!r} already has a handler; give each kind one handler")
         self._handlers[kind] = HandlerSpec(kind=kind, handler=function)
+
+    def periodic(
+        self,
+        schedule: str | float | timedelta,
+        kind: str,
+        payload: Any = None,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        max_attempts: int = 3,
+    ) -> Periodic:
+        """Enqueue a `kind` job on `schedule`: a cron expression (UTC, the `cron` extra), or an
+        interval (seconds or a timedelta, aligned on the epoch).
+
+        Every worker running this registry runs the scheduler; each tick becomes exactly one
+        job across the fleet. After an outage the job runs once for the ticks it missed, not
+        once per missed tick; a schedule seen for the first time starts with its next tick.
+        """
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
+        spec = Periodic(name or kind, kind, schedules.parse(schedule), payload, queue, max_attempts)
+        if any(p.name == spec.name for p in self.periodics):
+            raise ValueError(f"a schedule named {spec.name!r} exists; give each its own name")
+        self.periodics.append(spec)
+        return spec
 
     def on(self, name: EventName, hook: Hook) -> None:
         """Attach `hook` to every worker that runs this registry (see `Worker.on`).

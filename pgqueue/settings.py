@@ -51,6 +51,7 @@ class QueueSettings(BaseSettings):
         default=defaults.DEFAULT_RETENTION_FAILED_S, gt=0, le=defaults.MAX_DURATION_S
     )
     vacuum_every_jobs: int = Field(default=defaults.DEFAULT_VACUUM_EVERY_JOBS, ge=0)
+    transaction_idle_limit_s: float | None = Field(default=None, gt=0, le=defaults.MAX_DURATION_S)
     queues: list[str] = Field(default_factory=lambda: list(defaults.DEFAULT_QUEUES))
     synchronous_commit: bool = True
 
@@ -81,6 +82,7 @@ class QueueSettings(BaseSettings):
             "retention_succeeded_s": self.retention_succeeded_s,
             "retention_failed_s": self.retention_failed_s,
             "vacuum_every_jobs": self.vacuum_every_jobs,
+            "transaction_idle_limit_s": self.transaction_idle_limit_s,
             "synchronous_commit": self.synchronous_commit,
         }
         values.update(overrides)

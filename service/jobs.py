@@ -39,7 +39,7 @@ from pgqueue import (
     Registry,
     RetryLater,
 )
-from service import media, metrics, queries, storyboards
+from service import media, metrics, queries, storyboards, upkeep
 from service.images import (
     CharacterRef,
     ImageProvider,
@@ -119,6 +119,7 @@ def create_registry(settings: ServiceSettings | None = None) -> Registry:
     result.add(JOB_KIND, generate_storyboard)
     result.on("failed", on_job_ended)
     result.on("stalled", on_job_ended)
+    upkeep.register(result)
     return result
 
 

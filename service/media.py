@@ -20,6 +20,11 @@ def relative_path(project_id: uuid.UUID, shot_number: int, job_id: int, extensio
     return f"{project_id}/{shot_number}-{job_id}.{extension}"
 
 
+def is_media_path(relative: str) -> bool:
+    """Whether `relative` is a name this service writes under MEDIA_DIR."""
+    return _RELATIVE_PATH.match(relative) is not None
+
+
 def url_for(relative: str) -> str:
     """The URL path the API serves `relative` at."""
     return URL_PREFIX + relative

@@ -124,23 +124,44 @@ WHERE s.project_id = $1
 ORDER BY s.shot_number
 """
 
+
 # The storyboards of project $1 that are `generating` although nothing will ever finish them:
 # their job ended (failed or cancelled, and its hook did not run; or succeeded without
 # writing), or no live job has held them for $2 seconds (the job is gone, or its lease lapsed
 # with no worker left to reap it). What "live" means is pgqueue's: `job_status.is_live`.
-_STALE = """
+def _stale_where(timeout: str) -> str:
+    # The condition, with the timeout in seconds as parameter `timeout` ("$2").
+    return f"""s.status = 'generating'
+  AND (j.state IN ('failed', 'cancelled', 'succeeded')
+       OR (s.updated_at < now() - make_interval(secs => {timeout})
+           AND NOT coalesce(j.is_live, false))
+       -- an attempt still running that long after it started, its heartbeats alive or not:
+       -- the job's own time limit should have ended it (a job enqueued without one, by hand
+       -- or by an older API, has none)
+       OR (j.state = 'running' AND j.started_at < now() - make_interval(secs => {timeout})))"""
+
+
+_STALE = f"""
 SELECT s.shot_number, s.job_id, j.state::text AS job_state, j.attempts AS job_attempts,
        j.last_error,
        coalesce(j.is_live AND j.state = 'running', false) AS overdue
 FROM storyboard.storyboards AS s
 LEFT JOIN pgqueue.job_status AS j ON j.id = s.job_id
-WHERE s.project_id = $1 AND s.status = 'generating'
-  AND (j.state IN ('failed', 'cancelled', 'succeeded')
-       OR (s.updated_at < now() - make_interval(secs => $2) AND NOT coalesce(j.is_live, false))
-       -- an attempt still running $2 after it started, its heartbeats alive or not: the job's
-       -- own time limit should have ended it (a job enqueued without one, by hand or by an
-       -- older API, has none)
-       OR (j.state = 'running' AND j.started_at < now() - make_interval(secs => $2)))
+WHERE s.project_id = $1 AND {_stale_where("$2")}
+"""
+
+# -- select_stale_projects: the projects with a stale storyboard (as _STALE says, for any
+# -- project; the partial index storyboards_generating_idx keeps it to generating rows)
+SELECT_STALE_PROJECTS = f"""
+SELECT DISTINCT s.project_id
+FROM storyboard.storyboards AS s
+LEFT JOIN pgqueue.job_status AS j ON j.id = s.job_id
+WHERE {_stale_where("$1")}
+"""
+
+# -- select_project_image_urls: the images a project's storyboards refer to
+SELECT_PROJECT_IMAGE_URLS = """
+SELECT image_url FROM storyboard.storyboards WHERE project_id = $1 AND image_url IS NOT NULL
 """
 
 # -- has_stale_storyboards: cheap, lock-free check before SELECT_STALE_STORYBOARDS

@@ -26,6 +26,9 @@ DEFAULT_RETENTION_SUCCEEDED_S = 7 * 86400.0
 DEFAULT_RETENTION_FAILED_S = 30 * 86400.0
 DEFAULT_MAINTENANCE_INTERVAL_S = 60.0
 DEFAULT_VACUUM_EVERY_JOBS = 20_000
+# A handler may hold its transaction while it awaits something else (the heartbeat extends the
+# lease at the end); only a session idle this long is taken for dead.
+MIN_TRANSACTION_IDLE_S = 30.0
 # Writes are batched, so a big worker needs few connections; handlers that hold connections
 # for long inside ctx.transaction() may want more (pool_size=).
 DEFAULT_MAX_POOL_SIZE = 20
@@ -61,6 +64,10 @@ class WorkerConfig:
             claim walks past them until a vacuum; autovacuum looks at a table once a minute at
             best, by which time a busy worker has left a million of them (measured: 17k jobs/s
             fell to 13k within a minute; vacuuming every 20k jobs kept it flat, 0.3-0.5 s each).
+        transaction_idle_limit_s: a handler's `ctx.transaction()` left idle this long is ended
+            by the server (None: two leases, at least 30 s). A worker cut off from the database
+            mid-transaction leaves its session idle in transaction, holding the job's row lock
+            that every reaper skips, until TCP notices (hours by default); the limit bounds that.
         worker_id: this worker's name in `jobs.worker_id` (None: host, pid and a nonce).
         pool_size: connections for handlers' `ctx.transaction()` (None: concurrency + 3, at
             most DEFAULT_MAX_POOL_SIZE), opened only as handlers ask for them, with the
@@ -89,6 +96,7 @@ class WorkerConfig:
     retention_failed_s: float = DEFAULT_RETENTION_FAILED_S
     maintenance_interval_s: float = DEFAULT_MAINTENANCE_INTERVAL_S
     vacuum_every_jobs: int = DEFAULT_VACUUM_EVERY_JOBS
+    transaction_idle_limit_s: float | None = None
     worker_id: str | None = None
     pool_size: int | None = None
     synchronous_commit: bool = True
@@ -113,6 +121,8 @@ class WorkerConfig:
             positive["reap_interval_s"] = self.reap_interval_s
         if self.max_seconds is not None:
             positive["max_seconds"] = self.max_seconds
+        if self.transaction_idle_limit_s is not None:
+            positive["transaction_idle_limit_s"] = self.transaction_idle_limit_s
         for name, value in positive.items():
             if not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
@@ -141,6 +151,13 @@ class WorkerConfig:
         assert self.max_seconds is not None
         floor_s = self.max_seconds / 10
         return min(self.max_seconds / 2, max(floor_s, mean_attempt_s or 0.0))
+
+    @property
+    def transaction_idle_s(self) -> float:
+        """How long a handler's `ctx.transaction()` may sit idle before the server ends it."""
+        if self.transaction_idle_limit_s is not None:
+            return self.transaction_idle_limit_s
+        return max(2 * self.lease_s, MIN_TRANSACTION_IDLE_S)
 
     @property
     def reap_every_s(self) -> float:

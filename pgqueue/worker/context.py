@@ -12,7 +12,7 @@ import asyncpg
 
 from pgqueue import errors, models, store
 
-# The idle limit of a handler's transaction when the context knows no lease (tests, tools).
+# The idle limit of a handler's transaction when nobody says (the worker always does).
 DEFAULT_IDLE_LIMIT_S = 60.0
 
 ProgressHook = Callable[[models.Job, dict[str, Any]], Awaitable[None]]
@@ -43,6 +43,7 @@ class JobContext:
         on_progress: ProgressHook | None = None,
         handler_pool: asyncpg.Pool | None = None,
         lease_s: float | None = None,
+        transaction_idle_s: float = DEFAULT_IDLE_LIMIT_S,
     ) -> None:
         if job.lease_token is None:
             raise ValueError("a JobContext needs a claimed job (with a lease_token)")
@@ -60,6 +61,7 @@ class JobContext:
         self.completed_result: Any = None  # what complete_in() stored
         self.in_transaction = False  # inside transaction(): the job's row is locked by us
         self._lease_s = lease_s
+        self._idle_limit_s = transaction_idle_s
 
     @property
     def payload(self) -> Any:
@@ -127,10 +129,11 @@ class JobContext:
         block would have written commits.
         """
         async with self._handler_pool.acquire() as conn, conn.transaction():
-            # Idle for two leases, the session is dead or the handler is stuck: either way the
-            # server ends the transaction, and the job goes to the reaper as a lost lease would.
-            idle_limit_s = 2 * (self._lease_s or DEFAULT_IDLE_LIMIT_S)
-            if not await store.lock_held(conn, self.job.id, self._token, idle_limit_s=idle_limit_s):
+            # Idle this long, the session is dead or the handler is stuck: either way the server
+            # ends the transaction, and the job goes to the reaper as a lost lease would.
+            if not await store.lock_held(
+                conn, self.job.id, self._token, idle_limit_s=self._idle_limit_s
+            ):
                 raise errors.LeaseLost()
             # While the row is locked, the heartbeat skips it (it would otherwise wait behind
             # this transaction with every other job's renewal) and nobody can reap it.

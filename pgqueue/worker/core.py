@@ -9,6 +9,7 @@ heartbeat: renews every held lease       maintenance: reaper, retention, backlog
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -28,6 +29,7 @@ from pgqueue.worker.maintenance import Maintenance
 from pgqueue.worker.outcomes import Outcomes
 from pgqueue.worker.producer import ClaimTemplate, Producer
 from pgqueue.worker.runner import JobRunner, Phase, RunningJob, StopReason
+from pgqueue.worker.scheduler import Scheduler
 from pgqueue.worker.slots import Slots
 from pgqueue.worker.waiting import wait_any
 
@@ -174,6 +176,15 @@ class Worker:
         maintenance = Maintenance(
             pool, config, self.hooks, on_requeued=producer.wake, jobs_done=lambda: self._jobs_done
         )
+        scheduler = (
+            Scheduler(
+                pool,
+                self.registry.periodics,
+                default_queue=config.queues[0],
+            )
+            if self.registry.periodics
+            else None
+        )
         self._runner = JobRunner(
             pool, self.registry, config.retry_policy, self.hooks, completer, self.outcomes
         )
@@ -195,6 +206,14 @@ class Worker:
                 if self._ends_at is not None:
                     side_tasks.append(
                         asyncio.create_task(self._budget(), name="pgqueue-time-budget")
+                    )
+                if scheduler is not None:
+                    # Due ticks first: a drain (a burst run) must fire them before it looks
+                    # for work, or a daemon-less app would never run its periodic jobs.
+                    with contextlib.suppress(Exception):  # run() logs and retries it
+                        await scheduler.fire_due()
+                    side_tasks.append(
+                        asyncio.create_task(scheduler.run(), name="pgqueue-scheduler")
                     )
                 if self._listener is not None:
                     side_tasks.append(
@@ -228,22 +247,27 @@ class Worker:
             on_progress=self._on_progress,
             handler_pool=self._handler_pool,
             lease_s=self.config.lease_s,
+            transaction_idle_s=self.config.transaction_idle_s,
         )
         running = RunningJob(
             job=job, context=context, lease_deadline=time.monotonic() + self.config.lease_s
         )
         running.task = asyncio.create_task(self._runner.run(running), name=f"pgqueue-job-{job.id}")
         self._running[job.id] = running
-        running.task.add_done_callback(lambda _task: self._finished(job.id))
+        running.task.add_done_callback(lambda _task: self._finished(running))
 
     async def _on_progress(self, job: models.Job, value: dict[str, Any]) -> None:
         if self.hooks.wants("progress"):
             await self.hooks.emit(events.Event("progress", job.id, job=job, progress=value))
 
-    def _finished(self, job_id: int) -> None:
-        running = self._running.pop(job_id, None)
-        if running is None:
+    def _finished(self, running: RunningJob) -> None:
+        job_id = running.job.id
+        # Only this attempt's entry: its outcome (a retry) is written before its task ends, so
+        # this worker may already hold the job's next attempt under the same id, and dropping
+        # that one would leave it unrenewed, to lose its lease.
+        if self._running.get(job_id) is not running:
             return
+        del self._running[job_id]
         self._jobs_done += 1
         if running.task is not None and not running.task.cancelled():
             exc = running.task.exception()

@@ -43,14 +43,14 @@ class Heartbeat:
 
     def __init__(
         self,
-        database: Database,
+        database: str | Database,
         running: Mapping[int, RunningJob],
         *,
         lease_s: float,
         interval_s: float,
         session: Mapping[str, str] | None = None,
     ) -> None:
-        self._database = database
+        self._database = Database.of(database)
         self._running = running
         self._lease_s = lease_s
         self._interval_s = interval_s

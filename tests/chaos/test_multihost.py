@@ -101,6 +101,7 @@ def _start_worker(processes: Processes, host: Host, database_url: str, trace: Pa
     env = {
         **settings.WORKER_ENV,
         "PGQUEUE_LEASE_S": str(LEASE_S),
+        "PGQUEUE_TRANSACTION_IDLE_LIMIT_S": str(2 * LEASE_S),
         "PGQUEUE_CONCURRENCY": str(CONCURRENCY),
         "DATABASE_URL": database_url,
         "FLEET_HOST": host.name,
@@ -187,7 +188,8 @@ async def _run(
     await conn.execute(fleet_handlers.SCHEMA)
     # No idle_in_transaction_session_timeout of ours: a host cut off inside a handler's
     # ctx.transaction() kept the job's row locked from every reaper until TCP noticed (hours);
-    # pgqueue now bounds that transaction's idle time to two leases itself.
+    # pgqueue bounds that transaction's idle time itself (PGQUEUE_TRANSACTION_IDLE_LIMIT_S,
+    # short here, as the lease is).
     victim = hosts[0]  # the host that is cut off
     traces = {host.name: tmp_path / f"trace-{host.name}.jsonl" for host in hosts}
     queue = Queue(conn)

@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from devserver.embedded import EmbeddedPostgres
+from service.payloads import JOB_KIND
 from tests.service.support import project_body
 from tests.support import db, settings
 from tests.support.ports import free_port
@@ -193,7 +194,11 @@ async def test_postgres_restart_in_the_middle_of_a_run(
     assert all(worker.poll() is None for worker in workers), processes.logs()
     conn = await asyncpg.connect(database_url)
     try:
-        states = dict(await conn.fetch("SELECT state, count(*) FROM pgqueue.jobs GROUP BY state"))
+        states = dict(
+            await conn.fetch(
+                "SELECT state, count(*) FROM pgqueue.jobs WHERE kind = $1 GROUP BY state", JOB_KIND
+            )
+        )
         overspent = await conn.fetchval(
             "SELECT count(*) FROM pgqueue.jobs WHERE attempts > max_attempts"
         )

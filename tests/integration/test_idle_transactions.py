@@ -3,8 +3,9 @@
 While `ctx.transaction()` is open the job's row is locked, and every reaper skips it. A worker
 cut off from the database mid-transaction leaves its session "idle in transaction" holding
 that lock until TCP notices (hours, by default), and the job would sit `running` with an
-expired lease all that while. pgqueue bounds the idle time of such a transaction to two
-leases; tests/chaos/test_multihost.py cuts a real link, this test holds the transaction idle.
+expired lease all that while. pgqueue bounds the idle time of such a transaction
+(`transaction_idle_limit_s`); tests/chaos/test_multihost.py cuts a real link, this test holds
+the transaction idle.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from tests.integration.conftest import WorkerFactory
 from tests.support.wait import wait_for
 
 LEASE_S = 0.5
+IDLE_LIMIT_S = 1.0  # (the default is two leases, at least 30 s)
 
 IDLE_SESSIONS = """
 SELECT count(*) FROM pg_stat_activity
@@ -25,7 +27,7 @@ WHERE datname = current_database() AND state = 'idle in transaction'
 """
 
 
-async def test_an_idle_handler_transaction_is_ended_after_two_leases(
+async def test_an_idle_handler_transaction_is_ended_at_the_limit(
     queue: Queue, pool: asyncpg.Pool, running_worker: WorkerFactory
 ) -> None:
     registry = Registry()
@@ -43,14 +45,16 @@ async def test_an_idle_handler_transaction_is_ended_after_two_leases(
             raise
 
     await queue.enqueue("idle", max_attempts=1)
-    async with running_worker(registry, lease_s=LEASE_S, shutdown_grace_s=0):
+    async with running_worker(
+        registry, lease_s=LEASE_S, shutdown_grace_s=0, transaction_idle_limit_s=IDLE_LIMIT_S
+    ):
         await asyncio.wait_for(entered.wait(), 10)
         assert await pool.fetchval(IDLE_SESSIONS) == 1  # the handler's, holding the row
 
         async def ended() -> bool:
             return await pool.fetchval(IDLE_SESSIONS) == 0
 
-        # Two leases (1 s) and the server's own check: well within 5 s.
+        # The limit (1 s) and the server's own check: well within 5 s.
         await wait_for(ended, timeout=5, message="the server ended the idle transaction")
         rows = await pool.fetchval(
             "SELECT count(*) FROM pgqueue.jobs WHERE state = 'running' AND id IN "

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from devserver.embedded import EmbeddedPostgres
+from service.payloads import JOB_KIND
 from tests.pooler.conftest import STARTUP_TIMEOUT_S, pooled_env, start_api
 from tests.service.support import project_body
 from tests.support import settings
@@ -121,7 +122,12 @@ async def test_the_service_end_to_end_through_pgbouncer(
 
     conn = await asyncpg.connect(direct_url)
     try:
-        states = dict(await conn.fetch("SELECT state::text, count(*) FROM pgqueue.jobs GROUP BY 1"))
+        states = dict(
+            await conn.fetch(
+                "SELECT state::text, count(*) FROM pgqueue.jobs WHERE kind = $1 GROUP BY 1",
+                JOB_KIND,
+            )
+        )
         overspent = await conn.fetchval(
             "SELECT count(*) FROM pgqueue.jobs WHERE attempts > max_attempts"
         )

@@ -14,6 +14,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from service.payloads import JOB_KIND
 from service.settings import ServiceSettings
 from tests.service import support
 from tests.service.support import project_body
@@ -58,7 +59,9 @@ async def test_who_may_drain_and_bad_budgets(
     # A refused or empty drain changed nothing.
     conn = await asyncpg.connect(db_url)
     try:
-        assert await conn.fetchval("SELECT count(*) FROM pgqueue.jobs") == 0
+        assert (
+            await conn.fetchval("SELECT count(*) FROM pgqueue.jobs WHERE kind = $1", JOB_KIND) == 0
+        )
     finally:
         await conn.close()
 
@@ -112,7 +115,9 @@ async def test_a_drain_releases_what_its_budget_cannot_finish(
     assert body["ran"] == 3 and body["released"] == 3, body
     conn = await asyncpg.connect(db_url)
     try:
-        rows = await conn.fetch("SELECT state::text, attempts FROM pgqueue.jobs")
+        rows = await conn.fetch(
+            "SELECT state::text, attempts FROM pgqueue.jobs WHERE kind = $1", JOB_KIND
+        )
     finally:
         await conn.close()
     # Back in the queue, their attempt not spent.
@@ -149,7 +154,9 @@ async def test_the_daemon_with_max_seconds_ends_in_time_and_releases(
     assert "released" in done.stderr
     conn = await asyncpg.connect(db_url)
     try:
-        rows = await conn.fetch("SELECT state::text, attempts FROM pgqueue.jobs")
+        rows = await conn.fetch(
+            "SELECT state::text, attempts FROM pgqueue.jobs WHERE kind = $1", JOB_KIND
+        )
     finally:
         await conn.close()
     assert [(r["state"], r["attempts"]) for r in rows] == [("queued", 0)] * 2
