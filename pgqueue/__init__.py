@@ -25,7 +25,15 @@ from pgqueue.errors import (
     RetryLater,
 )
 from pgqueue.logs import configure as configure_logging
-from pgqueue.models import FinishedMinute, Job, JobSpec, JobState, QueueInfo, QueueStats
+from pgqueue.models import (
+    FinishedMinute,
+    Job,
+    JobSpec,
+    JobState,
+    QueueInfo,
+    QueueStats,
+    RateLimit,
+)
 from pgqueue.queue import Queue
 from pgqueue.registry import Registry
 from pgqueue.retry import RetryPolicy
@@ -52,6 +60,7 @@ __all__ = [
     "QueueInfo",
     "QueueSettings",
     "QueueStats",
+    "RateLimit",
     "Registry",
     "RetryLater",
     "RetryPolicy",

@@ -2,7 +2,8 @@
 
     PgQueueError
     ├── JobError                 raised by handlers to steer what happens to the job
-    │   ├── RetryLater           retry after an explicit delay (e.g. an upstream Retry-After)
+    │   ├── RetryLater           retry after an explicit delay, or (throttle_s) pause the
+    │   │                        job's rate-limit key and retry without spending the attempt
     │   └── DoNotRetry           fail the job now, whatever attempts remain
     ├── LeaseLost                the worker no longer holds the job: its writes were refused
     ├── JobCancelled             the job was cancelled while its handler ran
@@ -39,24 +40,46 @@ class JobError(PgQueueError):
 class RetryLater(JobError):
     """The handler asked to be retried later."""
 
-    def __init__(self, message: str | None = None, *, delay_s: float) -> None:
-        """Retry after `delay_s` seconds instead of the policy's backoff.
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        delay_s: float | None = None,
+        throttle_s: float | None = None,
+    ) -> None:
+        """Retry after `delay_s` seconds instead of the policy's backoff; or, with
+        `throttle_s`, say that the upstream pushed back (a 429 with `Retry-After`).
 
-        The attempt still counts, so a job that keeps asking is failed once its attempts are
-        spent rather than retried for ever.
+        A plain retry spends the attempt, so a job that keeps asking is failed once its
+        attempts are spent rather than retried for ever. A throttle does not: the job's
+        rate-limit key pauses for `throttle_s` seconds on every worker and drain (no job of
+        the key starts meanwhile), and the job goes back to the queue with its attempt given
+        back, because a busy upstream is no fault of the job's. A throttled job's bound is
+        time, not attempts: an application that must give up (a deadline of its own) raises
+        `DoNotRetry` when the wait would pass it. A job without a rate-limit key has no key
+        to pause: a throttle is then a plain retry after `throttle_s`, spending the attempt.
 
         Args:
             message: why, stored in the job's `last_error`.
             delay_s: seconds to wait before the next attempt: a finite number >= 0; more than
-                a year is taken as a year.
+                a year is taken as a year. With `throttle_s`, defaults to it.
+            throttle_s: seconds to pause the job's rate-limit key for (same range).
 
         Raises:
-            ValueError: `delay_s` is negative, infinite or NaN.
+            ValueError: neither is given, or one is negative, infinite or NaN.
         """
-        if not (isinstance(delay_s, int | float) and math.isfinite(delay_s) and delay_s >= 0):
-            raise ValueError(f"delay_s must be a finite number of seconds >= 0, got {delay_s!r}")
+        if delay_s is None and throttle_s is None:
+            raise ValueError("give delay_s (a retry) or throttle_s (the upstream pushed back)")
+        for name, value in (("delay_s", delay_s), ("throttle_s", throttle_s)):
+            if value is not None and not (
+                isinstance(value, int | float) and math.isfinite(value) and value >= 0
+            ):
+                raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
         super().__init__(message)
-        self.delay_s = min(float(delay_s), MAX_RETRY_DELAY_S)
+        self.throttle_s = None if throttle_s is None else min(float(throttle_s), MAX_RETRY_DELAY_S)
+        chosen = delay_s if delay_s is not None else throttle_s
+        assert chosen is not None
+        self.delay_s = min(float(chosen), MAX_RETRY_DELAY_S)
 
 
 class DoNotRetry(JobError):

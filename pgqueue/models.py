@@ -1,5 +1,5 @@
-"""Rows as typed, immutable values: `Job`, `JobState`, `QueueStats`, `JobSpec`, and what the
-dashboard reads: `JobPage`, `QueueInfo`, `FinishedMinute`."""
+"""Rows as typed, immutable values: `Job`, `JobState`, `QueueStats`, `JobSpec`, `RateLimit`,
+and what the dashboard reads: `JobPage`, `QueueInfo`, `FinishedMinute`."""
 
 from __future__ import annotations
 
@@ -65,6 +65,7 @@ class Job(NamedTuple):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    rate_limit_key: str | None = None
     is_new: bool = True
 
     @classmethod
@@ -99,6 +100,8 @@ class JobSpec:
         idempotency_key: a second enqueue with the same key returns the first job.
         concurrency_key: jobs sharing it never run more than `concurrency_limit` at once.
         concurrency_limit: required with `concurrency_key`, >= 1.
+        rate_limit_key: jobs sharing it start no faster than the key's limit allows
+            (`Queue.set_rate_limit`); a key without a limit only pauses when throttled.
     """
 
     kind: str
@@ -112,6 +115,7 @@ class JobSpec:
     idempotency_key: str | None = None
     concurrency_key: str | None = None
     concurrency_limit: int | None = None
+    rate_limit_key: str | None = None
 
     def __post_init__(self) -> None:
         if not self.kind or len(self.kind) > 128:
@@ -132,6 +136,63 @@ class JobSpec:
             raise ValueError(f"concurrency_limit must be >= 1, got {self.concurrency_limit}")
         if not -(2**31) <= self.priority < 2**31:
             raise ValueError("priority must fit a 32-bit integer")
+        if self.rate_limit_key is not None:
+            check_rate_limit_key(self.rate_limit_key)
+
+
+MAX_RATE_LIMIT = 10_000  # starts per period a key may allow (its row keeps one time per start)
+MAX_RATE_PERIOD_S = 86_400.0  # the longest period: a day
+_PERIODS_S = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "hour": 3600.0}
+
+
+def check_rate_limit_key(key: str) -> str:
+    """`key` if it can name a rate-limit key (1-200 characters); ValueError otherwise."""
+    if not isinstance(key, str) or not 1 <= len(key) <= 200:
+        raise ValueError(f"a rate-limit key is 1-200 characters, got {key!r}")
+    return key
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most `limit` starts in any window of `period_s` seconds (a burst of `limit` at most).
+
+    Args:
+        limit: starts per period, 1-10000.
+        period_s: the window, in seconds: more than 0, at most a day.
+    """
+
+    limit: int
+    period_s: float
+
+    def __post_init__(self) -> None:
+        if isinstance(self.limit, bool) or not isinstance(self.limit, int):
+            raise ValueError(f"a rate limit's count must be an integer, got {self.limit!r}")
+        if not 1 <= self.limit <= MAX_RATE_LIMIT:
+            raise ValueError(f"a rate limit allows 1-{MAX_RATE_LIMIT} starts, got {self.limit}")
+        if not 0 < self.period_s <= MAX_RATE_PERIOD_S:  # False for NaN too
+            raise ValueError(
+                f"a rate limit's period must be more than 0 and at most a day, "
+                f"got {self.period_s!r} s"
+            )
+
+    @classmethod
+    def parse(cls, text: str) -> RateLimit:
+        """Read `N/s`, `N/min` or `N/h` (e.g. `60/min`).
+
+        Raises:
+            ValueError: the text is not of that form, or N is out of range.
+        """
+        count, slash, unit = text.strip().partition("/")
+        period_s = _PERIODS_S.get(unit.strip().lower())
+        if not slash or period_s is None or not count.strip().isdigit():
+            raise ValueError(f"a rate limit reads N/s, N/min or N/h (e.g. 60/min), got {text!r}")
+        return cls(int(count), period_s)
+
+    def __str__(self) -> str:
+        for unit, seconds in (("h", 3600.0), ("min", 60.0), ("s", 1.0)):
+            if self.period_s == seconds:
+                return f"{self.limit}/{unit}"
+        return f"{self.limit}/{self.period_s:g}s"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

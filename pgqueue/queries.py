@@ -26,18 +26,18 @@ from __future__ import annotations
 # -- asyncpg encoded each array element by element, and a batch of 1000 went 1.6x faster.
 ENQUEUE_JOBS = """
 INSERT INTO pgqueue.jobs (queue, kind, payload, priority, run_at, max_attempts, timeout_s,
-                          idempotency_key, concurrency_key, concurrency_limit)
+                          idempotency_key, concurrency_key, concurrency_limit, rate_limit_key)
 SELECT coalesce(l.queue, $2), l.kind, coalesce(l.payload, '{}'), coalesce(l.priority, 0),
        coalesce(l.run_at, now() + make_interval(secs => coalesce(l.delay_s, 0))),
        coalesce(l.max_attempts, $3), l.timeout_s, l.idempotency_key, l.concurrency_key,
-       l.concurrency_limit
+       l.concurrency_limit, l.rate_limit_key
 FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (
          queue text, kind text, payload jsonb, priority int, run_at timestamptz,
          delay_s float8, max_attempts int, timeout_s float8, idempotency_key text,
-         concurrency_key text, concurrency_limit int))
+         concurrency_key text, concurrency_limit int, rate_limit_key text))
      WITH ORDINALITY AS l(queue, kind, payload, priority, run_at, delay_s, max_attempts,
                           timeout_s, idempotency_key, concurrency_key, concurrency_limit,
-                          position)
+                          rate_limit_key, position)
 ORDER BY l.idempotency_key NULLS FIRST, l.position
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id, idempotency_key, run_at, created_at
@@ -51,18 +51,19 @@ RETURNING id, idempotency_key, run_at, created_at
 ENQUEUE_JOBS_NOTIFY = """
 WITH inserted AS (
     INSERT INTO pgqueue.jobs (queue, kind, payload, priority, run_at, max_attempts, timeout_s,
-                              idempotency_key, concurrency_key, concurrency_limit)
+                              idempotency_key, concurrency_key, concurrency_limit,
+                              rate_limit_key)
     SELECT coalesce(l.queue, $2), l.kind, coalesce(l.payload, '{}'), coalesce(l.priority, 0),
            coalesce(l.run_at, now() + make_interval(secs => coalesce(l.delay_s, 0))),
            coalesce(l.max_attempts, $3), l.timeout_s, l.idempotency_key, l.concurrency_key,
-           l.concurrency_limit
+           l.concurrency_limit, l.rate_limit_key
     FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (
              queue text, kind text, payload jsonb, priority int, run_at timestamptz,
              delay_s float8, max_attempts int, timeout_s float8, idempotency_key text,
-             concurrency_key text, concurrency_limit int))
+             concurrency_key text, concurrency_limit int, rate_limit_key text))
          WITH ORDINALITY AS l(queue, kind, payload, priority, run_at, delay_s, max_attempts,
                               timeout_s, idempotency_key, concurrency_key, concurrency_limit,
-                              position)
+                              rate_limit_key, position)
     ORDER BY l.idempotency_key NULLS FIRST, l.position
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, idempotency_key, run_at, created_at, queue
@@ -117,18 +118,31 @@ RETURNING *
 # -- A paused queue (a row in paused_queues) is left alone: its anti-join is one probe of an
 # -- empty index per queue when nothing is paused, and a claim that starts after a pause
 # -- committed sees it (each statement takes its own snapshot).
+# -- Rate limits (schema v7) follow the concurrency keys' pattern: the scan skips jobs of a key
+# -- whose window is full or whose throttle runs (`next_start_at`, `paused_until`: one probe of
+# -- a few-row table per keyed candidate, none for unkeyed ones); the limits CTE locks the
+# -- candidates' keys FOR NO KEY UPDATE in key order, after the slots (the order every writer
+# -- takes them in), and reads the starts still in their window as of the lock, so the count
+# -- is exact across workers; chosen admits per key at most what is left, and `taken` appends
+# -- the chosen jobs' starts in the same statement: no job is claimed that may not start, and
+# -- a claim with no keyed candidate probes an empty array and writes nothing more.
 CLAIM_JOBS = """
 WITH candidates AS MATERIALIZED (
     SELECT c.*
     FROM unnest($1::text[]) AS q(name)
     CROSS JOIN LATERAL (
-        SELECT j.id, j.priority, j.run_at, j.concurrency_key, j.concurrency_limit
+        SELECT j.id, j.priority, j.run_at, j.concurrency_key, j.concurrency_limit,
+               j.rate_limit_key
         FROM pgqueue.jobs AS j
         WHERE j.state = 'queued' AND j.queue = q.name AND j.run_at <= now()
           AND j.kind = ANY ($5::text[])
           AND (j.concurrency_key IS NULL OR NOT EXISTS (
                 SELECT 1 FROM pgqueue.concurrency_slots AS s
                 WHERE s.key = j.concurrency_key AND s.running >= j.concurrency_limit))
+          AND (j.rate_limit_key IS NULL OR NOT EXISTS (
+                SELECT 1 FROM pgqueue.rate_limits AS r
+                WHERE r.key = j.rate_limit_key
+                  AND (r.next_start_at > now() OR r.paused_until > now())))
         ORDER BY j.priority, j.run_at, j.id
         LIMIT $2
         FOR UPDATE OF j SKIP LOCKED
@@ -140,19 +154,49 @@ WITH candidates AS MATERIALIZED (
     WHERE s.key = ANY (ARRAY(SELECT concurrency_key FROM candidates))
     ORDER BY s.key
     FOR NO KEY UPDATE
+), limits AS (
+    SELECT r.key, r.capacity, r.period_s, r.paused_until,
+           ARRAY(SELECT t FROM unnest(r.starts) AS t
+                 WHERE t > now() - make_interval(secs => r.period_s) ORDER BY t) AS recent
+    FROM pgqueue.rate_limits AS r
+    WHERE r.key = ANY (ARRAY(SELECT rate_limit_key FROM candidates))
+    ORDER BY r.key
+    FOR NO KEY UPDATE
 ), chosen AS (
-    SELECT ranked.id
+    SELECT ranked.id, ranked.rate_limit_key
     FROM (
-        SELECT c.id, c.priority, c.run_at,
-               c.concurrency_key IS NULL
-               OR row_number() OVER (PARTITION BY c.concurrency_key
-                                     ORDER BY c.priority, c.run_at, c.id)
-                  <= c.concurrency_limit - coalesce(s.running, c.concurrency_limit) AS allowed
+        SELECT c.id, c.priority, c.run_at, c.rate_limit_key,
+               (c.concurrency_key IS NULL
+                OR row_number() OVER (PARTITION BY c.concurrency_key
+                                      ORDER BY c.priority, c.run_at, c.id)
+                   <= c.concurrency_limit - coalesce(s.running, c.concurrency_limit))
+               AND (l.key IS NULL
+                    OR row_number() OVER (PARTITION BY c.rate_limit_key
+                                          ORDER BY c.priority, c.run_at, c.id)
+                       <= CASE WHEN l.paused_until > now() THEN 0
+                               WHEN l.capacity IS NULL THEN 2147483647
+                               ELSE l.capacity - cardinality(l.recent) END) AS allowed
         FROM candidates AS c LEFT JOIN slots AS s ON s.key = c.concurrency_key
+        LEFT JOIN limits AS l ON l.key = c.rate_limit_key
     ) AS ranked
     WHERE ranked.allowed
     ORDER BY ranked.priority, ranked.run_at, ranked.id
     LIMIT $2
+), taken AS (
+    UPDATE pgqueue.rate_limits AS r
+    SET starts = n.starts,
+        next_start_at = CASE WHEN cardinality(n.starts) >= l.capacity
+                             THEN n.starts[cardinality(n.starts) - l.capacity + 1]
+                                  + make_interval(secs => l.period_s) END,
+        updated_at = now()
+    FROM limits AS l
+    CROSS JOIN LATERAL (
+        SELECT l.recent || array_fill(now(), ARRAY[count(*)::int]) AS starts
+        FROM chosen AS k WHERE k.rate_limit_key = l.key
+        HAVING count(*) > 0
+    ) AS n
+    WHERE r.key = l.key AND l.capacity IS NOT NULL
+      AND r.key = ANY (ARRAY(SELECT rate_limit_key FROM chosen))
 )
 UPDATE pgqueue.jobs AS j
 SET state = 'running',
@@ -205,7 +249,8 @@ WITH completed AS (
     SELECT c.*
     FROM unnest($3::text[]) AS q(name)
     CROSS JOIN LATERAL (
-        SELECT j.id, j.priority, j.run_at, j.concurrency_key, j.concurrency_limit
+        SELECT j.id, j.priority, j.run_at, j.concurrency_key, j.concurrency_limit,
+               j.rate_limit_key
         FROM pgqueue.jobs AS j
         WHERE j.state = 'queued' AND j.queue = q.name AND j.run_at <= now()
           AND j.kind = ANY ($7::text[])
@@ -214,6 +259,10 @@ WITH completed AS (
                 WHERE s.key = j.concurrency_key
                   AND s.running - coalesce((SELECT f.n FROM freed AS f WHERE f.key = s.key), 0)
                       >= j.concurrency_limit))
+          AND (j.rate_limit_key IS NULL OR NOT EXISTS (
+                SELECT 1 FROM pgqueue.rate_limits AS r
+                WHERE r.key = j.rate_limit_key
+                  AND (r.next_start_at > now() OR r.paused_until > now())))
         ORDER BY j.priority, j.run_at, j.id
         LIMIT $4
         FOR UPDATE OF j SKIP LOCKED
@@ -228,22 +277,52 @@ WITH completed AS (
         SELECT key FROM freed))
     ORDER BY s.key
     FOR NO KEY UPDATE
+), limits AS (
+    SELECT r.key, r.capacity, r.period_s, r.paused_until,
+           ARRAY(SELECT t FROM unnest(r.starts) AS t
+                 WHERE t > now() - make_interval(secs => r.period_s) ORDER BY t) AS recent
+    FROM pgqueue.rate_limits AS r
+    WHERE r.key = ANY (ARRAY(SELECT rate_limit_key FROM candidates))
+    ORDER BY r.key
+    FOR NO KEY UPDATE
 ), chosen AS (
-    SELECT ranked.id
+    SELECT ranked.id, ranked.rate_limit_key
     FROM (
-        SELECT c.id, c.priority, c.run_at,
-               c.concurrency_key IS NULL
-               OR row_number() OVER (PARTITION BY c.concurrency_key
-                                     ORDER BY c.priority, c.run_at, c.id)
-                  <= c.concurrency_limit
-                     - coalesce(s.running - coalesce(f.n, 0), c.concurrency_limit) AS allowed
+        SELECT c.id, c.priority, c.run_at, c.rate_limit_key,
+               (c.concurrency_key IS NULL
+                OR row_number() OVER (PARTITION BY c.concurrency_key
+                                      ORDER BY c.priority, c.run_at, c.id)
+                   <= c.concurrency_limit
+                      - coalesce(s.running - coalesce(f.n, 0), c.concurrency_limit))
+               AND (l.key IS NULL
+                    OR row_number() OVER (PARTITION BY c.rate_limit_key
+                                          ORDER BY c.priority, c.run_at, c.id)
+                       <= CASE WHEN l.paused_until > now() THEN 0
+                               WHEN l.capacity IS NULL THEN 2147483647
+                               ELSE l.capacity - cardinality(l.recent) END) AS allowed
         FROM candidates AS c
         LEFT JOIN slots AS s ON s.key = c.concurrency_key
         LEFT JOIN freed AS f ON f.key = c.concurrency_key
+        LEFT JOIN limits AS l ON l.key = c.rate_limit_key
     ) AS ranked
     WHERE ranked.allowed
     ORDER BY ranked.priority, ranked.run_at, ranked.id
     LIMIT $4
+), taken AS (
+    UPDATE pgqueue.rate_limits AS r
+    SET starts = n.starts,
+        next_start_at = CASE WHEN cardinality(n.starts) >= l.capacity
+                             THEN n.starts[cardinality(n.starts) - l.capacity + 1]
+                                  + make_interval(secs => l.period_s) END,
+        updated_at = now()
+    FROM limits AS l
+    CROSS JOIN LATERAL (
+        SELECT l.recent || array_fill(now(), ARRAY[count(*)::int]) AS starts
+        FROM chosen AS k WHERE k.rate_limit_key = l.key
+        HAVING count(*) > 0
+    ) AS n
+    WHERE r.key = l.key AND l.capacity IS NOT NULL
+      AND r.key = ANY (ARRAY(SELECT rate_limit_key FROM chosen))
 ), claimed AS (
     UPDATE pgqueue.jobs AS j
     SET state = 'running',
@@ -262,12 +341,25 @@ FROM (SELECT) AS one LEFT JOIN claimed ON true
 """
 
 # -- seconds_until_due: how long until the next delayed job of the queues $1 and kinds $2
-# -- becomes runnable (NULL: none is waiting), so an idle worker wakes for it, not at a poll
+# -- becomes runnable, or a rate-limit key holding back runnable jobs of theirs allows a start
+# -- again (its window frees a start, or its throttle ends), whichever comes first (NULL:
+# -- nothing waits), so an idle worker wakes for it, not at a poll. The keys are few (one
+# -- per upstream), and each asks jobs_queued_rate_limit_key_idx for one held-back job.
 SECONDS_UNTIL_DUE = """
-SELECT extract(epoch FROM min(run_at) - now())::float8
-FROM pgqueue.jobs
-WHERE state = 'queued' AND queue = ANY ($1::text[]) AND kind = ANY ($2::text[])
-  AND run_at > now()
+SELECT extract(epoch FROM least(
+    (SELECT min(run_at)
+     FROM pgqueue.jobs
+     WHERE state = 'queued' AND queue = ANY ($1::text[]) AND kind = ANY ($2::text[])
+       AND run_at > now()),
+    (SELECT min(greatest(r.next_start_at, r.paused_until))
+     FROM pgqueue.rate_limits AS r
+     WHERE greatest(r.next_start_at, r.paused_until) > now()
+       AND EXISTS (
+           SELECT 1 FROM pgqueue.jobs AS j
+           WHERE j.rate_limit_key = r.key AND j.state = 'queued'
+             AND j.queue = ANY ($1::text[]) AND j.kind = ANY ($2::text[])
+             AND j.run_at <= now()))
+) - now())::float8
 """
 
 # -- renew_leases: one statement for all of a worker's jobs; also writes throttled progress.
@@ -357,6 +449,76 @@ UPDATE pgqueue.jobs
 SET state = 'cancelled', finished_at = now(), lease_expires_at = NULL, last_error = $3
 WHERE id = $1 AND lease_token = $2 AND state = 'running'
 RETURNING *
+"""
+
+# -- throttle_job: fenced; the handler said its upstream pushed back (RetryLater with
+# -- throttle_s): the job goes back to queued after $3 seconds *without spending its attempt*
+# -- (the claim counted one; this gives it back), since a busy upstream is no fault of the
+# -- job's; a job whose cancel was requested ends cancelled. Only a job with a rate-limit key
+# -- (the caller checked): PAUSE_RATE_LIMIT_KEY then pauses that key in the same transaction.
+# -- This statement goes first: leaving `running` decrements the job's concurrency slot (a
+# -- trigger), so the transaction locks slot then rate-limit row, the order claims lock them in.
+THROTTLE_JOB = """
+UPDATE pgqueue.jobs
+SET state = CASE WHEN cancel_requested_at IS NOT NULL THEN 'cancelled'::pgqueue.job_state
+                 ELSE 'queued'::pgqueue.job_state END,
+    attempts = CASE WHEN cancel_requested_at IS NULL THEN attempts - 1 ELSE attempts END,
+    run_at = CASE WHEN cancel_requested_at IS NULL
+                  THEN now() + make_interval(secs => $3) ELSE run_at END,
+    finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE now() END,
+    worker_id = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE worker_id END,
+    lease_expires_at = NULL,
+    last_error = $4,
+    progress = coalesce($5::jsonb, progress)
+WHERE id = $1 AND lease_token = $2 AND state = 'running' AND rate_limit_key IS NOT NULL
+RETURNING *
+"""
+
+# -- pause_rate_limit_key: no job of key $1 starts for $2 seconds from now(), on any worker; a
+# -- longer pause already set stays (two 429s never shorten each other's wait)
+PAUSE_RATE_LIMIT_KEY = """
+INSERT INTO pgqueue.rate_limits AS r (key, paused_until)
+VALUES ($1, now() + make_interval(secs => $2))
+ON CONFLICT (key) DO UPDATE
+SET paused_until = greatest(r.paused_until, EXCLUDED.paused_until), updated_at = now()
+"""
+
+# -- set_rate_limit: key $1 allows $2 starts in any window of $3 seconds from now on. The starts
+# -- already in the new window count (changing a limit is no way to burst past it), and
+# -- next_start_at is recomputed for the new limit, so the claim's scan and the workers'
+# -- next-due lookup agree with it at once.
+SET_RATE_LIMIT = """
+INSERT INTO pgqueue.rate_limits AS r (key, capacity, period_s) VALUES ($1, $2, $3)
+ON CONFLICT (key) DO UPDATE
+SET capacity = EXCLUDED.capacity, period_s = EXCLUDED.period_s, updated_at = now(),
+    starts = ARRAY(SELECT t FROM unnest(r.starts) AS t
+                   WHERE t > now() - make_interval(secs => $3::float8) ORDER BY t),
+    next_start_at = (
+        SELECT kept.starts[cardinality(kept.starts) - $2::int + 1]
+               + make_interval(secs => $3::float8)
+        FROM (SELECT ARRAY(SELECT t FROM unnest(r.starts) AS t
+                           WHERE t > now() - make_interval(secs => $3::float8)
+                           ORDER BY t) AS starts) AS kept
+        WHERE cardinality(kept.starts) >= $2::int)
+RETURNING r.key, r.capacity, r.period_s, r.paused_until
+"""
+
+# -- remove_rate_limit: key $1 has no limit any more (a throttle it carries still runs out)
+REMOVE_RATE_LIMIT = """
+UPDATE pgqueue.rate_limits
+SET capacity = NULL, period_s = NULL, starts = '{}', next_start_at = NULL, updated_at = now()
+WHERE key = $1
+"""
+
+# -- list_rate_limits: every key with a limit or a throttle, its starts in the current window
+# -- and when it next allows one (NULL: now)
+LIST_RATE_LIMITS = """
+SELECT r.key, r.capacity, r.period_s, r.paused_until,
+       cardinality(ARRAY(SELECT t FROM unnest(r.starts) AS t
+                         WHERE t > now() - make_interval(secs => r.period_s))) AS recent_starts,
+       nullif(greatest(r.next_start_at, r.paused_until, now()), now()) AS blocked_until
+FROM pgqueue.rate_limits AS r
+ORDER BY r.key
 """
 
 # -- release_jobs: fenced; give jobs back at shutdown without spending their attempt, except

@@ -401,6 +401,7 @@ def _new_job(
         idempotency_key=spec.idempotency_key,
         concurrency_key=spec.concurrency_key,
         concurrency_limit=spec.concurrency_limit,
+        rate_limit_key=spec.rate_limit_key,
         timeout_s=spec.timeout.total_seconds() if spec.timeout else None,
         cancel_requested_at=None,
         created_at=row["created_at"],
@@ -437,6 +438,8 @@ def _encode(specs: Sequence[models.JobSpec]) -> str:
         if spec.concurrency_key is not None:
             row["concurrency_key"] = spec.concurrency_key
             row["concurrency_limit"] = spec.concurrency_limit
+        if spec.rate_limit_key is not None:
+            row["rate_limit_key"] = spec.rate_limit_key
         rows.append(row)
     return json.dumps(rows)
 
@@ -646,6 +649,55 @@ async def fail_attempt(
     return _job_or_none(record)
 
 
+async def throttle(
+    db: Executor,
+    job_id: int,
+    lease_token: int,
+    rate_limit_key: str,
+    *,
+    pause_s: float,
+    delay_s: float,
+    error: str,
+    progress_json: str | None,
+) -> models.Job | None:
+    """The handler's upstream pushed back: requeue the job (fenced) after `delay_s` without
+    spending its attempt, and pause its key for `pause_s` on every worker, in one transaction
+    (nothing else sees the job back in the queue with its key still open). Returns the row
+    written (`cancelled` when a cancel was requested), None when the lease was lost."""
+    async with _connection(db) as conn, conn.transaction():
+        record = await conn.fetchrow(
+            queries.THROTTLE_JOB,
+            job_id,
+            lease_token,
+            capped_delay_s(delay_s),
+            error,
+            progress_json,
+        )
+        if record is None:
+            return None
+        job = models.Job.from_record(record)
+        if job.state is models.JobState.QUEUED:
+            await conn.execute(
+                queries.PAUSE_RATE_LIMIT_KEY, rate_limit_key, capped_delay_s(pause_s)
+            )
+        return job
+
+
+async def set_rate_limit(db: Executor, key: str, limit: models.RateLimit) -> None:
+    """Key `key` allows `limit` from now on (see `queries.SET_RATE_LIMIT`)."""
+    await db.execute(queries.SET_RATE_LIMIT, key, limit.limit, limit.period_s)
+
+
+async def remove_rate_limit(db: Executor, key: str) -> None:
+    """Key `key` has no limit any more; a throttle it carries still runs out."""
+    await db.execute(queries.REMOVE_RATE_LIMIT, key)
+
+
+async def list_rate_limits(db: Executor) -> list[dict[str, Any]]:
+    """Every key with a limit or a throttle (see `queries.LIST_RATE_LIMITS`)."""
+    return [dict(record) for record in await db.fetch(queries.LIST_RATE_LIMITS)]
+
+
 async def cancel_held(db: Executor, job_id: int, lease_token: int, error: str) -> models.Job | None:
     """End a held job `cancelled` (fenced); None when the lease was lost."""
     return _job_or_none(await db.fetchrow(queries.CANCEL_HELD_JOB, job_id, lease_token, error))
@@ -736,7 +788,8 @@ async def complete_held(conn: asyncpg.Connection, success: Success) -> models.Jo
 async def seconds_until_due(
     db: Executor, queues: Sequence[str], kinds: Sequence[str]
 ) -> float | None:
-    """Seconds until the next delayed job of these queues and kinds is due; None if none is."""
+    """Seconds until the next delayed job of these queues and kinds is due, or a rate-limit
+    key holding back runnable jobs of theirs allows a start again; None if nothing waits."""
     value = await db.fetchval(queries.SECONDS_UNTIL_DUE, list(queues), list(kinds))
     return None if value is None else float(value)
 

@@ -228,7 +228,23 @@ class JobRunner:
         error_text = _describe(exc)
         progress_json = running.context.take_pending_progress()
 
+        throttle_s = exc.throttle_s if isinstance(exc, errors.RetryLater) else None
+        throttled = throttle_s is not None and job.rate_limit_key is not None
+
         async def write(db: store.Executor) -> models.Job | None:
+            if throttle_s is not None and job.rate_limit_key is not None:
+                # The upstream is busy, not the job at fault: pause the whole key and give
+                # the attempt back (bounded by time, not attempts).
+                return await store.throttle(
+                    db,
+                    job.id,
+                    running.lease_token,
+                    job.rate_limit_key,
+                    pause_s=throttle_s,
+                    delay_s=delay_s,
+                    error=error_text,
+                    progress_json=progress_json,
+                )
             return await store.fail_attempt(
                 db,
                 job.id,
@@ -259,6 +275,25 @@ class JobRunner:
             self.outcomes.retried += 1
         else:
             self.outcomes.failed += 1
+        if throttled and will_retry:
+            logger.warning(
+                "job %s throttled: key %s paused for %.1fs, attempt not spent: %s",
+                job.id,
+                job.rate_limit_key,
+                throttle_s,
+                error_text,
+                extra={
+                    "action": "job_throttled",
+                    "duration_s": round(duration_s, 6),
+                    "will_retry": True,
+                    "error": error_text,
+                    **_log_extra(job),
+                },
+            )
+            await self._hooks.emit(
+                events.Event("failed", job.id, job=failed, error=exc, will_retry=True)
+            )
+            return
         log = logger.warning if will_retry else logger.error
         log(
             "job %s failed (attempt %d/%d, %s): %s",

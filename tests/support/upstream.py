@@ -22,7 +22,7 @@ import io
 import threading
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, Literal
 
 import httpx
@@ -377,6 +377,19 @@ def _string_list(value: Any) -> bool:
 
 _PNGS: dict[tuple[int, int], bytes] = {}
 _PNGS_BASE64: dict[tuple[int, int], str] = {}
+
+
+def most_in_window(starts: Sequence[float], period_s: float) -> int:
+    """The most of `starts` (seconds) within any half-open window [t, t + period_s): what a
+    rate limit of N per period promises to keep at N or below."""
+    ordered = sorted(starts)
+    most = 0
+    first = 0
+    for last, moment in enumerate(ordered):
+        while moment - ordered[first] >= period_s:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
 
 
 def png_bytes(width: int, height: int) -> bytes:
