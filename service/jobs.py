@@ -36,6 +36,7 @@ from pgqueue import (
     JobContext,
     JobState,
     LeaseLost,
+    Queue,
     Registry,
     RetryLater,
 )
@@ -49,7 +50,7 @@ from service.images import (
     create_provider,
 )
 from service.payloads import JOB_KIND, MalformedPayload, StoryboardPayload
-from service.settings import ServiceSettings
+from service.settings import IMAGE_RATE_LIMIT_KEY, ServiceSettings
 
 logger = logging.getLogger("service.jobs")
 
@@ -57,6 +58,13 @@ POOL_MAX_SIZE = 5  # the handler's own reads and the hooks' writes; fenced write
 HTTP_MAX_CONNECTIONS = 50  # upstream connections shared by all of a worker's jobs
 # The job states that end a job for good with no image: the storyboard fails with them.
 FAILED_FOR_GOOD = (JobState.FAILED, JobState.CANCELLED)
+THROTTLE_STATUS = 429  # the upstream's "too many requests": pause every call, not one job
+# Seconds added to IMAGE_RATE_LIMIT's period in pgqueue. pgqueue counts starts by their claim's
+# now(); the upstream counts calls as they arrive, after the handler's lead (its reads and
+# first progress write: 3-10 ms measured, more under load), which varies from job to job. A
+# window that long again as the jitter keeps the upstream's own count within N; at 20/s it
+# costs 1 - 1/1.1 of the rate, at 60/min nothing to speak of.
+RATE_WINDOW_GUARD_S = 0.1
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -90,6 +98,7 @@ def create_registry(settings: ServiceSettings | None = None) -> Registry:
             raise RuntimeError("DATABASE_URL is not set: the storyboard handlers need the database")
         pool = await current.database().create_pool(min_size=1, max_size=POOL_MAX_SIZE)
         try:
+            await apply_rate_limit(pool, current)
             limits = httpx.Limits(max_connections=HTTP_MAX_CONNECTIONS)
             # Every upstream call is counted where it is made (storyboard_upstream_*).
             transport = metrics.CountingTransport(httpx.AsyncHTTPTransport(limits=limits))
@@ -121,6 +130,24 @@ def create_registry(settings: ServiceSettings | None = None) -> Registry:
     result.on("stalled", on_job_ended)
     upkeep.register(result)
     return result
+
+
+async def apply_rate_limit(pool: asyncpg.Pool, settings: ServiceSettings) -> None:
+    """Give the upstream's rate-limit key the limit of `IMAGE_RATE_LIMIT` (or none, unset),
+    its window widened by `RATE_WINDOW_GUARD_S`.
+
+    Every worker and drain does it as it opens, before its first claim: the limit lives in
+    the database, so the fleet shares one limit. Workers started with different values leave
+    the last one's in force; give them all the same.
+    """
+    queue = Queue(pool)
+    limit = settings.rate_limit
+    if limit is None:
+        await queue.remove_rate_limit(IMAGE_RATE_LIMIT_KEY)
+    else:
+        await queue.set_rate_limit(
+            IMAGE_RATE_LIMIT_KEY, limit.limit, limit.period_s + RATE_WINDOW_GUARD_S
+        )
 
 
 async def fail_storyboard(pool: asyncpg.Pool, event: Event) -> bool:
@@ -194,17 +221,26 @@ async def generate_storyboard(ctx: JobContext) -> dict[str, Any]:
         raise DoNotRetry(str(exc)) from exc
     except RetryableImageError as exc:
         if exc.retry_after_s is not None:
-            # The storyboard reads `generating` from this attempt's start until the next one
-            # starts: a wait that would take it past STORYBOARD_TIMEOUT_S fails it now, saying
-            # why, instead of leaving it `generating` longer than the rule allows.
+            throttle = exc.status == THROTTLE_STATUS
+            # A 429 is the upstream rate limiting every caller: the throttle pauses every
+            # job's calls and spends no attempt, so its bound is the storyboard's time limit,
+            # counted from the generate (the job's enqueue) on the database's clock. Any other
+            # Retry-After is this attempt's: it counts from this attempt's start. A wait that
+            # would take the storyboard past STORYBOARD_TIMEOUT_S fails it now, saying why,
+            # instead of leaving it `generating` longer than the rule allows.
             waited_s = time.monotonic() - started
+            if throttle and ctx.job.started_at is not None:
+                waited_s += (ctx.job.started_at - ctx.job.created_at).total_seconds()
             limit_s = state.settings.storyboard_timeout_s
             if waited_s + exc.retry_after_s > limit_s:
+                since = "the generate" if throttle else "this attempt"
                 raise DoNotRetry(
                     f"{exc}; the upstream asked to retry after {math.ceil(exc.retry_after_s)} s,"
-                    f" which with the {waited_s:.0f} s this attempt took is longer than a"
+                    f" which with the {waited_s:.0f} s since {since} is longer than a"
                     f" storyboard waits (STORYBOARD_TIMEOUT_S={limit_s:g} s)"
                 ) from exc
+            if throttle:
+                raise RetryLater(str(exc), throttle_s=exc.retry_after_s) from exc
             raise RetryLater(str(exc), delay_s=exc.retry_after_s) from exc
         raise  # pgqueue's backoff applies; its message is the last line of last_error
     # From here on the image is paid for: nothing but the lease (and a cancel) may stop us

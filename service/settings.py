@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pgqueue import Database, PoolMode
+from pgqueue import Database, PoolMode, RateLimit
 
 DEFAULT_IMAGE_TIMEOUT_S = 55.0  # seconds; below a 60 s platform limit, unlike the old 50/60 pair
 DEFAULT_STORYBOARD_TIMEOUT_S = 300.0  # seconds a storyboard may stay `generating` unattended
@@ -19,6 +19,7 @@ DEFAULT_DRAIN_BUDGET_S = 50.0  # seconds; under a serverless function's usual 60
 MIN_DRAIN_BUDGET_S = 1.0
 MAX_DRAIN_BUDGET_S = 300.0
 DEFAULT_STREAM_MAX_S = 300.0  # seconds one live-progress stream stays open
+IMAGE_RATE_LIMIT_KEY = "storyboard.upstream"  # the pgqueue rate-limit key of upstream calls
 
 
 class ServiceSettings(BaseSettings):
@@ -36,6 +37,8 @@ class ServiceSettings(BaseSettings):
         image_api_key: for `http`, the bearer key.
         image_model: for `http`, the model name sent upstream.
         image_timeout_s: one upstream call's time limit, in seconds.
+        image_rate_limit: `IMAGE_RATE_LIMIT`, `N/s`, `N/min` or `N/h`: at most N upstream
+            calls started per period, across all workers and drains (unset: no limit).
         storyboard_concurrency: most shots of one project generating at once, across workers.
         storyboard_timeout_s: a storyboard `generating` this long with no live job reads failed.
         storyboard_max_pending_per_user: most storyboard jobs one user may have pending
@@ -67,6 +70,7 @@ class ServiceSettings(BaseSettings):
     image_api_key: str = ""
     image_model: str = ""
     image_timeout_s: float = Field(default=DEFAULT_IMAGE_TIMEOUT_S, gt=0)
+    image_rate_limit: str | None = None
     # IMAGE_MAX_BYTES: the largest image accepted from the upstream (answer body or download).
     image_max_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
     storyboard_concurrency: int = Field(default=DEFAULT_STORYBOARD_CONCURRENCY, ge=1, le=1000)
@@ -78,6 +82,23 @@ class ServiceSettings(BaseSettings):
     max_attempts: int = Field(default=3, ge=1, validation_alias="PGQUEUE_MAX_ATTEMPTS")
     queue: str = Field(default="default", min_length=1, validation_alias="STORYBOARD_QUEUE")
     stream_max_s: float = Field(default=DEFAULT_STREAM_MAX_S, gt=0)
+
+    @field_validator("image_rate_limit")
+    @classmethod
+    def _valid_rate_limit(cls, value: str | None) -> str | None:
+        # Read here, so that a bad value stops the process at startup with its reason.
+        if value is None or not value.strip():
+            return None
+        try:
+            RateLimit.parse(value)
+        except ValueError as exc:
+            raise ValueError(f"IMAGE_RATE_LIMIT: {exc}") from None
+        return value.strip()
+
+    @property
+    def rate_limit(self) -> RateLimit | None:
+        """`IMAGE_RATE_LIMIT` as a pgqueue rate limit, or None when unset."""
+        return None if self.image_rate_limit is None else RateLimit.parse(self.image_rate_limit)
 
     def database(self) -> Database:
         """Where `DATABASE_URL` leads and how (it must be set)."""

@@ -29,7 +29,7 @@ from service.auth import User
 from service.errors import ApiError, not_found
 from service.payloads import JOB_KIND, StoryboardPayload
 from service.schemas import GenerateIn, ProjectIn
-from service.settings import ServiceSettings
+from service.settings import IMAGE_RATE_LIMIT_KEY, ServiceSettings
 
 # Smaller runs first: a paying user's shots overtake the free backlog.
 PRIORITY_BY_TIER = {"pro": 0, "free": 10}
@@ -163,6 +163,9 @@ async def generate(
                     idempotency_key=idempotency_key(project_id, n, generation),
                     concurrency_key=f"project:{project_id}",
                     concurrency_limit=settings.storyboard_concurrency,
+                    # Every job calls the one upstream: IMAGE_RATE_LIMIT holds them all, and
+                    # a 429 pauses them all (the workers set the key's limit at startup).
+                    rate_limit_key=IMAGE_RATE_LIMIT_KEY,
                 )
                 for n in to_enqueue
             ]

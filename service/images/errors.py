@@ -20,13 +20,22 @@ class ImageError(Exception):
 class RetryableImageError(ImageError):
     """The image provider failed in a way a later attempt may not."""
 
-    def __init__(self, message: str | None = None, *, retry_after_s: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        retry_after_s: float | None = None,
+        status: int | None = None,
+    ) -> None:
         """Args:
         message: what went wrong, for the storyboard's error and the job's last_error.
         retry_after_s: the provider's `Retry-After`, in seconds, when it sent one.
+        status: the upstream's HTTP status, when it answered one (429: it is rate limiting
+            every caller, not failing this request).
         """
         super().__init__(message)
         self.retry_after_s = retry_after_s
+        self.status = status
 
 
 class PermanentImageError(ImageError):

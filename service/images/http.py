@@ -274,7 +274,7 @@ class HttpImageProvider:
                     f"longer than a storyboard waits "
                     f"(STORYBOARD_TIMEOUT_S={self._max_retry_after_s:g} s)"
                 )
-            raise RetryableImageError(message, retry_after_s=retry_after)
+            raise RetryableImageError(message, retry_after_s=retry_after, status=status)
         raise PermanentImageError(message)
 
 
