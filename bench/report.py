@@ -35,6 +35,8 @@ ROWS: tuple[tuple[str, str, str, str], ...] = (
     ("claim_1m_ms", "claim p50, 10k queued + 1M finished", "ms", ""),
     ("claim_1m_vs_empty", "  ratio 1M / empty table", "x", "<= 1.2"),
     ("claim_1m_vs_queued_only", "  ratio 1M / 10k queued only", "x", ""),
+    ("claim_1m_limited_ms", "claim p50, 10k queued + 1M finished, one rate-limit key", "ms", ""),
+    ("claim_1m_limited_vs_1m", "  ratio rate-limited / no limit", "x", ""),
     ("sustained_first5_jobs_s", "sustained run, first 5 s", "jobs/s", ""),
     ("sustained_last5_jobs_s", "sustained run, last 5 s", "jobs/s", ""),
     ("sustained_last_vs_first", "  ratio last / first", "x", ">= 0.8"),
@@ -58,6 +60,17 @@ ROWS: tuple[tuple[str, str, str, str], ...] = (
     ("fleet_ideal_s", "  ideal: ceil(60 / 6) x upstream latency", "s", ""),
     ("fleet_makespan_ratio", "  ratio makespan / ideal, 2 worker processes", "x", "<= 1.1"),
     ("fleet_max_inflight", "  most upstream calls in flight (the fleet's 6 slots)", "", "<= 6"),
+    (
+        "rate_limit_makespan_s",
+        "rate-limited makespan, 200 shots, IMAGE_RATE_LIMIT=20/s, 2 workers x 10",
+        "s",
+        "",
+    ),
+    ("rate_limit_ideal_s", "  ideal: 200 / 20 per second", "s", ""),
+    ("rate_limit_makespan_ratio", "  ratio makespan / ideal", "x", ""),
+    ("rate_limit_guarded_ideal_s", "  ideal with the service's 1.25 s windows", "s", ""),
+    ("rate_limit_vs_guarded_ideal", "  ratio makespan / that ideal", "x", "<= 1.1"),
+    ("rate_limit_max_per_second", "  most upstream calls started in one second", "", "<= 20"),
     ("worker_rss_mb", "worker RSS, 100k queued", "MiB", "<= 80"),
 )
 

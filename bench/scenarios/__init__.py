@@ -14,6 +14,7 @@ from bench.scenarios import (
     makespan,
     memory,
     peers,
+    rate_limit,
     sustained,
     throughput,
 )
@@ -29,6 +30,7 @@ SCENARIOS: dict[str, Scenario] = {
     "sustained": sustained.run,
     "makespan": makespan.run,
     "fleet": fleet.run,
+    "rate_limit": rate_limit.run,
     "memory": memory.run,
     "peers": peers.run,
 }

@@ -1,4 +1,5 @@
-"""4a. Claim cost against table size: the worker's claim statement, timed directly."""
+"""4a. Claim cost against table size: the worker's claim statement, timed directly; and the
+same 1M-row table with every queued job under one rate-limit key (schema v7)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,17 @@ CLEAR_JOBS = """
 DELETE FROM pgqueue.jobs
 """
 
+# -- limit_queued: every queued job under one rate-limit key whose limit never holds a claim
+# -- back (10000 a second; the bench claims about 2000 a second), so each claim pays the full
+# -- path: the key's row locked, its window's starts read, the claimed starts appended
+LIMIT_QUEUED = """
+WITH keyed AS (
+    UPDATE pgqueue.jobs SET rate_limit_key = 'bench' WHERE state = 'queued' RETURNING 1
+)
+INSERT INTO pgqueue.rate_limits (key, capacity, period_s)
+SELECT 'bench', 10000, 1 FROM (SELECT count(*) FROM keyed) AS done
+"""
+
 # -- fill_history: succeeded jobs, as a worker would leave them an hour ago
 FILL_HISTORY = """
 INSERT INTO pgqueue.jobs (kind, state, attempts, created_at, run_at, started_at, finished_at)
@@ -55,6 +67,7 @@ class Table:
     history: int
     queued: int
     refill: bool  # before each claim: only `limit` queued jobs, nothing else
+    rate_limited: bool = False  # every queued job under one rate-limit key
     conn: asyncpg.Connection | None = None
     timings: list[float] = dataclasses.field(default_factory=list)
     plan: str = ""
@@ -68,6 +81,8 @@ class Table:
             ctx.say(f"claim: {self.history} finished rows in {time.perf_counter() - started:.1f}s")
         if self.queued:
             await self.conn.execute(FILL_QUEUED, handlers.NOOP, self.queued)
+        if self.rate_limited:
+            await self.conn.execute(LIMIT_QUEUED)
         await self.conn.execute("VACUUM ANALYZE pgqueue.jobs")
         self.plan = await explain_claim(self.conn, limit)
         for _ in range(WARMUP_CLAIMS):
@@ -110,6 +125,15 @@ async def run(ctx: Context) -> dict[str, Any]:
     ]
     if config.claim_history_rows:
         tables.append(Table("1m", history=config.claim_history_rows, queued=queued, refill=False))
+        tables.append(
+            Table(
+                "1m_limited",
+                history=config.claim_history_rows,
+                queued=queued,
+                refill=False,
+                rate_limited=True,
+            )
+        )
     async with contextlib.AsyncExitStack() as stack:
         for table in tables:
             dsn = await stack.enter_async_context(ctx.databases.fresh(f"claim_{table.label}"))
@@ -125,7 +149,8 @@ async def run(ctx: Context) -> dict[str, Any]:
         ctx.say(
             f"claim: {table.label:>7}: p50 {p50[table.label]:.3f} ms, "
             f"p95 {percentile(table.timings, 0.95):.3f} ms ({table.history} finished, "
-            f"{table.queued} queued{', refilled' if table.refill else ''}, "
+            f"{table.queued} queued{', refilled' if table.refill else ''}"
+            f"{', one rate-limit key' if table.rate_limited else ''}, "
             f"{config.claim_samples} claims of {limit})"
         )
     result: dict[str, Any] = {
@@ -139,5 +164,8 @@ async def run(ctx: Context) -> dict[str, Any]:
         result["claim_1m_vs_queued_only"] = round(p50["1m"] / p50["queued"], 2)
         result["claim_1m_vs_empty"] = round(p50["1m"] / p50["empty"], 2)
         result["claim_history_rows"] = config.claim_history_rows
-        result["claim_1m_plan"] = tables[-1].plan
+        result["claim_1m_plan"] = tables[3].plan
+        result["claim_1m_limited_ms"] = round(p50["1m_limited"], 3)
+        result["claim_1m_limited_vs_1m"] = round(p50["1m_limited"] / p50["1m"], 2)
+        result["claim_1m_limited_plan"] = tables[4].plan
     return result
