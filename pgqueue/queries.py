@@ -334,6 +334,21 @@ SELECT extract(epoch FROM least(
 ) - now())::float8
 """
 
+# -- seconds_until_key_allows: SECONDS_UNTIL_DUE's second half alone: how long until a
+# -- rate-limit key holding back runnable jobs of the queues $1 and kinds $2 allows a start
+# -- again (NULL: none holds any back). A budgeted burst run (a drain) waits that long rather
+# -- than end with work its budget could still do.
+SECONDS_UNTIL_KEY_ALLOWS = """
+SELECT extract(epoch FROM min(greatest(r.next_start_at, r.paused_until)) - now())::float8
+FROM pgqueue.rate_limits AS r
+WHERE greatest(r.next_start_at, r.paused_until) > now()
+  AND EXISTS (
+      SELECT 1 FROM pgqueue.jobs AS j
+      WHERE j.rate_limit_key = r.key AND j.state = 'queued'
+        AND j.queue = ANY ($1::text[]) AND j.kind = ANY ($2::text[])
+        AND j.run_at <= now())
+"""
+
 # -- renew_leases: one statement for all of a worker's jobs; also writes throttled progress.
 # -- Rows locked by someone else (a handler's own ctx.transaction(), the completer's write of
 # -- the same job) are skipped rather than waited for: one handler's long transaction must not

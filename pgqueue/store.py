@@ -794,6 +794,15 @@ async def seconds_until_due(
     return None if value is None else float(value)
 
 
+async def seconds_until_key_allows(
+    db: Executor, queues: Sequence[str], kinds: Sequence[str]
+) -> float | None:
+    """Seconds until a rate-limit key holding back runnable jobs of these queues and kinds
+    allows a start again; None if no key holds any back."""
+    value = await db.fetchval(queries.SECONDS_UNTIL_KEY_ALLOWS, list(queues), list(kinds))
+    return None if value is None else float(value)
+
+
 # -- the reaper ------------------------------------------------------------------------------
 
 

@@ -150,6 +150,9 @@ class Worker:
             self._start,
             poll_interval_s=config.poll_interval_s,
             burst=config.burst,
+            # A budgeted run (a drain) uses its budget on jobs a rate limit holds back; a plain
+            # burst run ends with them, as it ends with delayed jobs.
+            burst_waits_for_keys=config.burst and config.max_seconds is not None,
             idle=self._idle,
         )
         self._producer = producer

@@ -72,6 +72,9 @@ class Producer:
         start: starts one claimed job (the worker creates its task).
         poll_interval_s: the longest an idle worker waits without a notification.
         burst: return once nothing is runnable and every claimed job's outcome is written.
+        burst_waits_for_keys: in burst mode, wait for a rate-limit key that holds back runnable
+            jobs to allow a start again, rather than return (a run with a time budget, which
+            stops the producer at its end: a drain's budget is there to be used).
         idle: the event to set while waiting for work with free slots.
     """
 
@@ -84,6 +87,7 @@ class Producer:
         *,
         poll_interval_s: float,
         burst: bool = False,
+        burst_waits_for_keys: bool = False,
         idle: asyncio.Event | None = None,
     ) -> None:
         self._db = db
@@ -92,6 +96,7 @@ class Producer:
         self._start = start
         self._poll_interval_s = poll_interval_s
         self._burst = burst
+        self._burst_waits_for_keys = burst_waits_for_keys
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self.idle = idle or asyncio.Event()  # set while waiting for work with free slots
@@ -150,11 +155,28 @@ class Producer:
                 continue  # maybe more are waiting: claim again at once
             if self._burst:
                 if self.slots.in_use == 0:
+                    if self._burst_waits_for_keys and await self._wait_for_a_key():
+                        continue
                     return  # nothing runnable was left, and every outcome is written
                 self.slots.freed.clear()
                 await wait_any(self.slots.freed, self._stopping)
                 continue
             await self._idle()
+
+    async def _wait_for_a_key(self) -> bool:
+        """Wait until a rate-limit key holding back jobs allows a start; False when none holds
+        any back (or the lookup failed: the run ends as it would have)."""
+        try:
+            due_s = await store.seconds_until_key_allows(
+                self._db, self._template.queues, self._template.kinds
+            )
+        except Exception as exc:  # ending the run is what would have happened without it
+            logger.warning("held-back lookup failed: %s", exc, extra={"action": "lookup_failed"})
+            return False
+        if due_s is None:
+            return False
+        await wait_any(self._stopping, timeout=max(due_s, 0.0) + DUE_MARGIN_S)
+        return not self._stopping.is_set()
 
     async def _idle(self) -> None:
         loop = asyncio.get_running_loop()

@@ -12,8 +12,20 @@ from datetime import datetime
 import asyncpg
 import pytest
 
-from pgqueue import JobContext, JobSpec, JobState, Queue, RateLimit, Registry, RetryLater, store
+from pgqueue import (
+    JobContext,
+    JobSpec,
+    JobState,
+    Queue,
+    RateLimit,
+    Registry,
+    RetryLater,
+    Worker,
+    WorkerConfig,
+    store,
+)
 from tests.integration.conftest import WorkerFactory
+from tests.support.settings import WORKER_OPTIONS as FAST
 from tests.support.upstream import most_in_window
 from tests.support.wait import wait_for
 
@@ -268,3 +280,26 @@ async def test_throttle_is_fenced_by_the_lease(queue: Queue, pool: asyncpg.Pool)
     (limit,) = await queue.rate_limits()
     assert isinstance(limit["paused_until"], datetime) and limit["capacity"] is None
     assert await store.claim(pool, _claim(1)) == []
+
+
+async def test_a_budgeted_burst_waits_for_the_key_and_a_plain_one_does_not(
+    db_url: str, queue: Queue, pool: asyncpg.Pool
+) -> None:
+    # A drain (a burst with a budget) uses its budget on jobs the limit holds back; a plain
+    # burst ends with them, as it ends with delayed jobs.
+    await queue.set_rate_limit(KEY, 2, 1.0)
+    registry = Registry()
+
+    @registry.handler("k")
+    async def handler(ctx: JobContext) -> None:
+        return None
+
+    await queue.enqueue_many([JobSpec("k", rate_limit_key=KEY) for _ in range(6)])
+    plain = Worker(db_url, registry, WorkerConfig(**{**FAST, "burst": True}))
+    await asyncio.wait_for(plain.run(), timeout=10)
+    assert await _states(pool) == {"succeeded": 2, "queued": 4}
+    budgeted = Worker(db_url, registry, WorkerConfig(**{**FAST, "burst": True, "max_seconds": 8}))
+    began = time.monotonic()
+    await asyncio.wait_for(budgeted.run(), timeout=15)
+    assert await _states(pool) == {"succeeded": 6}
+    assert time.monotonic() - began < 4  # two more windows, then nothing is held back
