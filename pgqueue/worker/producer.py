@@ -153,6 +153,11 @@ class Producer:
                 self._start(job)
             if len(jobs) == taken:
                 continue  # maybe more are waiting: claim again at once
+            if any(job.rate_limit_key is not None for job in jobs):
+                # Short, maybe because a key ran out of starts: its other candidates filled
+                # the claim's scan, and jobs behind them (other keys, no key) may be runnable.
+                # The key is now skipped by the scan; this claim finds them, or nothing.
+                continue
             if self._burst:
                 if self.slots.in_use == 0:
                     if self._burst_waits_for_keys and await self._wait_for_a_key():

@@ -303,3 +303,32 @@ async def test_a_budgeted_burst_waits_for_the_key_and_a_plain_one_does_not(
     await asyncio.wait_for(budgeted.run(), timeout=15)
     assert await _states(pool) == {"succeeded": 6}
     assert time.monotonic() - began < 4  # two more windows, then nothing is held back
+
+
+async def test_jobs_behind_a_key_that_ran_out_start_at_once(
+    queue: Queue, pool: asyncpg.Pool, running_worker: WorkerFactory
+) -> None:
+    # A claim of 4 scans 4 jobs of the key, of which 2 may start: the unkeyed jobs behind them
+    # must not wait for the key's next window (a minute), a completion or the poll (30 s).
+    await queue.set_rate_limit(KEY, 2, 60)
+    registry = Registry()
+    release = asyncio.Event()
+
+    @registry.handler("k")
+    async def handler(ctx: JobContext) -> None:
+        if ctx.job.rate_limit_key is not None:
+            await release.wait()  # no completion frees a slot meanwhile
+
+    async with running_worker(registry, concurrency=4, poll_interval_s=30) as worker:
+        await wait_for(worker.idle.is_set)  # one notification from here on, one claim
+        await queue.enqueue_many(
+            [JobSpec("k", rate_limit_key=KEY) for _ in range(6)]
+            + [JobSpec("k", priority=1) for _ in range(2)]
+        )
+
+        async def others_done() -> bool:
+            return (await _states(pool)).get("succeeded") == 2
+
+        await wait_for(others_done, timeout=5, message="the 2 behind the key's 2 running")
+        assert await _states(pool) == {"succeeded": 2, "running": 2, "queued": 4}
+        release.set()
