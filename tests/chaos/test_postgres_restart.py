@@ -10,8 +10,6 @@ shot must end `success` with its image.
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -41,20 +39,9 @@ pytestmark = pytest.mark.timeout(180)
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[EmbeddedPostgres]:
-    """An embedded Postgres for this module alone, stopped and removed at the end.
-
-    Its directory is our own under /tmp, not pytest's tmp_path: another pytest session may
-    chmod that root 0700, and the server's system user (when we run as root) would then be
-    locked out of its data.
-    """
-    workdir = Path(tempfile.mkdtemp(prefix="pgqueue-chaos-", dir="/tmp"))
-    postgres = EmbeddedPostgres(workdir / "pgdata", fast=True)
-    try:
-        postgres.start()
+    """An embedded Postgres for this module alone, which the test stops and starts."""
+    with db.own_server("chaos") as postgres:
         yield postgres
-    finally:
-        postgres.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -9,10 +9,7 @@ behind Supabase's pooler.
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -27,15 +24,9 @@ STARTUP_TIMEOUT_S = 30
 
 @pytest.fixture(scope="package")
 def server() -> Iterator[EmbeddedPostgres]:
-    """An embedded Postgres for these tests alone (see tests/chaos for why under /tmp)."""
-    workdir = Path(tempfile.mkdtemp(prefix="pgqueue-pooler-", dir="/tmp"))
-    postgres = EmbeddedPostgres(workdir / "pgdata", fast=True)
-    try:
-        postgres.start()
+    """An embedded Postgres for these tests alone (they restart it behind the pooler)."""
+    with db.own_server("pooler") as postgres:
         yield postgres
-    finally:
-        postgres.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="package")

@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import shutil
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -359,15 +357,9 @@ async def test_behind_a_pooler_without_a_direct_url_one_shared_poll_serves_every
 
 @pytest.fixture(scope="module")
 def restartable() -> Iterator[EmbeddedPostgres]:
-    """A server of this module's own, which the test may stop (see tests/chaos: why /tmp)."""
-    workdir = Path(tempfile.mkdtemp(prefix="pgqueue-events-", dir="/tmp"))
-    postgres = EmbeddedPostgres(workdir / "pgdata", fast=True)
-    try:
-        postgres.start()
+    """A server of this module's own, which the test may stop."""
+    with db.own_server("events") as postgres:
         yield postgres
-    finally:
-        postgres.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.mark.timeout(120)

@@ -15,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
+import tempfile
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -163,3 +165,21 @@ class Databases:
         if self._template is not None:
             await drop_database(self.admin_url, self._template)
             self._template = None
+
+
+@contextlib.contextmanager
+def own_server(label: str) -> Iterator[EmbeddedPostgres]:
+    """An embedded Postgres of the caller's alone (one it may stop and restart), removed after.
+
+    Its directory is our own under /tmp, not pytest's tmp_path: another pytest session may
+    chmod that root 0700, and the server's system user (when we run as root) would then be
+    locked out of its data.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix=f"pgqueue-{label}-", dir="/tmp"))
+    postgres = EmbeddedPostgres(workdir / "pgdata", fast=True)
+    try:
+        postgres.start()
+        yield postgres
+    finally:
+        postgres.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
