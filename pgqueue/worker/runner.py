@@ -276,34 +276,20 @@ class JobRunner:
         else:
             self.outcomes.failed += 1
         if throttled and will_retry:
-            logger.warning(
-                "job %s throttled: key %s paused for %.1fs, attempt not spent: %s",
-                job.id,
-                job.rate_limit_key,
-                throttle_s,
-                error_text,
-                extra={
-                    "action": "job_throttled",
-                    "duration_s": round(duration_s, 6),
-                    "will_retry": True,
-                    "error": error_text,
-                    **_log_extra(job),
-                },
-            )
-            await self._hooks.emit(
-                events.Event("failed", job.id, job=failed, error=exc, will_retry=True)
-            )
-            return
-        log = logger.warning if will_retry else logger.error
+            log, action = logger.warning, "job_throttled"
+            message = "job %s throttled: key %s paused for %.1fs, attempt not spent: %s"
+            args: tuple[Any, ...] = (job.id, job.rate_limit_key, throttle_s, error_text)
+        else:
+            log = logger.warning if will_retry else logger.error
+            action = "job_failed"
+            message = "job %s failed (attempt %d/%d, %s): %s"
+            retry = f"retry in {delay_s:.1f}s" if will_retry else "no retry"
+            args = (job.id, job.attempts, job.max_attempts, retry, error_text)
         log(
-            "job %s failed (attempt %d/%d, %s): %s",
-            job.id,
-            job.attempts,
-            job.max_attempts,
-            f"retry in {delay_s:.1f}s" if will_retry else "no retry",
-            error_text,
+            message,
+            *args,
             extra={
-                "action": "job_failed",
+                "action": action,
                 "duration_s": round(duration_s, 6),
                 "will_retry": will_retry,
                 "error": error_text,

@@ -11,7 +11,7 @@ import time
 import asyncpg
 import pytest
 
-from pgqueue import JobContext, JobSpec, Queue, Registry
+from pgqueue import JobContext, JobSpec, Queue, Registry, Worker
 from tests.integration.conftest import WorkerFactory
 from tests.support.wait import wait_for
 
@@ -29,9 +29,9 @@ def _timing_registry(started: dict[int, float]) -> Registry:
     return registry
 
 
-async def _idle(worker: object) -> None:
-    await wait_for(lambda: getattr(worker, "listener_pid", None) is not None)
-    await asyncio.sleep(0.1)  # its first (empty) claim is over; it sleeps until woken
+async def _idle(worker: Worker) -> None:
+    # Listening, and its first (empty) claim over: it waits for a wake-up with its slots free.
+    await wait_for(lambda: worker.listener_pid is not None and worker.idle.is_set())
 
 
 async def test_autocommit_enqueue_on_a_connection_wakes_a_worker(
