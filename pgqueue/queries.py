@@ -1,6 +1,6 @@
 """Every SQL statement pgqueue runs about jobs, as named constants.
 
-Only `store.py` executes these. Each statement is a whole literal: what is sent to Postgres is
+Only `store/` executes these. Each statement is a whole literal: what is sent to Postgres is
 what is read here. Parameters are always `$n` placeholders, built with `json.dumps` or typed
 arrays, never spliced into the text; table names are fixed. Each statement that changes a job
 is a single statement decided by Postgres `now()`, and every write a worker makes about a job it

@@ -1,0 +1,129 @@
+"""The job store: the only package in pgqueue that executes SQL about jobs.
+
+Every function takes `db`, an asyncpg pool or connection (a connection joins whatever
+transaction the caller has open), runs statements of `queries.py`, and returns values of
+`models.py`. The rest of pgqueue (the `Queue` facade, the worker's parts) decides *what* to do;
+this package alone knows *how* it is said to Postgres: which statement, which parameters, and
+how they are encoded (`json.dumps` or typed arrays, never text spliced into SQL).
+
+One module per concept, each name re-exported here (callers say `store.claim`):
+
+    _common       the `Executor`, connections, rows to jobs
+    enqueueing    enqueue, its grouping per pool, the NOTIFY of new jobs
+    claims        claim, complete, fail, throttle, the next due time
+    leases        held jobs: renew, release, cancel, progress, the handler's transaction
+    admin         get, cancel, list, retry, pause and resume, queue stats
+    maintenance   the reaper, retention purges, vacuum
+    ratelimits    rate limits of keys
+    schedules     periodic jobs' ticks
+    metrics       what a metrics scrape reads
+"""
+
+from __future__ import annotations
+
+from pgqueue.store._common import Executor
+from pgqueue.store.admin import (
+    MAX_JOB_ID,
+    cancel_job,
+    count_waiting,
+    finished_per_minute,
+    get_job,
+    list_jobs,
+    pause_queue,
+    queue_overview,
+    queue_stats,
+    resume_queue,
+    retry_job,
+)
+from pgqueue.store.claims import (
+    MAX_DELAY_S,
+    ClaimRequest,
+    Success,
+    capped_delay_s,
+    claim,
+    complete,
+    complete_and_claim,
+    fail_attempt,
+    seconds_until_due,
+    seconds_until_key_allows,
+    throttle,
+)
+from pgqueue.store.enqueueing import GROUP_MAX_ROWS, GROUP_MAX_SPECS, enqueue, notify_queues
+from pgqueue.store.leases import (
+    HeldLease,
+    Renewal,
+    cancel_held,
+    complete_held,
+    extend_held,
+    lock_held,
+    release,
+    renew,
+    set_progress,
+)
+from pgqueue.store.maintenance import (
+    PURGE_BATCH,
+    PURGE_MAX_BATCHES,
+    REAPER_IDLE_LIMIT_S,
+    purge_finished,
+    purge_idle_concurrency_slots,
+    reap,
+    vacuum,
+)
+from pgqueue.store.metrics import finished_between, settled_before
+from pgqueue.store.ratelimits import list_rate_limits, remove_rate_limit, set_rate_limit
+from pgqueue.store.schedules import ScheduleTick, database_now, fire_schedule, list_schedules
+
+__all__ = [
+    "GROUP_MAX_ROWS",
+    "GROUP_MAX_SPECS",
+    "MAX_DELAY_S",
+    "MAX_JOB_ID",
+    "PURGE_BATCH",
+    "PURGE_MAX_BATCHES",
+    "REAPER_IDLE_LIMIT_S",
+    "ClaimRequest",
+    "Executor",
+    "HeldLease",
+    "Renewal",
+    "ScheduleTick",
+    "Success",
+    "cancel_held",
+    "cancel_job",
+    "capped_delay_s",
+    "claim",
+    "complete",
+    "complete_and_claim",
+    "complete_held",
+    "count_waiting",
+    "database_now",
+    "enqueue",
+    "extend_held",
+    "fail_attempt",
+    "finished_between",
+    "finished_per_minute",
+    "fire_schedule",
+    "get_job",
+    "list_jobs",
+    "list_rate_limits",
+    "list_schedules",
+    "lock_held",
+    "notify_queues",
+    "pause_queue",
+    "purge_finished",
+    "purge_idle_concurrency_slots",
+    "queue_overview",
+    "queue_stats",
+    "reap",
+    "release",
+    "remove_rate_limit",
+    "renew",
+    "resume_queue",
+    "retry_job",
+    "seconds_until_due",
+    "seconds_until_key_allows",
+    "set_progress",
+    "set_rate_limit",
+    "settled_before",
+    "throttle",
+    "vacuum",
+]
