@@ -45,6 +45,16 @@ def _ints(text: str) -> tuple[int, ...]:
     return values
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("give a positive number")
+    return value
+
+
 def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, Config]:
     """The command line, and the Config it describes."""
     parser = argparse.ArgumentParser(
@@ -63,6 +73,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, C
     )
     parser.add_argument("--sustained-s", type=float, help="length of the sustained run (60)")
     parser.add_argument("--sustained-concurrency", type=int, help="default: the fastest found")
+    parser.add_argument(
+        "--sustained-runs", type=_positive, help="sustained runs; the median is reported (3)"
+    )
     parser.add_argument(
         "--makespan-latency-s", type=float, help="the fake upstream's latency per image (0.5)"
     )
@@ -86,6 +99,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, C
         "claim_history_rows": args.claim_rows,
         "sustained_s": args.sustained_s,
         "sustained_concurrency": args.sustained_concurrency,
+        "sustained_runs": args.sustained_runs,
         "makespan_latency_s": args.makespan_latency_s,
         "makespan_concurrencies": args.makespan_concurrency,
         "rss_jobs": args.rss_jobs,
