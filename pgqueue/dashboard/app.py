@@ -101,7 +101,12 @@ def create_app(queue: QueueSource, *, authorize: Authorize, title: str = "pgqueu
     def render(request: Request, name: str, status: int = 200, **context: Any) -> Response:
         base = _base(request)
         page = templates.get_template(name).render(
-            base=base, title=title, request=request, notice=_notice(request), **context
+            base=base,
+            title=title,
+            request=request,
+            notice=_notice(request),
+            signed_in=request.cookies.get(COOKIE) is not None,  # every page offers to sign out
+            **context,
         )
         return HTMLResponse(page, status_code=status, headers=PAGE_HEADERS)
 

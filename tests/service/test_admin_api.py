@@ -184,6 +184,7 @@ async def test_the_dashboard_signs_in_admins_only_and_acts_by_post(
 
     page = await client.get("/dashboard/")
     assert page.status_code == 401 and "Sign in" in page.text
+    assert "sign-out" not in page.text  # nothing to sign out of yet
     assert "default-src 'self'" in page.headers["content-security-policy"]
     for token, status in (("", 400), ("sbt_wrong", 403), (alice["Authorization"][7:], 403)):
         answer = await client.post("/dashboard/sign-in", data={"token": token})
@@ -202,6 +203,9 @@ async def test_the_dashboard_signs_in_admins_only_and_acts_by_post(
     assert (await client.get("/dashboard/?before=x")).status_code == 400
     job_page = await client.get(f"/dashboard/jobs/{first}")
     assert job_page.status_code == 200 and "project_id" in job_page.text
+    # Every signed-in page offers to sign out, the job's page as well as the overview.
+    for page in (overview, job_page):
+        assert 'action="/dashboard/sign-out"' in page.text
     assert (await client.get("/dashboard/jobs/999999")).status_code == 404
     # A GET changes nothing; a cross-site POST is refused.
     assert (await client.get(f"/dashboard/jobs/{first}/cancel")).status_code == 405
