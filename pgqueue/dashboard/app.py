@@ -155,6 +155,7 @@ def create_app(queue: QueueSource, *, authorize: Authorize, title: str = "pgqueu
             "overview.html",
             queues=queues,
             schedules=await q.schedules(),
+            rate_limits=await q.rate_limits(),
             charts=charts,
             jobs=jobs,
             filters=filters,

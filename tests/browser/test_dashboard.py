@@ -76,6 +76,7 @@ async def test_an_admin_retries_cancels_pauses_and_resumes(
         pool = await asyncpg.create_pool(db_url, min_size=1, max_size=2)
         try:
             waiting = await Queue(pool).enqueue("report.weekly", {"week": 48})
+            await Queue(pool).set_rate_limit("reports", 5, 60)  # shown beside the queues
         finally:
             await pool.close()
 
@@ -90,6 +91,10 @@ async def test_an_admin_retries_cancels_pauses_and_resumes(
         await expect(queue_row.locator('[data-part="waiting"]')).to_have_text("1")
         await expect(queue_row.locator("svg.chart rect[fill='#1f7a4d']").first).to_be_attached()
         await expect(_row(page, refused).locator('[data-part="state"]')).to_have_text("failed")
+        limit_row = page.locator('#rate-limits tr[data-key="reports"]')
+        await expect(limit_row.locator('[data-part="limit"]')).to_have_text("5 per 60.0 s")
+        await expect(limit_row.locator('[data-part="recent"]')).to_have_text("0 of 5")
+        await expect(limit_row.locator('[data-part="blocked"]')).to_have_text("now")
         await screenshot(page, "dashboard")
 
         # The failed job's page: payload, attempts and the upstream's refusal in its error.
