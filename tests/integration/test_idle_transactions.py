@@ -21,9 +21,12 @@ from tests.support.wait import wait_for
 LEASE_S = 0.5
 IDLE_LIMIT_S = 1.0  # (the default is two leases, at least 30 s)
 
+# Idle in transaction for a while: the worker's own short transactions (the reaper's, every
+# eighth of a second here) are idle in transaction for a moment between their statements too.
 IDLE_SESSIONS = """
 SELECT count(*) FROM pg_stat_activity
 WHERE datname = current_database() AND state = 'idle in transaction'
+  AND state_change < now() - interval '200 milliseconds'
 """
 
 
@@ -49,7 +52,11 @@ async def test_an_idle_handler_transaction_is_ended_at_the_limit(
         registry, lease_s=LEASE_S, shutdown_grace_s=0, transaction_idle_limit_s=IDLE_LIMIT_S
     ):
         await asyncio.wait_for(entered.wait(), 10)
-        assert await pool.fetchval(IDLE_SESSIONS) == 1  # the handler's, holding the row
+
+        async def held_idle() -> bool:
+            return await pool.fetchval(IDLE_SESSIONS) == 1  # the handler's, holding the row
+
+        await wait_for(held_idle, timeout=5, message="the handler's idle transaction")
 
         async def ended() -> bool:
             return await pool.fetchval(IDLE_SESSIONS) == 0
