@@ -64,10 +64,15 @@ async def test_an_idle_handler_transaction_is_ended_at_the_limit(
         # The limit (1 s) and the server's own check: well within 5 s.
         await wait_for(ended, timeout=5, message="the server ended the idle transaction")
 
-        # The row is unlocked, so the reaper takes the job whose lease ran out meanwhile (its
-        # one attempt spent: failed). It may already have by now: wait for it, do not race it.
-        async def reaped() -> bool:
-            state = await pool.fetchval("SELECT state FROM pgqueue.jobs WHERE id = $1", job.id)
-            return bool(state != "running")
+        # The job's row is no longer locked, so a reaper may take it once its lease runs out.
+        # Whether one has by now depends on the heartbeat (the handler still runs, so its
+        # worker may renew the lease first) and on timing: either is fine. The heartbeat and
+        # the reaper lock the row for a moment too, hence a wait rather than one look.
+        async def unlocked() -> bool:
+            async with pool.acquire() as conn, conn.transaction():
+                row = await conn.fetchrow(
+                    "SELECT state FROM pgqueue.jobs WHERE id = $1 FOR UPDATE SKIP LOCKED", job.id
+                )
+            return row is not None
 
-        await wait_for(reaped, timeout=5, message="the reaper to take the unlocked job")
+        await wait_for(unlocked, timeout=5, message="the job's row unlocked")
