@@ -1,10 +1,11 @@
 """The job store: the only package in pgqueue that executes SQL about jobs.
 
 Every function takes `db`, an asyncpg pool or connection (a connection joins whatever
-transaction the caller has open), runs statements of `queries.py`, and returns values of
-`models.py`. The rest of pgqueue (the `Queue` facade, the worker's parts) decides *what* to do;
-this package alone knows *how* it is said to Postgres: which statement, which parameters, and
-how they are encoded (`json.dumps` or typed arrays, never text spliced into SQL).
+transaction the caller has open), runs statements of the `queries` package (one module per
+concept, named as the modules here), and returns values of `models.py`. The rest of pgqueue
+(the `Queue` facade, the worker's parts) decides *what* to do; this package alone knows *how*
+it is said to Postgres: which statement, which parameters, and how they are encoded
+(`json.dumps` or typed arrays, never text spliced into SQL).
 
 One module per concept, each name re-exported here (callers say `store.claim`):
 

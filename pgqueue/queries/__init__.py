@@ -1,0 +1,154 @@
+"""Every SQL statement pgqueue runs about jobs, as named constants.
+
+Only `store/` executes these. Each statement is a whole literal: what is sent to Postgres is
+what is read here. Parameters are always `$n` placeholders, built with `json.dumps` or typed
+arrays, never spliced into the text; table names are fixed. Each statement that changes a job
+is a single statement decided by Postgres `now()`, and every write a worker makes about a job it
+holds is fenced by `id + lease_token + state = 'running'`.
+
+Batched fenced writes (complete, renew, reap, release) take the job ids as `bigint[]` and each
+job's fields as one JSON object keyed by job id, read per row with `->`. They used to join
+`unnest(...)` arrays instead, but a planner without statistics (a fresh table hit by a burst)
+ran that join as a nested loop over the whole array for every row: 500 completions took 130 ms
+instead of 3. A key lookup has no plan to get wrong. A job's result and progress travel inside
+that object as JSON *text* (`->> n` then `::jsonb`): each is encoded once, by the job that
+produced it, so a value that is not JSON fails only its own job, never the batch.
+
+One module per concept, mirroring the store package (`store/`), each name re-exported
+here (callers say `queries.CLAIM_JOBS`):
+
+    enqueueing    enqueue (plain, or notifying inside a caller's transaction), duplicates, NOTIFY
+    claims        claim, the claim fused with completions, the next due time
+    outcomes      what store/claims.py writes when an attempt ends: complete, fail, throttle
+    leases        held jobs: renew, progress, the handler's transaction, complete, cancel, release
+    admin         get, cancel, list, retry, pause and resume, queue stats and overview
+    maintenance   the reaper, idle concurrency slots, counters, retention purges, vacuum
+    ratelimits    rate limits of keys
+    schedules     periodic jobs' ticks, the database's clock
+    metrics       what a metrics scrape reads
+    connections   the listener's keep-alive ping
+"""
+
+from __future__ import annotations
+
+from pgqueue.queries.admin import (
+    CANCEL_JOB,
+    COUNT_WAITING,
+    FINISHED_PER_MINUTE,
+    GET_JOB,
+    LIST_JOBS,
+    LIST_JOBS_ENDED_BADLY,
+    PAUSE_QUEUE,
+    QUEUE_OVERVIEW,
+    QUEUE_STATS,
+    RESUME_QUEUE,
+    RETRY_JOB,
+)
+from pgqueue.queries.claims import (
+    CLAIM_JOBS,
+    COMPLETE_AND_CLAIM_JOBS,
+    SECONDS_UNTIL_DUE,
+    SECONDS_UNTIL_KEY_ALLOWS,
+)
+from pgqueue.queries.connections import (
+    PING,
+)
+from pgqueue.queries.enqueueing import (
+    ENQUEUE_JOBS,
+    ENQUEUE_JOBS_NOTIFY,
+    NOTIFY_QUEUES,
+    SELECT_JOBS_BY_IDEMPOTENCY_KEY,
+)
+from pgqueue.queries.leases import (
+    CANCEL_HELD_JOB,
+    COMPLETE_JOB,
+    EXTEND_HELD_LEASE,
+    LOCK_HELD_JOB,
+    RELEASE_JOBS,
+    RENEW_LEASES,
+    SET_PROGRESS,
+)
+from pgqueue.queries.maintenance import (
+    FOLD_FINISHED_COUNTS,
+    LOCK_IDLE_CONCURRENCY_SLOTS,
+    PURGE_FINISHED,
+    PURGE_IDLE_CONCURRENCY_SLOTS,
+    REAP_JOBS,
+    SELECT_EXPIRED_LEASES,
+    TRY_REAPER_LOCK,
+    VACUUM_QUEUE_TABLES,
+)
+from pgqueue.queries.metrics import (
+    FINISHED_BETWEEN,
+    SETTLED_BEFORE,
+)
+from pgqueue.queries.outcomes import (
+    COMPLETE_JOBS,
+    FAIL_ATTEMPT,
+    PAUSE_RATE_LIMIT_KEY,
+    THROTTLE_JOB,
+)
+from pgqueue.queries.ratelimits import (
+    LIST_RATE_LIMITS,
+    REMOVE_RATE_LIMIT,
+    SET_RATE_LIMIT,
+)
+from pgqueue.queries.schedules import (
+    ADVANCE_SCHEDULE,
+    DATABASE_NOW,
+    INSERT_SCHEDULE,
+    LIST_SCHEDULES,
+    SET_SCHEDULE_JOB,
+)
+
+__all__ = [
+    "ADVANCE_SCHEDULE",
+    "CANCEL_HELD_JOB",
+    "CANCEL_JOB",
+    "CLAIM_JOBS",
+    "COMPLETE_AND_CLAIM_JOBS",
+    "COMPLETE_JOB",
+    "COMPLETE_JOBS",
+    "COUNT_WAITING",
+    "DATABASE_NOW",
+    "ENQUEUE_JOBS",
+    "ENQUEUE_JOBS_NOTIFY",
+    "EXTEND_HELD_LEASE",
+    "FAIL_ATTEMPT",
+    "FINISHED_BETWEEN",
+    "FINISHED_PER_MINUTE",
+    "FOLD_FINISHED_COUNTS",
+    "GET_JOB",
+    "INSERT_SCHEDULE",
+    "LIST_JOBS",
+    "LIST_JOBS_ENDED_BADLY",
+    "LIST_RATE_LIMITS",
+    "LIST_SCHEDULES",
+    "LOCK_HELD_JOB",
+    "LOCK_IDLE_CONCURRENCY_SLOTS",
+    "NOTIFY_QUEUES",
+    "PAUSE_QUEUE",
+    "PAUSE_RATE_LIMIT_KEY",
+    "PING",
+    "PURGE_FINISHED",
+    "PURGE_IDLE_CONCURRENCY_SLOTS",
+    "QUEUE_OVERVIEW",
+    "QUEUE_STATS",
+    "REAP_JOBS",
+    "RELEASE_JOBS",
+    "REMOVE_RATE_LIMIT",
+    "RENEW_LEASES",
+    "RESUME_QUEUE",
+    "RETRY_JOB",
+    "SECONDS_UNTIL_DUE",
+    "SECONDS_UNTIL_KEY_ALLOWS",
+    "SELECT_EXPIRED_LEASES",
+    "SELECT_JOBS_BY_IDEMPOTENCY_KEY",
+    "SETTLED_BEFORE",
+    "SET_PROGRESS",
+    "SET_RATE_LIMIT",
+    "SET_SCHEDULE_JOB",
+    "THROTTLE_JOB",
+    "TRY_REAPER_LOCK",
+    "VACUUM_QUEUE_TABLES",
+]

@@ -1,0 +1,68 @@
+"""Statements of an attempt's outcome that store/claims.py writes: complete, fail, throttle."""
+
+from __future__ import annotations
+
+# -- complete_jobs: fenced success of many jobs at once (the worker's group commit).
+# -- $1: job ids; $2: {"<id>": [lease_token, result JSON text, progress JSON text or null]}.
+COMPLETE_JOBS = """
+UPDATE pgqueue.jobs AS j
+SET state = 'succeeded', finished_at = now(), lease_expires_at = NULL,
+    result = ($2::jsonb -> j.id::text ->> 1)::jsonb,
+    progress = coalesce(($2::jsonb -> j.id::text ->> 2)::jsonb, j.progress)
+WHERE j.id = ANY ($1::bigint[]) AND j.state = 'running'
+  AND j.lease_token = ($2::jsonb -> j.id::text ->> 0)::bigint
+RETURNING j.id
+"""
+
+# -- fail_attempt: fenced failure; back to queued after $4 seconds when $3 (retryable) and
+# -- attempts remain, else failed for good; cancelled when a cancel was requested meanwhile (a
+# -- job someone cancelled must not run again). The database decides, from the row it locked.
+FAIL_ATTEMPT = """
+UPDATE pgqueue.jobs
+SET state = CASE WHEN cancel_requested_at IS NOT NULL THEN 'cancelled'::pgqueue.job_state
+                 WHEN $3 AND attempts < max_attempts THEN 'queued'::pgqueue.job_state
+                 ELSE 'failed'::pgqueue.job_state END,
+    run_at = CASE WHEN cancel_requested_at IS NULL AND $3 AND attempts < max_attempts
+                  THEN now() + make_interval(secs => $4) ELSE run_at END,
+    finished_at = CASE WHEN cancel_requested_at IS NULL AND $3 AND attempts < max_attempts
+                       THEN NULL ELSE now() END,
+    worker_id = CASE WHEN cancel_requested_at IS NULL AND $3 AND attempts < max_attempts
+                     THEN NULL ELSE worker_id END,
+    lease_expires_at = NULL,
+    last_error = $5,
+    progress = coalesce($6::jsonb, progress)
+WHERE id = $1 AND lease_token = $2 AND state = 'running'
+RETURNING *
+"""
+
+# -- throttle_job: fenced; the handler said its upstream pushed back (RetryLater with
+# -- throttle_s): the job goes back to queued after $3 seconds *without spending its attempt*
+# -- (the claim counted one; this gives it back), since a busy upstream is no fault of the
+# -- job's; a job whose cancel was requested ends cancelled. Only a job with a rate-limit key
+# -- (the caller checked): PAUSE_RATE_LIMIT_KEY then pauses that key in the same transaction.
+# -- This statement goes first: leaving `running` decrements the job's concurrency slot (a
+# -- trigger), so the transaction locks slot then rate-limit row, the order claims lock them in.
+THROTTLE_JOB = """
+UPDATE pgqueue.jobs
+SET state = CASE WHEN cancel_requested_at IS NOT NULL THEN 'cancelled'::pgqueue.job_state
+                 ELSE 'queued'::pgqueue.job_state END,
+    attempts = CASE WHEN cancel_requested_at IS NULL THEN attempts - 1 ELSE attempts END,
+    run_at = CASE WHEN cancel_requested_at IS NULL
+                  THEN now() + make_interval(secs => $3) ELSE run_at END,
+    finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE now() END,
+    worker_id = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE worker_id END,
+    lease_expires_at = NULL,
+    last_error = $4,
+    progress = coalesce($5::jsonb, progress)
+WHERE id = $1 AND lease_token = $2 AND state = 'running' AND rate_limit_key IS NOT NULL
+RETURNING *
+"""
+
+# -- pause_rate_limit_key: no job of key $1 starts for $2 seconds from now(), on any worker; a
+# -- longer pause already set stays (two 429s never shorten each other's wait)
+PAUSE_RATE_LIMIT_KEY = """
+INSERT INTO pgqueue.rate_limits AS r (key, paused_until)
+VALUES ($1, now() + make_interval(secs => $2))
+ON CONFLICT (key) DO UPDATE
+SET paused_until = greatest(r.paused_until, EXCLUDED.paused_until), updated_at = now()
+"""
