@@ -14,7 +14,6 @@ count it, spread the work over every project, and left the last one running alon
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import math
 import tempfile
@@ -30,8 +29,7 @@ from bench import ops
 from bench.context import Context
 from bench.scenarios import makespan
 from bench.stats import percentile
-from tests.support import processes, upstream
-from tests.support.ports import free_port
+from tests.support import upstream
 
 PROJECTS = 10
 SHOTS = 6
@@ -105,60 +103,24 @@ async def run(ctx: Context) -> dict[str, Any]:
     ):
         async with ctx.databases.fresh("fleet") as dsn:
             env = makespan.service_env(dsn, fake, Path(media), cap)
-            port = free_port()
-            with contextlib.ExitStack() as stack:
-                api = stack.enter_context(
-                    ctx.processes.service(
-                        "api", "--port", str(port), "--log-level", makespan.LOG_LEVEL,
-                        name="fleet-api", env=env,
+            async with makespan.service_fleet(
+                ctx, "fleet", env, workers=WORKERS, concurrency=WORKER_CONCURRENCY
+            ) as (client, workers):
+                runs: list[_Run] = []
+                await ops.settle(ctx)
+                for n in range(RUNS):
+                    project_ids = [
+                        await makespan.create_project(client, SHOTS, f"fleet {n}.{p}")
+                        for p in range(PROJECTS)
+                    ]
+                    fake.reset()
+                    makespan_s = await _timed_run(
+                        client, dsn, project_ids, max(makespan.READY_TIMEOUT_S, 4 * ideal_s)
                     )
-                )  # fmt: skip
-                workers = [
-                    stack.enter_context(
-                        ctx.processes.service(
-                            "worker",
-                            "--concurrency",
-                            str(WORKER_CONCURRENCY),
-                            "--log-level",
-                            makespan.LOG_LEVEL,
-                            name=f"fleet-worker-{n}",
-                            env=env,
-                        )
-                    )
-                    for n in range(WORKERS)
-                ]
-                token = await makespan.create_token(env)
-                url = f"http://127.0.0.1:{port}"
-                await processes.wait_ready(f"{url}/readyz", api, makespan.READY_TIMEOUT_S)
-                async with httpx.AsyncClient(
-                    base_url=url,
-                    headers={"Authorization": f"Bearer {token}"},
-                    timeout=makespan.HTTP_TIMEOUT_S,
-                ) as client:
-                    # Two warm-up shots, so that both workers have run one and are listening.
-                    # Two warm-up shots, so that both workers have run one and are listening.
-                    warm_up = await makespan.create_project(client, WORKERS, "fleet warm-up")
-                    _, status = await makespan.generate_until_done(
-                        client, warm_up, workers[0], makespan.READY_TIMEOUT_S
-                    )
-                    makespan.check_completed(status, WORKERS, workers[0])
-                    runs: list[_Run] = []
-                    await ops.settle(ctx)
-                    for n in range(RUNS):
-                        project_ids = [
-                            await makespan.create_project(client, SHOTS, f"fleet {n}.{p}")
-                            for p in range(PROJECTS)
-                        ]
-                        fake.reset()
-                        makespan_s = await _timed_run(
-                            client, dsn, project_ids, max(makespan.READY_TIMEOUT_S, 4 * ideal_s)
-                        )
-                        for project_id in project_ids:
-                            status = await _status(client, project_id)
-                            makespan.check_completed(status, SHOTS, workers[0])
-                        runs.append(_Run(makespan_s, list(fake.calls), fake.max_total_in_flight))
-                    for worker in workers:
-                        worker.check_alive()
+                    for project_id in project_ids:
+                        status = await _status(client, project_id)
+                        makespan.check_completed(status, SHOTS, workers[0])
+                    runs.append(_Run(makespan_s, list(fake.calls), fake.max_total_in_flight))
     runs.sort(key=lambda run: run.makespan_s)
     median = runs[len(runs) // 2]
     ratio = median.makespan_s / ideal_s

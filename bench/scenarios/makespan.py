@@ -14,10 +14,11 @@ flight at once, which the cap must hold to 3.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,51 @@ async def create_token(env: dict[str, str]) -> str:
         processes.run, argv, env={**settings.child_env(), **env}, timeout=READY_TIMEOUT_S
     )
     return output.strip().splitlines()[-1]
+
+
+@contextlib.asynccontextmanager
+async def service_fleet(
+    ctx: Context, label: str, env: dict[str, str], *, workers: int, concurrency: int
+) -> AsyncIterator[tuple[httpx.AsyncClient, list[Process]]]:
+    """The API and `workers` worker processes of the service on `env`, warmed up.
+
+    Yields a client signed in as a fresh user, once a warm-up project of one shot per worker
+    has generated (so every worker has run a job and listens), and the workers. On exit every
+    worker is checked alive, then all are stopped.
+    """
+    port = free_port()
+    with contextlib.ExitStack() as stack:
+        api = stack.enter_context(
+            ctx.processes.service(
+                "api", "--port", str(port), "--log-level", LOG_LEVEL, name=f"{label}-api", env=env
+            )
+        )
+        fleet = [
+            stack.enter_context(
+                ctx.processes.service(
+                    "worker",
+                    "--concurrency",
+                    str(concurrency),
+                    "--log-level",
+                    LOG_LEVEL,
+                    name=f"{label}-worker-{n}",
+                    env=env,
+                )
+            )
+            for n in range(workers)
+        ]
+        token = await create_token(env)
+        url = f"http://127.0.0.1:{port}"
+        await processes.wait_ready(f"{url}/readyz", api, READY_TIMEOUT_S)
+        async with httpx.AsyncClient(
+            base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=HTTP_TIMEOUT_S
+        ) as client:
+            warm_up = await create_project(client, workers, f"{label} warm-up")
+            _, status = await generate_until_done(client, warm_up, fleet[0], READY_TIMEOUT_S)
+            check_completed(status, workers, fleet[0])
+            yield client, fleet
+        for worker in fleet:
+            worker.check_alive()
 
 
 def handoff_gaps(calls: Sequence[upstream.Call], cap: int) -> list[float]:

@@ -13,7 +13,6 @@ most calls it saw start in any one second, which must stay at 20.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import tempfile
 import time
 import uuid
@@ -27,8 +26,7 @@ from bench import ops
 from bench.context import Context
 from bench.scenarios import makespan
 from service.jobs import RATE_WINDOW_GUARD_S
-from tests.support import processes, settings, upstream
-from tests.support.ports import free_port
+from tests.support import settings, upstream
 
 PROJECTS = 2
 SHOTS = 100  # per project: the API's largest project
@@ -92,55 +90,19 @@ async def run(ctx: Context) -> dict[str, Any]:
                 STORYBOARD_CONCURRENCY=str(CAP),
                 IMAGE_RATE_LIMIT=f"{RATE}/s",
             )
-            port = free_port()
-            with contextlib.ExitStack() as stack:
-                api = stack.enter_context(
-                    ctx.processes.service(
-                        "api", "--port", str(port), "--log-level", makespan.LOG_LEVEL,
-                        name="rate-api", env=env,
-                    )
-                )  # fmt: skip
-                workers = [
-                    stack.enter_context(
-                        ctx.processes.service(
-                            "worker",
-                            "--concurrency",
-                            str(WORKER_CONCURRENCY),
-                            "--log-level",
-                            makespan.LOG_LEVEL,
-                            name=f"rate-worker-{n}",
-                            env=env,
-                        )
-                    )
-                    for n in range(WORKERS)
+            async with makespan.service_fleet(
+                ctx, "rate", env, workers=WORKERS, concurrency=WORKER_CONCURRENCY
+            ) as (client, workers):
+                project_ids = [
+                    await makespan.create_project(client, SHOTS, f"rate {p}")
+                    for p in range(PROJECTS)
                 ]
-                token = await makespan.create_token(env)
-                url = f"http://127.0.0.1:{port}"
-                await processes.wait_ready(f"{url}/readyz", api, makespan.READY_TIMEOUT_S)
-                async with httpx.AsyncClient(
-                    base_url=url,
-                    headers={"Authorization": f"Bearer {token}"},
-                    timeout=makespan.HTTP_TIMEOUT_S,
-                ) as client:
-                    warm_up = await makespan.create_project(client, WORKERS, "rate warm-up")
-                    _, status = await makespan.generate_until_done(
-                        client, warm_up, workers[0], makespan.READY_TIMEOUT_S
-                    )
-                    makespan.check_completed(status, WORKERS, workers[0])
-                    project_ids = [
-                        await makespan.create_project(client, SHOTS, f"rate {p}")
-                        for p in range(PROJECTS)
-                    ]
-                    await ops.settle(ctx)
-                    fake.reset()
-                    makespan_s = await _timed(client, dsn, project_ids)
-                    for project_id in project_ids:
-                        response = await client.get(
-                            f"/api/projects/{project_id}/storyboards/status"
-                        )
-                        makespan.check_completed(response.json(), SHOTS, workers[0])
-                for worker in workers:
-                    worker.check_alive()
+                await ops.settle(ctx)
+                fake.reset()
+                makespan_s = await _timed(client, dsn, project_ids)
+                for project_id in project_ids:
+                    response = await client.get(f"/api/projects/{project_id}/storyboards/status")
+                    makespan.check_completed(response.json(), SHOTS, workers[0])
             starts = [call.started for call in fake.calls]
     most = _most_in_one_second(starts)
     ratio = makespan_s / ideal_s
