@@ -17,10 +17,10 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from pgqueue import Job, JobNotFound, JobState, JobStateConflict, Queue, QueueInfo
 from pgqueue import dashboard as pgqueue_dashboard
-from service import auth, queries, storyboards
+from service import auth, storyboards
 from service.errors import ApiError, not_found
-from service.payloads import JOB_KIND, MalformedPayload, StoryboardPayload
-from service.routes import MAX_BIGINT, AppState, job_json, last_line
+from service.payloads import JOB_KIND
+from service.routes import MAX_BIGINT, AppState, job_json, last_line, visible_job
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
@@ -166,18 +166,7 @@ async def _visible_job(request: Request, user: auth.User) -> Job:
     job_id: int = request.path_params["job_id"]
     if not 1 <= job_id <= MAX_BIGINT:
         raise not_found("job")
-    job = await state["queue"].get(job_id)
-    if job is None:
-        raise not_found("job")
-    if user.is_admin:
-        return job
-    try:
-        payload = StoryboardPayload.from_job(job)
-    except MalformedPayload:
-        raise not_found("job") from None
-    if not await state["pool"].fetchval(queries.OWNS_PROJECT, payload.project_id, user.name):
-        raise not_found("job")
-    return job
+    return await visible_job(state, user, job_id)
 
 
 def _job_answer(job: Job, user: auth.User) -> dict[str, Any]:

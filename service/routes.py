@@ -176,22 +176,29 @@ async def status(request: Request) -> Response:
     )
 
 
+async def visible_job(state: AppState, user: auth.User, job_id: int) -> Job:
+    """Job `job_id`, if `user` may see it (an admin, or the owner of its project); 404
+    otherwise, as for a job that does not exist."""
+    job = await state["queue"].get(job_id)
+    if job is None:
+        raise not_found("job")
+    if user.is_admin:
+        return job
+    try:
+        payload = StoryboardPayload.from_job(job)
+    except MalformedPayload:
+        # No project says whose it is, so it is nobody's: not found, like another's.
+        raise not_found("job") from None
+    if not await state["pool"].fetchval(queries.OWNS_PROJECT, payload.project_id, user.name):
+        raise not_found("job")
+    return job
+
+
 async def get_job(request: Request) -> Response:
     """GET /api/jobs/{id}: the job, for the owner of its project or an admin."""
     user = await _user(request)
     state = _state(request)
-    job_id = _int_param(request, "job_id", MAX_BIGINT, "job")
-    job = await state["queue"].get(job_id)
-    if job is None:
-        raise not_found("job")
-    if not user.is_admin:
-        try:
-            payload = StoryboardPayload.from_job(job)
-        except MalformedPayload:
-            # No project says whose it is, so it is nobody's: not found, like another's.
-            raise not_found("job") from None
-        if not await state["pool"].fetchval(queries.OWNS_PROJECT, payload.project_id, user.name):
-            raise not_found("job")
+    job = await visible_job(state, user, _int_param(request, "job_id", MAX_BIGINT, "job"))
     answer = job_json(job)
     if not user.is_admin:
         # A traceback shows the worker's code and paths: admins only. Owners get the line
