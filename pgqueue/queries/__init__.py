@@ -1,10 +1,11 @@
 """Every SQL statement pgqueue runs about jobs, as named constants.
 
-Only `store/` executes these. Each statement is a whole literal: what is sent to Postgres is
-what is read here. Parameters are always `$n` placeholders, built with `json.dumps` or typed
-arrays, never spliced into the text; table names are fixed. Each statement that changes a job
-is a single statement decided by Postgres `now()`, and every write a worker makes about a job it
-holds is fenced by `id + lease_token + state = 'running'`.
+Only `store/` executes these (and the listener its `PING`). Each statement is a whole
+literal: what is sent to Postgres is what is read here. Parameters are always `$n`
+placeholders, built with `json.dumps` or typed arrays, never spliced into the text; table
+names are fixed. Each statement that changes a job is a single statement decided by Postgres
+`now()`, and every write a worker makes about a job it holds is fenced by
+`id + lease_token + state = 'running'`.
 
 Batched fenced writes (complete, renew, reap, release) take the job ids as `bigint[]` and each
 job's fields as one JSON object keyed by job id, read per row with `->`. They used to join
