@@ -16,7 +16,7 @@ from playwright.async_api import Dialog, Page, expect
 
 from pgqueue import Queue
 from tests.browser.conftest import StartStudio, screenshot, shot_image
-from tests.service.support import bearer, project_body
+from tests.service.support import bearer, hold_service_schedules, project_body
 from tests.support.upstream import Answer, Call, error
 from tests.support.wait import wait_for
 
@@ -46,6 +46,7 @@ def _row(page: Page, job_id: int) -> Any:
 async def test_an_admin_retries_cancels_pauses_and_resumes(
     start_studio: StartStudio, page: Page, db_url: str
 ) -> None:
+    await hold_service_schedules(db_url)  # the queue's counts are of this test's jobs only
     studio = await start_studio()
     admin = await bearer(db_url, "root", admin=True)
     refuse_two = True

@@ -9,16 +9,48 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
 import httpx
 
-from service import auth
+from service import auth, jobs
 from service.app import create_app
 from service.settings import ServiceSettings
 from tests.support.upstream import API_KEY, FakeUpstream
 from tests.support.wait import wait_for
+
+# -- hold_schedule: the schedule counts as handled up to tick $2 (nothing fires before it)
+HOLD_SCHEDULE = """
+INSERT INTO pgqueue.schedules (name, kind, queue, schedule, last_tick, next_tick)
+VALUES ($1, $3, 'default', $4, $2, $5)
+ON CONFLICT (name) DO UPDATE SET last_tick = $2, next_tick = $5
+"""
+
+
+async def hold_service_schedules(db_url: str, *, for_s: float = 3600.0) -> None:
+    """Keep the service's periodic jobs (storyboard.expire every minute, media.cleanup at :17)
+    from firing for `for_s` seconds, for a test that counts every job of the queue.
+
+    Their ticks are marked handled up to an hour ahead, as if a worker had fired them, so a
+    test that crosses a minute (or :17) is not handed an extra job.
+    """
+    conn = await asyncpg.connect(db_url)
+    try:
+        now = await conn.fetchval("SELECT now()")
+        for periodic in jobs.registry.periodics:
+            held = periodic.schedule.latest(now + timedelta(seconds=for_s))
+            await conn.execute(
+                HOLD_SCHEDULE,
+                periodic.name,
+                held,
+                periodic.kind,
+                periodic.schedule.text,
+                periodic.schedule.following(held),
+            )
+    finally:
+        await conn.close()
 
 
 def project_body(

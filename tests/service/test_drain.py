@@ -27,6 +27,12 @@ DRAIN = "/api/worker/drain"
 STARTUP_ALLOWANCE_S = 3.0  # a fresh interpreter importing the service, on a loaded machine
 
 
+@pytest.fixture(autouse=True)
+async def _no_upkeep_jobs(db_url: str) -> None:
+    """These tests count every job a drain runs: the service's periodic ones must not join."""
+    await support.hold_service_schedules(db_url)
+
+
 @pytest.fixture
 def drain_settings(settings: ServiceSettings, upstream: FakeUpstream) -> ServiceSettings:
     """The fake upstream, and a cron secret."""
