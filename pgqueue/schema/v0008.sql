@@ -1,0 +1,384 @@
+-- pgqueue schema version 8: the governor of a paid upstream, decided in Postgres.
+--
+-- Four rules a claim obeys, so that every worker and every serverless drain spends the upstream
+-- the same way:
+--
+-- * Fair turns (jobs.fairness_key, fairness_weight). Start-time fair queueing with the tags
+--   kept in run_at: a job of a fairness key that may run now is given run_at = the later of its
+--   key's last tag and the queue's head (the oldest runnable job of its queue and priority),
+--   and the key's tag moves on by TURN_US / weight microseconds. A backlog of one key then
+--   sits in run_at order one turn apart, and a key that arrives later slots its jobs in at the
+--   head, between the backlog's: the claim's own (priority, run_at, id) order takes turns, with
+--   no change to the claim statement and nothing paid by jobs without a key. Tags in the
+--   future are a few microseconds per job (a backlog of 100,000 of one key reaches a second
+--   ahead), far less than any worker drains, so no slot waits for them. A job retried later
+--   keeps the run_at of its retry (it waits its backoff as before); a job delayed on purpose
+--   keeps its run_at. The keys' tags live in pgqueue.fair_turns, one row per queue and key.
+--
+-- * Budgets (pgqueue.budgets; jobs.cost, budget_keys). A budget is an amount per period
+--   (windows aligned to the epoch: a period of 86400 s is a UTC day). The claim reserves a
+--   job's cost against each key it names and starts only what fits beside what is spent in
+--   the window and what running jobs hold; a job that does not fit stays queued, untouched
+--   (parked). When the attempt leaves `running` the reservation is settled: the window is
+--   charged what the handler reported (jobs.attempt_cost, via ctx.charge) or, when it said
+--   nothing, the whole cost (an attempt that died mid-call may have paid). jobs.spent sums what
+--   the job's attempts were charged.
+--
+-- * A circuit breaker per rate-limit key (pgqueue.rate_limits.breaker_*). Upstream failures
+--   the handler reports (errors.UpstreamDown) count; `breaker_threshold` of them in a row,
+--   within `breaker_window_s`, open it: `breaker_until` holds every job of the key back (the
+--   claim's scan skips it, as it skips a throttle). Once it passes, the claim admits one
+--   probe (the start trigger marks the breaker half-open and holds the key while the probe
+--   runs); the probe's success closes it, its failure opens it again for twice as long (up to
+--   64 times `breaker_open_s`). A success of any job of the key resets the count.
+--
+-- * An adaptive rate (rate_limits.adaptive, ceiling, learnt). `capacity` stays what the claim
+--   obeys; on an adaptive key it is the learnt rate, rounded down: a 429 (a throttle) cuts it
+--   by half (once per period: the other calls of the same window that get 429 are the same
+--   signal), and each success adds 1/capacity while the key's window is full, so a period of
+--   successes at the limit adds one start (TCP's congestion avoidance). It never exceeds
+--   `ceiling` (the configured limit) when one is set, and below the rate it last sustained
+--   without a 429 (`sustained`) it climbs twice as fast, so a cut is won back in a few periods.
+--
+-- Lock order, for every writer: the job's row, its concurrency slot, its budgets (in key
+-- order), its rate-limit row. Claims take them in this order in their CTEs; the row triggers
+-- that fire when a job leaves or enters `running` fire in name order: jobs_count_running,
+-- jobs_debit_budget_*, jobs_record_rate_limit_*. A breaker's failure is written after the
+-- job's own statement, so it comes last too.
+
+-- migrate:up
+ALTER TABLE pgqueue.jobs
+    ADD COLUMN fairness_key text CONSTRAINT jobs_fairness_key_length
+        CHECK (length(fairness_key) BETWEEN 1 AND 200),
+    ADD COLUMN fairness_weight real CONSTRAINT jobs_fairness_weight_range
+        CHECK (fairness_weight > 0 AND fairness_weight <= 100),
+    ADD COLUMN cost numeric CONSTRAINT jobs_cost_range CHECK (cost >= 0 AND cost < 1e12),
+    ADD COLUMN budget_keys text[] CONSTRAINT jobs_budget_keys_shape
+        CHECK (cardinality(budget_keys) BETWEEN 1 AND 8),
+    ADD COLUMN attempt_cost numeric CONSTRAINT jobs_attempt_cost_range
+        CHECK (attempt_cost >= 0 AND attempt_cost < 1e12),
+    ADD COLUMN spent numeric;
+COMMENT ON COLUMN pgqueue.jobs.fairness_key IS
+    'jobs of different keys take turns (in proportion to fairness_weight) within a priority';
+COMMENT ON COLUMN pgqueue.jobs.cost IS
+    'what one attempt may spend: reserved against each of budget_keys while it runs';
+COMMENT ON COLUMN pgqueue.jobs.attempt_cost IS
+    'what the running attempt reported it spent (ctx.charge); the whole cost when NULL';
+COMMENT ON COLUMN pgqueue.jobs.spent IS 'what the attempts of this job were charged, summed';
+
+-- The parked jobs of a budget: what a raised budget wakes and the next-due lookup checks.
+CREATE INDEX jobs_queued_budget_keys_idx ON pgqueue.jobs USING gin (budget_keys)
+    WHERE budget_keys IS NOT NULL AND state = 'queued';
+
+-- ---------------------------------------------------------------------------------------
+-- Fair turns.
+CREATE TABLE pgqueue.fair_turns (
+    queue      text NOT NULL,
+    key        text NOT NULL,
+    tag_us     float8 NOT NULL,  -- the key's next free tag, microseconds since the epoch
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (queue, key)
+);
+COMMENT ON TABLE pgqueue.fair_turns IS
+    'per queue and fairness key: where the key''s next job is placed in the queue''s order';
+
+CREATE FUNCTION pgqueue.take_fair_turn() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    head timestamptz;
+    start_us float8;
+    turn_us CONSTANT float8 := 10;  -- one turn of a key of weight 1, in microseconds
+BEGIN
+    IF NEW.run_at > now() THEN
+        RETURN NEW;  -- delayed on purpose: it runs when asked, not in turn
+    END IF;
+    -- The queue's head: its oldest job that may run now (the next to be served), or now().
+    SELECT least(min(j.run_at), now()) INTO head
+    FROM (SELECT run_at FROM pgqueue.jobs
+          WHERE state = 'queued' AND queue = NEW.queue AND priority = NEW.priority
+          ORDER BY run_at LIMIT 1) AS j;
+    head := coalesce(head, now());
+    INSERT INTO pgqueue.fair_turns AS f (queue, key, tag_us)
+    VALUES (NEW.queue, NEW.fairness_key,
+            extract(epoch FROM head) * 1e6 + turn_us / coalesce(NEW.fairness_weight, 1))
+    ON CONFLICT (queue, key) DO UPDATE
+    SET tag_us = greatest(f.tag_us, extract(epoch FROM head) * 1e6)
+                 + turn_us / coalesce(NEW.fairness_weight, 1),
+        updated_at = now()
+    RETURNING f.tag_us - turn_us / coalesce(NEW.fairness_weight, 1) INTO start_us;
+    NEW.run_at := to_timestamp(start_us / 1e6);
+    RETURN NEW;
+END $$;
+
+CREATE TRIGGER jobs_take_fair_turn
+    BEFORE INSERT ON pgqueue.jobs FOR EACH ROW
+    WHEN (NEW.fairness_key IS NOT NULL)
+    EXECUTE FUNCTION pgqueue.take_fair_turn();
+
+-- ---------------------------------------------------------------------------------------
+-- Budgets.
+CREATE TABLE pgqueue.budgets (
+    key          text PRIMARY KEY CONSTRAINT budgets_key_length
+                     CHECK (length(key) BETWEEN 1 AND 200),
+    amount       numeric NOT NULL CONSTRAINT budgets_amount_range
+                     CHECK (amount >= 0 AND amount < 1e12),
+    period_s     float8 NOT NULL CONSTRAINT budgets_period_range
+                     CHECK (period_s >= 1 AND period_s <= 31622400),
+    window_start timestamptz NOT NULL DEFAULT '-infinity',
+    spent        numeric NOT NULL DEFAULT 0,  -- charged within the window that starts then
+    reserved     numeric NOT NULL DEFAULT 0,  -- held by running attempts
+    updated_at   timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE pgqueue.budgets IS
+    'per budget key: at most amount spent per period_s (windows aligned to the epoch); '
+    'running attempts hold their cost in reserved until they end';
+
+-- The start of the window that holds `at`, for a period of `period_s` seconds.
+CREATE FUNCTION pgqueue.budget_window(period_s float8, at timestamptz) RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT to_timestamp(floor(extract(epoch FROM at) / period_s) * period_s)
+$$;
+
+-- A claimed job's cost is reserved against each of its budgets (the claim locked them).
+CREATE FUNCTION pgqueue.reserve_budget() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE pgqueue.budgets AS b
+    SET reserved = b.reserved + NEW.cost,
+        spent = CASE WHEN b.window_start = pgqueue.budget_window(b.period_s, now())
+                     THEN b.spent ELSE 0 END,
+        window_start = pgqueue.budget_window(b.period_s, now()),
+        updated_at = now()
+    WHERE b.key = ANY (NEW.budget_keys);
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER jobs_debit_budget_reserve
+    AFTER UPDATE OF state ON pgqueue.jobs FOR EACH ROW
+    WHEN (NEW.budget_keys IS NOT NULL AND NEW.cost IS NOT NULL
+          AND NEW.state = 'running' AND OLD.state <> 'running')
+    EXECUTE FUNCTION pgqueue.reserve_budget();
+
+-- An attempt that ends: the job records its charge (before the row is written).
+CREATE FUNCTION pgqueue.charge_attempt() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.spent := coalesce(OLD.spent, 0) + coalesce(OLD.attempt_cost, OLD.cost);
+    NEW.attempt_cost := NULL;
+    RETURN NEW;
+END $$;
+
+CREATE TRIGGER jobs_charge_attempt
+    BEFORE UPDATE OF state ON pgqueue.jobs FOR EACH ROW
+    WHEN (OLD.cost IS NOT NULL AND OLD.state = 'running' AND NEW.state <> 'running')
+    EXECUTE FUNCTION pgqueue.charge_attempt();
+
+-- ... and its budgets trade the reservation for the charge (in the window the attempt ends in).
+CREATE FUNCTION pgqueue.settle_budget() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE pgqueue.budgets AS b
+    SET reserved = greatest(0, b.reserved - OLD.cost),
+        spent = CASE WHEN b.window_start = pgqueue.budget_window(b.period_s, now())
+                     THEN b.spent ELSE 0 END
+                + coalesce(OLD.attempt_cost, OLD.cost),
+        window_start = pgqueue.budget_window(b.period_s, now()),
+        updated_at = now()
+    WHERE b.key = ANY (OLD.budget_keys) AND b.key IS NOT NULL;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER jobs_debit_budget_settle
+    AFTER UPDATE OF state ON pgqueue.jobs FOR EACH ROW
+    WHEN (OLD.budget_keys IS NOT NULL AND OLD.cost IS NOT NULL
+          AND OLD.state = 'running' AND NEW.state <> 'running')
+    EXECUTE FUNCTION pgqueue.settle_budget();
+
+CREATE TRIGGER jobs_debit_budget_settle_delete
+    AFTER DELETE ON pgqueue.jobs FOR EACH ROW
+    WHEN (OLD.budget_keys IS NOT NULL AND OLD.cost IS NOT NULL AND OLD.state = 'running')
+    EXECUTE FUNCTION pgqueue.settle_budget();
+
+-- ---------------------------------------------------------------------------------------
+-- The breaker and the adaptive rate, on the rate-limit key's row.
+ALTER TABLE pgqueue.rate_limits
+    ADD COLUMN breaker_threshold integer CONSTRAINT rate_limits_breaker_threshold_range
+        CHECK (breaker_threshold BETWEEN 1 AND 1000),
+    ADD COLUMN breaker_window_s float8 CONSTRAINT rate_limits_breaker_window_range
+        CHECK (breaker_window_s > 0 AND breaker_window_s <= 86400),
+    ADD COLUMN breaker_open_s float8 CONSTRAINT rate_limits_breaker_open_range
+        CHECK (breaker_open_s > 0 AND breaker_open_s <= 86400),
+    ADD COLUMN breaker_state text NOT NULL DEFAULT 'closed'
+        CONSTRAINT rate_limits_breaker_state CHECK (breaker_state IN ('closed', 'open', 'half_open')),
+    ADD COLUMN breaker_failures integer NOT NULL DEFAULT 0,
+    ADD COLUMN breaker_first_failure_at timestamptz,
+    ADD COLUMN breaker_trips integer NOT NULL DEFAULT 0,
+    ADD COLUMN breaker_until timestamptz,
+    ADD COLUMN adaptive boolean NOT NULL DEFAULT false,
+    ADD COLUMN ceiling integer CONSTRAINT rate_limits_ceiling_range
+        CHECK (ceiling BETWEEN 1 AND 10000),
+    ADD COLUMN learnt float8,
+    ADD COLUMN sustained float8,
+    ADD COLUMN last_cut_at timestamptz,
+    ADD CONSTRAINT rate_limits_breaker_complete
+        CHECK ((breaker_threshold IS NULL) = (breaker_window_s IS NULL)
+               AND (breaker_threshold IS NULL) = (breaker_open_s IS NULL));
+
+-- One start of a job of a key: its window gains the start (a limited key), and a breaker whose
+-- open period passed lets this job through as its probe, holding the key while it runs (for
+-- its lease, or its time limit if longer: a probe whose worker died lets the next one go).
+CREATE OR REPLACE FUNCTION pgqueue.record_rate_limit_start() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    kept timestamptz[];
+    cap integer;
+    period float8;
+    horizon timestamptz;
+    breaker text;
+BEGIN
+    SELECT r.starts, r.capacity, r.period_s, r.breaker_state INTO kept, cap, period, breaker
+    FROM pgqueue.rate_limits AS r
+    WHERE r.key = NEW.rate_limit_key
+    FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RETURN NULL;  -- no limit, no breaker: nothing to count
+    END IF;
+    IF breaker <> 'closed' THEN
+        UPDATE pgqueue.rate_limits
+        SET breaker_state = 'half_open',
+            breaker_until = greatest(NEW.lease_expires_at,
+                                     now() + make_interval(secs => coalesce(NEW.timeout_s, 0))),
+            updated_at = now()
+        WHERE key = NEW.rate_limit_key;
+    END IF;
+    IF cap IS NULL THEN
+        RETURN NULL;
+    END IF;
+    horizon := now() - make_interval(secs => period);
+    -- The array is oldest first, so only a stale head means there is anything to drop; the
+    -- other starts of the same claim append without rereading the window.
+    IF cardinality(kept) > 0 AND kept[1] <= horizon THEN
+        kept := ARRAY(SELECT u.t FROM unnest(kept) WITH ORDINALITY AS u(t, n)
+                      WHERE u.t > horizon ORDER BY u.n);
+    END IF;
+    -- A claim that waited for another's lock has an older now() than the starts that claim
+    -- appended: record it no older than them, keeping the array sorted (later by the wait at
+    -- most, which only holds the window a little longer).
+    kept := kept || greatest(now(), kept[cardinality(kept)]);
+    UPDATE pgqueue.rate_limits
+    SET starts = kept,
+        next_start_at = CASE WHEN cardinality(kept) >= cap
+                             THEN kept[cardinality(kept) - cap + 1]
+                                  + make_interval(secs => period) END,
+        updated_at = now()
+    WHERE key = NEW.rate_limit_key;
+    RETURN NULL;
+END $$;
+
+DROP TRIGGER jobs_record_rate_limit_start ON pgqueue.jobs;
+CREATE TRIGGER jobs_record_rate_limit_start
+    AFTER UPDATE OF state ON pgqueue.jobs FOR EACH ROW
+    WHEN (NEW.rate_limit_key IS NOT NULL AND NEW.state = 'running' AND OLD.state = 'queued')
+    EXECUTE FUNCTION pgqueue.record_rate_limit_start();
+
+-- A job of a key succeeded: its upstream answered. The breaker closes (a probe's success) or
+-- its count of failures in a row starts again; an adaptive key at its limit climbs.
+CREATE FUNCTION pgqueue.record_rate_limit_success() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE pgqueue.rate_limits AS r
+    SET breaker_state = 'closed',
+        breaker_failures = 0,
+        breaker_first_failure_at = NULL,
+        breaker_trips = 0,
+        breaker_until = NULL,
+        learnt = CASE
+            WHEN NOT r.adaptive OR r.capacity IS NULL OR r.learnt IS NULL THEN r.learnt
+            -- Only a limit that binds is evidence that more would be used: an idle key keeps
+            -- its rate instead of drifting up to a level nobody tried.
+            WHEN r.next_start_at IS NULL OR r.next_start_at < now() - make_interval(secs => r.period_s)
+                THEN r.learnt
+            ELSE least(coalesce(r.ceiling, 10000),
+                       r.learnt + CASE WHEN r.learnt < coalesce(r.sustained, 0) THEN 2 ELSE 1 END
+                                  / greatest(r.learnt, 1)) END,
+        updated_at = now()
+    WHERE r.key = NEW.rate_limit_key
+      AND (r.breaker_state <> 'closed' OR r.breaker_failures > 0
+           OR (r.adaptive AND r.capacity IS NOT NULL AND r.learnt IS NOT NULL
+               AND (r.ceiling IS NULL OR r.learnt < r.ceiling)));
+    -- capacity follows learnt, and a raised capacity may free the window at once.
+    UPDATE pgqueue.rate_limits AS r
+    SET capacity = floor(r.learnt)::integer,
+        next_start_at = CASE WHEN cardinality(r.starts) >= floor(r.learnt)
+                             THEN r.starts[cardinality(r.starts) - floor(r.learnt)::integer + 1]
+                                  + make_interval(secs => r.period_s) END
+    WHERE r.key = NEW.rate_limit_key AND r.adaptive AND r.learnt IS NOT NULL
+      AND r.capacity IS DISTINCT FROM floor(r.learnt)::integer;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER jobs_record_rate_limit_success
+    AFTER UPDATE OF state ON pgqueue.jobs FOR EACH ROW
+    WHEN (NEW.rate_limit_key IS NOT NULL AND NEW.state = 'succeeded' AND OLD.state = 'running')
+    EXECUTE FUNCTION pgqueue.record_rate_limit_success();
+
+-- migrate:down
+DROP TRIGGER jobs_record_rate_limit_success ON pgqueue.jobs;
+DROP FUNCTION pgqueue.record_rate_limit_success();
+DROP TRIGGER jobs_record_rate_limit_start ON pgqueue.jobs;
+CREATE OR REPLACE FUNCTION pgqueue.record_rate_limit_start() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    kept timestamptz[];
+    cap integer;
+    period float8;
+    horizon timestamptz;
+BEGIN
+    SELECT r.starts, r.capacity, r.period_s INTO kept, cap, period
+    FROM pgqueue.rate_limits AS r
+    WHERE r.key = NEW.rate_limit_key AND r.capacity IS NOT NULL
+    FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RETURN NULL;  -- no limit: nothing to count
+    END IF;
+    horizon := now() - make_interval(secs => period);
+    -- The array is oldest first, so only a stale head means there is anything to drop; the
+    -- other starts of the same claim append without rereading the window.
+    IF cardinality(kept) > 0 AND kept[1] <= horizon THEN
+        kept := ARRAY(SELECT u.t FROM unnest(kept) WITH ORDINALITY AS u(t, n)
+                      WHERE u.t > horizon ORDER BY u.n);
+    END IF;
+    -- A claim that waited for another's lock has an older now() than the starts that claim
+    -- appended: record it no older than them, keeping the array sorted (later by the wait at
+    -- most, which only holds the window a little longer).
+    kept := kept || greatest(now(), kept[cardinality(kept)]);
+    UPDATE pgqueue.rate_limits
+    SET starts = kept,
+        next_start_at = CASE WHEN cardinality(kept) >= cap
+                             THEN kept[cardinality(kept) - cap + 1]
+                                  + make_interval(secs => period) END,
+        updated_at = now()
+    WHERE key = NEW.rate_limit_key;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER jobs_record_rate_limit_start
+    AFTER UPDATE OF state ON pgqueue.jobs FOR EACH ROW
+    WHEN (NEW.rate_limit_key IS NOT NULL AND NEW.state = 'running' AND OLD.state = 'queued')
+    EXECUTE FUNCTION pgqueue.record_rate_limit_start();
+ALTER TABLE pgqueue.rate_limits
+    DROP CONSTRAINT rate_limits_breaker_complete,
+    DROP COLUMN last_cut_at, DROP COLUMN sustained, DROP COLUMN learnt, DROP COLUMN ceiling,
+    DROP COLUMN adaptive, DROP COLUMN breaker_until, DROP COLUMN breaker_trips,
+    DROP COLUMN breaker_first_failure_at, DROP COLUMN breaker_failures,
+    DROP COLUMN breaker_state, DROP COLUMN breaker_open_s, DROP COLUMN breaker_window_s,
+    DROP COLUMN breaker_threshold;
+DROP TRIGGER jobs_debit_budget_settle_delete ON pgqueue.jobs;
+DROP TRIGGER jobs_debit_budget_settle ON pgqueue.jobs;
+DROP FUNCTION pgqueue.settle_budget();
+DROP TRIGGER jobs_charge_attempt ON pgqueue.jobs;
+DROP FUNCTION pgqueue.charge_attempt();
+DROP TRIGGER jobs_debit_budget_reserve ON pgqueue.jobs;
+DROP FUNCTION pgqueue.reserve_budget();
+DROP FUNCTION pgqueue.budget_window(float8, timestamptz);
+DROP TABLE pgqueue.budgets;
+DROP TRIGGER jobs_take_fair_turn ON pgqueue.jobs;
+DROP FUNCTION pgqueue.take_fair_turn();
+DROP TABLE pgqueue.fair_turns;
+DROP INDEX pgqueue.jobs_queued_budget_keys_idx;
+ALTER TABLE pgqueue.jobs
+    DROP COLUMN spent, DROP COLUMN attempt_cost, DROP COLUMN budget_keys, DROP COLUMN cost,
+    DROP COLUMN fairness_weight, DROP COLUMN fairness_key;
