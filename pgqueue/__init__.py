@@ -23,9 +23,11 @@ from pgqueue.errors import (
     LeaseLost,
     PgQueueError,
     RetryLater,
+    UpstreamDown,
 )
 from pgqueue.logs import configure as configure_logging
 from pgqueue.models import (
+    Breaker,
     FinishedMinute,
     Job,
     JobSpec,
@@ -41,6 +43,7 @@ from pgqueue.settings import QueueSettings
 from pgqueue.worker import Event, JobContext, Worker, WorkerConfig
 
 __all__ = [
+    "Breaker",
     "ConfigurationError",
     "Database",
     "DoNotRetry",
@@ -64,6 +67,7 @@ __all__ = [
     "Registry",
     "RetryLater",
     "RetryPolicy",
+    "UpstreamDown",
     "Worker",
     "WorkerConfig",
     "configure_logging",

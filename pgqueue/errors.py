@@ -4,6 +4,8 @@
     ├── JobError                 raised by handlers to steer what happens to the job
     │   ├── RetryLater           retry after an explicit delay, or (throttle_s) pause the
     │   │                        job's rate-limit key and retry without spending the attempt
+    │   ├── UpstreamDown         the upstream failed transiently (5xx, time-out, connection):
+    │   │                        a retry with backoff that counts toward the key's breaker
     │   └── DoNotRetry           fail the job now, whatever attempts remain
     ├── LeaseLost                the worker no longer holds the job: its writes were refused
     ├── JobCancelled             the job was cancelled while its handler ran
@@ -80,6 +82,19 @@ class RetryLater(JobError):
         chosen = delay_s if delay_s is not None else throttle_s
         assert chosen is not None
         self.delay_s = min(float(chosen), MAX_RETRY_DELAY_S)
+
+
+class UpstreamDown(JobError):
+    """The job's upstream failed transiently (a 5xx, a time-out, a connection error).
+
+    Raised by a handler whose job names a rate-limit key, for a failure of the service that
+    key stands for rather than of the job: the attempt fails and is retried with backoff like
+    any other error, and the key's breaker (`Queue.set_breaker`) counts it. Enough of them in
+    a row open the breaker: then no job of the key starts on any worker until a probe
+    succeeds, and the jobs that wait for it (the one that opened it, the probe that failed,
+    calls that were in flight) spend no attempt. Without a breaker on the key it is a plain
+    retryable failure. A 429 is not this: raise `RetryLater(throttle_s=...)` for it.
+    """
 
 
 class DoNotRetry(JobError):

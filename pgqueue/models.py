@@ -6,8 +6,10 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any, NamedTuple
 
 
@@ -66,6 +68,11 @@ class Job(NamedTuple):
     started_at: datetime | None
     finished_at: datetime | None
     rate_limit_key: str | None = None
+    fairness_key: str | None = None
+    fairness_weight: float | None = None
+    cost: Decimal | None = None
+    budget_keys: list[str] | None = None
+    spent: Decimal | None = None
     is_new: bool = True
 
     @classmethod
@@ -102,6 +109,14 @@ class JobSpec:
         concurrency_limit: required with `concurrency_key`, >= 1.
         rate_limit_key: jobs sharing it start no faster than the key's limit allows
             (`Queue.set_rate_limit`); a key without a limit only pauses when throttled.
+            Its breaker (`Queue.set_breaker`) holds them all while the upstream is down.
+        fairness_key: jobs of different keys (users, tenants) take turns within a priority,
+            in proportion to `fairness_weight`, instead of first come, first served.
+        fairness_weight: the key's share of turns (default 1; more than 0, at most 100).
+        cost: what one attempt may spend, reserved against each of `budget_keys` while it
+            runs (a handler reports what it really spent with `ctx.charge`).
+        budget_keys: budgets (`Queue.set_budget`) the job spends from, 1-8 keys; the job
+            starts only when its cost fits every one of them.
     """
 
     kind: str
@@ -116,6 +131,10 @@ class JobSpec:
     concurrency_key: str | None = None
     concurrency_limit: int | None = None
     rate_limit_key: str | None = None
+    fairness_key: str | None = None
+    fairness_weight: float | None = None
+    cost: float | Decimal | None = None
+    budget_keys: Sequence[str] | None = None
 
     def __post_init__(self) -> None:
         if not self.kind or len(self.kind) > 128:
@@ -138,6 +157,28 @@ class JobSpec:
             raise ValueError("priority must fit a 32-bit integer")
         if self.rate_limit_key is not None:
             check_rate_limit_key(self.rate_limit_key)
+        self._check_governed()
+
+    def _check_governed(self) -> None:
+        if self.fairness_key is not None:
+            check_key(self.fairness_key, "fairness key")
+        if self.fairness_weight is not None:
+            if self.fairness_key is None:
+                raise ValueError("fairness_weight needs a fairness_key")
+            if not 0 < self.fairness_weight <= MAX_FAIRNESS_WEIGHT:  # False for NaN too
+                raise ValueError(
+                    f"fairness_weight must be more than 0 and at most {MAX_FAIRNESS_WEIGHT:g}, "
+                    f"got {self.fairness_weight!r}"
+                )
+        if self.budget_keys is not None:
+            if isinstance(self.budget_keys, str) or not 1 <= len(self.budget_keys) <= 8:
+                raise ValueError("budget_keys must be a list of 1-8 keys, e.g. ['user:ann']")
+            for key in self.budget_keys:
+                check_key(key, "budget key")
+            if self.cost is None:
+                raise ValueError("budget_keys need a cost (what one attempt may spend)")
+        if self.cost is not None:
+            check_amount(self.cost, "cost")
 
 
 MAX_RATE_LIMIT = 10_000  # starts per period a key may allow (its row keeps one time per start)
@@ -145,11 +186,84 @@ MAX_RATE_PERIOD_S = 86_400.0  # the longest period: a day
 _PERIODS_S = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "hour": 3600.0}
 
 
+MAX_FAIRNESS_WEIGHT = 100.0
+MAX_AMOUNT = 10**12  # costs and budgets: numeric(<1e12) in the table
+
+
 def check_rate_limit_key(key: str) -> str:
     """`key` if it can name a rate-limit key (1-200 characters); ValueError otherwise."""
-    if not isinstance(key, str) or not 1 <= len(key) <= 200:
-        raise ValueError(f"a rate-limit key is 1-200 characters, got {key!r}")
+    return check_key(key, "rate-limit key")
+
+
+def check_key(key: str, what: str) -> str:
+    """`key` if it can name a key of pgqueue's (1-200 characters, no NUL); ValueError
+    otherwise, naming `what` it was to be."""
+    if not isinstance(key, str) or not 1 <= len(key) <= 200 or "\x00" in key:
+        raise ValueError(f"a {what} is 1-200 characters, got {key!r}")
     return key
+
+
+def check_amount(value: float | Decimal, what: str) -> Decimal:
+    """`value` as a Decimal if it is a finite amount >= 0 (a cost, a budget); ValueError
+    otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        raise ValueError(f"{what} must be a number, got {value!r}")
+    amount = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
+    if not amount.is_finite() or not 0 <= amount < MAX_AMOUNT:
+        raise ValueError(f"{what} must be at least 0 and less than 10^12, got {value!r}")
+    return amount
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Breaker:
+    """A circuit breaker: `threshold` transient upstream failures in a row within `window_s`
+    seconds open it for `open_s` seconds (twice as long after each failed probe, at most 64
+    times), then one probe job starts; its success closes it.
+
+    Args:
+        threshold: failures in a row that open it, 1-1000.
+        window_s: the failures must fall within this many seconds (more than 0, a day at most).
+        open_s: how long it first stays open (more than 0, a day at most).
+    """
+
+    threshold: int
+    window_s: float
+    open_s: float
+
+    def __post_init__(self) -> None:
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, int):
+            raise ValueError(f"a breaker's threshold must be an integer, got {self.threshold!r}")
+        if not 1 <= self.threshold <= 1000:
+            raise ValueError(f"a breaker opens after 1-1000 failures, got {self.threshold}")
+        for name in ("window_s", "open_s"):
+            value = getattr(self, name)
+            if not 0 < value <= MAX_RATE_PERIOD_S:  # False for NaN too
+                raise ValueError(f"a breaker's {name} must be more than 0 and at most a day")
+
+    @classmethod
+    def parse(cls, text: str) -> Breaker | None:
+        """Read `N/Ws,open=Os` (e.g. `5/30s,open=30s`); `off` is None.
+
+        Raises:
+            ValueError: the text is not of that form, or a value is out of range.
+        """
+        cleaned = text.strip().lower()
+        if cleaned == "off":
+            return None
+        match = _BREAKER.fullmatch(cleaned)
+        if match is None:
+            raise ValueError(
+                f"a breaker reads N/Ws,open=Os (e.g. 5/30s,open=30s) or off, got {text!r}"
+            )
+        return cls(int(match["n"]), float(match["window"]), float(match["open"]))
+
+    def __str__(self) -> str:
+        return f"{self.threshold}/{self.window_s:g}s,open={self.open_s:g}s"
+
+
+_BREAKER = re.compile(
+    r"(?P<n>\d+)\s*/\s*(?P<window>\d+(?:\.\d+)?)\s*s\s*,\s*open\s*=\s*(?P<open>\d+(?:\.\d+)?)\s*s"
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -7,18 +7,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
 
 from pgqueue import errors, models, store
+from pgqueue.governor import GovernorMethods
 
 DEFAULT_QUEUE = "default"
 DEFAULT_MAX_ATTEMPTS = 3
 MAX_SERIES_MINUTES = 60  # the counters keep each minute apart for an hour, then fold them
 
 
-class Queue:
+class Queue(GovernorMethods):
     """The producer's and inspector's handle on `pgqueue.jobs`.
 
     Args:
@@ -57,6 +59,10 @@ class Queue:
         concurrency_key: str | None = None,
         concurrency_limit: int | None = None,
         rate_limit_key: str | None = None,
+        fairness_key: str | None = None,
+        fairness_weight: float | None = None,
+        cost: float | Decimal | None = None,
+        budget_keys: Sequence[str] | None = None,
         conn: asyncpg.Connection | None = None,
     ) -> models.Job:
         """Enqueue one job; see `models.JobSpec` for the arguments.
@@ -81,6 +87,10 @@ class Queue:
             concurrency_key=concurrency_key,
             concurrency_limit=concurrency_limit,
             rate_limit_key=rate_limit_key,
+            fairness_key=fairness_key,
+            fairness_weight=fairness_weight,
+            cost=cost,
+            budget_keys=budget_keys,
         )
         (job,) = await self.enqueue_many([spec], conn=conn)
         return job
@@ -192,41 +202,6 @@ class Queue:
         """
         await store.resume_queue(self._pool, _queue_name(queue))
         return await self._queue_info(queue)
-
-    async def set_rate_limit(self, key: str, limit: int, period_s: float) -> models.RateLimit:
-        """Let at most `limit` jobs of rate-limit key `key` start in any window of `period_s`
-        seconds, across every worker and drain on the database (a burst of `limit` at most).
-
-        The limit belongs to the key, not to each job: every job naming the key
-        (`rate_limit_key=`) obeys the one limit, however it was enqueued, and changing it takes
-        effect for the jobs already queued. Starts already in the window count against a new
-        limit. Held-back jobs wait `queued`; workers wake when the key allows a start again.
-
-        Args:
-            key: the rate-limit key, 1-200 characters (e.g. the upstream's name).
-            limit: starts per period, 1-10000.
-            period_s: the window, in seconds (e.g. 60 for "per minute"), at most a day.
-
-        Returns:
-            The limit as set.
-
-        Raises:
-            ValueError: an argument is out of range (nothing is changed).
-        """
-        rate = models.RateLimit(limit, float(period_s))
-        await store.set_rate_limit(self._pool, models.check_rate_limit_key(key), rate)
-        return rate
-
-    async def remove_rate_limit(self, key: str) -> None:
-        """Key `key` has no limit any more: its jobs start as fast as slots allow (a throttle
-        a handler set on it still runs out)."""
-        await store.remove_rate_limit(self._pool, models.check_rate_limit_key(key))
-
-    async def rate_limits(self) -> list[dict[str, Any]]:
-        """Every key with a limit or a throttle: `key`, `capacity` and `period_s` (None for a
-        key with only a throttle), `paused_until`, `recent_starts` (in the current window) and
-        `blocked_until` (when it next allows a start; None: now)."""
-        return await store.list_rate_limits(self._pool)
 
     async def queues(self) -> list[models.QueueInfo]:
         """Every queue with jobs, finished-job counts or a pause, by name: its counts, whether

@@ -25,6 +25,7 @@ here (callers say `queries.CLAIM_JOBS`):
     admin         get, cancel, list, retry, pause and resume, queue stats and overview
     maintenance   the reaper, idle concurrency slots, counters, retention purges, vacuum
     ratelimits    rate limits of keys
+    governor      breakers, adaptive rates, budgets, an attempt's reported cost
     schedules     periodic jobs' ticks, the database's clock
     metrics       what a metrics scrape reads
     connections   the listener's keep-alive ping
@@ -60,6 +61,16 @@ from pgqueue.queries.enqueueing import (
     NOTIFY_QUEUES,
     SELECT_JOBS_BY_IDEMPOTENCY_KEY,
 )
+from pgqueue.queries.governor import (
+    CHARGE_ATTEMPT,
+    CLEAR_ADAPTIVE,
+    LIST_BUDGETS,
+    REMOVE_BREAKER,
+    REMOVE_BUDGET,
+    SET_ADAPTIVE_RATE,
+    SET_BREAKER,
+    SET_BUDGET,
+)
 from pgqueue.queries.leases import (
     CANCEL_HELD_JOB,
     COMPLETE_JOB,
@@ -87,7 +98,9 @@ from pgqueue.queries.outcomes import (
     COMPLETE_JOBS,
     FAIL_ATTEMPT,
     PAUSE_RATE_LIMIT_KEY,
+    RECORD_UPSTREAM_FAILURE,
     THROTTLE_JOB,
+    UPSTREAM_FAILURE_IS_SPARED,
 )
 from pgqueue.queries.ratelimits import (
     LIST_RATE_LIMITS,
@@ -106,7 +119,9 @@ __all__ = [
     "ADVANCE_SCHEDULE",
     "CANCEL_HELD_JOB",
     "CANCEL_JOB",
+    "CHARGE_ATTEMPT",
     "CLAIM_JOBS",
+    "CLEAR_ADAPTIVE",
     "COMPLETE_AND_CLAIM_JOBS",
     "COMPLETE_JOB",
     "COMPLETE_JOBS",
@@ -121,6 +136,7 @@ __all__ = [
     "FOLD_FINISHED_COUNTS",
     "GET_JOB",
     "INSERT_SCHEDULE",
+    "LIST_BUDGETS",
     "LIST_JOBS",
     "LIST_JOBS_ENDED_BADLY",
     "LIST_RATE_LIMITS",
@@ -136,7 +152,10 @@ __all__ = [
     "QUEUE_OVERVIEW",
     "QUEUE_STATS",
     "REAP_JOBS",
+    "RECORD_UPSTREAM_FAILURE",
     "RELEASE_JOBS",
+    "REMOVE_BREAKER",
+    "REMOVE_BUDGET",
     "REMOVE_RATE_LIMIT",
     "RENEW_LEASES",
     "RESUME_QUEUE",
@@ -146,10 +165,14 @@ __all__ = [
     "SELECT_EXPIRED_LEASES",
     "SELECT_JOBS_BY_IDEMPOTENCY_KEY",
     "SETTLED_BEFORE",
+    "SET_ADAPTIVE_RATE",
+    "SET_BREAKER",
+    "SET_BUDGET",
     "SET_PROGRESS",
     "SET_RATE_LIMIT",
     "SET_SCHEDULE_JOB",
     "THROTTLE_JOB",
     "TRY_REAPER_LOCK",
+    "UPSTREAM_FAILURE_IS_SPARED",
     "VACUUM_QUEUE_TABLES",
 ]

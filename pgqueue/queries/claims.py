@@ -34,7 +34,7 @@ WITH candidates AS MATERIALIZED (
     FROM unnest($1::text[]) AS q(name)
     CROSS JOIN LATERAL (
         SELECT j.id, j.priority, j.run_at, j.concurrency_key, j.concurrency_limit,
-               j.rate_limit_key
+               j.rate_limit_key, j.budget_keys, j.cost
         FROM pgqueue.jobs AS j
         WHERE j.state = 'queued' AND j.queue = q.name AND j.run_at <= now()
           AND j.kind = ANY ($5::text[])
@@ -44,7 +44,14 @@ WITH candidates AS MATERIALIZED (
           AND (j.rate_limit_key IS NULL OR NOT EXISTS (
                 SELECT 1 FROM pgqueue.rate_limits AS r
                 WHERE r.key = j.rate_limit_key
-                  AND (r.next_start_at > now() OR r.paused_until > now())))
+                  AND (r.next_start_at > now() OR r.paused_until > now()
+                       OR r.breaker_until > now())))
+          AND (j.budget_keys IS NULL OR NOT EXISTS (
+                SELECT 1 FROM pgqueue.budgets AS b
+                WHERE b.key = ANY (j.budget_keys)
+                  AND b.reserved + j.cost
+                      + CASE WHEN b.window_start = pgqueue.budget_window(b.period_s, now())
+                             THEN b.spent ELSE 0 END > b.amount))
         ORDER BY j.priority, j.run_at, j.id
         LIMIT $2
         FOR UPDATE OF j SKIP LOCKED
@@ -56,12 +63,23 @@ WITH candidates AS MATERIALIZED (
     WHERE s.key = ANY (ARRAY(SELECT concurrency_key FROM candidates))
     ORDER BY s.key
     FOR NO KEY UPDATE
+), budgets AS (
+    SELECT b.key,
+           b.amount - b.reserved
+           - CASE WHEN b.window_start = pgqueue.budget_window(b.period_s, now())
+                  THEN b.spent ELSE 0 END AS available
+    FROM pgqueue.budgets AS b
+    WHERE b.key = ANY (ARRAY(SELECT unnest(budget_keys) FROM candidates))
+      AND (SELECT count(*) FROM slots) >= 0
+    ORDER BY b.key
+    FOR NO KEY UPDATE
 ), limits AS (
-    SELECT r.key, r.capacity, r.paused_until,
+    SELECT r.key, r.capacity, r.paused_until, r.breaker_state, r.breaker_until,
            (SELECT count(*) FROM unnest(r.starts) AS t
             WHERE t > now() - make_interval(secs => r.period_s)) AS in_window
     FROM pgqueue.rate_limits AS r
     WHERE r.key = ANY (ARRAY(SELECT rate_limit_key FROM candidates))
+      AND (SELECT count(*) FROM budgets) >= 0
     ORDER BY r.key
     FOR NO KEY UPDATE
 ), chosen AS (
@@ -75,9 +93,18 @@ WITH candidates AS MATERIALIZED (
                AND (l.key IS NULL
                     OR row_number() OVER (PARTITION BY c.rate_limit_key
                                           ORDER BY c.priority, c.run_at, c.id)
-                       <= CASE WHEN l.paused_until > now() THEN 0
+                       <= CASE WHEN l.paused_until > now() OR l.breaker_until > now() THEN 0
+                               WHEN l.breaker_state <> 'closed'
+                                   THEN least(1, coalesce(l.capacity - l.in_window, 1))
                                WHEN l.capacity IS NULL THEN 2147483647
-                               ELSE l.capacity - l.in_window END) AS allowed
+                               ELSE l.capacity - l.in_window END)
+               AND (c.budget_keys IS NULL OR NOT EXISTS (
+                    SELECT 1 FROM budgets AS b
+                    WHERE b.key = ANY (c.budget_keys)
+                      AND (SELECT sum(o.cost) FROM candidates AS o
+                           WHERE b.key = ANY (o.budget_keys)
+                             AND (o.priority, o.run_at, o.id) <= (c.priority, c.run_at, c.id))
+                          > b.available)) AS allowed
         FROM candidates AS c LEFT JOIN slots AS s ON s.key = c.concurrency_key
         LEFT JOIN limits AS l ON l.key = c.rate_limit_key
     ) AS ranked
@@ -115,7 +142,7 @@ WITH completed AS (
         progress = coalesce(($2::jsonb -> j.id::text ->> 2)::jsonb, j.progress)
     WHERE j.id = ANY ($1::bigint[]) AND j.state = 'running'
       AND j.lease_token = ($2::jsonb -> j.id::text ->> 0)::bigint
-    RETURNING j.id, j.concurrency_key
+    RETURNING j.id, j.concurrency_key, j.budget_keys, j.rate_limit_key
 ), freed AS (
     SELECT concurrency_key AS key, count(*) AS n
     FROM completed WHERE concurrency_key IS NOT NULL
@@ -125,7 +152,7 @@ WITH completed AS (
     FROM unnest($3::text[]) AS q(name)
     CROSS JOIN LATERAL (
         SELECT j.id, j.priority, j.run_at, j.concurrency_key, j.concurrency_limit,
-               j.rate_limit_key
+               j.rate_limit_key, j.budget_keys, j.cost
         FROM pgqueue.jobs AS j
         WHERE j.state = 'queued' AND j.queue = q.name AND j.run_at <= now()
           AND j.kind = ANY ($7::text[])
@@ -137,7 +164,14 @@ WITH completed AS (
           AND (j.rate_limit_key IS NULL OR NOT EXISTS (
                 SELECT 1 FROM pgqueue.rate_limits AS r
                 WHERE r.key = j.rate_limit_key
-                  AND (r.next_start_at > now() OR r.paused_until > now())))
+                  AND (r.next_start_at > now() OR r.paused_until > now()
+                       OR r.breaker_until > now())))
+          AND (j.budget_keys IS NULL OR NOT EXISTS (
+                SELECT 1 FROM pgqueue.budgets AS b
+                WHERE b.key = ANY (j.budget_keys)
+                  AND b.reserved + j.cost
+                      + CASE WHEN b.window_start = pgqueue.budget_window(b.period_s, now())
+                             THEN b.spent ELSE 0 END > b.amount))
         ORDER BY j.priority, j.run_at, j.id
         LIMIT $4
         FOR UPDATE OF j SKIP LOCKED
@@ -152,12 +186,29 @@ WITH completed AS (
         SELECT key FROM freed))
     ORDER BY s.key
     FOR NO KEY UPDATE
+), budgets AS (
+    SELECT b.key,
+           b.amount - b.reserved
+           - CASE WHEN b.window_start = pgqueue.budget_window(b.period_s, now())
+                  THEN b.spent ELSE 0 END AS available
+    FROM pgqueue.budgets AS b
+    WHERE b.key = ANY (ARRAY(
+        SELECT unnest(budget_keys) FROM candidates
+        UNION ALL
+        SELECT unnest(budget_keys) FROM completed))
+      AND (SELECT count(*) FROM slots) >= 0
+    ORDER BY b.key
+    FOR NO KEY UPDATE
 ), limits AS (
-    SELECT r.key, r.capacity, r.paused_until,
+    SELECT r.key, r.capacity, r.paused_until, r.breaker_state, r.breaker_until,
            (SELECT count(*) FROM unnest(r.starts) AS t
             WHERE t > now() - make_interval(secs => r.period_s)) AS in_window
     FROM pgqueue.rate_limits AS r
-    WHERE r.key = ANY (ARRAY(SELECT rate_limit_key FROM candidates))
+    WHERE r.key = ANY (ARRAY(
+        SELECT rate_limit_key FROM candidates
+        UNION ALL
+        SELECT rate_limit_key FROM completed))
+      AND (SELECT count(*) FROM budgets) >= 0
     ORDER BY r.key
     FOR NO KEY UPDATE
 ), chosen AS (
@@ -172,9 +223,18 @@ WITH completed AS (
                AND (l.key IS NULL
                     OR row_number() OVER (PARTITION BY c.rate_limit_key
                                           ORDER BY c.priority, c.run_at, c.id)
-                       <= CASE WHEN l.paused_until > now() THEN 0
+                       <= CASE WHEN l.paused_until > now() OR l.breaker_until > now() THEN 0
+                               WHEN l.breaker_state <> 'closed'
+                                   THEN least(1, coalesce(l.capacity - l.in_window, 1))
                                WHEN l.capacity IS NULL THEN 2147483647
-                               ELSE l.capacity - l.in_window END) AS allowed
+                               ELSE l.capacity - l.in_window END)
+               AND (c.budget_keys IS NULL OR NOT EXISTS (
+                    SELECT 1 FROM budgets AS b
+                    WHERE b.key = ANY (c.budget_keys)
+                      AND (SELECT sum(o.cost) FROM candidates AS o
+                           WHERE b.key = ANY (o.budget_keys)
+                             AND (o.priority, o.run_at, o.id) <= (c.priority, c.run_at, c.id))
+                          > b.available)) AS allowed
         FROM candidates AS c
         LEFT JOIN slots AS s ON s.key = c.concurrency_key
         LEFT JOIN freed AS f ON f.key = c.concurrency_key
@@ -202,23 +262,34 @@ FROM (SELECT) AS one LEFT JOIN claimed ON true
 
 # -- seconds_until_due: how long until the next delayed job of the queues $1 and kinds $2
 # -- becomes runnable, or a rate-limit key holding back runnable jobs of theirs allows a start
-# -- again (its window frees a start, or its throttle ends), whichever comes first (NULL:
+# -- again (its window frees a start, its throttle ends, its breaker lets a probe through), or
+# -- the window of a budget that parks some of them ends, whichever comes first (NULL:
 # -- nothing waits), so an idle worker wakes for it, not at a poll. The keys are few (one
-# -- per upstream), and each asks jobs_queued_rate_limit_key_idx for one held-back job.
+# -- per upstream), and each asks jobs_queued_rate_limit_key_idx for one held-back job; the
+# -- budgets are those of the first hundred runnable budgeted jobs (an idle worker's queued
+# -- runnable jobs are all held back by something, so these are the parked ones).
 SECONDS_UNTIL_DUE = """
 SELECT extract(epoch FROM least(
     (SELECT min(run_at)
      FROM pgqueue.jobs
      WHERE state = 'queued' AND queue = ANY ($1::text[]) AND kind = ANY ($2::text[])
        AND run_at > now()),
-    (SELECT min(greatest(r.next_start_at, r.paused_until))
+    (SELECT min(greatest(r.next_start_at, r.paused_until, r.breaker_until))
      FROM pgqueue.rate_limits AS r
-     WHERE greatest(r.next_start_at, r.paused_until) > now()
+     WHERE greatest(r.next_start_at, r.paused_until, r.breaker_until) > now()
        AND EXISTS (
            SELECT 1 FROM pgqueue.jobs AS j
            WHERE j.rate_limit_key = r.key AND j.state = 'queued'
              AND j.queue = ANY ($1::text[]) AND j.kind = ANY ($2::text[])
-             AND j.run_at <= now()))
+             AND j.run_at <= now())),
+    (SELECT min(pgqueue.budget_window(b.period_s, now()) + make_interval(secs => b.period_s))
+     FROM pgqueue.budgets AS b
+     WHERE b.key IN (
+         SELECT unnest(j.budget_keys)
+         FROM (SELECT budget_keys FROM pgqueue.jobs
+               WHERE state = 'queued' AND budget_keys IS NOT NULL
+                 AND queue = ANY ($1::text[]) AND kind = ANY ($2::text[]) AND run_at <= now()
+               LIMIT 100) AS j))
 ) - now())::float8
 """
 
@@ -227,9 +298,10 @@ SELECT extract(epoch FROM least(
 # -- again (NULL: none holds any back). A budgeted burst run (a drain) waits that long rather
 # -- than end with work its budget could still do.
 SECONDS_UNTIL_KEY_ALLOWS = """
-SELECT extract(epoch FROM min(greatest(r.next_start_at, r.paused_until)) - now())::float8
+SELECT extract(epoch FROM min(greatest(r.next_start_at, r.paused_until, r.breaker_until))
+               - now())::float8
 FROM pgqueue.rate_limits AS r
-WHERE greatest(r.next_start_at, r.paused_until) > now()
+WHERE greatest(r.next_start_at, r.paused_until, r.breaker_until) > now()
   AND EXISTS (
       SELECT 1 FROM pgqueue.jobs AS j
       WHERE j.rate_limit_key = r.key AND j.state = 'queued'

@@ -59,10 +59,22 @@ RETURNING *
 """
 
 # -- pause_rate_limit_key: no job of key $1 starts for $2 seconds from now(), on any worker; a
-# -- longer pause already set stays (two 429s never shorten each other's wait)
+# -- longer pause already set stays (two 429s never shorten each other's wait). An adaptive key
+# -- also cuts its rate (schema v8, pgqueue.throttle_rate_limit_key).
 PAUSE_RATE_LIMIT_KEY = """
-INSERT INTO pgqueue.rate_limits AS r (key, paused_until)
-VALUES ($1, now() + make_interval(secs => $2))
-ON CONFLICT (key) DO UPDATE
-SET paused_until = greatest(r.paused_until, EXCLUDED.paused_until), updated_at = now()
+SELECT pgqueue.throttle_rate_limit_key($1, $2::float8)
+"""
+
+# -- upstream_failure_is_spared: would a transient failure of key $1's upstream spend no attempt
+# -- now (its breaker is open or probing, or this failure opens it)? Read before the failure
+# -- is written; see the function in schema v8.
+UPSTREAM_FAILURE_IS_SPARED = """
+SELECT pgqueue.upstream_failure_is_spared($1)
+"""
+
+# -- record_upstream_failure: key $1's breaker counts job $2's transient failure (it may open);
+# -- written after the job's own statement, the last lock of the transaction. Returns the
+# -- breaker's state (NULL: the key has no breaker).
+RECORD_UPSTREAM_FAILURE = """
+SELECT pgqueue.record_upstream_failure($1, $2)
 """

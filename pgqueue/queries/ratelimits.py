@@ -29,13 +29,19 @@ SET capacity = NULL, period_s = NULL, starts = '{}', next_start_at = NULL, updat
 WHERE key = $1
 """
 
-# -- list_rate_limits: every key with a limit or a throttle, its starts in the current window
-# -- and when it next allows one (NULL: now)
+# -- list_rate_limits: every key with a limit, a throttle or a breaker, its starts in the
+# -- current window and when it next allows one (NULL: now); an adaptive key's learnt rate and
+# -- ceiling; the breaker's state, failures in a row and when it lets a probe through
 LIST_RATE_LIMITS = """
 SELECT r.key, r.capacity, r.period_s, r.paused_until,
        cardinality(ARRAY(SELECT t FROM unnest(r.starts) AS t
                          WHERE t > now() - make_interval(secs => r.period_s))) AS recent_starts,
-       nullif(greatest(r.next_start_at, r.paused_until, now()), now()) AS blocked_until
+       nullif(greatest(r.next_start_at, r.paused_until, r.breaker_until, now()), now())
+           AS blocked_until,
+       r.adaptive, r.ceiling, r.learnt,
+       CASE WHEN r.breaker_threshold IS NULL THEN NULL ELSE r.breaker_state END AS breaker_state,
+       r.breaker_threshold, r.breaker_window_s, r.breaker_open_s, r.breaker_failures,
+       r.breaker_until
 FROM pgqueue.rate_limits AS r
 ORDER BY r.key
 """

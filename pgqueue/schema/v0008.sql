@@ -210,6 +210,7 @@ ALTER TABLE pgqueue.rate_limits
     ADD COLUMN breaker_first_failure_at timestamptz,
     ADD COLUMN breaker_trips integer NOT NULL DEFAULT 0,
     ADD COLUMN breaker_until timestamptz,
+    ADD COLUMN breaker_probe_job bigint,
     ADD COLUMN adaptive boolean NOT NULL DEFAULT false,
     ADD COLUMN ceiling integer CONSTRAINT rate_limits_ceiling_range
         CHECK (ceiling BETWEEN 1 AND 10000),
@@ -218,7 +219,12 @@ ALTER TABLE pgqueue.rate_limits
     ADD COLUMN last_cut_at timestamptz,
     ADD CONSTRAINT rate_limits_breaker_complete
         CHECK ((breaker_threshold IS NULL) = (breaker_window_s IS NULL)
-               AND (breaker_threshold IS NULL) = (breaker_open_s IS NULL));
+               AND (breaker_threshold IS NULL) = (breaker_open_s IS NULL)),
+    -- An adaptive key with no ceiling counts its starts over a period before it has a limit.
+    DROP CONSTRAINT rate_limits_capacity_with_period,
+    ADD CONSTRAINT rate_limits_capacity_with_period
+        CHECK (capacity IS NULL OR period_s IS NOT NULL),
+    ADD CONSTRAINT rate_limits_adaptive_period CHECK (NOT adaptive OR period_s IS NOT NULL);
 
 -- One start of a job of a key: its window gains the start (a limited key), and a breaker whose
 -- open period passed lets this job through as its probe, holding the key while it runs (for
@@ -231,8 +237,10 @@ DECLARE
     period float8;
     horizon timestamptz;
     breaker text;
+    learning boolean;
 BEGIN
-    SELECT r.starts, r.capacity, r.period_s, r.breaker_state INTO kept, cap, period, breaker
+    SELECT r.starts, r.capacity, r.period_s, r.breaker_state, r.adaptive
+    INTO kept, cap, period, breaker, learning
     FROM pgqueue.rate_limits AS r
     WHERE r.key = NEW.rate_limit_key
     FOR NO KEY UPDATE;
@@ -242,12 +250,13 @@ BEGIN
     IF breaker <> 'closed' THEN
         UPDATE pgqueue.rate_limits
         SET breaker_state = 'half_open',
+            breaker_probe_job = NEW.id,
             breaker_until = greatest(NEW.lease_expires_at,
                                      now() + make_interval(secs => coalesce(NEW.timeout_s, 0))),
             updated_at = now()
         WHERE key = NEW.rate_limit_key;
     END IF;
-    IF cap IS NULL THEN
+    IF cap IS NULL AND NOT learning THEN
         RETURN NULL;
     END IF;
     horizon := now() - make_interval(secs => period);
@@ -317,7 +326,105 @@ CREATE TRIGGER jobs_record_rate_limit_success
     WHEN (NEW.rate_limit_key IS NOT NULL AND NEW.state = 'succeeded' AND OLD.state = 'running')
     EXECUTE FUNCTION pgqueue.record_rate_limit_success();
 
+-- A 429 (a handler's throttle) on key `k`: no job of it starts for `pause_s`; an adaptive key
+-- learns from it, once per period (the other 429s of the same window are the same signal):
+-- its rate is cut to half of what got the 429 (its learnt rate, or the starts in the window
+-- when fewer were made), and what it had sustained until then is remembered.
+CREATE FUNCTION pgqueue.throttle_rate_limit_key(k text, pause_s float8) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    r pgqueue.rate_limits;
+    tried float8;
+    cut float8;
+BEGIN
+    INSERT INTO pgqueue.rate_limits AS t (key, paused_until)
+    VALUES (k, now() + make_interval(secs => pause_s))
+    ON CONFLICT (key) DO UPDATE
+    SET paused_until = greatest(t.paused_until, EXCLUDED.paused_until), updated_at = now()
+    RETURNING * INTO r;
+    IF NOT r.adaptive
+       OR r.last_cut_at > now() - make_interval(secs => r.period_s) THEN
+        RETURN;
+    END IF;
+    tried := greatest(1, (SELECT count(*) FROM unnest(r.starts) AS s
+                          WHERE s > now() - make_interval(secs => r.period_s)));
+    tried := least(coalesce(r.learnt, tried), tried);
+    cut := greatest(1, floor(tried / 2));
+    UPDATE pgqueue.rate_limits
+    SET learnt = cut,
+        sustained = greatest(1, tried - 1),
+        last_cut_at = now(),
+        capacity = cut::integer,
+        next_start_at = CASE WHEN cardinality(r.starts) >= cut
+                             THEN r.starts[cardinality(r.starts) - cut::integer + 1]
+                                  + make_interval(secs => r.period_s) END
+    WHERE key = k;
+END $$;
+
+-- Would a transient upstream failure of key `k` (of job `job`) now spend no attempt? Yes while
+-- the breaker is open or probing, and for the failure that opens it: those jobs wait for the
+-- upstream, not for a fix of their own. A plain read, taken before the job's failure is written
+-- (the breaker's row is written after it, in the lock order); two racing failures may both
+-- be spared, which costs nothing.
+CREATE FUNCTION pgqueue.upstream_failure_is_spared(k text) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(bool_or(
+        r.breaker_threshold IS NOT NULL
+        AND (r.breaker_state <> 'closed'
+             OR CASE WHEN r.breaker_first_failure_at
+                          > now() - make_interval(secs => r.breaker_window_s)
+                     THEN r.breaker_failures ELSE 0 END + 1 >= r.breaker_threshold)), false)
+    FROM pgqueue.rate_limits AS r WHERE r.key = k
+$$;
+
+-- A transient upstream failure of job `job` of key `k`: one more in a row (within the window)
+-- on a closed breaker, which opens at the threshold; the probe's failure opens it again, for
+-- twice as long each time (at most 64 times the open period). Failures of calls that started
+-- before the breaker opened are old news while it is open. Returns the breaker's state.
+CREATE FUNCTION pgqueue.record_upstream_failure(k text, job bigint) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    r pgqueue.rate_limits;
+BEGIN
+    SELECT * INTO r FROM pgqueue.rate_limits WHERE key = k FOR NO KEY UPDATE;
+    IF NOT FOUND OR r.breaker_threshold IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF r.breaker_state = 'closed' THEN
+        IF r.breaker_first_failure_at > now() - make_interval(secs => r.breaker_window_s) THEN
+            r.breaker_failures := r.breaker_failures + 1;
+        ELSE
+            r.breaker_failures := 1;
+            r.breaker_first_failure_at := now();
+        END IF;
+        IF r.breaker_failures < r.breaker_threshold THEN
+            UPDATE pgqueue.rate_limits
+            SET breaker_failures = r.breaker_failures,
+                breaker_first_failure_at = r.breaker_first_failure_at, updated_at = now()
+            WHERE key = k;
+            RETURN 'closed';
+        END IF;
+    ELSIF r.breaker_state = 'open' OR r.breaker_probe_job IS DISTINCT FROM job THEN
+        RETURN r.breaker_state;  -- a call from before it opened
+    END IF;
+    UPDATE pgqueue.rate_limits
+    SET breaker_state = 'open',
+        breaker_trips = r.breaker_trips + 1,
+        breaker_until = now() + make_interval(
+            secs => r.breaker_open_s * power(2, least(r.breaker_trips, 6))),
+        breaker_failures = r.breaker_failures,
+        breaker_first_failure_at = r.breaker_first_failure_at,
+        breaker_probe_job = NULL,
+        updated_at = now()
+    WHERE key = k;
+    RETURN 'open';
+END $$;
+
+
 -- migrate:down
+DROP FUNCTION pgqueue.record_upstream_failure(text, bigint);
+DROP FUNCTION pgqueue.upstream_failure_is_spared(text);
+DROP FUNCTION pgqueue.throttle_rate_limit_key(text, float8);
 DROP TRIGGER jobs_record_rate_limit_success ON pgqueue.jobs;
 DROP FUNCTION pgqueue.record_rate_limit_success();
 DROP TRIGGER jobs_record_rate_limit_start ON pgqueue.jobs;
@@ -359,10 +466,15 @@ CREATE TRIGGER jobs_record_rate_limit_start
     AFTER UPDATE OF state ON pgqueue.jobs FOR EACH ROW
     WHEN (NEW.rate_limit_key IS NOT NULL AND NEW.state = 'running' AND OLD.state = 'queued')
     EXECUTE FUNCTION pgqueue.record_rate_limit_start();
+-- An adaptive key that never had a limit forgets the starts it counted.
+UPDATE pgqueue.rate_limits SET period_s = NULL, starts = '{}' WHERE capacity IS NULL;
 ALTER TABLE pgqueue.rate_limits
+    DROP CONSTRAINT rate_limits_adaptive_period,
+    DROP CONSTRAINT rate_limits_capacity_with_period,
+    ADD CONSTRAINT rate_limits_capacity_with_period CHECK ((capacity IS NULL) = (period_s IS NULL)),
     DROP CONSTRAINT rate_limits_breaker_complete,
     DROP COLUMN last_cut_at, DROP COLUMN sustained, DROP COLUMN learnt, DROP COLUMN ceiling,
-    DROP COLUMN adaptive, DROP COLUMN breaker_until, DROP COLUMN breaker_trips,
+    DROP COLUMN adaptive, DROP COLUMN breaker_probe_job, DROP COLUMN breaker_until, DROP COLUMN breaker_trips,
     DROP COLUMN breaker_first_failure_at, DROP COLUMN breaker_failures,
     DROP COLUMN breaker_state, DROP COLUMN breaker_open_s, DROP COLUMN breaker_window_s,
     DROP COLUMN breaker_threshold;

@@ -16,6 +16,7 @@ One module per concept, each name re-exported here (callers say `store.claim`):
     admin         get, cancel, list, retry, pause and resume, queue stats
     maintenance   the reaper, retention purges, vacuum
     ratelimits    rate limits of keys
+    governor      breakers, adaptive rates, budgets, an attempt's upstream failure and cost
     schedules     periodic jobs' ticks
     metrics       what a metrics scrape reads
 """
@@ -50,6 +51,16 @@ from pgqueue.store.claims import (
     throttle,
 )
 from pgqueue.store.enqueueing import GROUP_MAX_ROWS, GROUP_MAX_SPECS, enqueue, notify_queues
+from pgqueue.store.governor import (
+    charge_attempt,
+    fail_upstream,
+    list_budgets,
+    remove_breaker,
+    remove_budget,
+    set_adaptive_rate,
+    set_breaker,
+    set_budget,
+)
 from pgqueue.store.leases import (
     HeldLease,
     Renewal,
@@ -91,6 +102,7 @@ __all__ = [
     "cancel_held",
     "cancel_job",
     "capped_delay_s",
+    "charge_attempt",
     "claim",
     "complete",
     "complete_and_claim",
@@ -100,10 +112,12 @@ __all__ = [
     "enqueue",
     "extend_held",
     "fail_attempt",
+    "fail_upstream",
     "finished_between",
     "finished_per_minute",
     "fire_schedule",
     "get_job",
+    "list_budgets",
     "list_jobs",
     "list_rate_limits",
     "list_schedules",
@@ -116,12 +130,17 @@ __all__ = [
     "queue_stats",
     "reap",
     "release",
+    "remove_breaker",
+    "remove_budget",
     "remove_rate_limit",
     "renew",
     "resume_queue",
     "retry_job",
     "seconds_until_due",
     "seconds_until_key_allows",
+    "set_adaptive_rate",
+    "set_breaker",
+    "set_budget",
     "set_progress",
     "set_rate_limit",
     "settled_before",

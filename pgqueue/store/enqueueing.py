@@ -295,6 +295,10 @@ def _new_job(
         concurrency_key=spec.concurrency_key,
         concurrency_limit=spec.concurrency_limit,
         rate_limit_key=spec.rate_limit_key,
+        fairness_key=spec.fairness_key,
+        fairness_weight=spec.fairness_weight,
+        cost=None if spec.cost is None else models.check_amount(spec.cost, "cost"),
+        budget_keys=None if spec.budget_keys is None else list(spec.budget_keys),
         timeout_s=spec.timeout.total_seconds() if spec.timeout else None,
         cancel_requested_at=None,
         created_at=row["created_at"],
@@ -333,5 +337,12 @@ def _encode(specs: Sequence[models.JobSpec]) -> str:
             row["concurrency_limit"] = spec.concurrency_limit
         if spec.rate_limit_key is not None:
             row["rate_limit_key"] = spec.rate_limit_key
+        if spec.fairness_key is not None:
+            row["fairness_key"] = spec.fairness_key
+            row["fairness_weight"] = spec.fairness_weight
+        if spec.cost is not None:
+            row["cost"] = str(spec.cost)  # jsonb_to_recordset reads "1.5" as numeric exactly
+        if spec.budget_keys is not None:
+            row["budget_keys"] = list(spec.budget_keys)
         rows.append(row)
     return json.dumps(rows)

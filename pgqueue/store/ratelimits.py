@@ -5,17 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from pgqueue import models, queries
-from pgqueue.store._common import Executor
+from pgqueue.store._common import Executor, _connection
 
 
 async def set_rate_limit(db: Executor, key: str, limit: models.RateLimit) -> None:
-    """Key `key` allows `limit` from now on (see `queries.SET_RATE_LIMIT`)."""
-    await db.execute(queries.SET_RATE_LIMIT, key, limit.limit, limit.period_s)
+    """Key `key` allows `limit` from now on, fixed (see `queries.SET_RATE_LIMIT`)."""
+    async with _connection(db) as conn, conn.transaction():
+        await conn.execute(queries.CLEAR_ADAPTIVE, key)
+        await conn.execute(queries.SET_RATE_LIMIT, key, limit.limit, limit.period_s)
 
 
 async def remove_rate_limit(db: Executor, key: str) -> None:
     """Key `key` has no limit any more; a throttle it carries still runs out."""
-    await db.execute(queries.REMOVE_RATE_LIMIT, key)
+    async with _connection(db) as conn, conn.transaction():
+        await conn.execute(queries.CLEAR_ADAPTIVE, key)
+        await conn.execute(queries.REMOVE_RATE_LIMIT, key)
 
 
 async def list_rate_limits(db: Executor) -> list[dict[str, Any]]:

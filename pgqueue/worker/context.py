@@ -6,6 +6,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -109,6 +110,19 @@ class JobContext:
             raise errors.LeaseLost()
         if cancel_requested:
             raise errors.JobCancelled()
+
+    async def charge(self, amount: float | Decimal) -> None:
+        """Say what this attempt really spent of the job's `cost` (0: nothing, e.g. it failed
+        before the paid call, or reused an earlier attempt's answer).
+
+        The job's budgets are charged this when the attempt ends, instead of the whole cost;
+        the last call wins. Written at once (fenced by the lease), so a worker that dies
+        afterwards still charges what was said. Raises `LeaseLost` when the job is no longer
+        ours, `ValueError` for an amount that is not a number >= 0.
+        """
+        value = models.check_amount(amount, "a charge")
+        if not await store.charge_attempt(self._pool, self.job.id, self._token, value):
+            raise errors.LeaseLost()
 
     def take_pending_progress(self) -> str | None:
         """The throttled update not yet written, as JSON (and forget it), for a batched write."""

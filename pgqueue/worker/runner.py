@@ -230,8 +230,24 @@ class JobRunner:
 
         throttle_s = exc.throttle_s if isinstance(exc, errors.RetryLater) else None
         throttled = throttle_s is not None and job.rate_limit_key is not None
+        upstream_down = isinstance(exc, errors.UpstreamDown) and job.rate_limit_key is not None
+        spared = False
 
         async def write(db: store.Executor) -> models.Job | None:
+            nonlocal spared
+            if upstream_down and job.rate_limit_key is not None:
+                # The upstream failed, not the job: the key's breaker counts it, and while it
+                # is open the job waits for it without spending the attempt.
+                written, spared = await store.fail_upstream(
+                    db,
+                    job.id,
+                    running.lease_token,
+                    job.rate_limit_key,
+                    delay_s=delay_s,
+                    error=error_text,
+                    progress_json=progress_json,
+                )
+                return written
             if throttle_s is not None and job.rate_limit_key is not None:
                 # The upstream is busy, not the job at fault: pause the whole key and give
                 # the attempt back (bounded by time, not attempts).
@@ -279,6 +295,10 @@ class JobRunner:
             log, action = logger.warning, "job_throttled"
             message = "job %s throttled: key %s paused for %.1fs, attempt not spent: %s"
             args: tuple[Any, ...] = (job.id, job.rate_limit_key, throttle_s, error_text)
+        elif spared and will_retry:
+            log, action = logger.warning, "job_upstream_down"
+            message = "job %s waits for key %s's breaker, attempt not spent: %s"
+            args = (job.id, job.rate_limit_key, error_text)
         else:
             log = logger.warning if will_retry else logger.error
             action = "job_failed"

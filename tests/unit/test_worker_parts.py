@@ -170,8 +170,12 @@ def _claim_part(sql: str) -> str:
         " - coalesce(f.n, 0)",
         " LEFT JOIN freed AS f ON f.key = c.concurrency_key",
         " UNION ALL SELECT key FROM freed",
+        # ... and the budgets and rate-limit rows its completions settle, in the same order.
+        " UNION ALL SELECT unnest(budget_keys) FROM completed",
+        " UNION ALL SELECT rate_limit_key FROM completed",
     ):
         body = body.replace(freed, "")
+    body = body.replace("ARRAY( SELECT", "ARRAY(SELECT")
     body = body.replace("( ", "(").replace(" )", ")").replace("claimed AS (", "")
     body = body.replace(
         "s.key = j.concurrency_key AND s.running", "s.key = j.concurrency_key AND s.running"

@@ -1,0 +1,378 @@
+"""The governor, decided in Postgres: fair turns between keys, budgets reserved in the claim and
+settled when an attempt ends, a circuit breaker per rate-limit key, an adaptive rate."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+from decimal import Decimal
+
+import asyncpg
+import pytest
+
+from pgqueue import (
+    Breaker,
+    JobContext,
+    JobSpec,
+    JobState,
+    Queue,
+    Registry,
+    RetryLater,
+    UpstreamDown,
+    store,
+)
+from tests.integration.conftest import WorkerFactory
+from tests.support.wait import wait_for
+
+KINDS = ["k"]
+KEY = "upstream"
+
+
+def _claim(limit: int, worker: str = "w") -> store.ClaimRequest:
+    return store.ClaimRequest(["default"], KINDS, limit, worker, 60.0)
+
+
+async def _states(pool: asyncpg.Pool) -> dict[str, int]:
+    rows = await pool.fetch("SELECT state::text, count(*) AS n FROM pgqueue.jobs GROUP BY 1")
+    return {r["state"]: r["n"] for r in rows}
+
+
+# -- fair turns ------------------------------------------------------------------------------
+
+
+async def test_a_later_key_takes_turns_with_a_backlog(queue: Queue, pool: asyncpg.Pool) -> None:
+    await queue.enqueue_many([JobSpec("k", {"u": "a"}, fairness_key="a") for _ in range(150)])
+    first = await store.claim(pool, _claim(10))
+    assert {j.payload["u"] for j in first} == {"a"}
+    for user in ("b", "c", "d"):
+        await queue.enqueue_many([JobSpec("k", {"u": user}, fairness_key=user) for _ in range(3)])
+    # One claim at a time, as slots free: the newcomers' nine jobs come within the next
+    # twelve, between the backlog's, not after its 140 remaining jobs.
+    order = [j.payload["u"] for _ in range(12) for j in await store.claim(pool, _claim(1))]
+    assert sorted(u for u in order if u != "a") == ["b"] * 3 + ["c"] * 3 + ["d"] * 3
+    assert order[:4].count("a") == 1  # each of the four keys in turn
+
+
+async def test_weights_share_the_turns(queue: Queue, pool: asyncpg.Pool) -> None:
+    await queue.enqueue_many(
+        [JobSpec("k", {"u": "light"}, fairness_key="light") for _ in range(40)]
+        + [JobSpec("k", {"u": "heavy"}, fairness_key="heavy", fairness_weight=3) for _ in range(40)]
+    )
+    taken = [j.payload["u"] for j in await store.claim(pool, _claim(20))]
+    assert 14 <= taken.count("heavy") <= 16  # three turns for every one of the light key
+
+
+async def test_priorities_come_before_turns_and_other_jobs_keep_their_time(
+    queue: Queue, pool: asyncpg.Pool
+) -> None:
+    await queue.enqueue_many([JobSpec("k", {"u": "free"}, fairness_key="f", priority=5)] * 5)
+    pro = await queue.enqueue("k", {"u": "pro"}, fairness_key="p", priority=0)
+    (top,) = await store.claim(pool, _claim(1))
+    assert top.id == pro.id
+    # A job without a key, and a keyed job delayed on purpose, keep the time they were given.
+    plain = await queue.enqueue("k", {"u": "plain"})
+    delayed = await queue.enqueue("k", fairness_key="f", delay=timedelta(hours=1))
+    rows = await pool.fetch(
+        "SELECT id, run_at = created_at AS at_enqueue,"
+        " run_at > created_at + interval '59 minutes' AS an_hour_later"
+        " FROM pgqueue.jobs WHERE id = ANY($1::bigint[]) ORDER BY id",
+        [plain.id, delayed.id],
+    )
+    assert rows[0]["at_enqueue"] and rows[1]["an_hour_later"]
+
+
+def test_fairness_arguments_are_checked() -> None:
+    with pytest.raises(ValueError, match="fairness_weight needs a fairness_key"):
+        JobSpec("k", fairness_weight=2)
+    with pytest.raises(ValueError, match="fairness_weight"):
+        JobSpec("k", fairness_key="u", fairness_weight=0)
+    with pytest.raises(ValueError, match="budget_keys need a cost"):
+        JobSpec("k", budget_keys=["u"])
+    with pytest.raises(ValueError, match="cost"):
+        JobSpec("k", cost=-1)
+    with pytest.raises(ValueError, match="budget key"):
+        JobSpec("k", cost=1, budget_keys=[""])
+
+
+# -- budgets ---------------------------------------------------------------------------------
+
+
+async def test_a_claim_starts_only_what_the_budget_fits(queue: Queue, pool: asyncpg.Pool) -> None:
+    await queue.set_budget("ann", 3)
+    await queue.enqueue_many(
+        [JobSpec("k", cost=1, budget_keys=["ann", "all"]) for _ in range(5)]
+        + [JobSpec("k", {"other": True}, cost=1, budget_keys=["bob"])]
+    )
+    claimed = await store.claim(pool, _claim(10))
+    # Three of ann's fit; bob has no budget row, so no limit.
+    assert len(claimed) == 4
+    assert await store.claim(pool, _claim(10)) == []
+    (budget,) = await queue.budgets(["ann"])
+    assert budget["reserved"] == 3 and budget["spent"] == 0 and budget["available"] == 0
+    # Parked jobs stay queued, untouched (no attempt spent).
+    rows = await pool.fetch("SELECT attempts FROM pgqueue.jobs WHERE state = 'queued'")
+    assert [r["attempts"] for r in rows] == [0, 0]
+    # The next-due lookup knows when the window ends (a UTC day).
+    due_s = await store.seconds_until_due(pool, ["default"], KINDS)
+    assert due_s is not None and 0 < due_s <= 86400
+
+
+async def test_an_attempt_settles_what_it_reported(
+    queue: Queue, pool: asyncpg.Pool, running_worker: WorkerFactory
+) -> None:
+    await queue.set_budget("ann", 10)
+    registry = Registry()
+
+    @registry.handler("k")
+    async def handler(ctx: JobContext) -> None:
+        mode = ctx.payload["mode"]
+        if mode == "free":
+            await ctx.charge(0)  # e.g. it reused an earlier answer
+        elif mode == "half":
+            await ctx.charge(Decimal("0.5"))
+        elif mode == "fail-before-paying":
+            await ctx.charge(0)
+            raise RuntimeError("no call made")
+        # "silent": the whole cost
+
+    modes = ["free", "half", "silent", "fail-before-paying"]
+    jobs = await queue.enqueue_many(
+        [JobSpec("k", {"mode": m}, cost=2, budget_keys=["ann"], max_attempts=1) for m in modes]
+    )
+    async with running_worker(registry):
+
+        async def ended() -> bool:
+            states = await _states(pool)
+            return states.get("succeeded") == 3 and states.get("failed") == 1
+
+        await wait_for(ended, message="four attempts ended")
+    (budget,) = await queue.budgets()
+    assert budget["spent"] == Decimal("2.5") and budget["reserved"] == 0
+    spent = {j.id: (await queue.get(j.id)).spent for j in jobs}  # type: ignore[union-attr]
+    assert [spent[j.id] for j in jobs] == [0, Decimal("0.5"), 2, 0]
+
+
+async def test_racing_claims_never_overspend(queue: Queue, pool: asyncpg.Pool) -> None:
+    await queue.set_budget("ann", 7)
+    await queue.enqueue_many([JobSpec("k", cost=1, budget_keys=["ann"]) for _ in range(60)])
+    await queue.enqueue_many([JobSpec("k", priority=-1) for _ in range(8)])
+    seed = await store.claim(pool, _claim(8))
+
+    async def claimer(number: int) -> int:
+        taken = 0
+        async with pool.acquire() as conn:
+            for _ in range(5):
+                if number < len(seed):
+                    job = seed[number]
+                    success = store.Success(job.id, job.lease_token or 0, "null")
+                    _, jobs = await store.complete_and_claim(conn, [success], _claim(3))
+                    number = len(seed)
+                else:
+                    jobs = await store.claim(conn, _claim(3, f"w{number}"))
+                taken += sum(1 for j in jobs if j.budget_keys)
+        return taken
+
+    assert sum(await asyncio.gather(*(claimer(n) for n in range(8)))) == 7
+    (budget,) = await queue.budgets()
+    assert budget["reserved"] == 7
+
+
+async def test_raising_a_budget_starts_parked_jobs_at_once(
+    queue: Queue, pool: asyncpg.Pool, running_worker: WorkerFactory
+) -> None:
+    await queue.set_budget("ann", 1)
+    registry = Registry()
+
+    @registry.handler("k")
+    async def handler(ctx: JobContext) -> None:
+        return None
+
+    await queue.enqueue_many([JobSpec("k", cost=1, budget_keys=["ann"]) for _ in range(3)])
+    async with running_worker(registry, poll_interval_s=60):
+        await wait_for(lambda: _succeeded(pool, 1), message="the one that fits")
+        await asyncio.sleep(0.3)
+        assert (await _states(pool)).get("queued") == 2  # parked, not failed
+        began = time.monotonic()
+        await queue.set_budget("ann", 3)
+        await wait_for(lambda: _succeeded(pool, 3), timeout=5, message="the raised budget")
+        assert time.monotonic() - began < 2  # a wake-up, not the 60 s poll
+
+
+async def _succeeded(pool: asyncpg.Pool, n: int) -> bool:
+    return (await _states(pool)).get("succeeded") == n
+
+
+# -- the breaker -----------------------------------------------------------------------------
+
+
+def test_breaker_settings_parse() -> None:
+    assert Breaker.parse("5/30s,open=30s") == Breaker(5, 30.0, 30.0)
+    assert str(Breaker.parse(" 3 / 10s , open = 2.5s ")) == "3/10s,open=2.5s"
+    assert Breaker.parse("off") is None
+    for bad in ("5/30s", "0/30s,open=1s", "5/0s,open=1s", "x"):
+        with pytest.raises(ValueError):
+            Breaker.parse(bad)
+
+
+async def test_an_outage_opens_the_breaker_and_waiting_jobs_spend_no_attempt(
+    queue: Queue, pool: asyncpg.Pool, running_worker: WorkerFactory
+) -> None:
+    await queue.set_breaker(KEY, threshold=3, window_s=30, open_s=1.0)
+    down_until = time.monotonic() + 2.5
+    calls: list[float] = []
+    registry = Registry()
+
+    @registry.handler("k")
+    async def handler(ctx: JobContext) -> None:
+        calls.append(time.monotonic())
+        if time.monotonic() < down_until:
+            raise UpstreamDown("503 Service Unavailable")
+
+    await queue.enqueue_many(
+        [JobSpec("k", {"n": n}, rate_limit_key=KEY, max_attempts=2) for n in range(6)]
+    )
+    async with running_worker(registry, concurrency=3), running_worker(registry, concurrency=3):
+        await wait_for(lambda: _succeeded(pool, 6), timeout=20, message="all after the outage")
+    outage = [c for c in calls if c < down_until]
+    # The threshold's calls (and what was in flight with them), then one probe per open
+    # period: 1 s, then 2 s; never the six shots times their attempts.
+    assert len(outage) <= 3 + 3 + 2
+    rows = await pool.fetch("SELECT attempts FROM pgqueue.jobs")
+    assert all(r["attempts"] <= 2 for r in rows)
+    (limit,) = await queue.rate_limits()
+    assert limit["breaker_state"] == "closed" and limit["breaker_failures"] == 0
+
+
+async def test_the_breaker_holds_every_claim_while_open(queue: Queue, pool: asyncpg.Pool) -> None:
+    await queue.set_breaker(KEY, threshold=1, window_s=30, open_s=60)
+    await queue.enqueue_many([JobSpec("k", rate_limit_key=KEY) for _ in range(3)])
+    (job,) = await store.claim(pool, _claim(1))
+    written, spared = await store.fail_upstream(
+        pool, job.id, job.lease_token or 0, KEY, delay_s=5, error="503", progress_json=None
+    )
+    assert spared and written is not None and written.state is JobState.QUEUED
+    assert written.attempts == 0
+    assert await store.claim(pool, _claim(10)) == []
+    (limit,) = await queue.rate_limits()
+    assert limit["breaker_state"] == "open" and limit["blocked_until"] is not None
+    # Its open period passes: exactly one probe starts, and the key is held while it runs.
+    await pool.execute("UPDATE pgqueue.rate_limits SET breaker_until = now() - interval '1s'")
+    probes = await store.claim(pool, _claim(10))
+    assert len(probes) == 1
+    assert await store.claim(pool, _claim(10)) == []
+    (limit,) = await queue.rate_limits()
+    assert limit["breaker_state"] == "half_open"
+    # The probe fails: open again, twice as long.
+    (probe,) = probes
+    await store.fail_upstream(
+        pool, probe.id, probe.lease_token or 0, KEY, delay_s=5, error="503", progress_json=None
+    )
+    row = await pool.fetchrow(
+        "SELECT breaker_state, extract(epoch FROM breaker_until - now()) AS left_s"
+        " FROM pgqueue.rate_limits"
+    )
+    assert row["breaker_state"] == "open" and 110 < row["left_s"] <= 120
+    # A probe that succeeds closes it.
+    await pool.execute("UPDATE pgqueue.rate_limits SET breaker_until = now() - interval '1s'")
+    (probe,) = await store.claim(pool, _claim(10))
+    await store.complete(pool, [store.Success(probe.id, probe.lease_token or 0, "null")])
+    assert len(await store.claim(pool, _claim(10))) == 2
+
+
+async def test_a_429_never_trips_the_breaker(queue: Queue, pool: asyncpg.Pool) -> None:
+    await queue.set_breaker(KEY, threshold=1, window_s=30, open_s=60)
+    await queue.enqueue("k", rate_limit_key=KEY)
+    (job,) = await store.claim(pool, _claim(1))
+    await store.throttle(
+        pool,
+        job.id,
+        job.lease_token or 0,
+        KEY,
+        pause_s=0.01,
+        delay_s=0.01,
+        error="429",
+        progress_json=None,
+    )
+    (limit,) = await queue.rate_limits()
+    assert limit["breaker_state"] == "closed" and limit["breaker_failures"] == 0
+
+
+# -- the adaptive rate -----------------------------------------------------------------------
+
+
+async def test_a_429_halves_an_adaptive_rate_and_successes_win_it_back(
+    queue: Queue, pool: asyncpg.Pool
+) -> None:
+    await queue.set_adaptive_rate_limit(KEY, ceiling=8, period_s=1.0)
+    await queue.enqueue_many([JobSpec("k", rate_limit_key=KEY) for _ in range(40)])
+    claimed = await store.claim(pool, _claim(20))
+    assert len(claimed) == 8
+    first = claimed[0]
+    await store.throttle(
+        pool,
+        first.id,
+        first.lease_token or 0,
+        KEY,
+        pause_s=0.0,
+        delay_s=0.0,
+        error="429",
+        progress_json=None,
+    )
+    # A second 429 of the same window is the same signal: one cut.
+    second = claimed[1]
+    await store.throttle(
+        pool,
+        second.id,
+        second.lease_token or 0,
+        KEY,
+        pause_s=0.0,
+        delay_s=0.0,
+        error="429",
+        progress_json=None,
+    )
+    (limit,) = await queue.rate_limits()
+    assert limit["adaptive"] and limit["capacity"] == 4 and limit["learnt"] == 4
+    # Successes while the limit binds climb back, never above the ceiling.
+    await store.complete(
+        pool, [store.Success(j.id, j.lease_token or 0, "null") for j in claimed[2:]]
+    )
+    (limit,) = await queue.rate_limits()
+    assert 4 < limit["learnt"] <= 8
+    # Setting it again (a worker restarting) keeps what was learnt.
+    learnt = limit["learnt"]
+    await queue.set_adaptive_rate_limit(KEY, ceiling=8, period_s=1.0)
+    (limit,) = await queue.rate_limits()
+    assert limit["learnt"] == learnt
+    # A fixed limit ends the learning.
+    await queue.set_rate_limit(KEY, 8, 1.0)
+    (limit,) = await queue.rate_limits()
+    assert not limit["adaptive"] and limit["capacity"] == 8
+
+
+async def test_an_adaptive_key_without_a_ceiling_learns_from_its_first_429(
+    queue: Queue, pool: asyncpg.Pool
+) -> None:
+    await queue.set_adaptive_rate_limit(KEY, period_s=60.0)
+    await queue.enqueue_many([JobSpec("k", rate_limit_key=KEY) for _ in range(30)])
+    claimed = await store.claim(pool, _claim(10))
+    assert len(claimed) == 10  # no limit yet
+    job = claimed[0]
+    await store.throttle(
+        pool,
+        job.id,
+        job.lease_token or 0,
+        KEY,
+        pause_s=0.0,
+        delay_s=0.0,
+        error="429",
+        progress_json=None,
+    )
+    (limit,) = await queue.rate_limits()
+    assert limit["capacity"] == 5  # half of the ten that started in the window
+    assert await store.claim(pool, _claim(10)) == []
+
+
+async def test_retry_later_throttle_still_pauses(queue: Queue) -> None:
+    # The throttle path is unchanged for a key that does not adapt.
+    assert RetryLater("x", throttle_s=1).throttle_s == 1
