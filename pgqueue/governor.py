@@ -68,7 +68,8 @@ class GovernorMethods:
         win it back one start per window (twice as fast up to the rate last sustained without
         a 429). It never exceeds `ceiling` starts a window; with no ceiling the key has no
         limit until its first 429. A rate already learnt is kept when this is called again
-        (every worker calls it as it starts), unless it is above a new ceiling.
+        with the same ceiling and window (every worker calls it as it starts); a new ceiling
+        or window starts the learning anew, from the ceiling.
         `set_rate_limit` or `remove_rate_limit` end the learning.
 
         Raises:
@@ -102,7 +103,12 @@ class GovernorMethods:
         await store.remove_breaker(self._pool, models.check_rate_limit_key(key))
 
     async def set_budget(
-        self, key: str, amount: float | Decimal, *, period_s: float = DAY_S
+        self,
+        key: str,
+        amount: float | Decimal,
+        *,
+        period_s: float = DAY_S,
+        conn: asyncpg.Connection | None = None,
     ) -> None:
         """Let jobs naming budget `key` (`budget_keys=`) spend at most `amount` per window of
         `period_s` seconds (windows aligned to the epoch: the default is a UTC day).
@@ -110,7 +116,8 @@ class GovernorMethods:
         A claim reserves a job's `cost` against each of its budgets and starts it only if it
         fits; one that does not stays `queued` (parked, never failed for it) and starts when
         the budget allows: the next window, or at once when this raises the amount (the
-        queues are woken). What was spent in the current window counts.
+        queues are woken). What was spent in the current window counts. With `conn`, inside
+        that connection's transaction (its wake-up is sent when it commits).
 
         Raises:
             ValueError: an argument is out of range (nothing is changed).
@@ -118,13 +125,13 @@ class GovernorMethods:
         value = models.check_amount(amount, "a budget's amount")
         if not 1 <= period_s <= 366 * DAY_S:
             raise ValueError("a budget's period_s must be at least 1 s and at most a year")
-        await store.set_budget(
-            self._pool, models.check_key(key, "budget key"), value, float(period_s)
-        )
+        db = self._pool if conn is None else conn
+        await store.set_budget(db, models.check_key(key, "budget key"), value, float(period_s))
 
-    async def remove_budget(self, key: str) -> None:
+    async def remove_budget(self, key: str, *, conn: asyncpg.Connection | None = None) -> None:
         """Budget `key` is gone: the jobs it parked start (their queues are woken)."""
-        await store.remove_budget(self._pool, models.check_key(key, "budget key"))
+        db = self._pool if conn is None else conn
+        await store.remove_budget(db, models.check_key(key, "budget key"))
 
     async def budgets(self, keys: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """The budgets `keys` (None: every one): `key`, `amount`, `period_s`, `spent` (in the

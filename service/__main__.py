@@ -1,9 +1,10 @@
-"""`python -m service api | worker | create-token | run`.
+"""`python -m service api | worker | create-token | budget | run`.
 
     api            the HTTP API (uvicorn) on HOST:PORT, or --host/--port
     worker         a worker with the service's handlers (= python -m pgqueue.worker
                    service.jobs:registry; further arguments are passed on)
     create-token   a new API token, printed alone on the last line
+    budget         one user's daily budget: --per-day N, or --clear (back to the tier's)
     run            embedded Postgres (unless DATABASE_URL), migrations, API and a worker
 
 `api`, `worker` and `create-token` need DATABASE_URL and say so when it is missing; only `run`
@@ -17,6 +18,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
 
 from pydantic import ValidationError
 
@@ -85,6 +87,28 @@ async def _create_token(database: Database, args: argparse.Namespace) -> str:
         await conn.close()
 
 
+def _credits(text: str) -> Decimal:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"not a number of credits: {text!r}") from None
+    if not value.is_finite() or not 0 <= value < 10**12:
+        raise argparse.ArgumentTypeError(f"credits must be at least 0, got {text!r}")
+    return value
+
+
+async def _budget(settings: ServiceSettings, args: argparse.Namespace) -> Decimal | None:
+    from service import budgets
+
+    pool = await settings.database().create_pool(min_size=1, max_size=2)
+    try:
+        return await budgets.set_override(
+            pool, settings, args.user, None if args.clear else args.per_day
+        )
+    finally:
+        await pool.close()
+
+
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
     """The command line; unknown arguments are kept for `worker`."""
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__.split("\n")[0])
@@ -100,6 +124,13 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
     token.add_argument("--tier", choices=("free", "pro"), default="free")
     token.add_argument("--admin", action="store_true", help="may read any job and the stats")
     commands.add_parser("run", help="embedded Postgres, migrations, API and a worker")
+    budget = commands.add_parser("budget", help="set or clear one user's daily budget")
+    budget.add_argument("--user", required=True, help="the user whose budget it is")
+    amount = budget.add_mutually_exclusive_group(required=True)
+    amount.add_argument(
+        "--per-day", type=_credits, metavar="N", help="credits the user may spend per UTC day"
+    )
+    amount.add_argument("--clear", action="store_true", help="back to the tier's budget")
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "worker":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -117,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValidationError, ValueError) as exc:
         print(f"error: bad settings: {exc}", file=sys.stderr)
         return 2
-    if args.command in ("api", "create-token") and settings.database_url is None:
+    if args.command in ("api", "create-token", "budget") and settings.database_url is None:
         print(MISSING_DATABASE_URL.format(command=args.command), file=sys.stderr)
         return 2
     if args.command == "api":
@@ -133,6 +164,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         print(f"token for user {args.user!r} (tier {args.tier}{', admin' if args.admin else ''}):")
         print(token)
+        return 0
+    if args.command == "budget":
+        try:
+            amount = asyncio.run(_budget(settings, args))
+        except errors.POOLER_MISMATCH as exc:
+            print(f"error: {pooler_hint(exc) or exc}", file=sys.stderr)
+            return 2
+        limit = "no limit" if amount is None else f"{amount} credits per UTC day"
+        print(f"budget of user {args.user!r}: {limit}")
         return 0
     from service.launcher import Launcher
 

@@ -39,6 +39,7 @@ from pgqueue import (
     Queue,
     Registry,
     RetryLater,
+    UpstreamDown,
 )
 from service import media, metrics, queries, storyboards, upkeep
 from service.images import (
@@ -50,7 +51,7 @@ from service.images import (
     create_provider,
 )
 from service.payloads import JOB_KIND, MalformedPayload, StoryboardPayload
-from service.settings import IMAGE_RATE_LIMIT_KEY, ServiceSettings
+from service.settings import ADAPTIVE_PERIOD_S, IMAGE_RATE_LIMIT_KEY, ServiceSettings
 
 logger = logging.getLogger("service.jobs")
 
@@ -133,20 +134,41 @@ def create_registry(settings: ServiceSettings | None = None) -> Registry:
 
 
 async def apply_rate_limit(pool: asyncpg.Pool, settings: ServiceSettings) -> None:
-    """Give the upstream's rate-limit key the limit of `IMAGE_RATE_LIMIT` (or none, unset),
-    its window widened by `RATE_WINDOW_GUARD_S`.
+    """Give the upstream's rate-limit key what the settings say: `IMAGE_RATE_LIMIT` (or none,
+    unset), its window widened by `RATE_WINDOW_GUARD_S`, learnt beneath it when
+    `IMAGE_RATE_ADAPTIVE`; and the breaker of `IMAGE_BREAKER` (or none, `off`).
 
     Every worker and drain does it as it opens, before its first claim: the limit lives in
-    the database, so the fleet shares one limit. Workers started with different values leave
-    the last one's in force; give them all the same.
+    the database, so the fleet shares one limit (and a learnt rate or an open breaker survive
+    a worker's restart). Workers started with different values leave the last one's in
+    force; give them all the same.
     """
     queue = Queue(pool)
     limit = settings.rate_limit
-    if limit is None:
+    if settings.image_rate_adaptive:
+        if limit is None:
+            await queue.set_adaptive_rate_limit(IMAGE_RATE_LIMIT_KEY, period_s=ADAPTIVE_PERIOD_S)
+        else:
+            await queue.set_adaptive_rate_limit(
+                IMAGE_RATE_LIMIT_KEY,
+                ceiling=limit.limit,
+                period_s=limit.period_s + RATE_WINDOW_GUARD_S,
+            )
+    elif limit is None:
         await queue.remove_rate_limit(IMAGE_RATE_LIMIT_KEY)
     else:
         await queue.set_rate_limit(
             IMAGE_RATE_LIMIT_KEY, limit.limit, limit.period_s + RATE_WINDOW_GUARD_S
+        )
+    breaker = settings.breaker
+    if breaker is None:
+        await queue.remove_breaker(IMAGE_RATE_LIMIT_KEY)
+    else:
+        await queue.set_breaker(
+            IMAGE_RATE_LIMIT_KEY,
+            threshold=breaker.threshold,
+            window_s=breaker.window_s,
+            open_s=breaker.open_s,
         )
 
 
@@ -218,8 +240,10 @@ async def generate_storyboard(ctx: JobContext) -> dict[str, Any]:
     try:
         image = await state.provider.generate(request)
     except PermanentImageError as exc:
+        await ctx.charge(0)  # an error answer buys nothing: IMAGE_COST is an image's price
         raise DoNotRetry(str(exc)) from exc
     except RetryableImageError as exc:
+        await ctx.charge(0)
         if exc.retry_after_s is not None:
             throttle = exc.status == THROTTLE_STATUS
             # A 429 is the upstream rate limiting every caller: the throttle pauses every
@@ -242,6 +266,10 @@ async def generate_storyboard(ctx: JobContext) -> dict[str, Any]:
             if throttle:
                 raise RetryLater(str(exc), throttle_s=exc.retry_after_s) from exc
             raise RetryLater(str(exc), delay_s=exc.retry_after_s) from exc
+        if exc.upstream_down:
+            # The upstream is failing (5xx, a time-out, no connection), not this shot: the
+            # breaker counts it, and while it is open the shots wait without spending attempts.
+            raise UpstreamDown(str(exc)) from exc
         raise  # pgqueue's backoff applies; its message is the last line of last_error
     # From here on the image is paid for: nothing but the lease (and a cancel) may stop us
     # storing it, so progress cannot fail the attempt.

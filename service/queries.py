@@ -255,3 +255,24 @@ RETURNING shot_number
 PING = """
 SELECT 1
 """
+
+# -- user_budget_override: the daily budget `python -m service budget` set for user $1, if any
+USER_BUDGET_OVERRIDE = """
+SELECT per_day FROM storyboard.user_budgets WHERE user_name = $1
+"""
+
+# -- set_user_budget_override: user $1 may spend $2 credits a day, whatever their tier
+SET_USER_BUDGET_OVERRIDE = """
+INSERT INTO storyboard.user_budgets (user_name, per_day) VALUES ($1, $2)
+ON CONFLICT (user_name) DO UPDATE SET per_day = EXCLUDED.per_day, updated_at = now()
+"""
+
+# -- clear_user_budget_override: user $1 spends within their tier's budget again
+CLEAR_USER_BUDGET_OVERRIDE = """
+DELETE FROM storyboard.user_budgets WHERE user_name = $1
+"""
+
+# -- user_tier: the tier of user $1's newest token (NULL: no token)
+USER_TIER = """
+SELECT tier FROM storyboard.api_tokens WHERE user_name = $1 ORDER BY created_at DESC LIMIT 1
+"""

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pgqueue import Database, PoolMode, RateLimit
+from pgqueue import Breaker, Database, PoolMode, RateLimit
 
 DEFAULT_IMAGE_TIMEOUT_S = 55.0  # seconds; below a 60 s platform limit, unlike the old 50/60 pair
 DEFAULT_STORYBOARD_TIMEOUT_S = 300.0  # seconds a storyboard may stay `generating` unattended
@@ -19,6 +20,8 @@ DEFAULT_DRAIN_BUDGET_S = 50.0  # seconds; under a serverless function's usual 60
 MIN_DRAIN_BUDGET_S = 1.0
 MAX_DRAIN_BUDGET_S = 300.0
 DEFAULT_STREAM_MAX_S = 300.0  # seconds one live-progress stream stays open
+DEFAULT_IMAGE_BREAKER = "5/30s,open=30s"  # IMAGE_BREAKER
+ADAPTIVE_PERIOD_S = 1.0  # the learnt rate's window when IMAGE_RATE_LIMIT is unset
 IMAGE_RATE_LIMIT_KEY = "storyboard.upstream"  # the pgqueue rate-limit key of upstream calls
 
 
@@ -50,6 +53,13 @@ class ServiceSettings(BaseSettings):
             take jobs from it (`--queue`, `PGQUEUE_QUEUES`).
         stream_max_s: `STREAM_MAX_S`, how long one live-progress stream stays open (the
             studio stops waiting after as long).
+        image_rate_adaptive: `IMAGE_RATE_ADAPTIVE`: the upstream start rate is learnt (a 429
+            halves it, successes win it back), never above `IMAGE_RATE_LIMIT` when set.
+        image_breaker: `IMAGE_BREAKER`, `N/Ws,open=Os` or `off`: the upstream's breaker.
+        image_cost: `IMAGE_COST`, credits one upstream call costs.
+        budget_free_per_day, budget_pro_per_day: `BUDGET_FREE_PER_DAY`, `BUDGET_PRO_PER_DAY`:
+            credits a user of that tier may spend per UTC day (unset: no limit).
+        storyboard_fairness: `STORYBOARD_FAIRNESS`, `user` (users take turns) or `none`.
     """
 
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
@@ -82,6 +92,30 @@ class ServiceSettings(BaseSettings):
     max_attempts: int = Field(default=3, ge=1, validation_alias="PGQUEUE_MAX_ATTEMPTS")
     queue: str = Field(default="default", min_length=1, validation_alias="STORYBOARD_QUEUE")
     stream_max_s: float = Field(default=DEFAULT_STREAM_MAX_S, gt=0)
+    image_rate_adaptive: bool = True
+    image_breaker: str = DEFAULT_IMAGE_BREAKER
+    image_cost: Decimal = Field(default=Decimal(1), ge=0, lt=10**12)
+    budget_free_per_day: Decimal | None = Field(default=None, ge=0, lt=10**12)
+    budget_pro_per_day: Decimal | None = Field(default=None, ge=0, lt=10**12)
+    storyboard_fairness: Literal["user", "none"] = "user"
+
+    @field_validator("image_breaker")
+    @classmethod
+    def _valid_breaker(cls, value: str) -> str:
+        try:
+            Breaker.parse(value)
+        except ValueError as exc:
+            raise ValueError(f"IMAGE_BREAKER: {exc}") from None
+        return value.strip()
+
+    @property
+    def breaker(self) -> Breaker | None:
+        """`IMAGE_BREAKER` as a pgqueue breaker, or None when `off`."""
+        return Breaker.parse(self.image_breaker)
+
+    def budget_per_day(self, tier: str) -> Decimal | None:
+        """The daily budget of a user of `tier` without one of their own (None: no limit)."""
+        return self.budget_pro_per_day if tier == "pro" else self.budget_free_per_day
 
     @field_validator("image_rate_limit")
     @classmethod

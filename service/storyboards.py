@@ -24,7 +24,7 @@ from typing import Any
 import asyncpg
 
 from pgqueue import Job, JobSpec, JobState, Queue
-from service import queries
+from service import budgets, queries
 from service.auth import User
 from service.errors import ApiError, not_found
 from service.payloads import JOB_KIND, StoryboardPayload
@@ -150,6 +150,7 @@ async def generate(
         if to_enqueue:
             await _check_pending_cap(conn, user, len(to_enqueue), settings)
             generation = await conn.fetchval(queries.START_GENERATION, project_id)
+            fairness = f"user:{user.name}" if settings.storyboard_fairness == "user" else None
             specs = [
                 JobSpec(
                     kind=JOB_KIND,
@@ -166,6 +167,13 @@ async def generate(
                     # Every job calls the one upstream: IMAGE_RATE_LIMIT holds them all, and
                     # a 429 pauses them all (the workers set the key's limit at startup).
                     rate_limit_key=IMAGE_RATE_LIMIT_KEY,
+                    # Users take turns for the fleet's slots (within a priority), so one
+                    # user's backlog does not hold the others back.
+                    fairness_key=fairness,
+                    # Each call costs IMAGE_COST, reserved against the user's daily budget
+                    # while it runs (with no budget the key has no row: no limit).
+                    cost=settings.image_cost,
+                    budget_keys=[budgets.budget_key(user.name)],
                 )
                 for n in to_enqueue
             ]
@@ -178,6 +186,9 @@ async def generate(
                 [job.id for job in jobs],
             )
             job_ids.update(zip(to_enqueue, (job.id for job in jobs), strict=True))
+            # The user's budget as the settings (or `python -m service budget`) say now; last,
+            # so its row is locked only for the commit (the jobs are claimable from then on).
+            await budgets.apply(conn, queue, settings, user.name, user.tier)
         await conn.execute(queries.FINISH_PROJECT, project_id)
     return {
         "project_id": str(project_id),

@@ -26,7 +26,8 @@ WHERE key = $1
 
 # -- set_adaptive_rate: key $1's start rate is learnt over windows of $3 seconds, never above
 # -- $2 starts a window (NULL: no ceiling; no limit until the first 429). A rate already
-# -- learnt stays (every worker sets this as it starts) unless it is above the new ceiling.
+# -- learnt under the same ceiling and window stays (every worker sets this as it starts);
+# -- a new ceiling or window starts the learning anew, from the ceiling.
 SET_ADAPTIVE_RATE = """
 INSERT INTO pgqueue.rate_limits AS r (key, capacity, period_s, adaptive, ceiling, learnt)
 VALUES ($1, $2::integer, $3::float8, true, $2::integer, $2::integer)
@@ -34,15 +35,19 @@ ON CONFLICT (key) DO UPDATE
 SET adaptive = true,
     ceiling = EXCLUDED.ceiling,
     period_s = EXCLUDED.period_s,
-    learnt = CASE WHEN r.adaptive AND r.learnt IS NOT NULL
-                  THEN least(r.learnt, coalesce(EXCLUDED.ceiling, r.learnt))
-                  ELSE EXCLUDED.ceiling END,
-    capacity = CASE WHEN r.adaptive AND r.learnt IS NOT NULL
-                    THEN floor(least(r.learnt, coalesce(EXCLUDED.ceiling, r.learnt)))::integer
-                    ELSE EXCLUDED.ceiling END,
-    next_start_at = NULL,
+    learnt = CASE WHEN r.adaptive AND r.ceiling IS NOT DISTINCT FROM EXCLUDED.ceiling
+                       AND r.period_s = EXCLUDED.period_s
+                  THEN r.learnt ELSE EXCLUDED.ceiling END,
+    capacity = CASE WHEN r.adaptive AND r.ceiling IS NOT DISTINCT FROM EXCLUDED.ceiling
+                         AND r.period_s = EXCLUDED.period_s
+                    THEN r.capacity ELSE EXCLUDED.ceiling END,
+    sustained = CASE WHEN r.adaptive AND r.ceiling IS NOT DISTINCT FROM EXCLUDED.ceiling
+                          AND r.period_s = EXCLUDED.period_s
+                     THEN r.sustained END,
+    next_start_at = CASE WHEN r.adaptive AND r.ceiling IS NOT DISTINCT FROM EXCLUDED.ceiling
+                              AND r.period_s = EXCLUDED.period_s
+                         THEN r.next_start_at END,
     updated_at = now()
-RETURNING r.capacity
 """
 
 # -- clear_adaptive: key $1's rate is no longer learnt (SET_RATE_LIMIT or REMOVE_RATE_LIMIT

@@ -26,16 +26,25 @@ class RetryableImageError(ImageError):
         *,
         retry_after_s: float | None = None,
         status: int | None = None,
+        unreachable: bool = False,
     ) -> None:
         """Args:
         message: what went wrong, for the storyboard's error and the job's last_error.
         retry_after_s: the provider's `Retry-After`, in seconds, when it sent one.
         status: the upstream's HTTP status, when it answered one (429: it is rate limiting
             every caller, not failing this request).
+        unreachable: no answer came (a time-out, a connection refused or reset).
         """
         super().__init__(message)
         self.retry_after_s = retry_after_s
         self.status = status
+        self.unreachable = unreachable
+
+    @property
+    def upstream_down(self) -> bool:
+        """The upstream is failing as a whole (a 5xx, or no answer), not this request: what
+        its circuit breaker counts. A 429 is not (the rate limit's signal), nor a bad body."""
+        return self.unreachable or (self.status is not None and self.status >= 500)
 
 
 class PermanentImageError(ImageError):

@@ -254,9 +254,13 @@ class HttpImageProvider:
             async with asyncio.timeout(self._timeout_s):
                 yield
         except (TimeoutError, httpx.TimeoutException) as exc:
-            raise RetryableImageError(f"upstream timed out after {self._timeout_s:g}s") from exc
+            raise RetryableImageError(
+                f"upstream timed out after {self._timeout_s:g}s", unreachable=True
+            ) from exc
         except httpx.TransportError as exc:
-            raise RetryableImageError(f"upstream unreachable: {type(exc).__name__}: {exc}") from exc
+            raise RetryableImageError(
+                f"upstream unreachable: {type(exc).__name__}: {exc}", unreachable=True
+            ) from exc
         except httpx.DecodingError as exc:
             raise RetryableImageError(f"upstream sent an undecodable body: {exc}") from exc
 
