@@ -9,7 +9,10 @@ nothing else in pgqueue imports it, so a queue without metrics pays nothing for 
   read at its start and at its end; the Prometheus families are built at scrape time.
 - `DatabaseMetrics()`: the queue as the database records it, for a process that runs no jobs
   (an API): the `pgqueue.queue_stats` gauges, and the jobs that finished since this object was
-  made, read incrementally on each scrape through the finished-time index.
+  made, read incrementally on each scrape through the finished-time index; and the
+  governor's state per key: `pgqueue_rate_limit_allowed` (a learnt rate too),
+  `pgqueue_breaker_state{state}` (every state present, 0 or 1), `pgqueue_budget_spent`,
+  `pgqueue_budget_amount`, `pgqueue_budget_reserved`.
 - `MetricsServer`: `GET /metrics` on a port, inside the worker's event loop (no thread: the
   collectors read the worker's state on the loop that changes it).
 
@@ -28,7 +31,7 @@ import datetime
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
@@ -71,6 +74,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 REQUEST_TIMEOUT_S = 10.0  # seconds a scraper may take to send its request line and headers
 MAX_REQUEST_BYTES = 16 * 1024
 
+BREAKER_STATES = ("closed", "open", "half_open")
 QUEUE_STATES = ("waiting", "delayed", "active", "completed", "failed", "cancelled")
 
 
@@ -295,6 +299,8 @@ class DatabaseMetrics:
         self._finished: dict[tuple[str, ...], int] = {}
         self._durations: dict[tuple[str, str], _Durations] = {}
         self._up = False
+        self._limits: list[dict[str, Any]] = []
+        self._budgets: list[dict[str, Any]] = []
         self._lock = asyncio.Lock()  # two scrapes at once must not count one window twice
 
     async def refresh(self, pool: asyncpg.Pool) -> bool:
@@ -302,7 +308,10 @@ class DatabaseMetrics:
         when the database did not answer, the last values kept."""
         async with self._lock:
             try:
-                self._stats = await Queue(pool).stats()
+                queue = Queue(pool)
+                self._stats = await queue.stats()
+                self._limits = await queue.rate_limits()
+                self._budgets = await queue.budgets()
                 async with pool.acquire() as conn:
                     settled = await store.settled_before(conn, MAX_SETTLE_LAG_S)
                     if settled > self._settled:
@@ -362,6 +371,46 @@ class DatabaseMetrics:
             self._durations,
             self._bounds,
         )
+        yield from self._governor()
+
+    def _governor(self) -> Iterator[Metric]:
+        # One series per key with a row, each state of a breaker present (0 or 1), so an
+        # alert on `pgqueue_breaker_state{state="open"} == 1` has a series before it fires.
+        allowed = GaugeMetricFamily(
+            "pgqueue_rate_limit_allowed",
+            "Starts a rate-limit key allows per window (its learnt rate when adaptive)",
+            labels=("key",),
+        )
+        period = GaugeMetricFamily(
+            "pgqueue_rate_limit_period_seconds", "A rate-limit key's window", labels=("key",)
+        )
+        breaker = GaugeMetricFamily(
+            "pgqueue_breaker_state",
+            "1 for the state a key's circuit breaker is in (closed, open, half_open)",
+            labels=("key", "state"),
+        )
+        for row in self._limits:
+            if row["capacity"] is not None:
+                allowed.add_metric([row["key"]], float(row["capacity"]))
+            if row["period_s"] is not None:
+                period.add_metric([row["key"]], float(row["period_s"]))
+            if row["breaker_state"] is not None:
+                for state in BREAKER_STATES:
+                    breaker.add_metric([row["key"], state], float(row["breaker_state"] == state))
+        spent = GaugeMetricFamily(
+            "pgqueue_budget_spent", "Spent in the budget's current window", labels=("key",)
+        )
+        amount = GaugeMetricFamily(
+            "pgqueue_budget_amount", "A budget's amount per window", labels=("key",)
+        )
+        reserved = GaugeMetricFamily(
+            "pgqueue_budget_reserved", "Held by running attempts", labels=("key",)
+        )
+        for row in self._budgets:
+            spent.add_metric([row["key"]], float(row["spent"]))
+            amount.add_metric([row["key"]], float(row["amount"]))
+            reserved.add_metric([row["key"]], float(row["reserved"]))
+        yield from (allowed, period, breaker, spent, amount, reserved)
 
 
 class MetricsServer:

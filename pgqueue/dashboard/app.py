@@ -156,6 +156,7 @@ def create_app(queue: QueueSource, *, authorize: Authorize, title: str = "pgqueu
             queues=queues,
             schedules=await q.schedules(),
             rate_limits=await q.rate_limits(),
+            budgets=await q.budgets(),
             charts=charts,
             jobs=jobs,
             filters=filters,

@@ -78,6 +78,8 @@ async def test_an_admin_retries_cancels_pauses_and_resumes(
         try:
             waiting = await Queue(pool).enqueue("report.weekly", {"week": 48})
             await Queue(pool).set_rate_limit("reports", 5, 60)  # shown beside the queues
+            await Queue(pool).set_breaker("reports", threshold=5, window_s=30, open_s=30)
+            await Queue(pool).set_budget("user:ann", 25)
         finally:
             await pool.close()
 
@@ -96,6 +98,10 @@ async def test_an_admin_retries_cancels_pauses_and_resumes(
         await expect(limit_row.locator('[data-part="limit"]')).to_have_text("5 per 60.0 s")
         await expect(limit_row.locator('[data-part="recent"]')).to_have_text("0 of 5")
         await expect(limit_row.locator('[data-part="blocked"]')).to_have_text("now")
+        await expect(limit_row.locator('[data-part="breaker"]')).to_have_text("closed")
+        budget_row = page.locator('#budgets tr[data-key="user:ann"]')
+        await expect(budget_row.locator('[data-part="spent"]')).to_have_text("0 of 25 per 24.0 h")
+        await expect(budget_row.locator('[data-part="available"]')).to_have_text("25")
         await screenshot(page, "dashboard")
 
         # The failed job's page: payload, attempts and the upstream's refusal in its error.

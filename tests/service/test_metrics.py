@@ -260,3 +260,23 @@ async def test_a_service_worker_process_serves_its_metrics(
     assert finished == 3
     worker.stop()
     assert worker.returncode == 0, worker.tail()
+
+
+async def test_the_governor_series_are_there_before_anything_happens(
+    client: httpx.AsyncClient, queue: Queue
+) -> None:
+    await queue.set_breaker("upstream", threshold=5, window_s=30, open_s=30)
+    await queue.set_adaptive_rate_limit("upstream", ceiling=8, period_s=1.0)
+    await queue.set_budget("user:ann", 10)
+    samples = await page(client)
+    assert value(samples, "pgqueue_rate_limit_allowed", key="upstream") == 8
+    assert value(samples, "pgqueue_rate_limit_period_seconds", key="upstream") == 1
+    # Every state of the breaker has its series, so an alert on "open" has one to watch.
+    states = {
+        state: value(samples, "pgqueue_breaker_state", key="upstream", state=state)
+        for state in ("closed", "open", "half_open")
+    }
+    assert states == {"closed": 1, "open": 0, "half_open": 0}
+    assert value(samples, "pgqueue_budget_spent", key="user:ann") == 0
+    assert value(samples, "pgqueue_budget_amount", key="user:ann") == 10
+    assert value(samples, "pgqueue_budget_reserved", key="user:ann") == 0
