@@ -420,3 +420,55 @@ class JobPage:
             field, values = self.payload_match
             if not field or isinstance(values, str):
                 raise ValueError("payload_match is (field, [values]), e.g. ('owner', ['ann'])")
+
+
+class WaitReason(enum.StrEnum):
+    """Why a queued job has not started (`Wait.reason`), as the claim would decide it."""
+
+    QUEUE_PAUSED = "queue_paused"  # its queue is paused
+    RETRY_SCHEDULED = "retry_scheduled"  # an attempt failed; the next waits out its backoff
+    UPSTREAM_DOWN = "upstream_down"  # its rate-limit key's breaker is open (or probing)
+    RATE_LIMIT = "rate_limit"  # its rate-limit key's window is full, or the key is throttled
+    OVER_BUDGET = "over_budget"  # its cost does not fit in a budget's current window
+    CONCURRENCY = "concurrency"  # its concurrency key runs as many jobs as its limit allows
+    QUEUED = "queued"  # nothing holds it but its turn (or the run_at it was delayed to)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Wait:
+    """What `Queue.explain_waits` says of one job: why it waits, and when it may be done.
+
+    Args:
+        job_id: the job.
+        state: its state.
+        reason: why it has not started; None unless it is queued.
+        next_attempt_at: when its next attempt may start (the end of a backoff, a delay, an
+            open breaker, a full rate-limit window or a budget's window); None when nothing
+            but its turn or a free slot decides.
+        done_in_s: estimated seconds until it is done, from its place in its queue's line and
+            the queue's throughput of the last minutes (see `queries.EXPLAIN_WAITS`); 0 once
+            finished; None when unknown (nothing finished lately, its queue paused, or it
+            sits further back than the line that is read).
+        spent: what its attempts were charged so far (its budgets' view of it); None when
+            none was.
+    """
+
+    job_id: int
+    state: JobState
+    reason: WaitReason | None
+    next_attempt_at: datetime | None
+    done_in_s: float | None
+    spent: Decimal | None
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Wait:
+        """Build from a row of `queries.EXPLAIN_WAITS`."""
+        reason = record["reason"]
+        return cls(
+            job_id=record["id"],
+            state=JobState(record["state"]),
+            reason=None if reason is None else WaitReason(reason),
+            next_attempt_at=record["next_attempt_at"],
+            done_in_s=record["done_in_s"],
+            spent=record["spent"],
+        )

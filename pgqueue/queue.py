@@ -255,6 +255,28 @@ class Queue(GovernorMethods):
     def _db(self, conn: asyncpg.Connection | None) -> store.Executor:
         return conn if conn is not None else self._pool
 
+    async def explain_waits(
+        self, job_ids: Sequence[int], *, conn: asyncpg.Connection | None = None
+    ) -> dict[int, models.Wait]:
+        """Why each of these jobs waits, when its next attempt may start and when it may be done.
+
+        One statement, whatever the number of jobs: a queued job's `reason` is the first of
+        `queue_paused`, `retry_scheduled`, `queued` (delayed: `next_attempt_at` is its run_at),
+        `upstream_down`, `rate_limit`, `over_budget`, `concurrency` that holds, else `queued`;
+        a running or finished job has none. `done_in_s` estimates when it is done from its
+        place in its queue's line and the queue's recent throughput (`queries.EXPLAIN_WAITS`
+        gives the formula). Cheap at any backlog: at most `store.LINE_READ_LIMIT` queued jobs
+        of each queue are read.
+
+        Args:
+            job_ids: the jobs to explain (ids with no job are left out of the answer).
+            conn: read inside this connection's transaction.
+
+        Returns:
+            A `models.Wait` per existing job, by id.
+        """
+        return await store.explain_waits(self._db(conn), job_ids)
+
 
 def _state(value: models.JobState | str) -> models.JobState:
     try:

@@ -34,7 +34,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from pgqueue import Database
+from pgqueue import Database, Queue
 from service import auth, storyboards
 from service.errors import DATABASE_UNAVAILABLE
 from service.settings import ServiceSettings
@@ -376,15 +376,16 @@ async def events(request: Request) -> Response:
     """GET /api/projects/{id}/storyboards/events"""
     state = request.scope["state"]
     pool = cast(asyncpg.Pool, state["pool"])
+    queue = cast(Queue, state["queue"])
     settings = cast(ServiceSettings, state["settings"])
     hub = cast(EventHub, state["events"])
     user = await auth.authenticate(pool, request.headers.get("authorization"))
     project_id = storyboards.parse_project_id(request.path_params["project_id"])
     # Before the stream starts, so another user's project (or none) answers a JSON 404.
-    await storyboards.project_status(pool, user, project_id, settings)
+    await storyboards.project_status(pool, queue, user, project_id, settings)
 
     async def load() -> Status:
-        return await storyboards.project_status(pool, user, project_id, settings)
+        return await storyboards.project_status(pool, queue, user, project_id, settings)
 
     return EventStreamResponse(
         stream_events(hub, project_id, user.name, load, settings.stream_max_s),

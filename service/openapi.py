@@ -22,6 +22,17 @@ _STORYBOARD = {
         "attempts": {"type": "integer"},
         "job_id": {"type": ["integer", "null"]},
         "progress": {"type": ["object", "null"]},
+        "wait_reason": {
+            "enum": [*schemas.WAIT_REASONS, None],
+            "description": "why a generating shot waits; null while its call is in flight "
+            "and once it is finished",
+        },
+        "next_attempt_at": {
+            "type": ["string", "null"],
+            "format": "date-time",
+            "description": "when the shot's next attempt may start; null when only its turn "
+            "or a free slot decides",
+        },
     },
 }
 _DRAINED = {
@@ -71,6 +82,18 @@ _STATUS = {
         "percent": {"type": "integer", "minimum": 0, "maximum": 100},
         "done": {"type": "boolean"},
         "storyboards": {"type": "array", "items": _STORYBOARD},
+        "eta_s": {
+            "type": ["number", "null"],
+            "minimum": 0,
+            "description": "estimated seconds until done: the slowest generating shot's "
+            "place in the queue's line over the queue's throughput of the last minutes, "
+            "slowed to the project's share of the running slots; null when unknown",
+        },
+        "spent": {
+            "type": "number",
+            "minimum": 0,
+            "description": "credits the upstream calls of the project's storyboards cost",
+        },
     },
 }
 _GENERATED = {

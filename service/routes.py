@@ -172,7 +172,9 @@ async def status(request: Request) -> Response:
     state = _state(request)
     project_id = storyboards.parse_project_id(request.path_params["project_id"])
     return JSONResponse(
-        await storyboards.project_status(state["pool"], user, project_id, state["settings"])
+        await storyboards.project_status(
+            state["pool"], state["queue"], user, project_id, state["settings"]
+        )
     )
 
 

@@ -54,6 +54,18 @@ HttpUrl = Annotated[
 ]
 ShotNumber = Annotated[int, Field(ge=1, le=1000)]
 
+# Why a storyboard waits, in the status answer (`wait_reason`): pgqueue's `WaitReason`
+# values, named here because the contract fixes them (a test keeps the two equal).
+WAIT_REASONS = (
+    "queued",
+    "concurrency",
+    "rate_limit",
+    "upstream_down",
+    "over_budget",
+    "retry_scheduled",
+    "queue_paused",
+)
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)

@@ -15,15 +15,17 @@ The project's step status has one home, `queries.FINISH_PROJECT`, run after ever
 from __future__ import annotations
 
 import json
+import math
 import re
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
 
-from pgqueue import Job, JobSpec, JobState, Queue
+from pgqueue import Job, JobSpec, JobState, Queue, models
 from service import budgets, queries
 from service.auth import User
 from service.errors import ApiError, not_found
@@ -223,13 +225,25 @@ async def _check_pending_cap(
 
 
 async def project_status(
-    pool: asyncpg.Pool, user: User, project_id: uuid.UUID, settings: ServiceSettings
+    pool: asyncpg.Pool,
+    queue: Queue,
+    user: User,
+    project_id: uuid.UUID,
+    settings: ServiceSettings,
 ) -> dict[str, Any]:
-    """The status answer of CONTRACT.md, after `reconcile`."""
+    """The status answer of CONTRACT.md, after `reconcile`.
+
+    Besides the storyboards' rows, one statement of pgqueue's (`Queue.explain_waits`) says
+    why each generating shot's job waits, what each job was charged, and when each may be
+    done: a status read is the ownership check, the lock-free stale check, the storyboards
+    and that, whatever the project's size (the event streams read it after every change).
+    """
     async with pool.acquire() as conn:
         project = await _own_project(conn, user, project_id, settings)
         records = await conn.fetch(queries.SELECT_STORYBOARDS, project_id)
-    storyboards = [storyboard_json(r) for r in records]
+        job_ids = [r["job_id"] for r in records if r["job_id"] is not None]
+        waits = await queue.explain_waits(job_ids, conn=conn) if job_ids else {}
+    storyboards = [{**storyboard_json(r), **_wait_json(r, waits.get(r["job_id"]))} for r in records]
     counts = {state: 0 for state in ("pending", "generating", "success", "failed")}
     for storyboard in storyboards:
         counts[storyboard["status"]] += 1
@@ -248,7 +262,44 @@ async def project_status(
         "percent": finished * 100 // attempted if attempted else 0,
         "done": counts["generating"] == 0,
         "storyboards": storyboards,
+        "eta_s": _eta_s(records, waits, attempted=attempted),
+        # Each storyboard's current job: a shot regenerated since has its earlier jobs'
+        # charges left out (the storyboard keeps no link to them).
+        "spent": float(sum((w.spent for w in waits.values() if w.spent is not None), Decimal(0))),
     }
+
+
+def _wait_json(record: Mapping[str, Any], wait: models.Wait | None) -> dict[str, Any]:
+    """A storyboard's `wait_reason` and `next_attempt_at`: only a generating shot whose job
+    is queued waits; a call in flight, a finished shot or one never asked for does not."""
+    if record["status"] != "generating" or wait is None or wait.reason is None:
+        return {"wait_reason": None, "next_attempt_at": None}
+    moment = wait.next_attempt_at
+    return {
+        "wait_reason": wait.reason.value,
+        "next_attempt_at": None if moment is None else _iso(moment),
+    }
+
+
+def _eta_s(
+    records: Sequence[Mapping[str, Any]], waits: Mapping[int, models.Wait], *, attempted: int
+) -> int | None:
+    """Estimated seconds until the project is done: 0 once it is (after a generation), else
+    the latest of its generating shots' `done_in_s` (pgqueue's estimate: the shot's place in
+    its queue's line over the queue's throughput of the last minutes, slowed to the share of
+    the running slots the project's concurrency limit allows), rounded up to a second; None
+    when any of them has none (nothing finished lately, a paused queue) or nothing was asked.
+    """
+    generating = [r for r in records if r["status"] == "generating"]
+    if not generating:
+        return 0 if attempted else None
+    latest = 0.0
+    for record in generating:
+        wait = waits.get(record["job_id"])
+        if wait is None or wait.done_in_s is None:
+            return None
+        latest = max(latest, wait.done_in_s)
+    return math.ceil(latest)
 
 
 async def fail_for_good(

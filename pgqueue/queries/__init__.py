@@ -28,6 +28,7 @@ here (callers say `queries.CLAIM_JOBS`):
     governor      breakers, adaptive rates, budgets, an attempt's reported cost
     schedules     periodic jobs' ticks, the database's clock
     metrics       what a metrics scrape reads
+    waiting       why queued jobs wait, and when they may be done
     connections   the listener's keep-alive ping
 """
 
@@ -114,6 +115,9 @@ from pgqueue.queries.schedules import (
     LIST_SCHEDULES,
     SET_SCHEDULE_JOB,
 )
+from pgqueue.queries.waiting import (
+    EXPLAIN_WAITS,
+)
 
 __all__ = [
     "ADVANCE_SCHEDULE",
@@ -129,6 +133,7 @@ __all__ = [
     "DATABASE_NOW",
     "ENQUEUE_JOBS",
     "ENQUEUE_JOBS_NOTIFY",
+    "EXPLAIN_WAITS",
     "EXTEND_HELD_LEASE",
     "FAIL_ATTEMPT",
     "FINISHED_BETWEEN",

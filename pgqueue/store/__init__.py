@@ -19,6 +19,7 @@ One module per concept, each name re-exported here (callers say `store.claim`):
     governor      breakers, adaptive rates, budgets, an attempt's upstream failure and cost
     schedules     periodic jobs' ticks
     metrics       what a metrics scrape reads
+    waiting       why queued jobs wait, and when they may be done
 """
 
 from __future__ import annotations
@@ -84,10 +85,12 @@ from pgqueue.store.maintenance import (
 from pgqueue.store.metrics import finished_between, settled_before
 from pgqueue.store.ratelimits import list_rate_limits, remove_rate_limit, set_rate_limit
 from pgqueue.store.schedules import ScheduleTick, database_now, fire_schedule, list_schedules
+from pgqueue.store.waiting import LINE_READ_LIMIT, explain_waits
 
 __all__ = [
     "GROUP_MAX_ROWS",
     "GROUP_MAX_SPECS",
+    "LINE_READ_LIMIT",
     "MAX_DELAY_S",
     "MAX_JOB_ID",
     "PURGE_BATCH",
@@ -110,6 +113,7 @@ __all__ = [
     "count_waiting",
     "database_now",
     "enqueue",
+    "explain_waits",
     "extend_held",
     "fail_attempt",
     "fail_upstream",

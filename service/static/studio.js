@@ -237,20 +237,58 @@
     }
   }
 
+  // A time of day in the page's zone, 12:03:04; "" for none.
+  function clockTime(iso) {
+    return iso ? new Date(iso).toTimeString().slice(0, 8) : "";
+  }
+
+  // Why a shot waits, in plain words (the status answer's wait_reason and next_attempt_at).
+  function waitText(board) {
+    const at = clockTime(board.next_attempt_at);
+    switch (board.wait_reason) {
+      case "concurrency": return "waiting for a free slot";
+      case "rate_limit": return at ? "rate limited, next try " + at : "rate limited";
+      case "upstream_down": return at ? "provider down, retrying at " + at : "provider down";
+      case "over_budget": return "over today's budget";
+      case "retry_scheduled": return at ? "retry at " + at : "retry soon";
+      case "queue_paused": return "queue paused";
+      case "queued": return at ? "queued until " + at : "queued";
+      default: return "";
+    }
+  }
+
+  // The project's outlook: time left and credits spent ("" while there is nothing to say).
+  function outlookText(status) {
+    const parts = [];
+    if (!status.done && status.eta_s !== null && status.eta_s !== undefined) {
+      parts.push(status.eta_s < 90 ? "about " + status.eta_s + " s left"
+        : "about " + Math.round(status.eta_s / 60) + " min left");
+    } else if (!status.done && status.generating) {
+      parts.push("time left unknown");
+    }
+    if (status.spent) { parts.push(Number(status.spent.toFixed(4)) + " credits spent"); }
+    return parts.join(" · ");
+  }
+
   function render(status) {
     $("board-progress-fill").style.width = status.percent + "%";
     $("board-progress").setAttribute("aria-valuenow", String(status.percent));
     $("board-summary").textContent =
       status.status + " · " + status.percent + "% · " + status.succeeded + " done, " +
       status.generating + " generating, " + status.failed + " failed, " + status.pending + " not started";
+    $("board-outlook").textContent = outlookText(status);
     $("generate").disabled = !status.done;
     for (const board of status.storyboards) {
       const card = $("cards").querySelector('[data-shot="' + board.shot_number + '"]');
       if (!card) { continue; }
       card.dataset.status = board.status;
+      // A shot whose call is not in flight says it waits, and why, instead of "generating".
+      const waiting = board.status === "generating" && Boolean(board.wait_reason);
+      card.dataset.wait = waiting ? board.wait_reason : "";
       const badge = card.querySelector(".badge");
-      badge.textContent = board.status;
-      badge.className = "badge " + board.status;
+      badge.textContent = waiting ? "waiting" : board.status;
+      badge.className = "badge " + (waiting ? "waiting" : board.status);
+      card.querySelector(".wait").textContent = waiting ? waitText(board) : "";
       const image = card.querySelector("img");
       if (board.image_url) {
         if (image.getAttribute("src") !== board.image_url) { image.src = board.image_url; }

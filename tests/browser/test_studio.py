@@ -10,12 +10,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import asyncpg
 import httpx
 from playwright.async_api import Page, expect
 
 from tests.browser.conftest import StartStudio, Studio, screenshot
 from tests.service.support import project_body
 from tests.support.upstream import Answer, Call, error, hang
+from tests.support.wait import wait_for
 
 REFUSAL = "The request was rejected because it may violate our content policy"
 
@@ -181,3 +183,35 @@ async def test_a_stream_the_server_ends_at_stream_max_s_says_so(
     await expect(page.locator("#stream-notice")).to_contain_text("Stopped waiting")
     await expect(page.locator("#stream-notice")).to_contain_text("2 s")
     await expect(page.get_by_role("button", name="Look again")).to_be_visible()
+
+
+async def test_a_waiting_shot_says_why_and_the_project_its_time_left(
+    start_studio: StartStudio, page: Page, pool: asyncpg.Pool
+) -> None:
+    studio = await start_studio()
+    studio.upstream.script = lambda call: hang()  # the first three calls stay in flight
+    # The queue finished a minute's worth of jobs lately: a rate to estimate the time left by.
+    await pool.execute(
+        "INSERT INTO pgqueue.finished_counts (queue, state, minute, n)"
+        " VALUES ('default', 'succeeded', date_trunc('minute', now()) - interval '1 minute', 30)"
+    )
+    project_id = await _create_by_api(studio, shots=5, title="Crowded")
+    async with httpx.AsyncClient(base_url=studio.url, headers=studio.headers) as client:
+        answer = await client.post(f"/api/projects/{project_id}/storyboards/generate")
+        assert answer.status_code == 202, answer.text
+
+    async def three_in_flight() -> bool:
+        running = await pool.fetchval("SELECT count(*) FROM pgqueue.jobs WHERE state = 'running'")
+        return bool(running == 3)
+
+    await wait_for(three_in_flight, timeout=10, message="the project's three slots taken")
+    await _open_project(page, studio, "Crowded")
+    for shot in (1, 2, 3):  # in flight: generating, no reason to wait
+        await expect(_card(page, shot).locator(".badge")).to_have_text("generating")
+        await expect(_card(page, shot).locator(".wait")).to_be_empty()
+    for shot in (4, 5):  # the project's cap (STORYBOARD_CONCURRENCY=3) holds them
+        await expect(_card(page, shot)).to_have_attribute("data-wait", "concurrency")
+        await expect(_card(page, shot).locator(".badge")).to_have_text("waiting")
+        await expect(_card(page, shot).locator(".wait")).to_have_text("waiting for a free slot")
+    await expect(page.locator("#board-outlook")).to_contain_text(re.compile(r"about \d+ s left"))
+    await screenshot(page, "studio-waiting")
