@@ -35,6 +35,8 @@ from pgqueue.models import (
     QueueInfo,
     QueueStats,
     RateLimit,
+    Wait,
+    WaitReason,
 )
 from pgqueue.queue import Queue
 from pgqueue.registry import Registry
@@ -68,6 +70,8 @@ __all__ = [
     "RetryLater",
     "RetryPolicy",
     "UpstreamDown",
+    "Wait",
+    "WaitReason",
     "Worker",
     "WorkerConfig",
     "configure_logging",

@@ -227,6 +227,9 @@ async def generate_storyboard(ctx: JobContext) -> dict[str, Any]:
         # This attempt re-runs a job whose success committed but whose completion was lost
         # (e.g. the worker died in between): do not pay the upstream twice.
         return {"skipped": "already stored"}
+    # The shot stops waiting: its project's live streams re-read the status (a card that read
+    # "waiting for a free slot" says "generating" now). A notification, not a write.
+    await state.pool.execute(queries.NOTIFY_PROJECT_CHANGED, str(project_id))
     characters = json.loads(record["characters"])
     request = ImageRequest(
         shot_number=shot_number,
@@ -243,7 +246,10 @@ async def generate_storyboard(ctx: JobContext) -> dict[str, Any]:
         await ctx.charge(0)  # an error answer buys nothing: IMAGE_COST is an image's price
         raise DoNotRetry(str(exc)) from exc
     except RetryableImageError as exc:
-        await ctx.charge(0)
+        if not exc.throttled:
+            # (A throttle gives its attempt back, and pgqueue charges a given-back attempt
+            # nothing unless told: no write here to delay the fleet-wide pause.)
+            await ctx.charge(0)
         if exc.retry_after_s is not None:
             throttle = exc.status == THROTTLE_STATUS
             # A 429 is the upstream rate limiting every caller: the throttle pauses every

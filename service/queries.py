@@ -276,3 +276,9 @@ DELETE FROM storyboard.user_budgets WHERE user_name = $1
 USER_TIER = """
 SELECT tier FROM storyboard.api_tokens WHERE user_name = $1 ORDER BY created_at DESC LIMIT 1
 """
+
+# -- notify_project_changed: wake the live streams of project $1 (what the storyboards' own
+# -- triggers send on a change), e.g. when one of its shots starts
+NOTIFY_PROJECT_CHANGED = """
+SELECT pg_notify('storyboard_events', $1::text)
+"""

@@ -28,6 +28,17 @@ from __future__ import annotations
 # -- statement, under the lock taken here: no job is claimed that may not start. A trigger
 # -- rather than a fourth CTE: an UPDATE CTE cost every claim 35 us (measured, 10 of 10k
 # -- queued: 0.69 -> 0.73 ms) even with no keyed job, where the trigger's WHEN costs nothing.
+# -- The governor (schema v8) adds two things here. A key's breaker holds its jobs like a
+# -- throttle (`breaker_until` in the scan), and once its open period passed the key admits one
+# -- job, the probe, whose start (the same trigger) marks the breaker half-open. Budgets: the
+# -- scan skips a job whose cost does not fit one of its budgets (a probe per key of a budgeted
+# -- candidate, none for others); the budgets CTE locks the candidates' budget rows FOR NO KEY
+# -- UPDATE in key order, between the slots and the rate limits (each CTE waits for the one
+# -- before it through a scalar subquery on it, so the lock order is the one every trigger and
+# -- writer takes: slot, budget, rate limit), and chosen admits a candidate only if, for each
+# -- of its budgets, the costs of the candidates ahead of it and its own fit what is left. The
+# -- start trigger jobs_debit_budget_reserve then reserves the cost under that lock. Fair turns
+# -- need nothing here: they are the run_at order the scan already follows.
 CLAIM_JOBS = """
 WITH candidates AS MATERIALIZED (
     SELECT c.*

@@ -37,7 +37,11 @@ EXPLAIN_WAITS = """
 WITH asked AS (
     SELECT j.id, j.queue, j.state, j.priority, j.run_at, j.attempts, j.started_at,
            j.concurrency_key, j.concurrency_limit, j.rate_limit_key, j.budget_keys, j.cost,
-           j.spent
+           j.spent,
+           -- Delayed: its run_at is ahead. A fair turn's run_at is a few microseconds ahead
+           -- at most (schema v8), which is no delay a person would be told of.
+           j.run_at > now() + CASE WHEN j.fairness_key IS NULL THEN interval '0'
+                                   ELSE interval '1 second' END AS delayed
     FROM pgqueue.jobs AS j
     WHERE j.id = ANY ($1::bigint[])
 ),
@@ -125,8 +129,8 @@ LEFT JOIN LATERAL (
     SELECT v.reason, v.next_attempt_at
     FROM (VALUES
         (1, p.queue IS NOT NULL, 'queue_paused', NULL::timestamptz),
-        (2, a.run_at > now() AND a.attempts > 0, 'retry_scheduled', a.run_at),
-        (3, a.run_at > now(), 'queued', a.run_at),
+        (2, a.delayed AND a.attempts > 0, 'retry_scheduled', a.run_at),
+        (3, a.delayed, 'queued', a.run_at),
         (4, r.breaker_until > now() OR r.breaker_state = 'open', 'upstream_down',
             r.breaker_until),
         (5, r.next_start_at > now() OR r.paused_until > now(), 'rate_limit',

@@ -157,11 +157,16 @@ CREATE TRIGGER jobs_debit_budget_reserve
           AND NEW.state = 'running' AND OLD.state <> 'running')
     EXECUTE FUNCTION pgqueue.reserve_budget();
 
--- An attempt that ends: the job records its charge (before the row is written).
+-- An attempt that ends: the job records its charge (before the row is written). An attempt
+-- given back (a throttle, a wait for the breaker, a release at shutdown: its count goes down
+-- again) is charged only what it reported: a 429 or a 503 bought nothing, and a call cut off
+-- at shutdown is repeated under the same idempotency key, which a provider does not charge
+-- twice.
 CREATE FUNCTION pgqueue.charge_attempt() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    NEW.spent := coalesce(OLD.spent, 0) + coalesce(OLD.attempt_cost, OLD.cost);
-    NEW.attempt_cost := NULL;
+    NEW.attempt_cost := coalesce(OLD.attempt_cost,
+                                 CASE WHEN NEW.attempts < OLD.attempts THEN 0 ELSE OLD.cost END);
+    NEW.spent := coalesce(OLD.spent, 0) + NEW.attempt_cost;
     RETURN NEW;
 END $$;
 
@@ -170,6 +175,20 @@ CREATE TRIGGER jobs_charge_attempt
     WHEN (OLD.cost IS NOT NULL AND OLD.state = 'running' AND NEW.state <> 'running')
     EXECUTE FUNCTION pgqueue.charge_attempt();
 
+-- A new attempt starts with nothing reported (the last one's charge stays on the row until then,
+-- for the settle trigger after it and for anyone reading what it was charged).
+CREATE FUNCTION pgqueue.clear_attempt_cost() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.attempt_cost := NULL;
+    RETURN NEW;
+END $$;
+
+CREATE TRIGGER jobs_clear_attempt_cost
+    BEFORE UPDATE OF state ON pgqueue.jobs FOR EACH ROW
+    WHEN (NEW.cost IS NOT NULL AND NEW.state = 'running' AND OLD.state <> 'running'
+          AND OLD.attempt_cost IS NOT NULL)
+    EXECUTE FUNCTION pgqueue.clear_attempt_cost();
+
 -- ... and its budgets trade the reservation for the charge (in the window the attempt ends in).
 CREATE FUNCTION pgqueue.settle_budget() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -177,7 +196,8 @@ BEGIN
     SET reserved = greatest(0, b.reserved - OLD.cost),
         spent = CASE WHEN b.window_start = pgqueue.budget_window(b.period_s, now())
                      THEN b.spent ELSE 0 END
-                + coalesce(OLD.attempt_cost, OLD.cost),
+                + CASE WHEN TG_OP = 'DELETE' THEN coalesce(OLD.attempt_cost, OLD.cost)
+                       ELSE NEW.attempt_cost END,
         window_start = pgqueue.budget_window(b.period_s, now()),
         updated_at = now()
     WHERE b.key = ANY (OLD.budget_keys) AND b.key IS NOT NULL;
@@ -481,6 +501,8 @@ ALTER TABLE pgqueue.rate_limits
 DROP TRIGGER jobs_debit_budget_settle_delete ON pgqueue.jobs;
 DROP TRIGGER jobs_debit_budget_settle ON pgqueue.jobs;
 DROP FUNCTION pgqueue.settle_budget();
+DROP TRIGGER jobs_clear_attempt_cost ON pgqueue.jobs;
+DROP FUNCTION pgqueue.clear_attempt_cost();
 DROP TRIGGER jobs_charge_attempt ON pgqueue.jobs;
 DROP FUNCTION pgqueue.charge_attempt();
 DROP TRIGGER jobs_debit_budget_reserve ON pgqueue.jobs;

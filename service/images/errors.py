@@ -17,6 +17,9 @@ class ImageError(Exception):
         super().__init__(message or (self.__doc__ or "").strip())
 
 
+THROTTLE_STATUS = 429
+
+
 class RetryableImageError(ImageError):
     """The image provider failed in a way a later attempt may not."""
 
@@ -39,6 +42,11 @@ class RetryableImageError(ImageError):
         self.retry_after_s = retry_after_s
         self.status = status
         self.unreachable = unreachable
+
+    @property
+    def throttled(self) -> bool:
+        """A 429 with `Retry-After`: the upstream rate limits every caller (a throttle)."""
+        return self.status == THROTTLE_STATUS and self.retry_after_s is not None
 
     @property
     def upstream_down(self) -> bool:
