@@ -15,7 +15,14 @@ import pytest
 
 from pgqueue import Breaker, Queue, Worker
 from service.settings import IMAGE_RATE_LIMIT_KEY, ServiceSettings
-from tests.service.support import api_client, bearer, http_settings, project_body, wait_done
+from tests.service.support import (
+    api_client,
+    bearer,
+    hold_service_schedules,
+    http_settings,
+    project_body,
+    wait_done,
+)
 from tests.support import processes
 from tests.support import settings as test_settings
 from tests.support.upstream import Answer, Call, FakeUpstream, error
@@ -166,3 +173,43 @@ async def test_the_budget_command_refuses_bad_input(db_url: str) -> None:
         env={**test_settings.child_env(), "DATABASE_URL": db_url},
     )
     assert result.returncode == 2 and "credits must be at least 0" in result.stderr
+
+
+async def test_a_drain_obeys_the_budget_and_the_breaker(
+    db_url: str, settings: ServiceSettings, upstream: FakeUpstream, queue: Queue
+) -> None:
+    # No daemon: the drain endpoint runs the shots, under the same rules as a worker.
+    await hold_service_schedules(db_url)
+    secret = {"Authorization": "Bearer cron-secret-0123456789abcdef"}
+    drain_settings = http_settings(
+        settings,
+        upstream,
+        cron_secret="cron-secret-0123456789abcdef",
+        budget_free_per_day=Decimal(2),
+        image_breaker="2/30s,open=60s",
+    )
+    async with api_client(drain_settings) as client:
+        alice = await bearer(db_url, "alice")
+        project_id = await _generate(client, alice, 3)
+        answer = await client.post("/api/worker/drain", params={"budget_s": "3"}, headers=secret)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["succeeded"] == 2  # the third does not fit the day's budget
+        status = (
+            await client.get(f"/api/projects/{project_id}/storyboards/status", headers=alice)
+        ).json()
+        waiting = [s for s in status["storyboards"] if s["status"] == "generating"]
+        assert [s["wait_reason"] for s in waiting] == ["over_budget"]
+        # An outage: two failures open the breaker, and the next drain starts nothing.
+        await queue.set_budget("user:alice", 100)
+        upstream.script = lambda call: error(503, "down")
+        bob = await bearer(db_url, "bob")
+        await _generate(client, bob, 4)
+        first = (
+            await client.post("/api/worker/drain", params={"budget_s": "2"}, headers=secret)
+        ).json()
+        assert first["succeeded"] == 0 and len(upstream.calls) <= 3 + 2
+        calls = len(upstream.calls)
+        second = (
+            await client.post("/api/worker/drain", params={"budget_s": "1"}, headers=secret)
+        ).json()
+        assert second["ran"] == 0 and len(upstream.calls) == calls
