@@ -37,6 +37,13 @@ ROWS: tuple[tuple[str, str, str, str], ...] = (
     ("claim_1m_vs_queued_only", "  ratio 1M / 10k queued only", "x", ""),
     ("claim_1m_limited_ms", "claim p50, 10k queued + 1M finished, one rate-limit key", "ms", ""),
     ("claim_1m_limited_vs_1m", "  ratio rate-limited / no limit", "x", ""),
+    (
+        "claim_1m_governed_ms",
+        "claim p50, 10k queued + 1M finished, fairness keys and budgets",
+        "ms",
+        "",
+    ),
+    ("claim_1m_governed_vs_1m", "  ratio fairness keys and budgets / none", "x", ""),
     ("sustained_first5_jobs_s", "sustained run, first 5 s (the median run)", "jobs/s", ""),
     ("sustained_last5_jobs_s", "sustained run, last 5 s", "jobs/s", ""),
     ("sustained_last_vs_first", "  ratio last / first", "x", ">= 0.8"),
