@@ -82,6 +82,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, C
     parser.add_argument(
         "--makespan-concurrency", type=_ints, help="worker concurrencies for makespan (3,10)"
     )
+    parser.add_argument(
+        "--adaptive-phase-s", type=float, help="seconds of each quota phase in adaptive (20)"
+    )
     parser.add_argument("--rss-jobs", type=int, help="queued jobs behind the RSS reading (100000)")
     parser.add_argument(
         "--peers", help="peers to compare with: pgqueuer,procrastinate,dbos (or 'none')"
@@ -102,6 +105,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, C
         "sustained_runs": args.sustained_runs,
         "makespan_latency_s": args.makespan_latency_s,
         "makespan_concurrencies": args.makespan_concurrency,
+        "adaptive_phase_s": args.adaptive_phase_s,
         "rss_jobs": args.rss_jobs,
         "peer_jobs": args.peer_jobs,
     }

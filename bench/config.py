@@ -34,6 +34,8 @@ class Config:
     makespan_cap: int = 3  # STORYBOARD_CONCURRENCY: most shots of the project generating at once
     makespan_latency_s: float = 0.5  # seconds the fake upstream takes per image
     makespan_concurrencies: tuple[int, ...] = (3, 10)  # worker slots; the first is the headline
+    adaptive_phase_s: float = 20.0  # seconds of each of the quota's three phases (8, 3, 12/s)
+    fairness_big_shots: int = 150  # the first user's queued shots in `fairness`
     rss_jobs: int = 100_000
     rss_concurrency: int = 3
     peers: tuple[str, ...] = ("pgqueuer", "procrastinate", "dbos")
@@ -55,6 +57,8 @@ class Config:
             claim_samples=50,
             sustained_s=12.0,
             sustained_runs=1,
+            adaptive_phase_s=5.0,
+            fairness_big_shots=60,
             rss_jobs=10_000,
             peer_jobs=3_000,
         )

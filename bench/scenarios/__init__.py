@@ -7,8 +7,10 @@ from typing import Any
 
 from bench.context import Context
 from bench.scenarios import (
+    adaptive,
     claim,
     enqueue,
+    fairness,
     fleet,
     latency,
     makespan,
@@ -31,6 +33,8 @@ SCENARIOS: dict[str, Scenario] = {
     "makespan": makespan.run,
     "fleet": fleet.run,
     "rate_limit": rate_limit.run,
+    "adaptive": adaptive.run,
+    "fairness": fairness.run,
     "memory": memory.run,
     "peers": peers.run,
 }

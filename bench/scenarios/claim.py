@@ -1,5 +1,6 @@
 """4a. Claim cost against table size: the worker's claim statement, timed directly; and the
-same 1M-row table with every queued job under one rate-limit key (schema v7)."""
+same 1M-row table with every queued job under one rate-limit key (schema v7), or under a
+fairness key and a budget (schema v8)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,22 @@ INSERT INTO pgqueue.rate_limits (key, capacity, period_s)
 SELECT 'bench', 10000, 1 FROM (SELECT count(*) FROM keyed) AS done
 """
 
+# -- fill_governed: runnable jobs under a fairness key and a budget each (schema v8), as the
+# -- storyboard service enqueues them: 100 users taking turns, each job costing 1 against its
+# -- user's budget (budget_governed), whose amount never parks one, so each claim pays the
+# -- whole path: the budgets' rows locked, the candidates' costs summed against them, the
+# -- reservations written. The insert's trigger takes each job's fair turn (its run_at).
+FILL_GOVERNED = """
+INSERT INTO pgqueue.jobs (kind, fairness_key, cost, budget_keys)
+SELECT $1, 'user:' || n % 100, 1, ARRAY['user:' || n % 100] FROM generate_series(1, $2) AS n
+"""
+
+# -- budget_governed: the 100 users' budgets, far above what the run spends
+BUDGET_GOVERNED = """
+INSERT INTO pgqueue.budgets (key, amount, period_s)
+SELECT 'user:' || k, 1e9, 86400 FROM generate_series(0, 99) AS k
+"""
+
 # -- fill_history: succeeded jobs, as a worker would leave them an hour ago
 FILL_HISTORY = """
 INSERT INTO pgqueue.jobs (kind, state, attempts, created_at, run_at, started_at, finished_at)
@@ -68,6 +85,7 @@ class Table:
     queued: int
     refill: bool  # before each claim: only `limit` queued jobs, nothing else
     rate_limited: bool = False  # every queued job under one rate-limit key
+    governed: bool = False  # every queued job under a fairness key and a budget
     conn: asyncpg.Connection | None = None
     timings: list[float] = dataclasses.field(default_factory=list)
     plan: str = ""
@@ -79,7 +97,10 @@ class Table:
             started = time.perf_counter()
             await self.conn.execute(FILL_HISTORY, handlers.NOOP, self.history)
             ctx.say(f"claim: {self.history} finished rows in {time.perf_counter() - started:.1f}s")
-        if self.queued:
+        if self.queued and self.governed:
+            await self.conn.execute(BUDGET_GOVERNED)
+            await self.conn.execute(FILL_GOVERNED, handlers.NOOP, self.queued)
+        elif self.queued:
             await self.conn.execute(FILL_QUEUED, handlers.NOOP, self.queued)
         if self.rate_limited:
             await self.conn.execute(LIMIT_QUEUED)
@@ -114,7 +135,8 @@ async def explain_claim(conn: asyncpg.Connection, limit: int) -> str:
 async def run(ctx: Context) -> dict[str, Any]:
     """Claims timed on four tables, one claim on each in turn (so that the machine's drift
     over the run falls on all of them alike): empty (nothing to claim), empty but for the jobs
-    each claim takes, 10k queued, and 10k queued behind 1M finished rows."""
+    each claim takes, 10k queued, and 10k queued behind 1M finished rows (plain, under one
+    rate-limit key, and under fairness keys and budgets)."""
     config = ctx.config
     limit = config.claim_limit
     queued = config.claim_queued_rows
@@ -134,6 +156,15 @@ async def run(ctx: Context) -> dict[str, Any]:
                 rate_limited=True,
             )
         )
+        tables.append(
+            Table(
+                "1m_governed",
+                history=config.claim_history_rows,
+                queued=queued,
+                refill=False,
+                governed=True,
+            )
+        )
     async with contextlib.AsyncExitStack() as stack:
         for table in tables:
             dsn = await stack.enter_async_context(ctx.databases.fresh(f"claim_{table.label}"))
@@ -150,7 +181,8 @@ async def run(ctx: Context) -> dict[str, Any]:
             f"claim: {table.label:>7}: p50 {p50[table.label]:.3f} ms, "
             f"p95 {percentile(table.timings, 0.95):.3f} ms ({table.history} finished, "
             f"{table.queued} queued{', refilled' if table.refill else ''}"
-            f"{', one rate-limit key' if table.rate_limited else ''}, "
+            f"{', one rate-limit key' if table.rate_limited else ''}"
+            f"{', fairness keys and budgets' if table.governed else ''}, "
             f"{config.claim_samples} claims of {limit})"
         )
     result: dict[str, Any] = {
@@ -168,4 +200,7 @@ async def run(ctx: Context) -> dict[str, Any]:
         result["claim_1m_limited_ms"] = round(p50["1m_limited"], 3)
         result["claim_1m_limited_vs_1m"] = round(p50["1m_limited"] / p50["1m"], 2)
         result["claim_1m_limited_plan"] = tables[4].plan
+        result["claim_1m_governed_ms"] = round(p50["1m_governed"], 3)
+        result["claim_1m_governed_vs_1m"] = round(p50["1m_governed"] / p50["1m"], 2)
+        result["claim_1m_governed_plan"] = tables[5].plan
     return result

@@ -46,9 +46,9 @@ def service_env(dsn: str, fake: upstream.FakeUpstream, media_dir: Path, cap: int
     return settings.service_env(dsn, media_dir, fake, STORYBOARD_CONCURRENCY=str(cap))
 
 
-async def create_token(env: dict[str, str]) -> str:
-    """`python -m service create-token --user bench`: the token on its last line."""
-    argv = processes.python_command("-m", "service", "create-token", "--user", "bench")
+async def create_token(env: dict[str, str], user: str = "bench") -> str:
+    """`python -m service create-token --user <user>`: the token on its last line."""
+    argv = processes.python_command("-m", "service", "create-token", "--user", user)
     output = await asyncio.to_thread(
         processes.run, argv, env={**settings.child_env(), **env}, timeout=READY_TIMEOUT_S
     )

@@ -416,3 +416,69 @@ def running(**options: Any) -> Iterator[FakeUpstream]:
         yield server
     finally:
         server.stop()
+
+
+class Quota:
+    """A script (`fake.script = quota`, or called from one) for an upstream whose quota changes
+    during a run: `phases` of (seconds, calls allowed per second), the last one's rate going on
+    after the end. A call is accepted while fewer than the rate's calls were accepted in the
+    sliding second before it; beyond that it answers 429 with `Retry-After` and is not counted.
+    Before `start()` every call is accepted. Accepted calls answer None (the script's default
+    image answer), so a caller can give them a latency of its own.
+    """
+
+    def __init__(
+        self,
+        phases: Sequence[tuple[float, int]],
+        *,
+        retry_after: str = "1",
+        window_s: float = 1.0,
+    ) -> None:
+        if not phases:
+            raise ValueError("a quota needs at least one phase")
+        self.phases = tuple(phases)
+        self.retry_after = retry_after
+        self.window_s = window_s
+        self.started: float | None = None  # time.monotonic() of the first phase's start
+        self._accepted: list[float] = []
+        self._lock = threading.Lock()
+
+    @property
+    def duration_s(self) -> float:
+        """The phases' total length, in seconds."""
+        return sum(seconds for seconds, _ in self.phases)
+
+    def start(self, at: float | None = None) -> None:
+        """The first phase starts `at` (a `time.monotonic()` value; default now)."""
+        with self._lock:
+            self.started = time.monotonic() if at is None else at
+            self._accepted = []
+
+    def rate_at(self, moment: float) -> int:
+        """The calls per second allowed at `moment` (the first phase's before the start)."""
+        elapsed = 0.0 if self.started is None else moment - self.started
+        for seconds, rate in self.phases:
+            if elapsed < seconds:
+                return rate
+            elapsed -= seconds
+        return self.phases[-1][1]
+
+    def allowed(self, begin: float, end: float) -> float:
+        """The integral of the rate over [begin, end) (seconds since the start): the calls the
+        quota lets through in that span at best."""
+        total, offset = 0.0, 0.0
+        for seconds, rate in self.phases:
+            total += rate * max(0.0, min(end, offset + seconds) - max(begin, offset))
+            offset += seconds
+        return total + self.phases[-1][1] * max(0.0, end - max(begin, offset))
+
+    def __call__(self, call: Call) -> Answer | None:
+        if self.started is None:
+            return None
+        with self._lock:
+            horizon = call.started - self.window_s
+            self._accepted = [moment for moment in self._accepted if moment > horizon]
+            if len(self._accepted) >= self.rate_at(call.started):
+                return error(429, "quota exceeded", retry_after=self.retry_after, latency_s=0.0)
+            self._accepted.append(call.started)
+        return None
