@@ -138,7 +138,12 @@ def _stale_where(timeout: str) -> str:
        -- an attempt still running that long after it started, its heartbeats alive or not:
        -- the job's own time limit should have ended it (a job enqueued without one, by hand
        -- or by an older API, has none)
-       OR (j.state = 'running' AND j.started_at < now() - make_interval(secs => {timeout})))"""
+       OR (j.state = 'running' AND j.started_at < now() - make_interval(secs => {timeout}))
+       -- a job still waiting to start that long after the generate (for the upstream's
+       -- breaker or rate limit, a paused queue, a retry's backoff): the promise is the same
+       -- however it waits, but for a budget, which a shot waits for as long as it takes
+       OR (j.state = 'queued' AND NOT j.over_budget
+           AND s.updated_at < now() - make_interval(secs => {timeout})))"""
 
 
 _STALE = f"""

@@ -101,7 +101,7 @@ async def get_project(
 ) -> dict[str, Any]:
     """One of the user's projects with its characters, shots and storyboards."""
     async with pool.acquire() as conn:
-        project = await _own_project(conn, user, project_id, settings)
+        project = await _own_project(conn, Queue(pool), user, project_id, settings)
         return await _project_json(conn, project)
 
 
@@ -126,7 +126,7 @@ async def generate(
             raise not_found("project")
         # A storyboard whose job died for good must count as failed (and so be retried here),
         # not as pending work whose job id we would hand back.
-        await _fail_stale(conn, project_id, settings.storyboard_timeout_s)
+        await _fail_stale(conn, queue, project_id, settings.storyboard_timeout_s)
         storyboards = {
             r["shot_number"]: r for r in await conn.fetch(queries.SELECT_STORYBOARDS, project_id)
         }
@@ -239,7 +239,7 @@ async def project_status(
     and that, whatever the project's size (the event streams read it after every change).
     """
     async with pool.acquire() as conn:
-        project = await _own_project(conn, user, project_id, settings)
+        project = await _own_project(conn, queue, user, project_id, settings)
         records = await conn.fetch(queries.SELECT_STORYBOARDS, project_id)
         job_ids = [r["job_id"] for r in records if r["job_id"] is not None]
         waits = await queue.explain_waits(job_ids, conn=conn) if job_ids else {}
@@ -366,7 +366,11 @@ def failure_error(
 
 
 async def _own_project(
-    conn: asyncpg.Connection, user: User, project_id: uuid.UUID, settings: ServiceSettings
+    conn: asyncpg.Connection,
+    queue: Queue,
+    user: User,
+    project_id: uuid.UUID,
+    settings: ServiceSettings,
 ) -> asyncpg.Record:
     """The user's project, after `reconcile`; 404 for anyone else's.
 
@@ -376,14 +380,16 @@ async def _own_project(
     project: asyncpg.Record | None = await conn.fetchrow(queries.GET_PROJECT, project_id, user.name)
     if project is None:
         raise not_found("project")
-    if await reconcile(conn, project_id, settings.storyboard_timeout_s):
+    if await reconcile(conn, queue, project_id, settings.storyboard_timeout_s):
         project = await conn.fetchrow(queries.GET_PROJECT, project_id, user.name)  # re-read
         if project is None:
             raise not_found("project")
     return project
 
 
-async def reconcile(conn: asyncpg.Connection, project_id: uuid.UUID, timeout_s: float) -> bool:
+async def reconcile(
+    conn: asyncpg.Connection, queue: Queue, project_id: uuid.UUID, timeout_s: float
+) -> bool:
     """Fail the project's storyboards that nothing will finish, then update its status.
 
     The worker's hooks fail a storyboard whose job failed for good (`fail_for_good`); this
@@ -407,12 +413,14 @@ async def reconcile(conn: asyncpg.Connection, project_id: uuid.UUID, timeout_s: 
         return False
     async with conn.transaction():
         await conn.execute(queries.LOCK_PROJECT, project_id)
-        await _fail_stale(conn, project_id, timeout_s)
+        await _fail_stale(conn, queue, project_id, timeout_s)
         await conn.execute(queries.FINISH_PROJECT, project_id)
     return True
 
 
-async def _fail_stale(conn: asyncpg.Connection, project_id: uuid.UUID, timeout_s: float) -> None:
+async def _fail_stale(
+    conn: asyncpg.Connection, queue: Queue, project_id: uuid.UUID, timeout_s: float
+) -> None:
     """The repair of `reconcile`, in the caller's transaction, which holds the project's lock."""
     stale: Sequence[asyncpg.Record] = await conn.fetch(
         queries.SELECT_STALE_STORYBOARDS, project_id, timeout_s
@@ -424,14 +432,24 @@ async def _fail_stale(conn: asyncpg.Connection, project_id: uuid.UUID, timeout_s
         project_id,
         [r["shot_number"] for r in stale],
         [r["job_id"] for r in stale],
-        [
-            f"timed out: the attempt was still running after {timeout_s:g} s"
-            if r["overdue"]
-            else failure_error(r["job_state"], r["last_error"], timeout_s)
-            for r in stale
-        ],
+        [_stale_error(r, timeout_s) for r in stale],
         [r["job_attempts"] or 0 for r in stale],
     )
+    # A job still waiting to start will not be wanted: cancel it with the failure (in the same
+    # transaction), so it never makes a paid call for a storyboard that reads failed.
+    for record in stale:
+        if record["job_state"] == JobState.QUEUED:
+            await queue.cancel(record["job_id"], conn=conn)
+
+
+def _stale_error(record: asyncpg.Record, timeout_s: float) -> str:
+    if record["overdue"]:
+        return f"timed out: the attempt was still running after {timeout_s:g} s"
+    if record["job_state"] == JobState.QUEUED:
+        waited = f"timed out: still waiting to start after {timeout_s:g} s"
+        last = failure_error(JobState.FAILED, record["last_error"]) if record["last_error"] else ""
+        return f"{waited} (the last attempt: {last})" if last else waited
+    return failure_error(record["job_state"], record["last_error"], timeout_s)
 
 
 def storyboard_json(record: Mapping[str, Any]) -> dict[str, Any]:

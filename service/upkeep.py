@@ -22,7 +22,7 @@ from typing import Any
 import anyio.to_thread
 import asyncpg
 
-from pgqueue import JobContext, Registry
+from pgqueue import JobContext, Queue, Registry
 from service import media, queries, storyboards
 
 logger = logging.getLogger("service.upkeep")
@@ -50,9 +50,10 @@ async def expire_stale(ctx: JobContext) -> dict[str, Any]:
         r["project_id"] for r in await pool.fetch(queries.SELECT_STALE_PROJECTS, timeout_s)
     ]
     repaired = 0
+    queue = Queue(pool)
     for project_id in project_ids:
         async with pool.acquire() as conn:
-            repaired += await storyboards.reconcile(conn, project_id, timeout_s)
+            repaired += await storyboards.reconcile(conn, queue, project_id, timeout_s)
     if repaired:
         logger.info(
             "%d project(s) had storyboards whose time was up",

@@ -8,7 +8,9 @@
 --   key's last tag and the queue's head (the oldest runnable job of its queue and priority),
 --   and the key's tag moves on by TURN_US / weight microseconds. A backlog of one key then
 --   sits in run_at order one turn apart, and a key that arrives later slots its jobs in at the
---   head, between the backlog's: the claim's own (priority, run_at, id) order takes turns, with
+--   head, between the backlog's (an idle key's first three jobs share one turn, so that a
+--   user's first few shots go in the first round): the claim's own (priority, run_at, id)
+--   order takes turns, with
 --   no change to the claim statement and nothing paid by jobs without a key. Tags in the
 --   future are a few microseconds per job (a backlog of 100,000 of one key reaches a second
 --   ahead), far less than any worker drains, so no slot waits for them. A job retried later
@@ -43,8 +45,9 @@
 -- Lock order, for every writer: the job's row, its concurrency slot, its budgets (in key
 -- order), its rate-limit row. Claims take them in this order in their CTEs; the row triggers
 -- that fire when a job leaves or enters `running` fire in name order: jobs_count_running,
--- jobs_debit_budget_*, jobs_record_rate_limit_*. A breaker's failure is written after the
--- job's own statement, so it comes last too.
+-- then jobs_govern (budgets, then the rate-limit key: one trigger, one WHEN for the jobs
+-- nothing governs, as before this version). A breaker's failure is written after the job's
+-- own statement, so it comes last too.
 
 -- migrate:up
 ALTER TABLE pgqueue.jobs
@@ -73,20 +76,30 @@ CREATE INDEX jobs_queued_budget_keys_idx ON pgqueue.jobs USING gin (budget_keys)
 -- ---------------------------------------------------------------------------------------
 -- Fair turns.
 CREATE TABLE pgqueue.fair_turns (
-    queue      text NOT NULL,
-    key        text NOT NULL,
-    tag_us     float8 NOT NULL,  -- the key's next free tag, microseconds since the epoch
-    updated_at timestamptz NOT NULL DEFAULT now(),
+    queue          text NOT NULL,
+    key            text NOT NULL,
+    tag_us         float8 NOT NULL,  -- the key's next free tag, microseconds since the epoch
+    burst_until_us float8 NOT NULL,  -- below it, the key's jobs share turns (see below)
+    start_us       float8 NOT NULL,  -- the tag its last job was given
+    updated_at     timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (queue, key)
 );
 COMMENT ON TABLE pgqueue.fair_turns IS
     'per queue and fairness key: where the key''s next job is placed in the queue''s order';
 
+-- A job of a key that may run now takes its key's next tag, or the queue's head when the key
+-- was idle (its tag not ahead of the head: no credit is saved up). An idle key's first
+-- burst_turns jobs share one turn, so that a user who arrives behind a backlog gets their
+-- few shots going in the first round, not one per round beside the backlog's owner (who had
+-- every turn until then); later jobs take a whole turn each (turn_us / weight).
 CREATE FUNCTION pgqueue.take_fair_turn() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     head timestamptz;
-    start_us float8;
+    head_us float8;
+    turn float8;
+    start float8;
     turn_us CONSTANT float8 := 10;  -- one turn of a key of weight 1, in microseconds
+    burst_turns CONSTANT float8 := 3;  -- jobs an idle key places within its first turn
 BEGIN
     IF NEW.run_at > now() THEN
         RETURN NEW;  -- delayed on purpose: it runs when asked, not in turn
@@ -96,16 +109,21 @@ BEGIN
     FROM (SELECT run_at FROM pgqueue.jobs
           WHERE state = 'queued' AND queue = NEW.queue AND priority = NEW.priority
           ORDER BY run_at LIMIT 1) AS j;
-    head := coalesce(head, now());
-    INSERT INTO pgqueue.fair_turns AS f (queue, key, tag_us)
-    VALUES (NEW.queue, NEW.fairness_key,
-            extract(epoch FROM head) * 1e6 + turn_us / coalesce(NEW.fairness_weight, 1))
+    head_us := extract(epoch FROM coalesce(head, now())) * 1e6;
+    turn := turn_us / coalesce(NEW.fairness_weight, 1);
+    INSERT INTO pgqueue.fair_turns AS f (queue, key, tag_us, burst_until_us, start_us)
+    VALUES (NEW.queue, NEW.fairness_key, head_us + turn / burst_turns, head_us + turn, head_us)
     ON CONFLICT (queue, key) DO UPDATE
-    SET tag_us = greatest(f.tag_us, extract(epoch FROM head) * 1e6)
-                 + turn_us / coalesce(NEW.fairness_weight, 1),
+    SET start_us = CASE WHEN f.tag_us <= head_us THEN head_us ELSE f.tag_us END,
+        burst_until_us = CASE WHEN f.tag_us <= head_us THEN head_us + turn
+                              ELSE f.burst_until_us END,
+        tag_us = CASE WHEN f.tag_us <= head_us THEN head_us + turn / burst_turns
+                      WHEN f.tag_us + turn / burst_turns <= f.burst_until_us
+                          THEN f.tag_us + turn / burst_turns
+                      ELSE f.tag_us + turn END,
         updated_at = now()
-    RETURNING f.tag_us - turn_us / coalesce(NEW.fairness_weight, 1) INTO start_us;
-    NEW.run_at := to_timestamp(start_us / 1e6);
+    RETURNING f.start_us INTO start;
+    NEW.run_at := to_timestamp(start / 1e6);
     RETURN NEW;
 END $$;
 
@@ -139,23 +157,16 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 $$;
 
 -- A claimed job's cost is reserved against each of its budgets (the claim locked them).
-CREATE FUNCTION pgqueue.reserve_budget() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
+CREATE FUNCTION pgqueue.reserve_budget(keys text[], cost numeric) RETURNS void
+LANGUAGE sql AS $$
     UPDATE pgqueue.budgets AS b
-    SET reserved = b.reserved + NEW.cost,
+    SET reserved = b.reserved + cost,
         spent = CASE WHEN b.window_start = pgqueue.budget_window(b.period_s, now())
                      THEN b.spent ELSE 0 END,
         window_start = pgqueue.budget_window(b.period_s, now()),
         updated_at = now()
-    WHERE b.key = ANY (NEW.budget_keys);
-    RETURN NULL;
-END $$;
-
-CREATE TRIGGER jobs_debit_budget_reserve
-    AFTER UPDATE OF state ON pgqueue.jobs FOR EACH ROW
-    WHEN (NEW.budget_keys IS NOT NULL AND NEW.cost IS NOT NULL
-          AND NEW.state = 'running' AND OLD.state <> 'running')
-    EXECUTE FUNCTION pgqueue.reserve_budget();
+    WHERE b.key = ANY (keys)
+$$;
 
 -- An attempt that ends: the job records its charge (before the row is written). An attempt
 -- given back (a throttle, a wait for the breaker, a release at shutdown: its count goes down
@@ -190,30 +201,30 @@ CREATE TRIGGER jobs_clear_attempt_cost
     EXECUTE FUNCTION pgqueue.clear_attempt_cost();
 
 -- ... and its budgets trade the reservation for the charge (in the window the attempt ends in).
-CREATE FUNCTION pgqueue.settle_budget() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
+CREATE FUNCTION pgqueue.settle_budget(keys text[], cost numeric, charge numeric) RETURNS void
+LANGUAGE sql AS $$
     UPDATE pgqueue.budgets AS b
-    SET reserved = greatest(0, b.reserved - OLD.cost),
+    SET reserved = greatest(0, b.reserved - cost),
         spent = CASE WHEN b.window_start = pgqueue.budget_window(b.period_s, now())
-                     THEN b.spent ELSE 0 END
-                + CASE WHEN TG_OP = 'DELETE' THEN coalesce(OLD.attempt_cost, OLD.cost)
-                       ELSE NEW.attempt_cost END,
+                     THEN b.spent ELSE 0 END + charge,
         window_start = pgqueue.budget_window(b.period_s, now()),
         updated_at = now()
-    WHERE b.key = ANY (OLD.budget_keys) AND b.key IS NOT NULL;
+    WHERE b.key = ANY (keys)
+$$;
+
+-- A running job deleted (by hand: pgqueue deletes only finished jobs) gives its reservation
+-- back, charged the whole cost (it may have paid).
+CREATE FUNCTION pgqueue.settle_deleted_budget() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pgqueue.settle_budget(OLD.budget_keys, OLD.cost,
+                                  coalesce(OLD.attempt_cost, OLD.cost));
     RETURN NULL;
 END $$;
 
-CREATE TRIGGER jobs_debit_budget_settle
-    AFTER UPDATE OF state ON pgqueue.jobs FOR EACH ROW
-    WHEN (OLD.budget_keys IS NOT NULL AND OLD.cost IS NOT NULL
-          AND OLD.state = 'running' AND NEW.state <> 'running')
-    EXECUTE FUNCTION pgqueue.settle_budget();
-
-CREATE TRIGGER jobs_debit_budget_settle_delete
+CREATE TRIGGER jobs_govern_delete
     AFTER DELETE ON pgqueue.jobs FOR EACH ROW
     WHEN (OLD.budget_keys IS NOT NULL AND OLD.cost IS NOT NULL AND OLD.state = 'running')
-    EXECUTE FUNCTION pgqueue.settle_budget();
+    EXECUTE FUNCTION pgqueue.settle_deleted_budget();
 
 -- ---------------------------------------------------------------------------------------
 -- The breaker and the adaptive rate, on the rate-limit key's row.
@@ -249,7 +260,7 @@ ALTER TABLE pgqueue.rate_limits
 -- One start of a job of a key: its window gains the start (a limited key), and a breaker whose
 -- open period passed lets this job through as its probe, holding the key while it runs (for
 -- its lease, or its time limit if longer: a probe whose worker died lets the next one go).
-CREATE OR REPLACE FUNCTION pgqueue.record_rate_limit_start() RETURNS trigger
+CREATE FUNCTION pgqueue.rate_limit_started(job pgqueue.jobs) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     kept timestamptz[];
@@ -262,22 +273,22 @@ BEGIN
     SELECT r.starts, r.capacity, r.period_s, r.breaker_state, r.adaptive
     INTO kept, cap, period, breaker, learning
     FROM pgqueue.rate_limits AS r
-    WHERE r.key = NEW.rate_limit_key
+    WHERE r.key = job.rate_limit_key
     FOR NO KEY UPDATE;
     IF NOT FOUND THEN
-        RETURN NULL;  -- no limit, no breaker: nothing to count
+        RETURN;  -- no limit, no breaker: nothing to count
     END IF;
     IF breaker <> 'closed' THEN
         UPDATE pgqueue.rate_limits
         SET breaker_state = 'half_open',
-            breaker_probe_job = NEW.id,
-            breaker_until = greatest(NEW.lease_expires_at,
-                                     now() + make_interval(secs => coalesce(NEW.timeout_s, 0))),
+            breaker_probe_job = job.id,
+            breaker_until = greatest(job.lease_expires_at,
+                                     now() + make_interval(secs => coalesce(job.timeout_s, 0))),
             updated_at = now()
-        WHERE key = NEW.rate_limit_key;
+        WHERE key = job.rate_limit_key;
     END IF;
     IF cap IS NULL AND NOT learning THEN
-        RETURN NULL;
+        RETURN;
     END IF;
     horizon := now() - make_interval(secs => period);
     -- The array is oldest first, so only a stale head means there is anything to drop; the
@@ -296,19 +307,16 @@ BEGIN
                              THEN kept[cardinality(kept) - cap + 1]
                                   + make_interval(secs => period) END,
         updated_at = now()
-    WHERE key = NEW.rate_limit_key;
-    RETURN NULL;
+    WHERE key = job.rate_limit_key;
+    RETURN;
 END $$;
 
 DROP TRIGGER jobs_record_rate_limit_start ON pgqueue.jobs;
-CREATE TRIGGER jobs_record_rate_limit_start
-    AFTER UPDATE OF state ON pgqueue.jobs FOR EACH ROW
-    WHEN (NEW.rate_limit_key IS NOT NULL AND NEW.state = 'running' AND OLD.state = 'queued')
-    EXECUTE FUNCTION pgqueue.record_rate_limit_start();
+DROP FUNCTION pgqueue.record_rate_limit_start();
 
 -- A job of a key succeeded: its upstream answered. The breaker closes (a probe's success) or
 -- its count of failures in a row starts again; an adaptive key at its limit climbs.
-CREATE FUNCTION pgqueue.record_rate_limit_success() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION pgqueue.rate_limit_succeeded(k text) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     UPDATE pgqueue.rate_limits AS r
     SET breaker_state = 'closed',
@@ -326,7 +334,7 @@ BEGIN
                        r.learnt + CASE WHEN r.learnt < coalesce(r.sustained, 0) THEN 2 ELSE 1 END
                                   / greatest(r.learnt, 1)) END,
         updated_at = now()
-    WHERE r.key = NEW.rate_limit_key
+    WHERE r.key = k
       AND (r.breaker_state <> 'closed' OR r.breaker_failures > 0
            OR (r.adaptive AND r.capacity IS NOT NULL AND r.learnt IS NOT NULL
                AND (r.ceiling IS NULL OR r.learnt < r.ceiling)));
@@ -336,15 +344,38 @@ BEGIN
         next_start_at = CASE WHEN cardinality(r.starts) >= floor(r.learnt)
                              THEN r.starts[cardinality(r.starts) - floor(r.learnt)::integer + 1]
                                   + make_interval(secs => r.period_s) END
-    WHERE r.key = NEW.rate_limit_key AND r.adaptive AND r.learnt IS NOT NULL
+    WHERE r.key = k AND r.adaptive AND r.learnt IS NOT NULL
       AND r.capacity IS DISTINCT FROM floor(r.learnt)::integer;
+END $$;
+
+-- Every change of a governed job's state that matters, in one row trigger (one WHEN to test
+-- for the jobs nothing governs, as before this version): its budgets first, then its
+-- rate-limit key, after its concurrency slot (jobs_count_running fires before it, by name):
+-- the lock order of the claim.
+CREATE FUNCTION pgqueue.govern() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.budget_keys IS NOT NULL AND NEW.cost IS NOT NULL THEN
+        IF NEW.state = 'running' THEN
+            PERFORM pgqueue.reserve_budget(NEW.budget_keys, NEW.cost);
+        ELSE
+            PERFORM pgqueue.settle_budget(OLD.budget_keys, OLD.cost, NEW.attempt_cost);
+        END IF;
+    END IF;
+    IF NEW.rate_limit_key IS NOT NULL THEN
+        IF NEW.state = 'running' AND OLD.state = 'queued' THEN
+            PERFORM pgqueue.rate_limit_started(NEW);
+        ELSIF NEW.state = 'succeeded' THEN
+            PERFORM pgqueue.rate_limit_succeeded(NEW.rate_limit_key);
+        END IF;
+    END IF;
     RETURN NULL;
 END $$;
 
-CREATE TRIGGER jobs_record_rate_limit_success
+CREATE TRIGGER jobs_govern
     AFTER UPDATE OF state ON pgqueue.jobs FOR EACH ROW
-    WHEN (NEW.rate_limit_key IS NOT NULL AND NEW.state = 'succeeded' AND OLD.state = 'running')
-    EXECUTE FUNCTION pgqueue.record_rate_limit_success();
+    WHEN ((NEW.rate_limit_key IS NOT NULL OR NEW.budget_keys IS NOT NULL)
+          AND (OLD.state = 'running') <> (NEW.state = 'running'))
+    EXECUTE FUNCTION pgqueue.govern();
 
 -- A 429 (a handler's throttle) on key `k`: no job of it starts for `pause_s`; an adaptive key
 -- learns from it, once per period (the other 429s of the same window are the same signal):
@@ -441,14 +472,45 @@ BEGIN
 END $$;
 
 
+-- ---------------------------------------------------------------------------------------
+-- job_status gains what an application shows of the governor: what a job was charged, and
+-- whether it waits for a budget (the one wait an application may choose not to time out:
+-- such a job starts when its budget allows, never fails for it). And the job's result.
+CREATE OR REPLACE VIEW pgqueue.job_status AS
+SELECT id, queue, kind, state, attempts, max_attempts, progress, last_error, run_at,
+       created_at, started_at, finished_at,
+       -- live: someone will still move this job on (it waits, or its lease is current)
+       (state = 'queued' OR (state = 'running' AND lease_expires_at >= now())) AS is_live,
+       result, spent,
+       CASE WHEN state = 'queued' AND budget_keys IS NOT NULL THEN EXISTS (
+           SELECT 1 FROM pgqueue.budgets AS b
+           WHERE b.key = ANY (budget_keys)
+             AND CASE WHEN b.window_start = pgqueue.budget_window(b.period_s, now())
+                      THEN b.spent ELSE 0 END + b.reserved + cost > b.amount)
+       ELSE false END AS over_budget
+FROM pgqueue.jobs;
+
+
 -- migrate:down
+DROP VIEW pgqueue.job_status;
+CREATE VIEW pgqueue.job_status AS
+SELECT id, queue, kind, state, attempts, max_attempts, progress, last_error, run_at,
+       created_at, started_at, finished_at,
+       -- live: someone will still move this job on (it waits, or its lease is current)
+       (state = 'queued' OR (state = 'running' AND lease_expires_at >= now())) AS is_live
+FROM pgqueue.jobs;
+COMMENT ON VIEW pgqueue.job_status IS
+    'Job status for applications: read this, not pgqueue.jobs. is_live: the job waits to run '
+    'or runs under a current lease, so pgqueue will still move it on; false for finished jobs '
+    'and for running jobs whose lease expired (the reaper will requeue or fail them)';
 DROP FUNCTION pgqueue.record_upstream_failure(text, bigint);
 DROP FUNCTION pgqueue.upstream_failure_is_spared(text);
 DROP FUNCTION pgqueue.throttle_rate_limit_key(text, float8);
-DROP TRIGGER jobs_record_rate_limit_success ON pgqueue.jobs;
-DROP FUNCTION pgqueue.record_rate_limit_success();
-DROP TRIGGER jobs_record_rate_limit_start ON pgqueue.jobs;
-CREATE OR REPLACE FUNCTION pgqueue.record_rate_limit_start() RETURNS trigger LANGUAGE plpgsql AS $$
+DROP TRIGGER jobs_govern ON pgqueue.jobs;
+DROP FUNCTION pgqueue.govern();
+DROP FUNCTION pgqueue.rate_limit_succeeded(text);
+DROP FUNCTION pgqueue.rate_limit_started(pgqueue.jobs);
+CREATE FUNCTION pgqueue.record_rate_limit_start() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     kept timestamptz[];
     cap integer;
@@ -498,15 +560,14 @@ ALTER TABLE pgqueue.rate_limits
     DROP COLUMN breaker_first_failure_at, DROP COLUMN breaker_failures,
     DROP COLUMN breaker_state, DROP COLUMN breaker_open_s, DROP COLUMN breaker_window_s,
     DROP COLUMN breaker_threshold;
-DROP TRIGGER jobs_debit_budget_settle_delete ON pgqueue.jobs;
-DROP TRIGGER jobs_debit_budget_settle ON pgqueue.jobs;
-DROP FUNCTION pgqueue.settle_budget();
+DROP TRIGGER jobs_govern_delete ON pgqueue.jobs;
+DROP FUNCTION pgqueue.settle_deleted_budget();
+DROP FUNCTION pgqueue.settle_budget(text[], numeric, numeric);
 DROP TRIGGER jobs_clear_attempt_cost ON pgqueue.jobs;
 DROP FUNCTION pgqueue.clear_attempt_cost();
 DROP TRIGGER jobs_charge_attempt ON pgqueue.jobs;
 DROP FUNCTION pgqueue.charge_attempt();
-DROP TRIGGER jobs_debit_budget_reserve ON pgqueue.jobs;
-DROP FUNCTION pgqueue.reserve_budget();
+DROP FUNCTION pgqueue.reserve_budget(text[], numeric);
 DROP FUNCTION pgqueue.budget_window(float8, timestamptz);
 DROP TABLE pgqueue.budgets;
 DROP TRIGGER jobs_take_fair_turn ON pgqueue.jobs;

@@ -5,10 +5,12 @@ them) until `python -m service budget` raises it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 
+import asyncpg
 import httpx
 import pydantic
 import pytest
@@ -213,3 +215,53 @@ async def test_a_drain_obeys_the_budget_and_the_breaker(
             await client.post("/api/worker/drain", params={"budget_s": "1"}, headers=secret)
         ).json()
         assert second["ran"] == 0 and len(upstream.calls) == calls
+
+
+async def test_a_shot_waiting_for_the_upstream_is_bounded_but_not_one_over_budget(
+    db_url: str, settings: ServiceSettings, run_worker: Callable[..., Worker], queue: Queue
+) -> None:
+    # STORYBOARD_TIMEOUT_S bounds every wait (here the upstream's breaker, open for a minute)
+    # but the budget's: a shot over budget waits for the next day or a raised budget.
+    bounded = settings.model_copy(
+        update={"storyboard_timeout_s": 8.0, "image_timeout_s": 1.0, "budget_free_per_day": None}
+    )
+    async with api_client(bounded) as client:
+        alice = await bearer(db_url, "alice")
+        carol = await bearer(db_url, "carol")
+        run_worker(bounded.model_copy(update={"image_breaker": "1/30s,open=60s"}))
+        await wait_for(lambda: _breaker_set(queue), message="the worker set the upstream's breaker")
+        async with asyncpg_connect(db_url) as conn:
+            await conn.execute(
+                "UPDATE pgqueue.rate_limits SET breaker_state = 'open',"
+                " breaker_until = now() + interval '60 seconds' WHERE key = $1",
+                IMAGE_RATE_LIMIT_KEY,
+            )
+        down = await _generate(client, alice, 1)
+        parked = await _generate(client, carol, 1)
+        await queue.set_budget("user:carol", 0)  # the generate applied the tier's (none)
+        status = await wait_done(client, down, alice, timeout=20)
+        (shot,) = status["storyboards"]
+        assert shot["status"] == "failed" and "still waiting to start after 8 s" in shot["error"]
+        job = await queue.get(shot["job_id"])
+        assert job is not None and job.state.value == "cancelled"  # it will not call later
+        other = (
+            await client.get(f"/api/projects/{parked}/storyboards/status", headers=carol)
+        ).json()
+        (waiting,) = other["storyboards"]
+        # Held by the breaker too (which the answer names first), but never failed for it.
+        assert waiting["status"] == "generating"
+        job = await queue.get(waiting["job_id"])
+        assert job is not None and job.state.value == "queued"
+
+
+async def _breaker_set(queue: Queue) -> bool:
+    return any(r["breaker_threshold"] == 1 for r in await queue.rate_limits())
+
+
+@contextlib.asynccontextmanager
+async def asyncpg_connect(url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
