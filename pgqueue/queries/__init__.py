@@ -20,8 +20,8 @@ here (callers say `queries.CLAIM_JOBS`):
 
     enqueueing    enqueue (plain, or notifying inside a caller's transaction), duplicates, NOTIFY
     claims        claim, the claim fused with completions, the next due time
-    outcomes      what store/claims.py writes when an attempt ends: complete, fail, throttle
-    leases        held jobs: renew, progress, the handler's transaction, complete, cancel, release
+    outcomes      an attempt's end: complete, fail, throttle, cancel, release
+    leases        held jobs: renew, progress, the handler's transaction
     admin         get, cancel, list, retry, pause and resume, queue stats and overview
     maintenance   the reaper, idle concurrency slots, counters, retention purges, vacuum
     ratelimits    rate limits of keys
@@ -73,11 +73,8 @@ from pgqueue.queries.governor import (
     SET_BUDGET,
 )
 from pgqueue.queries.leases import (
-    CANCEL_HELD_JOB,
-    COMPLETE_JOB,
     EXTEND_HELD_LEASE,
     LOCK_HELD_JOB,
-    RELEASE_JOBS,
     RENEW_LEASES,
     SET_PROGRESS,
 )
@@ -96,10 +93,13 @@ from pgqueue.queries.metrics import (
     SETTLED_BEFORE,
 )
 from pgqueue.queries.outcomes import (
+    CANCEL_HELD_JOB,
+    COMPLETE_JOB,
     COMPLETE_JOBS,
     FAIL_ATTEMPT,
     PAUSE_RATE_LIMIT_KEY,
     RECORD_UPSTREAM_FAILURE,
+    RELEASE_JOBS,
     THROTTLE_JOB,
     UPSTREAM_FAILURE_IS_SPARED,
 )

@@ -1,4 +1,5 @@
-"""Statements of an attempt's outcome that store/claims.py writes: complete, fail, throttle."""
+"""Statements of an attempt's end, which store/outcomes.py runs: complete (in a batch, or in
+the handler's own transaction), fail, throttle, cancel, release."""
 
 from __future__ import annotations
 
@@ -12,6 +13,15 @@ SET state = 'succeeded', finished_at = now(), lease_expires_at = NULL,
 WHERE j.id = ANY ($1::bigint[]) AND j.state = 'running'
   AND j.lease_token = ($2::jsonb -> j.id::text ->> 0)::bigint
 RETURNING j.id
+"""
+
+# -- complete_job: fenced success of one job, inside the handler's own transaction (complete_in)
+COMPLETE_JOB = """
+UPDATE pgqueue.jobs
+SET state = 'succeeded', finished_at = now(), lease_expires_at = NULL,
+    result = $3::jsonb, progress = coalesce($4::jsonb, progress)
+WHERE id = $1 AND lease_token = $2 AND state = 'running'
+RETURNING *
 """
 
 # -- fail_attempt: fenced failure; back to queued after $4 seconds when $3 (retryable) and
@@ -77,4 +87,35 @@ SELECT pgqueue.upstream_failure_is_spared($1)
 # -- breaker's state (NULL: the key has no breaker).
 RECORD_UPSTREAM_FAILURE = """
 SELECT pgqueue.record_upstream_failure($1, $2)
+"""
+
+# -- cancel_held_job: fenced; the handler was cancelled on request
+CANCEL_HELD_JOB = """
+UPDATE pgqueue.jobs
+SET state = 'cancelled', finished_at = now(), lease_expires_at = NULL, last_error = $3
+WHERE id = $1 AND lease_token = $2 AND state = 'running'
+RETURNING *
+"""
+
+# -- release_jobs: fenced; give jobs back at shutdown without spending their attempt, except
+# -- that a job whose cancel was requested ends cancelled instead of running again.
+# -- $1: job ids; $2: {"<id>": lease_token}.
+RELEASE_JOBS = """
+WITH released AS (
+    UPDATE pgqueue.jobs AS j
+    SET state = CASE WHEN j.cancel_requested_at IS NULL THEN 'queued'::pgqueue.job_state
+                     ELSE 'cancelled'::pgqueue.job_state END,
+        attempts = CASE WHEN j.cancel_requested_at IS NULL THEN j.attempts - 1
+                        ELSE j.attempts END,
+        run_at = CASE WHEN j.cancel_requested_at IS NULL THEN now() ELSE j.run_at END,
+        finished_at = CASE WHEN j.cancel_requested_at IS NULL THEN NULL ELSE now() END,
+        last_error = CASE WHEN j.cancel_requested_at IS NULL THEN j.last_error
+                          ELSE 'cancelled while running' END,
+        worker_id = CASE WHEN j.cancel_requested_at IS NULL THEN NULL ELSE j.worker_id END,
+        lease_expires_at = NULL
+    WHERE j.id = ANY ($1::bigint[]) AND j.state = 'running'
+      AND j.lease_token = ($2::jsonb ->> j.id::text)::bigint
+    RETURNING j.id, j.queue, j.state
+)
+SELECT id, state, pg_notify('pgqueue_jobs', queue) FROM released
 """

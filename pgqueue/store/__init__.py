@@ -11,8 +11,9 @@ One module per concept, each name re-exported here (callers say `store.claim`):
 
     _common       the `Executor`, connections, rows to jobs
     enqueueing    enqueue, its grouping per pool, the NOTIFY of new jobs
-    claims        claim, complete, fail, throttle, the next due time
-    leases        held jobs: renew, release, cancel, progress, the handler's transaction
+    claims        claim (alone, or fused with completions), the next due time
+    outcomes      an attempt's end: complete, fail, throttle, cancel, release
+    leases        held jobs: renew, progress, the handler's transaction
     admin         get, cancel, list, retry, pause and resume, queue stats
     maintenance   the reaper, retention purges, vacuum
     ratelimits    rate limits of keys
@@ -39,17 +40,11 @@ from pgqueue.store.admin import (
     retry_job,
 )
 from pgqueue.store.claims import (
-    MAX_DELAY_S,
     ClaimRequest,
-    Success,
-    capped_delay_s,
     claim,
-    complete,
     complete_and_claim,
-    fail_attempt,
     seconds_until_due,
     seconds_until_key_allows,
-    throttle,
 )
 from pgqueue.store.enqueueing import GROUP_MAX_ROWS, GROUP_MAX_SPECS, enqueue, notify_queues
 from pgqueue.store.governor import (
@@ -65,11 +60,8 @@ from pgqueue.store.governor import (
 from pgqueue.store.leases import (
     HeldLease,
     Renewal,
-    cancel_held,
-    complete_held,
     extend_held,
     lock_held,
-    release,
     renew,
     set_progress,
 )
@@ -83,6 +75,17 @@ from pgqueue.store.maintenance import (
     vacuum,
 )
 from pgqueue.store.metrics import finished_between, settled_before
+from pgqueue.store.outcomes import (
+    MAX_DELAY_S,
+    Success,
+    cancel_held,
+    capped_delay_s,
+    complete,
+    complete_held,
+    fail_attempt,
+    release,
+    throttle,
+)
 from pgqueue.store.ratelimits import list_rate_limits, remove_rate_limit, set_rate_limit
 from pgqueue.store.schedules import ScheduleTick, database_now, fire_schedule, list_schedules
 from pgqueue.store.waiting import LINE_READ_LIMIT, explain_waits

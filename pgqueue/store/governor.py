@@ -8,7 +8,7 @@ from typing import Any
 
 from pgqueue import models, queries
 from pgqueue.store._common import Executor, _connection, _job_or_none
-from pgqueue.store.claims import capped_delay_s
+from pgqueue.store.outcomes import capped_delay_s
 
 
 async def set_breaker(db: Executor, key: str, breaker: models.Breaker) -> None:

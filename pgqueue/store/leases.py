@@ -1,4 +1,4 @@
-"""Held jobs: renew, release, cancel, progress, and a handler's own transaction on its row."""
+"""Held jobs: renew, progress, and a handler's own transaction on its row."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from pgqueue import models, queries
-from pgqueue.store._common import Executor, _job_or_none, _milliseconds
-from pgqueue.store.claims import Success
+from pgqueue import queries
+from pgqueue.store._common import Executor, _milliseconds
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -38,21 +37,6 @@ class Renewal:
     busy: frozenset[int]
     cancel_requested: frozenset[int]
     lost: frozenset[int]
-
-
-async def cancel_held(db: Executor, job_id: int, lease_token: int, error: str) -> models.Job | None:
-    """End a held job `cancelled` (fenced); None when the lease was lost."""
-    return _job_or_none(await db.fetchrow(queries.CANCEL_HELD_JOB, job_id, lease_token, error))
-
-
-async def release(db: Executor, leases: Sequence[HeldLease]) -> dict[int, models.JobState]:
-    """Give held jobs back without spending their attempt (fenced); a job whose cancel was
-    requested ends cancelled instead. Returns each released job's new state."""
-    if not leases:
-        return {}
-    tokens = json.dumps({str(lease.job_id): lease.lease_token for lease in leases})
-    rows = await db.fetch(queries.RELEASE_JOBS, [lease.job_id for lease in leases], tokens)
-    return {row["id"]: models.JobState(row["state"]) for row in rows}
 
 
 async def renew(db: Executor, leases: Sequence[HeldLease], lease_s: float) -> Renewal:
@@ -108,15 +92,3 @@ async def extend_held(
     """Inside `conn`'s transaction (which holds the job's row), renew its lease from the
     moment of the call, not from the transaction's start."""
     await conn.execute(queries.EXTEND_HELD_LEASE, job_id, lease_token, lease_s)
-
-
-async def complete_held(conn: asyncpg.Connection, success: Success) -> models.Job | None:
-    """Write one success inside `conn`'s transaction (fenced); None when the lease was lost."""
-    record = await conn.fetchrow(
-        queries.COMPLETE_JOB,
-        success.job_id,
-        success.lease_token,
-        success.result_json,
-        success.progress_json,
-    )
-    return _job_or_none(record)

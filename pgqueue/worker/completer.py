@@ -1,6 +1,7 @@
 """`Completer`: writes every job outcome, fenced by its lease, and hands each slot back.
 
-Successes are group-committed: every success that arrives while the last write is in flight
+Every outcome comes in through one call, `finish(running, outcome)`. Successes are
+group-committed: every success that arrives while the last write is in flight
 is written by the next single statement. At low load that is a batch of one; under load one
 statement completes hundreds of jobs, which is what lets one worker process run tens of
 thousands of short jobs a second. While the worker is not stopping, that statement also claims
@@ -11,10 +12,11 @@ A big worker keeps a few such statements in flight at once, each with its share 
 while Postgres runs one, Python starts and finishes the jobs another one claimed, instead of
 the two taking turns (measured with 500 slots: 13k jobs/s with one in flight, 19-25k with two).
 
-Failures, cancellations and releases are rare and written one by one (`write`), retried through
-passing outages while the lease may still hold. Either way the job's slot goes back to the
-producer exactly once, when its outcome is written or given up; `flush` lets a stopping worker
-wait for all of them.
+Failures, throttles, cancellations and releases are rare and written one by one, each by a task
+of the completer's own, retried through passing outages while the lease may still hold; an
+outcome with nothing to write (a lost lease, a success the handler's own transaction wrote)
+only frees its slot. Either way the job's slot goes back to the producer exactly once, when its
+outcome is written or given up; `flush` lets a stopping worker wait for all of them.
 """
 
 from __future__ import annotations
@@ -24,16 +26,19 @@ import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TypeAlias, assert_never
 
 from pgqueue import models, store
+from pgqueue.worker import attempt
+from pgqueue.worker.held import RunningJob
 from pgqueue.worker.producer import Producer
 from pgqueue.worker.transient import TRANSIENT_ERRORS, retry_delay_s
 from pgqueue.worker.waiting import wait_any
 
 logger = logging.getLogger("pgqueue.worker")
 
-T = TypeVar("T")
+# One outcome's fenced statement, run (and retried through passing outages) by the completer.
+_Statement: TypeAlias = Callable[[store.Executor], Awaitable[attempt.Written]]
 
 MAX_BATCH = 2000  # completions per statement
 PIPELINE_FROM_CONCURRENCY = 32  # a smaller worker gains nothing from more statements per job
@@ -51,7 +56,7 @@ def pipeline_for(concurrency: int) -> tuple[int, int]:
 class _Pending:
     success: store.Success
     lease_deadline: float  # time.monotonic(); past it the write is abandoned to the reaper
-    future: asyncio.Future[bool]
+    future: asyncio.Future[attempt.Written]  # the job's state once written, or None
 
 
 class Completer:
@@ -80,7 +85,7 @@ class Completer:
         self._in_flight = asyncio.Semaphore(max_in_flight)
         self._pending: list[_Pending] = []
         self._writing: set[asyncio.Task[None]] = set()  # success statements in flight
-        self._single: set[asyncio.Task[object]] = set()  # one-by-one writes in flight
+        self._single: set[asyncio.Task[attempt.Written]] = set()  # one-by-one writes in flight
         self._ready = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -92,45 +97,57 @@ class Completer:
         """Whether any outcome is waiting to be written or being written."""
         return bool(self._pending or self._writing or self._single)
 
-    async def succeed(self, success: store.Success, lease_deadline: float) -> bool:
-        """Write the job's success; True once written, False when the lease was lost (or the
-        completer stopped first: the lease then runs out and the reaper takes over)."""
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        if self._closed:
-            self._producer.release(1)
-            return False
-        self._pending.append(_Pending(success, lease_deadline, future))
-        self._idle.clear()
-        self._ready.set()
-        return await future
+    def finish(
+        self, running: RunningJob, outcome: attempt.Outcome
+    ) -> asyncio.Future[attempt.Written]:
+        """Write the outcome of `running`'s attempt, fenced by its lease, and free its slot.
 
-    async def write(
-        self,
-        job_id: int,
-        lease_deadline: float,
-        statement: Callable[[store.Executor], Awaitable[T]],
-    ) -> T | None:
-        """Run one outcome's fenced write (`statement(db)`) in a task of the completer's own,
-        so that cancelling the caller cannot stop it, then free the job's slot.
-
-        Returns what the statement returned, or None when it failed for good or the database
-        stayed away past the lease: the job is then (or will be, once its lease expires) in
-        the reaper's hands, so nothing is lost.
+        Await the future returned: it says what was written (`attempt.Written`), or None when
+        nothing was: the lease was lost, the database stayed away past the lease, or the
+        completer stopped first; the job is then (or will be, once its lease expires) in the
+        reaper's hands, so nothing is lost. Cancelling the waiter cannot stop the write.
         """
+        # A plain function handing out the future, not a coroutine awaiting it: one more
+        # coroutine per success costs a busy worker a frame, a send and a conversion per job.
+        # isinstance, not match: see attempt.py.
+        job = running.job
+        if isinstance(outcome, attempt.Succeeded):
+            if outcome.result_json is None:  # the handler's own transaction wrote it
+                self._producer.release(1)
+                return _done(models.JobState.SUCCEEDED)
+            if self._closed:
+                self._producer.release(1)
+                return _done(None)
+            # Into the next batch. Not shielded (it would cost a task per job): the completer
+            # owns the write once it is queued, so cancelling the waiter cannot stop it.
+            progress_json = running.context.take_pending_progress()
+            success = store.Success(job.id, running.lease_token, outcome.result_json, progress_json)
+            future: asyncio.Future[attempt.Written] = asyncio.get_running_loop().create_future()
+            self._pending.append(_Pending(success, running.lease_deadline, future))
+            self._idle.clear()
+            self._ready.set()
+            return future
+        if isinstance(outcome, attempt.LeaseLost):
+            self._producer.release(1)
+            return _done(None)
+        statement = _statement(running, outcome)
+        return self._write_single(job.id, running.lease_deadline, statement)
+
+    def _write_single(
+        self, job_id: int, lease_deadline: float, statement: _Statement
+    ) -> asyncio.Future[attempt.Written]:
+        # In a task of the completer's own, shielded, so that cancelling the waiter cannot
+        # stop it.
         if self._closed:
             self._producer.release(1)
-            return None
-        task: asyncio.Task[T | None] = asyncio.create_task(
+            return _done(None)
+        task = asyncio.create_task(
             self._write_one(job_id, lease_deadline, statement), name=f"pgqueue-write-{job_id}"
         )
         self._single.add(task)
         self._idle.clear()
         task.add_done_callback(self._single_done)
-        return await asyncio.shield(task)
-
-    def release(self) -> None:
-        """A job ends with nothing to write (its lease was lost): free its slot."""
-        self._producer.release(1)
+        return asyncio.shield(task)
 
     async def flush(self, timeout_s: float) -> bool:
         """Wait until every outcome handed in so far is written; False if `timeout_s` passed."""
@@ -173,7 +190,7 @@ class Completer:
         self._in_flight.release()
         self._note_idle()
 
-    def _single_done(self, task: asyncio.Task[object]) -> None:
+    def _single_done(self, task: asyncio.Task[attempt.Written]) -> None:
         self._single.discard(task)
         self._note_idle()
 
@@ -231,23 +248,22 @@ class Completer:
                 self._producer.delivered(handoff, claimed)
             for pending in batch:
                 if not pending.future.done():
-                    pending.future.set_result(pending.success.job_id in written)
+                    pending.future.set_result(
+                        models.JobState.SUCCEEDED if pending.success.job_id in written else None
+                    )
             return
 
     def _abandon(self, batch: list[_Pending]) -> None:
-        """Give up these successes: their waiters learn False, their slots come back."""
+        """Give up these successes: their waiters learn None, their slots come back."""
         for pending in batch:
             if not pending.future.done():
-                pending.future.set_result(False)
+                pending.future.set_result(None)
         if batch:
             self._producer.release(len(batch))
 
     async def _write_one(
-        self,
-        job_id: int,
-        lease_deadline: float,
-        statement: Callable[[store.Executor], Awaitable[T]],
-    ) -> T | None:
+        self, job_id: int, lease_deadline: float, statement: _Statement
+    ) -> attempt.Written:
         try:
             failures = 0
             while True:
@@ -273,3 +289,71 @@ class Completer:
                     return None
         finally:
             self._producer.release(1)
+
+
+def _done(written: attempt.Written) -> asyncio.Future[attempt.Written]:
+    """A future that already says what was written."""
+    future: asyncio.Future[attempt.Written] = asyncio.get_running_loop().create_future()
+    future.set_result(written)
+    return future
+
+
+def _statement(
+    running: RunningJob,
+    outcome: attempt.Failed
+    | attempt.Throttled
+    | attempt.UpstreamFailed
+    | attempt.Cancelled
+    | attempt.Released,
+) -> _Statement:
+    """The fenced write of an outcome that is not a success (those are batched)."""
+    job_id, token = running.job.id, running.lease_token
+    if isinstance(outcome, attempt.Failed):
+        progress_json = running.context.take_pending_progress()
+        return lambda db: store.fail_attempt(
+            db,
+            job_id,
+            token,
+            retryable=outcome.retryable,
+            delay_s=outcome.delay_s,
+            error=outcome.error_text,
+            progress_json=progress_json,
+        )
+    if isinstance(outcome, attempt.Throttled):
+        progress_json = running.context.take_pending_progress()
+        return lambda db: store.throttle(
+            db,
+            job_id,
+            token,
+            outcome.rate_limit_key,
+            pause_s=outcome.pause_s,
+            delay_s=outcome.delay_s,
+            error=outcome.error_text,
+            progress_json=progress_json,
+        )
+    if isinstance(outcome, attempt.UpstreamFailed):
+        progress_json = running.context.take_pending_progress()
+
+        async def fail_upstream(db: store.Executor) -> models.Job | None:
+            written, _ = await store.fail_upstream(
+                db,
+                job_id,
+                token,
+                outcome.rate_limit_key,
+                delay_s=outcome.delay_s,
+                error=outcome.error_text,
+                progress_json=progress_json,
+            )
+            return written
+
+        return fail_upstream
+    if isinstance(outcome, attempt.Cancelled):
+        return lambda db: store.cancel_held(db, job_id, token, attempt.CANCELLED_ERROR)
+    if isinstance(outcome, attempt.Released):
+
+        async def release(db: store.Executor) -> models.JobState | None:
+            states = await store.release(db, [store.HeldLease(job_id, token)])
+            return states.get(job_id)
+
+        return release
+    assert_never(outcome)

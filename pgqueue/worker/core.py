@@ -24,11 +24,12 @@ from pgqueue.worker.completer import Completer, pipeline_for
 from pgqueue.worker.config import WorkerConfig
 from pgqueue.worker.context import JobContext
 from pgqueue.worker.heartbeat import Heartbeat
+from pgqueue.worker.held import Phase, RunningJob, StopReason
 from pgqueue.worker.listener import Listener
 from pgqueue.worker.maintenance import Maintenance
 from pgqueue.worker.outcomes import Outcomes
 from pgqueue.worker.producer import ClaimTemplate, Producer
-from pgqueue.worker.runner import JobRunner, Phase, RunningJob, StopReason
+from pgqueue.worker.runner import JobRunner
 from pgqueue.worker.scheduler import Scheduler
 from pgqueue.worker.slots import Slots
 from pgqueue.worker.waiting import wait_any

@@ -22,7 +22,7 @@ import asyncpg
 
 from pgqueue import store
 from pgqueue.database import Database
-from pgqueue.worker.runner import Phase, RunningJob, StopReason
+from pgqueue.worker.held import Phase, RunningJob, StopReason
 from pgqueue.worker.transient import TRANSIENT_ERRORS, retry_delay_s
 
 logger = logging.getLogger("pgqueue.worker")

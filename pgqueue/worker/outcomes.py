@@ -3,6 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
+
+
+class End(enum.Enum):
+    """How an attempt ended, as counted (each an `Outcomes` field)."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # for good, cancels included
+    RETRIED = "retried"  # requeued, its attempt spent
+    RELEASED = "released"  # requeued, its attempt not spent
+    LOST = "lost"  # the lease was gone: nothing written
 
 
 @dataclasses.dataclass(slots=True)
@@ -22,6 +33,19 @@ class Outcomes:
     released: int = 0
     lost: int = 0
     busy_s: float = 0.0  # seconds spent in finished attempts, summed
+
+    def count(self, end: End) -> None:
+        """Count one attempt that ended so."""
+        if end is End.SUCCEEDED:
+            self.succeeded += 1
+        elif end is End.FAILED:
+            self.failed += 1
+        elif end is End.RETRIED:
+            self.retried += 1
+        elif end is End.RELEASED:
+            self.released += 1
+        else:
+            self.lost += 1
 
     def as_dict(self) -> dict[str, int]:
         """The counts (for a JSON answer)."""

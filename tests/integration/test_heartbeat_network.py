@@ -11,7 +11,7 @@ import pytest
 from pgqueue import Queue, store
 from pgqueue.worker.context import JobContext
 from pgqueue.worker.heartbeat import MIN_RENEW_TIMEOUT_S, Heartbeat
-from pgqueue.worker.runner import RunningJob, StopReason
+from pgqueue.worker.held import RunningJob, StopReason
 from tests.support.proxy import freezable_proxy
 
 

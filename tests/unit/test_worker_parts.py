@@ -14,8 +14,8 @@ import pytest
 from pgqueue import models, queries, store
 from pgqueue.worker.context import JobContext
 from pgqueue.worker.heartbeat import Heartbeat
+from pgqueue.worker.held import Phase, RunningJob, StopReason
 from pgqueue.worker.producer import ClaimTemplate, Producer
-from pgqueue.worker.runner import Phase, RunningJob, StopReason
 from pgqueue.worker.slots import Slots
 
 PACKAGE = Path(__file__).resolve().parents[2] / "pgqueue"
