@@ -27,6 +27,7 @@ here (callers say `queries.CLAIM_JOBS`):
     ratelimits    rate limits of keys
     governor      breakers, adaptive rates, budgets, an attempt's reported cost
     schedules     periodic jobs' ticks, the database's clock
+    checkpoints   a step's value kept across a job's attempts (ctx.checkpoint)
     metrics       what a metrics scrape reads
     connections   the listener's keep-alive ping
 """
@@ -45,6 +46,10 @@ from pgqueue.queries.admin import (
     QUEUE_STATS,
     RESUME_QUEUE,
     RETRY_JOB,
+)
+from pgqueue.queries.checkpoints import (
+    READ_CHECKPOINT,
+    SAVE_CHECKPOINT,
 )
 from pgqueue.queries.claims import (
     CLAIM_JOBS,
@@ -151,6 +156,7 @@ __all__ = [
     "PURGE_IDLE_CONCURRENCY_SLOTS",
     "QUEUE_OVERVIEW",
     "QUEUE_STATS",
+    "READ_CHECKPOINT",
     "REAP_JOBS",
     "RECORD_UPSTREAM_FAILURE",
     "RELEASE_JOBS",
@@ -160,6 +166,7 @@ __all__ = [
     "RENEW_LEASES",
     "RESUME_QUEUE",
     "RETRY_JOB",
+    "SAVE_CHECKPOINT",
     "SECONDS_UNTIL_DUE",
     "SECONDS_UNTIL_KEY_ALLOWS",
     "SELECT_EXPIRED_LEASES",
