@@ -1,4 +1,4 @@
-"""Statements of checkpoints: a step's value, kept for a job's later attempts (schema v8)."""
+"""Statements of checkpoints: a step's value, kept for a job's later attempts (schema v9)."""
 
 from __future__ import annotations
 
