@@ -228,7 +228,9 @@ class FakeUpstream:
             }
 
     def hold(self) -> None:
-        """Keep every generation from now on waiting, in flight, until `release()`."""
+        """Keep every call from now on that the script answers (not a replay, a 409 or a
+        refusal) waiting, in flight, until `release()`; then it is answered as it would have
+        been, and charged if it generated, even when its caller has gone."""
         self._released.clear()
 
     def release(self) -> None:
