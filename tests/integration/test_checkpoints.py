@@ -10,6 +10,7 @@ import os
 import re
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -25,6 +26,8 @@ from pgqueue import (
     store,
 )
 from tests.integration.conftest import WorkerFactory
+from tests.support.ports import LOOPBACK
+from tests.support.proxy import FreezableProxy
 from tests.support.wait import wait_for
 
 KIND = "paid.call"
@@ -171,41 +174,62 @@ class _Actions(logging.Handler):
 @contextlib.contextmanager
 def _logged_actions(name: str) -> Iterator[list[str]]:
     """The `action` of every record the logger `name` emits meanwhile, on a handler of its
-    own (an earlier test's logging set-up may keep pgqueue's records from propagating)."""
-    handler = _Actions()
-    logging.getLogger(name).addHandler(handler)
+    own: an earlier test's logging set-up may stop pgqueue's records from propagating, or
+    disable the logger altogether (alembic's `fileConfig` disables every logger existing then).
+    """
+    logger = logging.getLogger(name)
+    handler, disabled = _Actions(), logger.disabled
+    logger.addHandler(handler)
+    logger.disabled = False
     try:
         yield handler.actions
     finally:
-        logging.getLogger(name).removeHandler(handler)
+        logger.removeHandler(handler)
+        logger.disabled = disabled
 
 
-async def test_a_dropped_connection_does_not_lose_the_value(
+class _RestartingProxy(FreezableProxy):
+    """A proxy to Postgres that can go away and come back on the same port, as a restarting
+    server does: its connections dropped, new ones refused meanwhile."""
+
+    async def start(self, host: str = LOOPBACK) -> None:
+        self._server = await asyncio.start_server(self._accept, host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def restart(self, down_s: float) -> None:
+        await self.close()
+        await asyncio.sleep(down_s)
+        await self.start()
+
+
+async def test_a_database_restart_as_the_value_arrives_does_not_lose_it(
     queue: Queue, db_url: str, pool: asyncpg.Pool
 ) -> None:
-    # The database restarting under the worker as the answer arrives: its connections die, the
-    # save is tried again on a new one, and the value is stored once.
+    # The database goes away as the step's paid answer arrives: the save finds its connection
+    # dropped and new ones refused, tries again, and stores the value once the server is back.
     job = await queue.enqueue(KIND)
     (claimed,) = await store.claim(pool, store.ClaimRequest(["default"], [KIND], 1, "w", LEASE_S))
-    async with asyncpg.create_pool(
-        db_url, min_size=1, max_size=1, server_settings={"application_name": "checkpointer"}
-    ) as own:
-        ctx = JobContext(claimed, own, lease_s=LEASE_S)
-        killed: list[bool] = []
+    target = urlsplit(db_url)
+    proxy = _RestartingProxy(target.hostname or LOOPBACK, target.port or 5432)
+    await proxy.start()
+    credentials = target.netloc.rpartition("@")[0]  # user (and password), kept as they are
+    through = target._replace(netloc=f"{credentials}@{LOOPBACK}:{proxy.port}").geturl()
+    restarts: list[asyncio.Task[None]] = []
+    try:
+        async with asyncpg.create_pool(through, min_size=1, max_size=1) as own:
+            ctx = JobContext(claimed, own, lease_s=LEASE_S)
 
-        async def step() -> bytes:
-            killed.append(
-                await pool.fetchval(
-                    "SELECT bool_and(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                    " WHERE application_name = 'checkpointer'"
-                )
-            )
-            return b"paid"
+            async def step() -> bytes:
+                restarts.append(asyncio.create_task(proxy.restart(down_s=0.3)))
+                await asyncio.sleep(0)  # the connections are dropped as the answer arrives
+                return b"paid"
 
-        with _logged_actions("pgqueue.worker") as actions:
-            assert await ctx.checkpoint_bytes("image", step) == b"paid"
-    assert killed == [True]
-    assert actions == ["checkpoint_retry"]
+            with _logged_actions("pgqueue.worker") as actions:
+                assert await ctx.checkpoint_bytes("image", step) == b"paid"
+    finally:
+        await asyncio.gather(*restarts)
+        await proxy.close()
+    assert actions and set(actions) == {"checkpoint_retry"}, actions
     assert await _stored(pool) == [(job.id, "image", b"paid")]
 
 
