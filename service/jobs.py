@@ -3,9 +3,10 @@
     python -m pgqueue.worker service.jobs:registry
 
 One job generates one shot's storyboard: build the prompt, call the image provider within
-`IMAGE_TIMEOUT_S`, write the image atomically under `MEDIA_DIR`, then, in one transaction fenced
-by the job's lease, mark the storyboard `success` and, if it was the last shot of the
-generation, set the project's step status.
+`IMAGE_TIMEOUT_S` (once per job: the answer becomes a checkpoint of the job, which later
+attempts read instead of calling), write the image atomically under `MEDIA_DIR`, then, in one
+transaction fenced by the job's lease, mark the storyboard `success` and, if it was the last
+shot of the generation, set the project's step status.
 
 The handler only says how an attempt failed (`DoNotRetry`, `RetryLater`, or the exception
 itself); whether that was the last attempt is pgqueue's to decide. The registry's `failed` and
@@ -44,6 +45,7 @@ from pgqueue import (
 from service import media, metrics, queries, storyboards, upkeep
 from service.images import (
     CharacterRef,
+    GeneratedImage,
     ImageProvider,
     ImageRequest,
     PermanentImageError,
@@ -66,6 +68,7 @@ THROTTLE_STATUS = 429  # the upstream's "too many requests": pause every call, n
 # jobs on two busy cores (measured, 3 worker processes). A window longer by that keeps the
 # upstream's own count within N; at 20/s it costs a fifth of the rate, at 60/min 0.4%.
 RATE_WINDOW_GUARD_S = 0.25
+IMAGE_CHECKPOINT = "image"  # the job's checkpoint holding the upstream's image bytes
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -240,6 +243,51 @@ async def generate_storyboard(ctx: JobContext) -> dict[str, Any]:
         request_id=f"storyboard-{project_id}-{shot_number}-{ctx.job.id}",
     )
     await _progress(ctx, 10, f"generating shot {shot_number}", shot_number=shot_number)
+    # The answer's bytes are stored (a checkpoint of the job) the moment they arrive, before
+    # anything else can fail: an attempt after a failure of ours (the media directory, the
+    # database, a lost lease, a killed worker) finds them there and never calls again. Until
+    # then, a call cut short is repeated with the same Idempotency-Key, which the upstream
+    # answers without charging twice. The format is the bytes' signature, read again here.
+    called = False
+
+    async def call() -> bytes:
+        nonlocal called
+        called = True
+        return await _generate(ctx, state, request, started)
+
+    data = await ctx.checkpoint_bytes(IMAGE_CHECKPOINT, call)
+    if not called:
+        # An earlier attempt bought this image and was charged IMAGE_COST for it: this one
+        # spends nothing of the user's budget.
+        await ctx.charge(0)
+    image = GeneratedImage.from_bytes(data)
+    # The image is paid for and kept: nothing but the lease (and a cancel) may stop us storing
+    # it, so progress cannot fail the attempt.
+    await _progress(ctx, 80, f"storing shot {shot_number}", shot_number=shot_number)
+    relative = media.relative_path(project_id, shot_number, ctx.job.id, image.extension)
+    await anyio.to_thread.run_sync(
+        media.write_atomically, state.settings.media_dir, relative, image.data
+    )
+    image_url = media.url_for(relative)
+    async with ctx.transaction() as conn:
+        await conn.execute(queries.LOCK_PROJECT, project_id)
+        stored = await conn.fetchval(
+            queries.MARK_SUCCESS, project_id, shot_number, ctx.job.id, image_url, ctx.attempt
+        )
+        counts = await conn.fetchrow(queries.FINISH_PROJECT, project_id)
+    if stored is not None:
+        # Committed: this image is the shot's now, so older ones (regenerate, force) go.
+        await _delete_superseded(state, project_id, shot_number, ctx.job.id)
+    await _report_done(ctx, shot_number, counts)
+    return {"image_url": image_url, "bytes": len(image.data)}
+
+
+async def _generate(
+    ctx: JobContext, state: WorkerState, request: ImageRequest, started: float
+) -> bytes:
+    """The upstream call of one attempt: the image's bytes, or the exception that says how
+    the attempt failed (`DoNotRetry`, `RetryLater`, or a retryable error for pgqueue's backoff).
+    """
     try:
         image = await state.provider.generate(request)
     except PermanentImageError as exc:
@@ -277,25 +325,7 @@ async def generate_storyboard(ctx: JobContext) -> dict[str, Any]:
             # breaker counts it, and while it is open the shots wait without spending attempts.
             raise UpstreamDown(str(exc)) from exc
         raise  # pgqueue's backoff applies; its message is the last line of last_error
-    # From here on the image is paid for: nothing but the lease (and a cancel) may stop us
-    # storing it, so progress cannot fail the attempt.
-    await _progress(ctx, 80, f"storing shot {shot_number}", shot_number=shot_number)
-    relative = media.relative_path(project_id, shot_number, ctx.job.id, image.extension)
-    await anyio.to_thread.run_sync(
-        media.write_atomically, state.settings.media_dir, relative, image.data
-    )
-    image_url = media.url_for(relative)
-    async with ctx.transaction() as conn:
-        await conn.execute(queries.LOCK_PROJECT, project_id)
-        stored = await conn.fetchval(
-            queries.MARK_SUCCESS, project_id, shot_number, ctx.job.id, image_url, ctx.attempt
-        )
-        counts = await conn.fetchrow(queries.FINISH_PROJECT, project_id)
-    if stored is not None:
-        # Committed: this image is the shot's now, so older ones (regenerate, force) go.
-        await _delete_superseded(state, project_id, shot_number, ctx.job.id)
-    await _report_done(ctx, shot_number, counts)
-    return {"image_url": image_url, "bytes": len(image.data)}
+    return image.data
 
 
 async def _delete_superseded(

@@ -27,6 +27,7 @@ here (callers say `queries.CLAIM_JOBS`):
     ratelimits    rate limits of keys
     governor      breakers, adaptive rates, budgets, an attempt's reported cost
     schedules     periodic jobs' ticks, the database's clock
+    checkpoints   a step's value kept across a job's attempts (ctx.checkpoint)
     metrics       what a metrics scrape reads
     waiting       why queued jobs wait, and when they may be done
     connections   the listener's keep-alive ping
@@ -46,6 +47,10 @@ from pgqueue.queries.admin import (
     QUEUE_STATS,
     RESUME_QUEUE,
     RETRY_JOB,
+)
+from pgqueue.queries.checkpoints import (
+    READ_CHECKPOINT,
+    SAVE_CHECKPOINT,
 )
 from pgqueue.queries.claims import (
     CLAIM_JOBS,
@@ -156,6 +161,7 @@ __all__ = [
     "PURGE_IDLE_CONCURRENCY_SLOTS",
     "QUEUE_OVERVIEW",
     "QUEUE_STATS",
+    "READ_CHECKPOINT",
     "REAP_JOBS",
     "RECORD_UPSTREAM_FAILURE",
     "RELEASE_JOBS",
@@ -165,6 +171,7 @@ __all__ = [
     "RENEW_LEASES",
     "RESUME_QUEUE",
     "RETRY_JOB",
+    "SAVE_CHECKPOINT",
     "SECONDS_UNTIL_DUE",
     "SECONDS_UNTIL_KEY_ALLOWS",
     "SELECT_EXPIRED_LEASES",

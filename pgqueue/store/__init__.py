@@ -19,6 +19,7 @@ One module per concept, each name re-exported here (callers say `store.claim`):
     ratelimits    rate limits of keys
     governor      breakers, adaptive rates, budgets, an attempt's upstream failure and cost
     schedules     periodic jobs' ticks
+    checkpoints   a step's value kept across a job's attempts (ctx.checkpoint)
     metrics       what a metrics scrape reads
     waiting       why queued jobs wait, and when they may be done
 """
@@ -39,6 +40,7 @@ from pgqueue.store.admin import (
     resume_queue,
     retry_job,
 )
+from pgqueue.store.checkpoints import CheckpointRead, read_checkpoint, save_checkpoint
 from pgqueue.store.claims import (
     ClaimRequest,
     claim,
@@ -99,6 +101,7 @@ __all__ = [
     "PURGE_BATCH",
     "PURGE_MAX_BATCHES",
     "REAPER_IDLE_LIMIT_S",
+    "CheckpointRead",
     "ClaimRequest",
     "Executor",
     "HeldLease",
@@ -135,6 +138,7 @@ __all__ = [
     "purge_idle_concurrency_slots",
     "queue_overview",
     "queue_stats",
+    "read_checkpoint",
     "reap",
     "release",
     "remove_breaker",
@@ -143,6 +147,7 @@ __all__ = [
     "renew",
     "resume_queue",
     "retry_job",
+    "save_checkpoint",
     "seconds_until_due",
     "seconds_until_key_allows",
     "set_adaptive_rate",

@@ -1,9 +1,12 @@
-"""`JobContext`: what a handler sees of its job: payload, progress, a fenced transaction."""
+"""`JobContext`: what a handler sees of its job: payload, progress, a fenced transaction, and
+checkpoints (a step's value kept across the job's attempts)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
@@ -12,9 +15,17 @@ from typing import Any
 import asyncpg
 
 from pgqueue import errors, models, store
+from pgqueue.worker import transient
+
+logger = logging.getLogger("pgqueue.worker")
 
 # The idle limit of a handler's transaction when nobody says (the worker always does).
 DEFAULT_IDLE_LIMIT_S = 60.0
+# How long saving a checkpoint keeps trying through database trouble when the context names no
+# lease (the worker always does: it tries for one lease, as long as the job can stay ours
+# without a heartbeat getting through).
+DEFAULT_SAVE_RETRY_S = 30.0
+CHECKPOINT_NAME_MAX = 200  # characters, as pgqueue.checkpoints' CHECK says
 
 ProgressHook = Callable[[models.Job, dict[str, Any]], Awaitable[None]]
 
@@ -163,6 +174,113 @@ class JobContext:
                     await store.extend_held(conn, self.job.id, self._token, self._lease_s)
             finally:
                 self.in_transaction = False
+
+    async def checkpoint(self, name: str, step: Callable[[], Awaitable[Any]]) -> Any:
+        """The value of `step()` for this job, computed by one attempt and kept for the others.
+
+        If an earlier attempt of this job stored a value under `name`, it is returned and
+        `step` is not called. Otherwise `step()` is awaited, its value stored (one statement,
+        fenced by this attempt's lease; it commits at once, on its own, whether or not a
+        `transaction()` block is open) and returned. Use it for a step that must not run
+        twice: a paid upstream call, a charge. What the step did before its value was stored
+        (the worker killed while it ran) may still run again; after, nothing of ours can.
+
+        The value must be JSON (`json.dumps`, NaN refused): it is returned decoded from what
+        was stored, on the first attempt as on later ones, so every attempt sees the same
+        value (a tuple comes back a list). For bytes, use `checkpoint_bytes`.
+
+        Args:
+            name: the step's name within the job, 1-200 characters; one value per name.
+            step: called with no arguments, at most once per job (see above).
+
+        Raises:
+            LeaseLost: the job is no longer this attempt's, found before `step` ran (it is not
+                run then) or when its value was to be stored (nothing was stored).
+            ValueError: `name` is empty or longer than 200 characters; or, from the encoding,
+                the value is not JSON (`TypeError` too).
+        """
+
+        async def encoded() -> bytes:
+            return json.dumps(await step(), allow_nan=False).encode()
+
+        return json.loads(await self._checkpoint(name, encoded))
+
+    async def checkpoint_bytes(self, name: str, step: Callable[[], Awaitable[bytes]]) -> bytes:
+        """`checkpoint` for bytes (an image, a file): stored and returned exactly as they are.
+
+        Args:
+            name: the step's name within the job, 1-200 characters; one value per name.
+            step: called with no arguments, at most once per job; returns `bytes`.
+
+        Raises:
+            LeaseLost: as for `checkpoint`.
+            ValueError: `name` is empty or longer than 200 characters.
+            TypeError: `step` returned something other than bytes.
+        """
+
+        async def checked() -> bytes:
+            value = await step()
+            if not isinstance(value, bytes | bytearray | memoryview):
+                raise TypeError(f"checkpoint_bytes: the step returned {type(value).__name__}")
+            return bytes(value)
+
+        return await self._checkpoint(name, checked)
+
+    async def _checkpoint(self, name: str, step: Callable[[], Awaitable[bytes]]) -> bytes:
+        if not isinstance(name, str) or not 1 <= len(name) <= CHECKPOINT_NAME_MAX:
+            raise ValueError(
+                f"a checkpoint name is 1-{CHECKPOINT_NAME_MAX} characters, e.g. 'image'; "
+                f"got {name!r:.60}"
+            )
+        # Fenced too: an attempt that already lost its job must not pay for the step again.
+        found = await store.read_checkpoint(self._handler_pool, self.job.id, self._token, name)
+        if not found.held:
+            raise errors.LeaseLost()
+        if found.value is not None:
+            logger.info(
+                "job %s: checkpoint %r reused from an earlier attempt (%d bytes)",
+                self.job.id,
+                name,
+                len(found.value),
+                extra={"action": "checkpoint_reused", "job_id": self.job.id},
+            )
+            return found.value
+        return await self._save(name, await step())
+
+    async def _save(self, name: str, value: bytes) -> bytes:
+        """Store a value just computed: through database trouble (a restart, a dropped
+        connection) the save is tried again for as long as the job can still be ours, since
+        failing here would throw away what the step paid for."""
+        # The worker's heartbeat cannot renew the lease through the same trouble: once a lease
+        # has passed, the job may be someone else's and the fence would refuse the save.
+        deadline = time.monotonic() + (self._lease_s or DEFAULT_SAVE_RETRY_S)
+        failures = 0
+        while True:
+            try:
+                stored = await store.save_checkpoint(
+                    self._handler_pool, self.job.id, self._token, name, value
+                )
+            except transient.TRANSIENT_ERRORS as exc:
+                failures += 1
+                delay_s = transient.retry_delay_s(failures)
+                if time.monotonic() + delay_s > deadline:
+                    raise
+                logger.warning(
+                    "job %s: checkpoint %r not saved (%r); trying again in %g s",
+                    self.job.id,
+                    name,
+                    exc,
+                    delay_s,
+                    extra={"action": "checkpoint_retry", "job_id": self.job.id},
+                )
+                await asyncio.sleep(delay_s)
+                continue
+            if not stored.held:
+                raise errors.LeaseLost()
+            if stored.value is not None:
+                return stored.value
+            # Held, yet nothing under the name: the row went between the save and its read
+            # (the job's row purged and recreated cannot happen while we hold it); save again.
 
     async def complete_in(self, conn: asyncpg.Connection, result: Any = None) -> None:
         """Mark the job succeeded inside `conn`'s transaction (one opened by `transaction()`).

@@ -2,10 +2,17 @@
 
 `POST {base}/images/generations` with a bearer key (and the request's `X-Request-Id`, which
 upstreams ignore and logs and test fakes correlate by); the answer's `data[0]` holds `b64_json`,
-or a `url` that is then fetched. Status codes map to the error classes: 408, 409, 425, 429 and
-5xx, time-outs and connection errors may pass on a later attempt (`RetryableImageError`, with
-`Retry-After` for 429 and 503); any other 4xx will not (`PermanentImageError`, carrying the
-upstream's own message).
+or a `url` that is then fetched.
+
+The same `request_id` goes out as the `Idempotency-Key` header: the service names it after the
+generation (`storyboard-<project>-<shot>-<job>`, one job per generation), so every retry and
+every re-claim of one generation sends the same key and a regenerate a new one, and an upstream
+that honours the header charges one generation once however often it is asked (a call while
+another with its key is in progress answers 409, which is retryable).
+
+Status codes map to the error classes: 408, 409, 425, 429 and 5xx, time-outs and connection
+errors may pass on a later attempt (`RetryableImageError`, with `Retry-After` for 429 and 503);
+any other 4xx will not (`PermanentImageError`, carrying the upstream's own message).
 
 What is accepted from the upstream is bounded: only PNG, JPEG or WebP bytes (by signature),
 at most `max_bytes` of them (`IMAGE_MAX_BYTES`), read as a stream with a running count; a
@@ -35,6 +42,7 @@ from service.images.base import SIGNATURE_EXCERPT_BYTES, GeneratedImage, ImageRe
 from service.images.errors import PermanentImageError, RetryableImageError
 
 REQUEST_ID_HEADER = "X-Request-Id"  # carries `ImageRequest.request_id`, when it has one
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"  # the same value: a generation's, over its attempts
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
 RETRY_AFTER_STATUS = frozenset({429, 503})
 MAX_RETRY_AFTER_S = 3600.0  # the longest wait honoured when the caller names no limit
@@ -132,6 +140,8 @@ class HttpImageProvider:
         headers = {"Authorization": f"Bearer {self._api_key}", **IDENTITY}
         if request.request_id:
             headers[REQUEST_ID_HEADER] = request.request_id
+            # The generation's identity, stable over its attempts: what makes a retry free.
+            headers[IDEMPOTENCY_KEY_HEADER] = request.request_id
         async with self._time_limit():
             response, body = await self._exchange(
                 "POST",

@@ -10,6 +10,16 @@ start and end and its request identity.
 
 Calls are attributed by the `X-Request-Id` header the http provider sends
 (`storyboard-<project_id>-<shot_number>-<job_id>`), never by reading the prompt.
+
+It honours `Idempotency-Key` as paying upstreams do (Stripe's rules, which image APIs that take
+the header follow): the first call with a key that is answered with an image is charged, and its
+answer is remembered; a later call with that key gets the same answer again at once, without a
+charge, and without asking the script; a call while a generation with its key is in progress
+answers 409 (retryable) and is not charged. A call the script answers with an error neither
+charges nor takes the key, so its retry generates afresh. `charges` counts the charged
+generations per key (calls without a key under ""). `hold()` keeps every generation waiting
+until `release()`; a held generation whose caller has gone (a killed worker) still completes
+and is charged, as a real provider's would.
 """
 
 from __future__ import annotations
@@ -36,11 +46,13 @@ from starlette.routing import Route
 API_KEY = "test-key"  # the bearer key the fake expects unless told otherwise
 API_PREFIX = "/api/v3"  # as Seedream's base URL has it
 REQUEST_ID_HEADER = "x-request-id"
+IDEMPOTENCY_KEY_HEADER = "idempotency-key"
 STORYBOARD_PREFIX = "storyboard-"  # request ids of storyboard shots: <prefix><project>-<shot>-<job>
 HANG_S = 30.0  # how long a hung call takes (cut off sooner when the server stops)
 START_TIMEOUT_S = 10.0  # seconds the server may take to bind
 STOP_TIMEOUT_S = 10.0  # seconds its thread may take to exit
 IMAGE_COLOUR = (90, 120, 150)
+HOLD_POLL_S = 0.01  # how often a held call looks whether it was released
 STREAM_CHUNK = 64 * 1024  # bytes per chunk of a streamed (`stream_bytes`) body
 
 ImageForm = Literal["b64_json", "url"]
@@ -101,6 +113,9 @@ class Call:
         started: `time.monotonic()` as it came in.
         ended: ... and as it was answered (None while in flight).
         status: the status it was answered with (None while in flight).
+        idempotency_key: the `Idempotency-Key` header as sent ("" without one).
+        charged: the call paid for a generation (an image answer that was no replay).
+        replayed: the call was answered with the remembered answer of its key.
     """
 
     request_id: str
@@ -113,6 +128,9 @@ class Call:
     started: float
     ended: float | None = None
     status: int | None = None
+    idempotency_key: str = ""
+    charged: bool = False
+    replayed: bool = False
 
 
 Script = Callable[[Call], Answer | None]  # a call's answer; None: the default image answer
@@ -138,7 +156,8 @@ class FakeUpstream:
         api_key: the bearer key it accepts (None: any).
 
     Set `script` to decide each call's answer; read `calls`, `calls_for()`, `max_in_flight`
-    (per project) and `max_total_in_flight`. Attributes are safe to read from another thread.
+    (per project), `max_total_in_flight`, `charges` and `charges_for()`. Attributes are safe to
+    read from another thread.
     """
 
     def __init__(
@@ -155,11 +174,16 @@ class FakeUpstream:
         self.calls: list[Call] = []
         self.max_in_flight: dict[str, int] = defaultdict(int)  # project_id -> most at once
         self.max_total_in_flight = 0
+        self.charges: dict[str, int] = defaultdict(int)  # idempotency key -> generations paid
         self.port = 0
         self._lock = threading.Lock()
         self._in_flight: dict[str, int] = defaultdict(int)
         self._total_in_flight = 0
         self._files: dict[str, bytes | int] = {}  # name -> bytes, or the size of a streamed one
+        self._remembered: dict[str, Callable[[Request], Response]] = {}  # key -> its answer
+        self._generating: set[str] = set()  # keys whose generation is in progress
+        self._released = threading.Event()  # cleared while `hold()` holds generations
+        self._released.set()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -194,10 +218,31 @@ class FakeUpstream:
                 and (shot_number is None or c.shot_number == shot_number)
             ]
 
+    def charges_for(self, project_id: str) -> dict[str, int]:
+        """The charged generations of one project's storyboard calls, per idempotency key."""
+        with self._lock:
+            return {
+                key: count
+                for key, count in self.charges.items()
+                if parse_request_id(key)[0] == project_id
+            }
+
+    def hold(self) -> None:
+        """Keep every call from now on that the script answers (not a replay, a 409 or a
+        refusal) waiting, in flight, until `release()`; then it is answered as it would have
+        been, and charged if it generated, even when its caller has gone."""
+        self._released.clear()
+
+    def release(self) -> None:
+        """Let the held generations (and every later one) be answered."""
+        self._released.set()
+
     def reset(self) -> None:
-        """Forget the calls and the peaks (between two measurements, with nothing in flight)."""
+        """Forget the calls, the peaks and the charges (between two measurements, with nothing
+        in flight); remembered answers stay, as a provider keeps them."""
         with self._lock:
             self.calls = []
+            self.charges.clear()
             self.max_in_flight.clear()
             self.max_total_in_flight = self._total_in_flight
 
@@ -251,6 +296,7 @@ class FakeUpstream:
                 body=body if isinstance(body, dict) else {},
                 headers=dict(request.headers),
                 started=time.monotonic(),
+                idempotency_key=request.headers.get(IDEMPOTENCY_KEY_HEADER, ""),
             )
             self.calls.append(call)
             self._in_flight[project_id] += 1
@@ -259,14 +305,26 @@ class FakeUpstream:
                 self.max_in_flight[project_id], self._in_flight[project_id]
             )
             self.max_total_in_flight = max(self.max_total_in_flight, self._total_in_flight)
+        generating = False  # this call holds its key's generation
         try:
-            response = self._refusal(request, body)
+            response = self._refusal(request, body) or self._keyed(request, call)
             if response is None:
                 answer = (self.script(call) if self.script else None) or Answer(image=self.image)
+                if answer.status == 200 and call.idempotency_key:
+                    with self._lock:
+                        # Checked again: another call with the key may have begun meanwhile.
+                        response = self._keyed(request, call)
+                        if response is None:
+                            self._generating.add(call.idempotency_key)
+                            generating = True
+            if response is None:
+                await self._wait_released()
                 latency_s = self.latency_s if answer.latency_s is None else answer.latency_s
                 if latency_s:
                     await asyncio.sleep(latency_s)
                 response = self._answer(request, answer, call)
+                if response.status_code == 200:
+                    self._charge(call, self._replay_of(request, answer, call, response))
             call.status = response.status_code
             return response
         finally:
@@ -274,6 +332,50 @@ class FakeUpstream:
                 call.ended = time.monotonic()
                 self._in_flight[project_id] -= 1
                 self._total_in_flight -= 1
+                if generating:
+                    self._generating.discard(call.idempotency_key)
+
+    def _keyed(self, request: Request, call: Call) -> Response | None:
+        """The answer to a call whose key has been answered (again, free) or is being answered
+        (409); None when the call is to generate."""
+        key = call.idempotency_key
+        if not key:
+            return None
+        replay = self._remembered.get(key)
+        if replay is not None:
+            call.replayed = True
+            return replay(request)
+        if key in self._generating:
+            return _error_response(
+                409,
+                "idempotency_key_in_use",
+                "a request with this Idempotency-Key is still being processed; retry later",
+            )
+        return None
+
+    def _charge(self, call: Call, replay: Callable[[Request], Response]) -> None:
+        with self._lock:
+            call.charged = True
+            self.charges[call.idempotency_key] += 1
+            if call.idempotency_key:
+                self._remembered[call.idempotency_key] = replay
+
+    def _replay_of(
+        self, request: Request, answer: Answer, call: Call, response: Response
+    ) -> Callable[[Request], Response]:
+        """How a later call with the same key is answered: the same body, or for a streamed
+        answer (never held whole) the same stream again."""
+        if isinstance(response, StreamingResponse):
+            return lambda again: self._answer(again, answer, call)
+        body, media_type = bytes(response.body), response.media_type
+        return lambda again: Response(body, status_code=200, media_type=media_type)
+
+    async def _wait_released(self) -> None:
+        # A thread's event, polled: the test releases from its own thread and event loop.
+        while not self._released.is_set():
+            if self._server is not None and self._server.should_exit:
+                return
+            await asyncio.sleep(HOLD_POLL_S)
 
     def _refusal(self, request: Request, body: Any) -> Response | None:
         """What a real upstream answers a request it will not take, or None for a valid one."""
