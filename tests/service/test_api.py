@@ -227,11 +227,12 @@ async def test_status_times_out_storyboards_without_a_live_job(
     answer = (
         await client.post(f"/api/projects/{project['id']}/storyboards/generate", headers=alice)
     ).json()
-    # Job 1 vanished (deleted by hand) long ago; job 2 is queued: it stays generating.
+    # Job 1 vanished (deleted by hand) long ago; job 2 is queued, since just now: it stays
+    # generating.
     await pool.execute("DELETE FROM pgqueue.jobs WHERE id = $1", answer["job_ids"][0])
     await pool.execute(
         "UPDATE storyboard.storyboards SET updated_at = now() - interval '10 minutes' "
-        "WHERE project_id = $1",
+        "WHERE project_id = $1 AND shot_number = 1",
         uuid.UUID(project["id"]),
     )
     status = (
@@ -240,12 +241,22 @@ async def test_status_times_out_storyboards_without_a_live_job(
     assert status["storyboards"][0]["status"] == "failed"
     assert "timed out" in status["storyboards"][0]["error"]
     assert status["storyboards"][1]["status"] == "generating"
-    # The last guard once the queued job is gone too: the project ends `failed`.
-    await pool.execute("DELETE FROM pgqueue.jobs")
+    # A job still waiting to start past the limit (a backlog, the upstream's breaker, a paused
+    # queue) is bounded too: its storyboard fails, saying so, and the job is cancelled.
+    await pool.execute(
+        "UPDATE storyboard.storyboards SET updated_at = now() - interval '10 minutes' "
+        "WHERE project_id = $1",
+        uuid.UUID(project["id"]),
+    )
     status = (
         await client.get(f"/api/projects/{project['id']}/storyboards/status", headers=alice)
     ).json()
+    assert "still waiting to start after 300 s" in status["storyboards"][1]["error"]
     assert status["done"] and status["status"] == "failed" and status["failed"] == 2
+    job = await pool.fetchval(
+        "SELECT state::text FROM pgqueue.jobs WHERE id = $1", answer["job_ids"][1]
+    )
+    assert job == "cancelled"
     project_row = (await client.get(f"/api/projects/{project['id']}", headers=alice)).json()
     assert project_row["status"] == "failed"
 
