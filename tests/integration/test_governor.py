@@ -13,6 +13,7 @@ import pytest
 
 from pgqueue import (
     Breaker,
+    Job,
     JobContext,
     JobSpec,
     JobState,
@@ -31,6 +32,20 @@ KEY = "upstream"
 
 def _claim(limit: int, worker: str = "w") -> store.ClaimRequest:
     return store.ClaimRequest(["default"], KINDS, limit, worker, 60.0)
+
+
+async def _answered_429(pool: asyncpg.Pool, job: Job, *, pause_s: float) -> None:
+    # The job's handler met a 429: it is throttled (requeued at once, its key paused).
+    await store.throttle(
+        pool,
+        job.id,
+        job.lease_token or 0,
+        KEY,
+        pause_s=pause_s,
+        delay_s=pause_s,
+        error="429",
+        progress_json=None,
+    )
 
 
 async def _states(pool: asyncpg.Pool) -> dict[str, int]:
@@ -287,16 +302,7 @@ async def test_a_429_never_trips_the_breaker(queue: Queue, pool: asyncpg.Pool) -
     await queue.set_breaker(KEY, threshold=1, window_s=30, open_s=60)
     await queue.enqueue("k", rate_limit_key=KEY)
     (job,) = await store.claim(pool, _claim(1))
-    await store.throttle(
-        pool,
-        job.id,
-        job.lease_token or 0,
-        KEY,
-        pause_s=0.01,
-        delay_s=0.01,
-        error="429",
-        progress_json=None,
-    )
+    await _answered_429(pool, job, pause_s=0.01)
     (limit,) = await queue.rate_limits()
     assert limit["breaker_state"] == "closed" and limit["breaker_failures"] == 0
 
@@ -312,28 +318,10 @@ async def test_a_429_halves_an_adaptive_rate_and_successes_win_it_back(
     claimed = await store.claim(pool, _claim(20))
     assert len(claimed) == 8
     first = claimed[0]
-    await store.throttle(
-        pool,
-        first.id,
-        first.lease_token or 0,
-        KEY,
-        pause_s=0.0,
-        delay_s=0.0,
-        error="429",
-        progress_json=None,
-    )
+    await _answered_429(pool, first, pause_s=0.0)
     # A second 429 of the same window is the same signal: one cut.
     second = claimed[1]
-    await store.throttle(
-        pool,
-        second.id,
-        second.lease_token or 0,
-        KEY,
-        pause_s=0.0,
-        delay_s=0.0,
-        error="429",
-        progress_json=None,
-    )
+    await _answered_429(pool, second, pause_s=0.0)
     (limit,) = await queue.rate_limits()
     assert limit["adaptive"] and limit["capacity"] == 4 and limit["learnt"] == 4
     # Successes while the limit binds climb back, never above the ceiling.
@@ -361,16 +349,7 @@ async def test_an_adaptive_key_without_a_ceiling_learns_from_its_first_429(
     claimed = await store.claim(pool, _claim(10))
     assert len(claimed) == 10  # no limit yet
     job = claimed[0]
-    await store.throttle(
-        pool,
-        job.id,
-        job.lease_token or 0,
-        KEY,
-        pause_s=0.0,
-        delay_s=0.0,
-        error="429",
-        progress_json=None,
-    )
+    await _answered_429(pool, job, pause_s=0.0)
     (limit,) = await queue.rate_limits()
     assert limit["capacity"] == 5  # half of the ten that started in the window
     assert await store.claim(pool, _claim(10)) == []
