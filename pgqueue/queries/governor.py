@@ -37,10 +37,10 @@ SET adaptive = true,
     period_s = EXCLUDED.period_s,
     learnt = CASE WHEN r.adaptive AND r.ceiling IS NOT DISTINCT FROM EXCLUDED.ceiling
                        AND r.period_s = EXCLUDED.period_s
-                  THEN r.learnt ELSE EXCLUDED.ceiling END,
+                  THEN r.learnt ELSE EXCLUDED.learnt END,
     capacity = CASE WHEN r.adaptive AND r.ceiling IS NOT DISTINCT FROM EXCLUDED.ceiling
                          AND r.period_s = EXCLUDED.period_s
-                    THEN r.capacity ELSE EXCLUDED.ceiling END,
+                    THEN r.capacity ELSE EXCLUDED.capacity END,
     sustained = CASE WHEN r.adaptive AND r.ceiling IS NOT DISTINCT FROM EXCLUDED.ceiling
                           AND r.period_s = EXCLUDED.period_s
                      THEN r.sustained END,

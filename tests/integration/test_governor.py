@@ -348,11 +348,16 @@ async def test_an_adaptive_key_without_a_ceiling_learns_from_its_first_429(
     await queue.enqueue_many([JobSpec("k", rate_limit_key=KEY) for _ in range(30)])
     claimed = await store.claim(pool, _claim(10))
     assert len(claimed) == 10  # no limit yet
-    job = claimed[0]
-    await _answered_429(pool, job, pause_s=0.0)
+    await _answered_429(pool, claimed[0], pause_s=0.0)
     (limit,) = await queue.rate_limits()
     assert limit["capacity"] == 5  # half of the ten that started in the window
     assert await store.claim(pool, _claim(10)) == []
+    # Below what it sustained (nine got through), successes while it binds win it back.
+    await store.complete(
+        pool, [store.Success(j.id, j.lease_token or 0, "null") for j in claimed[1:4]]
+    )
+    (limit,) = await queue.rate_limits()
+    assert 5 < limit["learnt"] < 7
 
 
 async def test_retry_later_throttle_still_pauses(queue: Queue) -> None:
