@@ -67,10 +67,10 @@ class GovernorMethods:
         of `period_s` (once a window; never below one), and successes while the limit binds
         win it back one start per window (twice as fast up to the rate last sustained without
         a 429). It never exceeds `ceiling` starts a window; with no ceiling the key has no
-        limit until its first 429 (nothing is held back before the upstream says so). A rate already learnt is kept when this is called again
-        with the same ceiling and window (every worker calls it as it starts); a new ceiling
-        or window starts the learning anew, from the ceiling.
-        `set_rate_limit` or `remove_rate_limit` end the learning.
+        limit until its first 429 (nothing is held back before the upstream says so). A rate
+        already learnt is kept when this is called again with the same ceiling and window
+        (every worker calls it as it starts); a new ceiling or window starts the learning
+        anew, from the ceiling. `set_rate_limit` or `remove_rate_limit` end the learning.
 
         Raises:
             ValueError: an argument is out of range (nothing is changed).
