@@ -179,8 +179,9 @@ async def fail_storyboard(pool: asyncpg.Pool, event: Event) -> bool:
     """The `failed` and `stalled` hook: the storyboard of a job that failed for good fails.
 
     Acts only on a job whose row says it ended for good (`failed` or `cancelled`): a `failed`
-    event with a retry carries the job `queued`, and a `stalled` event for a lease this worker
-    lost carries it as claimed (`running`): someone else moves those on.
+    event with a retry carries the job `queued` (its project's live streams are woken: the
+    shot waits again), and a `stalled` event for a lease this worker lost carries it as
+    claimed (`running`): someone else moves those on.
 
     Args:
         pool: where the storyboards are.
@@ -191,12 +192,19 @@ async def fail_storyboard(pool: asyncpg.Pool, event: Event) -> bool:
         fence found the storyboard already taken over or finished).
     """
     job = event.job
-    if job is None or job.state not in FAILED_FOR_GOOD or job.kind != JOB_KIND:
+    if job is None or job.kind != JOB_KIND:
         return False
     try:
         payload = StoryboardPayload.from_job(job)
     except MalformedPayload:
         return False  # no storyboard to fail: the job's own error says what was wrong
+    if job.state is JobState.QUEUED:
+        # Requeued (a retry, a throttle, a wait for the breaker): the shot waits again, and
+        # its card should say why now, not at the project's next change.
+        await pool.execute(queries.NOTIFY_PROJECT_CHANGED, str(payload.project_id))
+        return False
+    if job.state not in FAILED_FOR_GOOD:
+        return False
     async with pool.acquire() as conn:
         counts = await storyboards.fail_for_good(conn, payload, job)
     if counts is None:

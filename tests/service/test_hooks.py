@@ -6,6 +6,7 @@ runs the read-side repair, which would hide a hook that did nothing.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -98,9 +99,18 @@ async def test_retries_and_lost_leases_leave_the_storyboard_alone(
     )
     retrying = await _job(queue, job_id)
     assert retrying.state == JobState.QUEUED
-    assert not await fail_storyboard(
-        pool, Event("failed", job_id, job=retrying, error="boom", will_retry=True)
-    )
+    # ... but the project's live streams hear of it (the shot waits again: its card says why).
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    listener = await pool.acquire()
+    try:
+        await listener.add_listener("storyboard_events", lambda *args: heard.put_nowait(args[3]))
+        assert not await fail_storyboard(
+            pool, Event("failed", job_id, job=retrying, error="boom", will_retry=True)
+        )
+        assert await asyncio.wait_for(heard.get(), timeout=5) == str(project_id)
+    finally:
+        await listener.reset()
+        await pool.release(listener)
     # A lease this worker lost: the job as claimed, still running (someone else has it).
     lost = retrying._replace(state=JobState.RUNNING)
     assert not await fail_storyboard(pool, Event("stalled", job_id, job=lost, error="lease lost"))
