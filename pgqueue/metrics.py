@@ -49,7 +49,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
         "pgqueue's metrics need prometheus-client: pip install 'pgqueue[metrics]'"
     ) from exc
 
-from pgqueue import models, store
+from pgqueue import governor_metrics, models, store
 from pgqueue.queue import Queue
 from pgqueue.worker import events
 from pgqueue.worker.transient import TRANSIENT_ERRORS
@@ -74,7 +74,6 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 REQUEST_TIMEOUT_S = 10.0  # seconds a scraper may take to send its request line and headers
 MAX_REQUEST_BYTES = 16 * 1024
 
-BREAKER_STATES = ("closed", "open", "half_open")
 QUEUE_STATES = ("waiting", "delayed", "active", "completed", "failed", "cancelled")
 
 
@@ -371,46 +370,7 @@ class DatabaseMetrics:
             self._durations,
             self._bounds,
         )
-        yield from self._governor()
-
-    def _governor(self) -> Iterator[Metric]:
-        # One series per key with a row, each state of a breaker present (0 or 1), so an
-        # alert on `pgqueue_breaker_state{state="open"} == 1` has a series before it fires.
-        allowed = GaugeMetricFamily(
-            "pgqueue_rate_limit_allowed",
-            "Starts a rate-limit key allows per window (its learnt rate when adaptive)",
-            labels=("key",),
-        )
-        period = GaugeMetricFamily(
-            "pgqueue_rate_limit_period_seconds", "A rate-limit key's window", labels=("key",)
-        )
-        breaker = GaugeMetricFamily(
-            "pgqueue_breaker_state",
-            "1 for the state a key's circuit breaker is in (closed, open, half_open)",
-            labels=("key", "state"),
-        )
-        for row in self._limits:
-            if row["capacity"] is not None:
-                allowed.add_metric([row["key"]], float(row["capacity"]))
-            if row["period_s"] is not None:
-                period.add_metric([row["key"]], float(row["period_s"]))
-            if row["breaker_state"] is not None:
-                for state in BREAKER_STATES:
-                    breaker.add_metric([row["key"], state], float(row["breaker_state"] == state))
-        spent = GaugeMetricFamily(
-            "pgqueue_budget_spent", "Spent in the budget's current window", labels=("key",)
-        )
-        amount = GaugeMetricFamily(
-            "pgqueue_budget_amount", "A budget's amount per window", labels=("key",)
-        )
-        reserved = GaugeMetricFamily(
-            "pgqueue_budget_reserved", "Held by running attempts", labels=("key",)
-        )
-        for row in self._budgets:
-            spent.add_metric([row["key"]], float(row["spent"]))
-            amount.add_metric([row["key"]], float(row["amount"]))
-            reserved.add_metric([row["key"]], float(row["reserved"]))
-        yield from (allowed, period, breaker, spent, amount, reserved)
+        yield from governor_metrics.families(self._limits, self._budgets)
 
 
 class MetricsServer:

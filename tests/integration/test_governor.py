@@ -209,12 +209,17 @@ async def test_raising_a_budget_starts_parked_jobs_at_once(
     await queue.enqueue_many([JobSpec("k", cost=1, budget_keys=["ann"]) for _ in range(3)])
     async with running_worker(registry, poll_interval_s=60):
         await wait_for(lambda: _succeeded(pool, 1), message="the one that fits")
-        await asyncio.sleep(0.3)
+        await wait_for(lambda: _settled(queue, "ann", 1), message="its charge settled")
         assert (await _states(pool)).get("queued") == 2  # parked, not failed
         began = time.monotonic()
         await queue.set_budget("ann", 3)
         await wait_for(lambda: _succeeded(pool, 3), timeout=5, message="the raised budget")
         assert time.monotonic() - began < 2  # a wake-up, not the 60 s poll
+
+
+async def _settled(queue: Queue, key: str, spent: int) -> bool:
+    (budget,) = await queue.budgets([key])
+    return bool(budget["spent"] == spent and budget["reserved"] == 0)
 
 
 async def _succeeded(pool: asyncpg.Pool, n: int) -> bool:

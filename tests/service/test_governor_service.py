@@ -146,7 +146,12 @@ async def test_a_budget_parks_shots_until_it_is_raised(
             return status if status["succeeded"] == 2 else None
 
         await wait_for(two_done, timeout=15, message="the two shots the budget allows")
-        await asyncio.sleep(0.5)
+
+        async def settled() -> bool:
+            (budget,) = await queue.budgets(["user:alice"])
+            return bool(budget["spent"] == 2 and budget["reserved"] == 0)
+
+        await wait_for(settled, message="their charges settled")
         (budget,) = await queue.budgets(["user:alice"])
         assert budget["spent"] == 2 and budget["amount"] == 2
         waiting = await queue.list_jobs(state="queued")
