@@ -214,7 +214,9 @@ async def test_a_drain_obeys_the_budget_and_the_breaker(
         first = (
             await client.post("/api/worker/drain", params={"budget_s": "2"}, headers=secret)
         ).json()
-        assert first["succeeded"] == 0 and len(upstream.calls) <= 3 + 2
+        # Alice's two paid calls, then at most the drain's three in flight plus the one a slot
+        # freed by the first failure may start before the second opens the breaker.
+        assert first["succeeded"] == 0 and len(upstream.calls) <= 2 + 3 + 1
         calls = len(upstream.calls)
         second = (
             await client.post("/api/worker/drain", params={"budget_s": "1"}, headers=secret)
