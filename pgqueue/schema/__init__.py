@@ -34,7 +34,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 
-from pgqueue.errors import PgQueueError
+from pgqueue.errors import PgQueueError, SchemaMissing
 
 __all__ = [
     "LATEST",
@@ -42,6 +42,8 @@ __all__ = [
     "Script",
     "current_version",
     "downgrade",
+    "missing",
+    "require",
     "script",
     "upgrade",
 ]
@@ -166,6 +168,29 @@ async def current_version(conn: asyncpg.Connection) -> int:
     """
     version, _ = await _read(conn)
     return version
+
+
+def missing(version: int | None = None, detail: str | None = None) -> SchemaMissing:
+    """The error that says the schema is missing (`version` 0), older than `LATEST`, or (with
+    `detail`, the database's own words) lacks what a statement needed, and what to run."""
+    if version == 0:
+        what = "this database has no pgqueue schema"
+    elif version is not None:
+        what = f"this database has pgqueue schema version {version}; this pgqueue needs {LATEST}"
+    else:
+        what = f"pgqueue's schema here is missing or older than version {LATEST} ({detail})"
+    return SchemaMissing(
+        f"{what}: run `python -m pgqueue migrate` with the same DATABASE_URL (or the "
+        "application's migrations, e.g. `python -m alembic upgrade head`)"
+    )
+
+
+async def require(conn: asyncpg.Connection) -> None:
+    """Raise `SchemaMissing` unless the database's schema is at least `LATEST` (a newer one
+    is accepted: a rolling deploy migrates before it replaces the workers)."""
+    version = await current_version(conn)
+    if version < LATEST:
+        raise missing(version)
 
 
 async def upgrade(conn: asyncpg.Connection, to: int | None = None) -> list[int]:

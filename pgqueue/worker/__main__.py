@@ -32,7 +32,7 @@ MISSING_DATABASE_URL = (
 
 METRICS_MISSING = (
     "--metrics-port needs prometheus-client, which pgqueue installs only with its metrics "
-    "extra: pip install 'pgqueue[metrics]'"
+    "extra: pip install 'pgqueue-durable[metrics]'"
 )
 
 
@@ -76,7 +76,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=int,
         metavar="P",
         help="serve this worker's Prometheus metrics on 127.0.0.1:P/metrics "
-        "(needs pgqueue[metrics])",
+        "(needs pgqueue-durable[metrics])",
     )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     parser.add_argument("--log-format", choices=("text", "json"), default="text")

