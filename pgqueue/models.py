@@ -73,6 +73,7 @@ class Job(NamedTuple):
     cost: Decimal | None = None
     budget_keys: list[str] | None = None
     spent: Decimal | None = None
+    notify_finished: bool = False
     is_new: bool = True
 
     @classmethod
@@ -117,6 +118,9 @@ class JobSpec:
             runs (a handler reports what it really spent with `ctx.charge`).
         budget_keys: budgets (`Queue.set_budget`) the job spends from, 1-8 keys; the job
             starts only when its cost fits every one of them.
+        notify_finished: when the job ends (succeeded, failed or cancelled), notify the
+            channel `pgqueue_finished` with `{"id", "queue", "kind", "state"}` as JSON, so a
+            producer can LISTEN instead of polling.
     """
 
     kind: str
@@ -135,6 +139,7 @@ class JobSpec:
     fairness_weight: float | None = None
     cost: float | Decimal | None = None
     budget_keys: Sequence[str] | None = None
+    notify_finished: bool = False
 
     def __post_init__(self) -> None:
         if not self.kind or len(self.kind) > 128:

@@ -70,6 +70,7 @@ class Queue(GovernorMethods):
         fairness_weight: float | None = None,
         cost: float | Decimal | None = None,
         budget_keys: Sequence[str] | None = None,
+        notify_finished: bool = False,
         conn: asyncpg.Connection | None = None,
     ) -> models.Job:
         """Enqueue one job; see `models.JobSpec` for the arguments.
@@ -98,6 +99,7 @@ class Queue(GovernorMethods):
             fairness_weight=fairness_weight,
             cost=cost,
             budget_keys=budget_keys,
+            notify_finished=notify_finished,
         )
         (job,) = await self.enqueue_many([spec], conn=conn)
         return job

@@ -8,15 +8,10 @@ SELECT * FROM pgqueue.jobs WHERE id = $1
 """
 
 # -- cancel_job: a queued job is cancelled at once; a running one is flagged for its worker,
-# -- which cancels the handler within a heartbeat. Terminal jobs are left as they are.
+# -- which cancels the handler within a heartbeat. Terminal jobs are left as they are. The
+# -- function is the SQL interface's pgqueue.cancel too (schema version 10).
 CANCEL_JOB = """
-UPDATE pgqueue.jobs
-SET state = CASE WHEN state = 'queued' THEN 'cancelled'::pgqueue.job_state ELSE state END,
-    finished_at = CASE WHEN state = 'queued' THEN now() ELSE finished_at END,
-    last_error = CASE WHEN state = 'queued' THEN 'cancelled before it ran' ELSE last_error END,
-    cancel_requested_at = CASE WHEN state = 'running' THEN now() ELSE cancel_requested_at END
-WHERE id = $1 AND state IN ('queued', 'running')
-RETURNING *
+SELECT * FROM pgqueue.cancel_job($1)
 """
 
 # -- queue_stats: one row per queue
@@ -60,16 +55,10 @@ LIMIT $7
 
 # -- retry_job: a failed or cancelled job goes back to queued, runnable now, with a fresh attempt
 # -- budget (its last error stays, to show why it was retried); its queue's workers are woken.
-# -- No row: the job does not exist or is in another state (the caller reads which).
+# -- No row: the job does not exist or is in another state (the caller reads which). The
+# -- function is the SQL interface's pgqueue.retry too (schema version 10).
 RETRY_JOB = """
-WITH retried AS (
-    UPDATE pgqueue.jobs
-    SET state = 'queued', attempts = 0, run_at = now(), finished_at = NULL, worker_id = NULL,
-        cancel_requested_at = NULL, result = NULL
-    WHERE id = $1 AND state IN ('failed', 'cancelled')
-    RETURNING *
-)
-SELECT r.*, pg_notify('pgqueue_jobs', r.queue) FROM retried AS r
+SELECT * FROM pgqueue.retry_job($1)
 """
 
 # -- pause_queue: no claim takes jobs of queue $1 from now on (a no-op when paused already)

@@ -299,6 +299,7 @@ def _new_job(
         fairness_weight=spec.fairness_weight,
         cost=None if spec.cost is None else models.check_amount(spec.cost, "cost"),
         budget_keys=None if spec.budget_keys is None else list(spec.budget_keys),
+        notify_finished=spec.notify_finished,
         timeout_s=spec.timeout.total_seconds() if spec.timeout else None,
         cancel_requested_at=None,
         created_at=row["created_at"],
@@ -344,5 +345,7 @@ def _encode(specs: Sequence[models.JobSpec]) -> str:
             row["cost"] = str(spec.cost)  # jsonb_to_recordset reads "1.5" as numeric exactly
         if spec.budget_keys is not None:
             row["budget_keys"] = list(spec.budget_keys)
+        if spec.notify_finished:
+            row["notify_finished"] = True
         rows.append(row)
     return json.dumps(rows)

@@ -38,6 +38,13 @@ def with_database(url: str, database: str) -> str:
     return urlunsplit(urlsplit(url)._replace(path="/" + database))
 
 
+def with_user(url: str, user: str, password: str) -> str:
+    """`url` logging in as another role, with its password (the embedded server asks for one)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{user}:{password}@{host}"))
+
+
 def database_of(url: str) -> str:
     """The database a URL names."""
     return urlsplit(url).path.lstrip("/")
