@@ -9,7 +9,7 @@ SELECT * FROM pgqueue.jobs WHERE id = $1
 
 # -- cancel_job: a queued job is cancelled at once; a running one is flagged for its worker,
 # -- which cancels the handler within a heartbeat. Terminal jobs are left as they are. The
-# -- function is the SQL interface's pgqueue.cancel too (schema version 10).
+# -- function is the SQL interface's pgqueue.cancel too (schema version 11).
 CANCEL_JOB = """
 SELECT * FROM pgqueue.cancel_job($1)
 """
@@ -56,7 +56,7 @@ LIMIT $7
 # -- retry_job: a failed or cancelled job goes back to queued, runnable now, with a fresh attempt
 # -- budget (its last error stays, to show why it was retried); its queue's workers are woken.
 # -- No row: the job does not exist or is in another state (the caller reads which). The
-# -- function is the SQL interface's pgqueue.retry too (schema version 10).
+# -- function is the SQL interface's pgqueue.retry too (schema version 11).
 RETRY_JOB = """
 SELECT * FROM pgqueue.retry_job($1)
 """

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 # -- enqueue_jobs: insert a batch (one row per array element) through pgqueue.enqueue_batch,
-# -- the insert the SQL interface's pgqueue.enqueue runs too (schema version 10: one
+# -- the insert the SQL interface's pgqueue.enqueue runs too (schema version 11: one
 # -- implementation for every language); duplicates of an idempotency key are skipped there and
 # -- read back by SELECT_JOBS_BY_IDEMPOTENCY_KEY in the same transaction. $1: a JSON array with
 # -- one object per job, holding only the fields that differ from the defaults ($2: the queue,

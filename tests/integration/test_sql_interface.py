@@ -1,4 +1,4 @@
-"""The SQL interface (schema version 10): `pgqueue.enqueue`, `cancel`, `retry`, finished
+"""The SQL interface (schema version 11): `pgqueue.enqueue`, `cancel`, `retry`, finished
 notifications, and a role that may only enqueue, from asyncpg, psql and an app's trigger.
 
 Every worker here polls every 30 s, so a job started within a second was woken by a NOTIFY.

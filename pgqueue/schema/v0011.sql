@@ -1,4 +1,4 @@
--- pgqueue schema version 10: a SQL interface, for producers in any language.
+-- pgqueue schema version 11: a SQL interface, for producers in any language.
 --
 -- `pgqueue.enqueue(kind => ..., payload => ..., ...)` enqueues one job inside the caller's own
 -- transaction and returns its id (the existing job's id for a repeated idempotency key); the
