@@ -160,3 +160,17 @@ async def test_a_fractional_interval_ticks_once_per_interval(pool: asyncpg.Pool)
     await scheduler.fire_due()
     (listed,) = await Queue(pool).schedules()
     assert listed["next_tick"] - listed["last_tick"] == timedelta(seconds=1.1)
+
+
+async def test_a_scheduler_marks_its_schedules_as_still_registered(pool: asyncpg.Pool) -> None:
+    # How retention tells a schedule removed from the code (never marked again: stale, then
+    # deleted) from one waiting for a rare tick (marked every few minutes by its scheduler).
+    registry = Registry()
+    registry.periodic("0 0 1 1 *", "yearly")
+    scheduler = Scheduler(pool, registry.periodics, default_queue="default", clock=Clock(START))
+    await scheduler.fire_due()
+    await pool.execute("UPDATE pgqueue.schedules SET seen_at = now() - interval '2 hours'")
+    assert [s["stale"] for s in await Queue(pool).schedules()] == [True]
+    restarted = Scheduler(pool, registry.periodics, default_queue="default", clock=Clock(START))
+    await restarted.fire_due()
+    assert [s["stale"] for s in await Queue(pool).schedules()] == [False]
