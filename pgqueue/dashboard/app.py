@@ -144,7 +144,8 @@ def create_app(
             title=title,
             request=request,
             notice=_notice(request),
-            signed_in=request.cookies.get(COOKIE) is not None,  # every page offers to sign out
+            # Every page of a live session offers to sign out (read by the guard, if it ran).
+            signed_in=request.scope.get("pgqueue_credential") is not None,
             **context,
         )
         return HTMLResponse(page, status_code=status, headers=PAGE_HEADERS)

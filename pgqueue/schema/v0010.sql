@@ -10,10 +10,10 @@
 --   time read after its locks too (CLAIM_JOBS' `windows`).
 --
 -- * pgqueue.schedules.seen_at: when a scheduler whose registry has the schedule last said so
---   (each scheduler touches its schedules' rows every few minutes). A schedule removed from
---   every registry stops being touched: the dashboard shows it as stale after an hour, and
---   the schedulers delete it once nobody has seen it for a week (see
---   pgqueue/worker/scheduler.py for why not at once: during a deploy, workers with the old
+--   (each scheduler marks its schedules' rows every few minutes). A schedule removed from
+--   every registry is no longer marked: the dashboard shows it as stale after an hour, and
+--   the maintenance pass deletes it once nobody has marked it for a week (see
+--   pgqueue/worker/maintenance.py for why not at once: during a deploy, workers with the old
 --   and the new registry run side by side).
 --
 -- * pgqueue.dashboard_sessions: a signed-in browser's session. The cookie holds a random key
