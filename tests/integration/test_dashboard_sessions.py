@@ -112,3 +112,21 @@ async def test_the_cookie_is_secure_behind_a_trusted_tls_proxy_or_when_told(queu
         assert "Secure" in (await _sign_in(client)).headers["set-cookie"]
     async with _client(_host(queue), base_url="https://dash.test") as client:
         assert "Secure" in (await _sign_in(client)).headers["set-cookie"]
+
+
+async def test_a_schedule_no_worker_has_any_more_shows_as_stale(
+    client: httpx.AsyncClient, pool: asyncpg.Pool
+) -> None:
+    for name, unseen in (("removed", "2 hours"), ("live", "1 minute")):
+        await pool.execute(
+            "INSERT INTO pgqueue.schedules (name, kind, queue, schedule, last_tick, next_tick,"
+            " seen_at) VALUES ($1, 'k', 'default', 'every 60s', now(), now() + interval '1m',"
+            " now() - $2::text::interval)",
+            name,
+            unseen,
+        )
+    await _sign_in(client)
+    page = (await client.get("/dashboard/")).text
+    assert page.count('data-part="stale"') == 1
+    # By name: live, then removed with its mark.
+    assert page.index("<td>live") < page.index("<td>removed") < page.index('data-part="stale"')
