@@ -15,6 +15,10 @@ from typing import Any, Protocol
 
 MIN_INTERVAL_S = 1.0  # finer ticks would be a busy loop, not a schedule
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
+# The longest gap between two ticks of a cron expression that has any: February 29th skips
+# 2100 (8 years). Bounding croniter's search also keeps a failing one from taking seconds.
+MAX_YEARS_BETWEEN_TICKS = 8
 
 
 class Schedule(Protocol):
@@ -36,7 +40,12 @@ class Schedule(Protocol):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Every:
-    """Every `seconds`, aligned on the epoch (so every worker agrees on the ticks)."""
+    """Every `seconds`, aligned on the epoch (so every worker agrees on the ticks).
+
+    Ticks are whole microseconds since the epoch (what a timestamptz holds), computed in
+    integers: in floats, `floor(elapsed / 1.1) * 1.1` can land a hair below the tick it started
+    from, so the tick after a tick was the tick itself (a scheduler pass every few ms).
+    """
 
     seconds: float
 
@@ -50,17 +59,26 @@ class Every:
     def text(self) -> str:
         return f"every {self.seconds:g}s"
 
+    @property
+    def _step_us(self) -> int:
+        return round(self.seconds * 1_000_000)
+
     def latest(self, now: datetime) -> datetime:
-        elapsed = (now - EPOCH).total_seconds()
-        return EPOCH + timedelta(seconds=math.floor(elapsed / self.seconds) * self.seconds)
+        elapsed_us = (now - EPOCH) // MICROSECOND
+        return EPOCH + (elapsed_us // self._step_us * self._step_us) * MICROSECOND
 
     def following(self, tick: datetime) -> datetime:
-        return self.latest(tick) + timedelta(seconds=self.seconds)
+        return self.latest(tick) + self._step_us * MICROSECOND
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Cron:
-    """A five-field cron expression, read in UTC (`croniter`, the `cron` extra)."""
+    """A five-field cron expression, read in UTC (`croniter`, the `cron` extra).
+
+    An expression that names no real date (`0 0 30 2 *`, February 30th) is valid cron syntax
+    but has no tick: it is refused here, at registration, rather than failing every time the
+    scheduler asks for its ticks.
+    """
 
     text: str
 
@@ -70,16 +88,23 @@ class Cron:
             raise ValueError(
                 f"not a five-field cron expression: {self.text!r} (e.g. '*/5 * * * *')"
             )
+        try:
+            self.following(datetime.now(UTC))
+        except _bad_date() as exc:
+            raise ValueError(
+                f"the cron expression {self.text!r} matches no date within "
+                f"{MAX_YEARS_BETWEEN_TICKS} years (a day that no month has?)"
+            ) from exc
 
     def latest(self, now: datetime) -> datetime:
         # get_prev is strictly before its start: start a microsecond later so that a tick
         # exactly at `now` counts as due.
-        start = now.astimezone(UTC) + timedelta(microseconds=1)
-        tick: datetime = _croniter()(self.text, start).get_prev(datetime)
+        start = now.astimezone(UTC) + MICROSECOND
+        tick: datetime = _iterate(self.text, start).get_prev(datetime)
         return tick
 
     def following(self, tick: datetime) -> datetime:
-        after: datetime = _croniter()(self.text, tick.astimezone(UTC)).get_next(datetime)
+        after: datetime = _iterate(self.text, tick.astimezone(UTC)).get_next(datetime)
         return after
 
 
@@ -90,6 +115,17 @@ def parse(schedule: str | float | timedelta) -> Schedule:
     if isinstance(schedule, int | float):
         return Every(float(schedule))
     return Cron(schedule.strip())
+
+
+def _iterate(text: str, start: datetime) -> Any:
+    return _croniter()(text, start, max_years_between_matches=MAX_YEARS_BETWEEN_TICKS)
+
+
+def _bad_date() -> type[Exception]:
+    import croniter
+
+    error: type[Exception] = croniter.CroniterBadDateError
+    return error
 
 
 def _croniter() -> Any:

@@ -1,13 +1,22 @@
 """The dashboard's Starlette app: server-rendered pages on `Queue`'s public methods only.
 
 Signing in: the pages are opened by browser navigations, which cannot carry a bearer header.
-The sign-in form posts a credential once; the app keeps it in an HttpOnly, SameSite=Strict
-cookie scoped to the dashboard's path, and hands it to the host's `authorize` callback on
-every request. HttpOnly: no script (an injected one included) can read it. SameSite=Strict:
-a page on another site cannot make the browser send it, so a forged form post arrives without
-it; POSTs also refuse a foreign `Origin`, for browsers that ignore SameSite. Every change is
+The sign-in form posts a credential once; the app checks it with the host's `authorize`
+callback and opens a session (pgqueue/dashboard/sessions.py): an HttpOnly, SameSite=Strict
+cookie scoped to the dashboard's path holds a random key, never the credential, and the
+session ends after `session_max_age_s` (in the database, whatever the browser keeps) or at
+sign-out. On every request the app hands the session's credential to `authorize` again, so
+a credential the host revokes stops working at once. HttpOnly: no script (an injected one
+included) can read the cookie. SameSite=Strict: a page on another site cannot make the
+browser send it, so a forged form post arrives without it; POSTs (sign-in and sign-out
+included) also refuse a foreign `Origin`, for browsers that ignore SameSite. Every change is
 a POST (GETs change nothing), confirmed in the page before it is sent, and answered with a
 redirect to the page it came from, which reads the new state: the change shows at once.
+
+The cookie is `Secure` when the request arrived over https as the ASGI server reports it.
+Behind a proxy that terminates TLS, either tell the server to trust the proxy's
+`X-Forwarded-Proto` (uvicorn: `--proxy-headers --forwarded-allow-ips=<the proxy>`, or
+`FORWARDED_ALLOW_IPS`) or pass `secure_cookie=True`.
 
 Why not the studio's way (a page shell whose script calls the JSON API with a token from
 localStorage): the dashboard must work for any application on pgqueue, whose JSON API (if it
@@ -33,7 +42,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from pgqueue import errors, models
+from pgqueue import errors, models, store
+from pgqueue.dashboard import sessions
 from pgqueue.dashboard.chart import finished_chart
 from pgqueue.queue import Queue
 
@@ -76,18 +86,32 @@ class _Refused(Exception):
         self.message = message
 
 
-def create_app(queue: QueueSource, *, authorize: Authorize, title: str = "pgqueue") -> Starlette:
+def create_app(
+    queue: QueueSource,
+    *,
+    authorize: Authorize,
+    title: str = "pgqueue",
+    session_max_age_s: float = sessions.DEFAULT_MAX_AGE_S,
+    secure_cookie: bool | None = None,
+) -> Starlette:
     """The dashboard, to mount anywhere (`Mount("/dashboard", app=create_app(...))`).
 
     Args:
         queue: the `Queue` to show, or a function of the request giving one (e.g. from the
-            host's lifespan state).
+            host's lifespan state). Its database keeps the sessions (pgqueue schema v10).
         authorize: the host's check, called on every request with the request and the
-            credential the browser signed in with (None before it has): True lets the request
-            through. It may be async. A host with its own sessions can ignore the credential
-            and look at the request instead.
+            credential the browser signed in with (None before it has, or once its session
+            ended): True lets the request through. It may be async. A host with its own
+            sessions can ignore the credential and look at the request instead.
         title: shown in the page's header.
+        session_max_age_s: how long a sign-in lasts.
+        secure_cookie: True: the session cookie is always `Secure` (behind a TLS proxy whose
+            scheme the server is not told); None: when the request came over https.
     """
+    if not (math.isfinite(session_max_age_s) and 1 <= session_max_age_s <= 30 * 86400):
+        raise ValueError(
+            f"session_max_age_s must be within 1 s and 30 days, got {session_max_age_s!r}"
+        )
     templates = Environment(
         loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"])
     )
@@ -98,6 +122,21 @@ def create_app(queue: QueueSource, *, authorize: Authorize, title: str = "pgqueu
     def queue_of(request: Request) -> Queue:
         return queue if isinstance(queue, Queue) else queue(request)
 
+    def db_of(request: Request) -> store.Executor:
+        # The sessions live beside the jobs: the Queue's own pool, not a public method of it
+        # (sessions are the dashboard's business, not an application's).
+        return queue_of(request)._pool
+
+    async def session_credential(request: Request) -> str | None:
+        """The credential of the request's session, once per request."""
+        if "pgqueue_credential" not in request.scope:
+            cookie = request.cookies.get(COOKIE)
+            request.scope["pgqueue_credential"] = (
+                None if cookie is None else await sessions.credential_of(db_of(request), cookie)
+            )
+        found: str | None = request.scope["pgqueue_credential"]
+        return found
+
     def render(request: Request, name: str, status: int = 200, **context: Any) -> Response:
         base = _base(request)
         page = templates.get_template(name).render(
@@ -105,13 +144,14 @@ def create_app(queue: QueueSource, *, authorize: Authorize, title: str = "pgqueu
             title=title,
             request=request,
             notice=_notice(request),
-            signed_in=request.cookies.get(COOKIE) is not None,  # every page offers to sign out
+            # Every page of a live session offers to sign out (read by the guard, if it ran).
+            signed_in=request.scope.get("pgqueue_credential") is not None,
             **context,
         )
         return HTMLResponse(page, status_code=status, headers=PAGE_HEADERS)
 
     async def allowed(request: Request) -> bool:
-        verdict = authorize(request, request.cookies.get(COOKIE))
+        verdict = authorize(request, await session_credential(request))
         if inspect.isawaitable(verdict):
             verdict = await verdict
         return bool(verdict)
@@ -123,13 +163,16 @@ def create_app(queue: QueueSource, *, authorize: Authorize, title: str = "pgqueu
             if change and not _same_origin(request):
                 return render(request, "error.html", 403, message="cross-site request refused")
             if not await allowed(request):
-                signed_in = request.cookies.get(COOKIE) is not None
-                return render(
+                signed_in = await session_credential(request) is not None
+                page = render(
                     request,
                     "sign_in.html",
                     403 if signed_in else 401,
                     refused=signed_in,
                 )
+                if not signed_in and COOKIE in request.cookies:
+                    page.delete_cookie(COOKIE, path=f"{_base(request)}/")  # ended or unknown
+                return page
             try:
                 return await handler(request)
             except _Refused as refused:
@@ -219,18 +262,26 @@ def create_app(queue: QueueSource, *, authorize: Authorize, title: str = "pgqueu
             verdict = await verdict
         if not verdict:
             return render(request, "sign_in.html", 403, refused=True)
+        key = await sessions.open_session(db_of(request), credential, session_max_age_s)
         response = RedirectResponse(f"{_base(request)}/", status_code=303)
         response.set_cookie(
             COOKIE,
-            credential,
+            key,
+            max_age=int(session_max_age_s),
             path=f"{_base(request)}/",
             httponly=True,
             samesite="strict",
-            secure=request.url.scheme == "https",
+            secure=request.url.scheme == "https" if secure_cookie is None else secure_cookie,
         )
         return response
 
     async def sign_out(request: Request) -> Response:
+        # Checked like every POST: otherwise any site could sign an admin out.
+        if not _same_origin(request):
+            return render(request, "error.html", 403, message="cross-site request refused")
+        cookie = request.cookies.get(COOKIE)
+        if cookie is not None:
+            await sessions.close_session(db_of(request), cookie)  # copies of it end too
         response = RedirectResponse(f"{_base(request)}/sign-in?done=signed-out", status_code=303)
         response.delete_cookie(COOKIE, path=f"{_base(request)}/")
         return response

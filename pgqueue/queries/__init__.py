@@ -27,6 +27,7 @@ here (callers say `queries.CLAIM_JOBS`):
     ratelimits    rate limits of keys
     governor      breakers, adaptive rates, budgets, an attempt's reported cost
     schedules     periodic jobs' ticks, the database's clock
+    sessions      the dashboard's signed-in sessions
     checkpoints   a step's value kept across a job's attempts (ctx.checkpoint)
     metrics       what a metrics scrape reads
     waiting       why queued jobs wait, and when they may be done
@@ -88,6 +89,7 @@ from pgqueue.queries.maintenance import (
     LOCK_IDLE_CONCURRENCY_SLOTS,
     PURGE_FINISHED,
     PURGE_IDLE_CONCURRENCY_SLOTS,
+    PURGE_IDLE_RATE_LIMITS,
     REAP_JOBS,
     SELECT_EXPIRED_LEASES,
     TRY_REAPER_LOCK,
@@ -118,7 +120,15 @@ from pgqueue.queries.schedules import (
     DATABASE_NOW,
     INSERT_SCHEDULE,
     LIST_SCHEDULES,
+    MARK_SCHEDULES_SEEN,
+    PRUNE_UNSEEN_SCHEDULES,
     SET_SCHEDULE_JOB,
+)
+from pgqueue.queries.sessions import (
+    CLOSE_SESSION,
+    OPEN_SESSION,
+    PURGE_EXPIRED_SESSIONS,
+    READ_SESSION,
 )
 from pgqueue.queries.waiting import (
     EXPLAIN_WAITS,
@@ -131,6 +141,7 @@ __all__ = [
     "CHARGE_ATTEMPT",
     "CLAIM_JOBS",
     "CLEAR_ADAPTIVE",
+    "CLOSE_SESSION",
     "COMPLETE_AND_CLAIM_JOBS",
     "COMPLETE_JOB",
     "COMPLETE_JOBS",
@@ -153,15 +164,21 @@ __all__ = [
     "LIST_SCHEDULES",
     "LOCK_HELD_JOB",
     "LOCK_IDLE_CONCURRENCY_SLOTS",
+    "MARK_SCHEDULES_SEEN",
     "NOTIFY_QUEUES",
+    "OPEN_SESSION",
     "PAUSE_QUEUE",
     "PAUSE_RATE_LIMIT_KEY",
     "PING",
+    "PRUNE_UNSEEN_SCHEDULES",
+    "PURGE_EXPIRED_SESSIONS",
     "PURGE_FINISHED",
     "PURGE_IDLE_CONCURRENCY_SLOTS",
+    "PURGE_IDLE_RATE_LIMITS",
     "QUEUE_OVERVIEW",
     "QUEUE_STATS",
     "READ_CHECKPOINT",
+    "READ_SESSION",
     "REAP_JOBS",
     "RECORD_UPSTREAM_FAILURE",
     "RELEASE_JOBS",

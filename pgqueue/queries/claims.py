@@ -39,6 +39,13 @@ from __future__ import annotations
 # -- of its budgets, the costs of the candidates ahead of it and its own fit what is left. The
 # -- start trigger jobs_debit_budget_reserve then reserves the cost under that lock. Fair turns
 # -- need nothing here: they are the run_at order the scan already follows.
+# -- Schema v10: a key's window is counted in `windows`, at clock_timestamp() read as it pulls
+# -- each key's row from `limits`, that is once the row is locked, and the start trigger
+# -- records the start at its own clock_timestamp(): never at now(), the statement's start,
+# -- which a wait for the key's lock (another claim, a transaction holding the row) makes
+# -- older than the start by the wait (1 start per 2 s, a 3 s wait: two starts 2 ms apart).
+# -- The scan's `next_start_at > now()` keeps now(): an older clock there only skips a key
+# -- that could start, for one claim.
 CLAIM_JOBS = """
 WITH candidates AS MATERIALIZED (
     SELECT c.*
@@ -85,14 +92,18 @@ WITH candidates AS MATERIALIZED (
     ORDER BY b.key
     FOR NO KEY UPDATE
 ), limits AS (
-    SELECT r.key, r.capacity, r.paused_until, r.breaker_state, r.breaker_until,
-           (SELECT count(*) FROM unnest(r.starts) AS t
-            WHERE t > now() - make_interval(secs => r.period_s)) AS in_window
+    SELECT r.key, r.capacity, r.paused_until, r.breaker_state, r.breaker_until, r.starts,
+           r.period_s
     FROM pgqueue.rate_limits AS r
     WHERE r.key = ANY (ARRAY(SELECT rate_limit_key FROM candidates))
       AND (SELECT count(*) FROM budgets) >= 0
     ORDER BY r.key
     FOR NO KEY UPDATE
+), windows AS (
+    SELECT l.key, l.capacity, l.paused_until, l.breaker_state, l.breaker_until,
+           (SELECT count(*) FROM unnest(l.starts) AS t
+            WHERE t > clock_timestamp() - make_interval(secs => l.period_s)) AS in_window
+    FROM limits AS l
 ), chosen AS (
     SELECT ranked.id
     FROM (
@@ -117,7 +128,7 @@ WITH candidates AS MATERIALIZED (
                              AND (o.priority, o.run_at, o.id) <= (c.priority, c.run_at, c.id))
                           > b.available)) AS allowed
         FROM candidates AS c LEFT JOIN slots AS s ON s.key = c.concurrency_key
-        LEFT JOIN limits AS l ON l.key = c.rate_limit_key
+        LEFT JOIN windows AS l ON l.key = c.rate_limit_key
     ) AS ranked
     WHERE ranked.allowed
     ORDER BY ranked.priority, ranked.run_at, ranked.id
@@ -211,9 +222,8 @@ WITH completed AS (
     ORDER BY b.key
     FOR NO KEY UPDATE
 ), limits AS (
-    SELECT r.key, r.capacity, r.paused_until, r.breaker_state, r.breaker_until,
-           (SELECT count(*) FROM unnest(r.starts) AS t
-            WHERE t > now() - make_interval(secs => r.period_s)) AS in_window
+    SELECT r.key, r.capacity, r.paused_until, r.breaker_state, r.breaker_until, r.starts,
+           r.period_s
     FROM pgqueue.rate_limits AS r
     WHERE r.key = ANY (ARRAY(
         SELECT rate_limit_key FROM candidates
@@ -222,6 +232,11 @@ WITH completed AS (
       AND (SELECT count(*) FROM budgets) >= 0
     ORDER BY r.key
     FOR NO KEY UPDATE
+), windows AS (
+    SELECT l.key, l.capacity, l.paused_until, l.breaker_state, l.breaker_until,
+           (SELECT count(*) FROM unnest(l.starts) AS t
+            WHERE t > clock_timestamp() - make_interval(secs => l.period_s)) AS in_window
+    FROM limits AS l
 ), chosen AS (
     SELECT ranked.id
     FROM (
@@ -249,7 +264,7 @@ WITH completed AS (
         FROM candidates AS c
         LEFT JOIN slots AS s ON s.key = c.concurrency_key
         LEFT JOIN freed AS f ON f.key = c.concurrency_key
-        LEFT JOIN limits AS l ON l.key = c.rate_limit_key
+        LEFT JOIN windows AS l ON l.key = c.rate_limit_key
     ) AS ranked
     WHERE ranked.allowed
     ORDER BY ranked.priority, ranked.run_at, ranked.id

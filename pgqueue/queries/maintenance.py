@@ -97,6 +97,27 @@ WHERE id = ANY (ARRAY(
 ))
 """
 
+# -- purge_idle_rate_limits: delete up to $1 rate-limit rows that hold nothing any more: no limit,
+# -- no breaker, no adaptive rate, and no throttle still running. A 429 on a key without a
+# -- limit leaves such a row (one per key: with per-tenant keys, one per tenant, for ever).
+# -- SKIP LOCKED passes by the rows a claim or a handler holds; a throttle or a limit written
+# -- meanwhile either commits first (the DELETE re-checks the row it waited for) or inserts its
+# -- row anew after this commits.
+PURGE_IDLE_RATE_LIMITS = """
+DELETE FROM pgqueue.rate_limits
+WHERE key = ANY (ARRAY(
+    SELECT key FROM pgqueue.rate_limits
+    WHERE capacity IS NULL AND breaker_threshold IS NULL AND NOT adaptive
+      AND (paused_until IS NULL OR paused_until < now())
+      AND (breaker_until IS NULL OR breaker_until < now())
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+))
+  AND capacity IS NULL AND breaker_threshold IS NULL AND NOT adaptive
+  AND (paused_until IS NULL OR paused_until < now())
+  AND (breaker_until IS NULL OR breaker_until < now())
+"""
+
 # -- vacuum_queue_tables: what a busy worker runs between autovacuum's visits (outside any
 # -- transaction; skips tables another VACUUM holds)
 VACUUM_QUEUE_TABLES = """

@@ -18,7 +18,8 @@ RETURNING name
 # -- advance_schedule: move a schedule that is behind to tick $5 (no row: someone else did)
 ADVANCE_SCHEDULE = """
 UPDATE pgqueue.schedules
-SET kind = $2, queue = $3, schedule = $4, last_tick = $5, next_tick = $6, updated_at = now()
+SET kind = $2, queue = $3, schedule = $4, last_tick = $5, next_tick = $6, updated_at = now(),
+    seen_at = now()
 WHERE name = $1 AND last_tick < $5
 RETURNING name
 """
@@ -28,8 +29,21 @@ SET_SCHEDULE_JOB = """
 UPDATE pgqueue.schedules SET last_job_id = $2 WHERE name = $1
 """
 
-# -- list_schedules: every schedule, by name
+# -- mark_schedules_seen: the schedules $1 are still in a running scheduler's registry
+MARK_SCHEDULES_SEEN = """
+UPDATE pgqueue.schedules SET seen_at = now() WHERE name = ANY ($1::text[])
+"""
+
+# -- prune_unseen_schedules: delete the schedules no scheduler has marked for $1 seconds (removed
+# -- from every registry: a live one is marked every few minutes)
+PRUNE_UNSEEN_SCHEDULES = """
+DELETE FROM pgqueue.schedules WHERE seen_at < now() - make_interval(secs => $1)
+"""
+
+# -- list_schedules: every schedule, by name; stale when no scheduler has marked it for $1
+# -- seconds (its registries dropped it; it is deleted later)
 LIST_SCHEDULES = """
-SELECT name, kind, queue, schedule, last_tick, next_tick, last_job_id, updated_at
+SELECT name, kind, queue, schedule, last_tick, next_tick, last_job_id, updated_at, seen_at,
+       seen_at < now() - make_interval(secs => $1) AS stale
 FROM pgqueue.schedules ORDER BY name
 """

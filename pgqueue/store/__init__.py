@@ -18,7 +18,8 @@ One module per concept, each name re-exported here (callers say `store.claim`):
     maintenance   the reaper, retention purges, vacuum
     ratelimits    rate limits of keys
     governor      breakers, adaptive rates, budgets, an attempt's upstream failure and cost
-    schedules     periodic jobs' ticks
+    schedules     periodic jobs' ticks, and whether a registry still has them
+    sessions      the dashboard's signed-in sessions
     checkpoints   a step's value kept across a job's attempts (ctx.checkpoint)
     metrics       what a metrics scrape reads
     waiting       why queued jobs wait, and when they may be done
@@ -73,6 +74,7 @@ from pgqueue.store.maintenance import (
     REAPER_IDLE_LIMIT_S,
     purge_finished,
     purge_idle_concurrency_slots,
+    purge_idle_rate_limits,
     reap,
     vacuum,
 )
@@ -89,7 +91,22 @@ from pgqueue.store.outcomes import (
     throttle,
 )
 from pgqueue.store.ratelimits import list_rate_limits, remove_rate_limit, set_rate_limit
-from pgqueue.store.schedules import ScheduleTick, database_now, fire_schedule, list_schedules
+from pgqueue.store.schedules import (
+    SCHEDULE_PRUNE_AFTER_S,
+    SCHEDULE_STALE_AFTER_S,
+    ScheduleTick,
+    database_now,
+    fire_schedule,
+    list_schedules,
+    mark_schedules_seen,
+    prune_unseen_schedules,
+)
+from pgqueue.store.sessions import (
+    close_session,
+    open_session,
+    purge_expired_sessions,
+    read_session,
+)
 from pgqueue.store.waiting import LINE_READ_LIMIT, explain_waits
 
 __all__ = [
@@ -101,6 +118,8 @@ __all__ = [
     "PURGE_BATCH",
     "PURGE_MAX_BATCHES",
     "REAPER_IDLE_LIMIT_S",
+    "SCHEDULE_PRUNE_AFTER_S",
+    "SCHEDULE_STALE_AFTER_S",
     "CheckpointRead",
     "ClaimRequest",
     "Executor",
@@ -113,6 +132,7 @@ __all__ = [
     "capped_delay_s",
     "charge_attempt",
     "claim",
+    "close_session",
     "complete",
     "complete_and_claim",
     "complete_held",
@@ -132,13 +152,19 @@ __all__ = [
     "list_rate_limits",
     "list_schedules",
     "lock_held",
+    "mark_schedules_seen",
     "notify_queues",
+    "open_session",
     "pause_queue",
+    "prune_unseen_schedules",
+    "purge_expired_sessions",
     "purge_finished",
     "purge_idle_concurrency_slots",
+    "purge_idle_rate_limits",
     "queue_overview",
     "queue_stats",
     "read_checkpoint",
+    "read_session",
     "reap",
     "release",
     "remove_breaker",

@@ -75,6 +75,13 @@ async def purge_idle_concurrency_slots(db: Executor, *, batch_size: int = PURGE_
     return int(status.split()[-1])
 
 
+async def purge_idle_rate_limits(db: Executor, *, batch_size: int = PURGE_BATCH) -> int:
+    """Delete up to `batch_size` rate-limit rows that hold no limit, breaker, adaptive rate or
+    running throttle (see PURGE_IDLE_RATE_LIMITS); returns how many."""
+    status = await db.execute(queries.PURGE_IDLE_RATE_LIMITS, batch_size)
+    return int(status.split()[-1])
+
+
 async def vacuum(db: Executor) -> None:
     """VACUUM the queue's tables (outside any transaction; skips tables being vacuumed)."""
     # A role that does not own the tables gets a warning from the server, not an error.

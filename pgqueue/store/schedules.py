@@ -10,6 +10,14 @@ from pgqueue import models, queries
 from pgqueue.store._common import Executor, _connection
 from pgqueue.store.enqueueing import enqueue
 
+# A scheduler marks its registry's schedules every few minutes (worker/scheduler.py), so a row
+# unmarked for an hour belongs to no running registry: the dashboard says it is stale. It is
+# deleted only after a week: during a deploy, old and new workers run side by side, and a
+# fleet stopped for a while keeps its schedules' last ticks (their catch-up tick) when it
+# comes back within the week.
+SCHEDULE_STALE_AFTER_S = 3600.0
+SCHEDULE_PRUNE_AFTER_S = 7 * 86400.0
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ScheduleTick:
@@ -57,6 +65,21 @@ async def fire_schedule(
     return job
 
 
+async def mark_schedules_seen(db: Executor, names: list[str]) -> None:
+    """Mark the schedules `names` as still in a running scheduler's registry."""
+    await db.execute(queries.MARK_SCHEDULES_SEEN, names)
+
+
+async def prune_unseen_schedules(
+    db: Executor, *, unseen_for_s: float = SCHEDULE_PRUNE_AFTER_S
+) -> int:
+    """Delete the schedules no scheduler has marked for `unseen_for_s`; how many."""
+    status = await db.execute(queries.PRUNE_UNSEEN_SCHEDULES, unseen_for_s)
+    return int(status.split()[-1])
+
+
 async def list_schedules(db: Executor) -> list[dict[str, Any]]:
-    """Every schedule (for the dashboard): name, kind, queue, schedule, ticks, last job."""
-    return [dict(record) for record in await db.fetch(queries.LIST_SCHEDULES)]
+    """Every schedule (for the dashboard): name, kind, queue, schedule, ticks, last job, when
+    a scheduler last marked it (`seen_at`) and whether that is too long ago (`stale`)."""
+    records = await db.fetch(queries.LIST_SCHEDULES, SCHEDULE_STALE_AFTER_S)
+    return [dict(record) for record in records]

@@ -2,9 +2,11 @@
 
 - reap: running jobs whose lease expired go back to the queue with backoff (or fail once
   their attempts are spent); every worker runs it, one at a time across the fleet;
-- retention: old finished jobs are deleted in short batches, and so are the rows of
-  concurrency keys no job needs any more (a service keyed by project would otherwise keep a
-  row per project for ever);
+- retention: old finished jobs are deleted in short batches, and so are the rows nothing
+  else would ever delete: concurrency keys no job needs any more (a service keyed by project
+  would otherwise keep a row per project for ever), rate-limit keys that hold nothing (a
+  throttle on a key without a limit leaves one, per tenant with per-tenant keys), schedules
+  no registry has any more, and ended dashboard sessions;
 - backlog: a warning when more runnable jobs wait than the threshold;
 - vacuum: a busy worker VACUUMs the queue's tables every so many jobs (see
   `WorkerConfig.vacuum_every_jobs` for why autovacuum alone is not enough).
@@ -140,6 +142,34 @@ class Maintenance:
                 "retention deleted %d idle concurrency slot(s)",
                 slots,
                 extra={"action": "retention_slots"},
+            )
+        await self.purge_unneeded_rows()
+
+    async def purge_unneeded_rows(self) -> None:
+        """Delete the rate-limit keys that hold nothing, the schedules no scheduler marked
+        for a week and the ended dashboard sessions."""
+        keys = 0
+        for _ in range(store.PURGE_MAX_BATCHES):
+            purged = await store.purge_idle_rate_limits(self._db)
+            keys += purged
+            if purged < store.PURGE_BATCH:
+                break
+        # A schedule is marked every few minutes by each scheduler whose registry has it, so
+        # one unmarked for a week is in no running registry. Not deleted sooner, nor by the
+        # scheduler the moment its own registry lacks it: during a deploy, workers with the
+        # old and the new registry run side by side, and a schedule that only the old one has
+        # (or only the new one, still rolling out) must keep its last tick meanwhile, lest it
+        # fire again. The dashboard shows such a row as stale after an hour.
+        schedules = await store.prune_unseen_schedules(self._db)
+        sessions = await store.purge_expired_sessions(self._db)
+        if keys or schedules or sessions:
+            logger.info(
+                "retention deleted %d idle rate-limit key(s), %d unseen schedule(s), "
+                "%d ended dashboard session(s)",
+                keys,
+                schedules,
+                sessions,
+                extra={"action": "retention_rows"},
             )
 
     async def check_backlog(self) -> None:

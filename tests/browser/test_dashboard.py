@@ -155,3 +155,39 @@ async def test_an_admin_retries_cancels_pauses_and_resumes(
         await page.reload()
         await expect(_row(page, held).locator('[data-part="state"]')).to_have_text("succeeded")
         await screenshot(page, "dashboard-after")
+
+
+FOREIGN = "http://other-site.test/"  # a page of another site, served by the test's route
+
+
+async def test_a_session_is_a_key_that_another_site_cannot_end_and_sign_out_does(
+    start_studio: StartStudio, page: Page, db_url: str
+) -> None:
+    studio = await start_studio()
+    token = (await bearer(db_url, "root", admin=True))["Authorization"].removeprefix("Bearer ")
+    await page.goto(f"{studio.url}/dashboard/")
+    await page.locator("#token").fill(token)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_role("heading", name="Queues")).to_be_visible()
+    (cookie,) = await page.context.cookies()
+    assert cookie["value"] != token and token not in cookie["value"]
+    assert 0 < cookie["expires"] - time.time() <= 8 * 3600 + 60  # it ends, in the browser too
+
+    # Another site's page posts a sign-out form at the dashboard: refused, still signed in.
+    form = (
+        f'<form method="post" action="{studio.url}/dashboard/sign-out"></form>'
+        "<script>document.forms[0].submit()</script>"
+    )
+    await page.route(FOREIGN, lambda route: route.fulfill(body=form, content_type="text/html"))
+    async with page.expect_navigation(url=re.compile(f"^{re.escape(studio.url)}/dashboard/")):
+        await page.goto(FOREIGN)
+    await expect(page.locator("body")).to_contain_text("cross-site request refused")
+    await page.goto(f"{studio.url}/dashboard/")
+    await expect(page.get_by_role("heading", name="Queues")).to_be_visible()
+
+    # Signing out ends the session itself: a copy of the cookie is refused afterwards.
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    await page.context.add_cookies([cookie])  # type: ignore[list-item]
+    await page.goto(f"{studio.url}/dashboard/")
+    await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()

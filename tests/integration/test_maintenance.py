@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import asyncpg
 
-from pgqueue import JobContext, JobSpec, Queue, Registry, queries
+from pgqueue import JobContext, JobSpec, Queue, Registry, RetryLater, queries, store
 from pgqueue.models import QueueStats
 from tests.integration.conftest import WorkerFactory
 from tests.support.wait import wait_for
@@ -113,3 +113,70 @@ async def test_a_busy_worker_vacuums_the_queue_tables(
 
 async def _noop(ctx: JobContext) -> None:
     return None
+
+
+async def test_retention_deletes_the_rows_nothing_else_deletes(
+    queue: Queue, pool: asyncpg.Pool, running_worker: WorkerFactory
+) -> None:
+    # Per-tenant keys throttled by a 429 (no limit of their own): each left a row for ever.
+    registry = Registry()
+    throttled: set[int] = set()
+
+    @registry.handler("tenant")
+    async def tenant(ctx: JobContext) -> None:
+        if ctx.job.id not in throttled:  # a throttle gives the attempt back: count here
+            throttled.add(ctx.job.id)
+            raise RetryLater("429 Too Many Requests", throttle_s=0.2)
+
+    await queue.enqueue_many(
+        [JobSpec("tenant", rate_limit_key=f"tenant-{n}", max_attempts=2) for n in range(5)]
+    )
+    # What must stay: a key with a limit, one with a breaker, an adaptive one, one whose
+    # throttle still runs.
+    await queue.set_rate_limit("limited", 5, 60)
+    await queue.set_breaker("guarded")
+    await queue.set_adaptive_rate_limit("learning", ceiling=10)
+    await pool.execute("SELECT pgqueue.throttle_rate_limit_key('paused', 3600)")
+    # A schedule no scheduler has marked for eight days (removed from every registry), one
+    # unmarked for two (its fleet is down, or deploying), one marked just now.
+    for name, age in (("removed", 8), ("resting", 2), ("live", 0)):
+        await pool.execute(
+            "INSERT INTO pgqueue.schedules (name, kind, queue, schedule, last_tick, next_tick,"
+            " seen_at) VALUES ($1, 'k', 'default', 'every 60s', now(), now(),"
+            " now() - $2::interval)",
+            name,
+            timedelta(days=age),
+        )
+    listed = {s["name"]: s["stale"] for s in await queue.schedules()}
+    assert listed == {"live": False, "removed": True, "resting": True}
+    # An ended dashboard session and a current one.
+    await store.open_session(pool, b"e" * 32, b"sealed", 0.001)
+    await store.open_session(pool, b"c" * 32, b"sealed", 3600)
+
+    async with running_worker(registry, maintenance_interval_s=0.2):
+
+        async def tenants_done() -> bool:
+            return await pool.fetchval(
+                "SELECT count(*) = 5 FROM pgqueue.jobs WHERE state = 'succeeded'"
+            )
+
+        await wait_for(tenants_done, message="every tenant's job, after its 429")
+
+        async def tenants_purged() -> bool:
+            keys = {r["key"] for r in await queue.rate_limits()}
+            return not any(key.startswith("tenant-") for key in keys)
+
+        await wait_for(tenants_purged, message="the tenants' idle keys deleted")
+        await wait_for(
+            lambda: pool.fetchval("SELECT count(*) = 2 FROM pgqueue.schedules"),
+            message="the schedule unmarked for a week deleted",
+        )
+    assert sorted(r["key"] for r in await queue.rate_limits()) == [
+        "guarded",
+        "learning",
+        "limited",
+        "paused",
+    ]
+    assert sorted(s["name"] for s in await queue.schedules()) == ["live", "resting"]
+    assert await store.read_session(pool, b"c" * 32) == b"sealed"
+    assert await pool.fetchval("SELECT count(*) FROM pgqueue.dashboard_sessions") == 1

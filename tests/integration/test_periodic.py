@@ -12,6 +12,8 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from pgqueue import JobContext, Queue, Registry
+from pgqueue.registry import Periodic
+from pgqueue.schedules import Cron
 from pgqueue.worker.scheduler import Scheduler
 from tests.integration.conftest import WorkerFactory
 from tests.support.wait import wait_for
@@ -123,3 +125,52 @@ async def test_the_schedules_are_listed_for_the_dashboard(pool: asyncpg.Pool) ->
     assert listed["name"] == "nightly" and listed["queue"] == "reports"
     assert listed["schedule"] == "0 3 * * *" and listed["last_job_id"] is None
     assert listed["next_tick"] == datetime(2026, 12, 3, 3, 0, tzinfo=UTC)
+
+
+def _unchecked_cron(text: str) -> Cron:
+    """A Cron that skipped registration's check (as one registered before it existed did)."""
+    cron = object.__new__(Cron)
+    object.__setattr__(cron, "text", text)
+    return cron
+
+
+async def test_one_broken_schedule_does_not_stop_the_others(pool: asyncpg.Pool) -> None:
+    # February 30th has no tick: asking for one raises, and it used to end the whole pass
+    # before the schedules after it, on every pass, for good.
+    registry = Registry()
+    registry.periodics.append(Periodic("never", "k", _unchecked_cron("0 0 30 2 *")))
+    registry.periodic(60, "minutely")
+    clock = Clock(START)
+    scheduler = Scheduler(pool, registry.periodics, default_queue="default", clock=clock)
+    assert await scheduler.fire_due() == []  # the good one is seen for the first time
+    clock.now += timedelta(seconds=60)
+    [job] = await scheduler.fire_due()
+    assert job.kind == "minutely"
+    listed = await Queue(pool).schedules()
+    assert [s["name"] for s in listed] == ["minutely"]
+    assert listed[0]["next_tick"] > listed[0]["last_tick"]
+    assert not listed[0]["stale"]
+
+
+async def test_a_fractional_interval_ticks_once_per_interval(pool: asyncpg.Pool) -> None:
+    registry = Registry()
+    registry.periodic(1.1, "often")
+    clock = Clock(datetime(2026, 12, 3, 12, 10, 8, 600000, tzinfo=UTC))
+    scheduler = Scheduler(pool, registry.periodics, default_queue="default", clock=clock)
+    await scheduler.fire_due()
+    (listed,) = await Queue(pool).schedules()
+    assert listed["next_tick"] - listed["last_tick"] == timedelta(seconds=1.1)
+
+
+async def test_a_scheduler_marks_its_schedules_as_still_registered(pool: asyncpg.Pool) -> None:
+    # How retention tells a schedule removed from the code (never marked again: stale, then
+    # deleted) from one waiting for a rare tick (marked every few minutes by its scheduler).
+    registry = Registry()
+    registry.periodic("0 0 1 1 *", "yearly")
+    scheduler = Scheduler(pool, registry.periodics, default_queue="default", clock=Clock(START))
+    await scheduler.fire_due()
+    await pool.execute("UPDATE pgqueue.schedules SET seen_at = now() - interval '2 hours'")
+    assert [s["stale"] for s in await Queue(pool).schedules()] == [True]
+    restarted = Scheduler(pool, registry.periodics, default_queue="default", clock=Clock(START))
+    await restarted.fire_due()
+    assert [s["stale"] for s in await Queue(pool).schedules()] == [False]

@@ -332,3 +332,42 @@ async def test_jobs_behind_a_key_that_ran_out_start_at_once(
         await wait_for(others_done, timeout=5, message="the 2 behind the key's 2 running")
         assert await _states(pool) == {"succeeded": 2, "running": 2, "queued": 4}
         release.set()
+
+
+LOCK_HOLD_S = 3.0  # longer than the period below: the wait the start must not be dated before
+
+
+async def test_a_claim_that_waited_for_the_keys_lock_counts_its_start_after_the_wait(
+    queue: Queue, pool: asyncpg.Pool
+) -> None:
+    # A claim waits inside its statement while a transaction holds the key's row. Its start
+    # used to be recorded at the statement's now(), before the wait: the window looked free
+    # again right away, and a second claim started a job 2 ms after the first (1 per 2 s).
+    await queue.set_rate_limit(KEY, 1, 2.0)
+    await queue.enqueue_many([JobSpec("k", rate_limit_key=KEY) for _ in range(3)])
+    async with pool.acquire() as holder:
+        async with holder.transaction():
+            await holder.execute("SELECT 1 FROM pgqueue.rate_limits WHERE key = $1 FOR UPDATE", KEY)
+            first = asyncio.create_task(store.claim(pool, _claim(1, "first")))
+
+            async def waited_long_enough() -> bool:
+                # The claim's backend waits on the row lock, for LOCK_HOLD_S so far. (Read
+                # outside the holder's transaction, which would see one snapshot of it.)
+                waited = await pool.fetchval(
+                    "SELECT bool_or(clock_timestamp() - query_start"
+                    "               >= make_interval(secs => $1))"
+                    " FROM pg_stat_activity"
+                    " WHERE wait_event_type = 'Lock' AND query LIKE '%rate_limits%'",
+                    LOCK_HOLD_S,
+                )
+                return bool(waited)
+
+            await wait_for(waited_long_enough, timeout=LOCK_HOLD_S + 10)
+            released_at: datetime = await holder.fetchval("SELECT clock_timestamp()")
+        [started] = await asyncio.wait_for(first, timeout=10)
+        # The second claimer comes right after the first: within the same 2 s, so nothing.
+        assert await store.claim(pool, _claim(1, "second")) == []
+    starts = await pool.fetchval("SELECT starts FROM pgqueue.rate_limits WHERE key = $1", KEY)
+    assert started.rate_limit_key == KEY
+    assert len(starts) == 1 and starts[0] >= released_at
+    assert await _states(pool) == {"running": 1, "queued": 2}

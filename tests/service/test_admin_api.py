@@ -195,6 +195,8 @@ async def test_the_dashboard_signs_in_admins_only_and_acts_by_post(
     assert signed_in.status_code == 303
     cookie = signed_in.headers["set-cookie"].lower()
     assert "httponly" in cookie and "samesite=strict" in cookie and "path=/dashboard/" in cookie
+    # A session key, not the admin's token, and a session that ends.
+    assert admin["Authorization"][7:].lower() not in cookie and "max-age=" in cookie
     overview = await client.get("/dashboard/")
     assert overview.status_code == 200, overview.text
     assert 'data-queue="default"' in overview.text and f'data-job="{first}"' in overview.text
@@ -236,6 +238,11 @@ async def test_the_dashboard_signs_in_admins_only_and_acts_by_post(
     assert queue["paused"] is True
     assert 'data-part="paused"' in (await client.get("/dashboard/")).text
 
+    foreign_out = await client.post(
+        "/dashboard/sign-out", headers={"Origin": "https://evil.example"}
+    )
+    assert foreign_out.status_code == 403
+    assert (await client.get("/dashboard/")).status_code == 200
     out = await client.post("/dashboard/sign-out")
     assert out.status_code == 303
     assert (await client.get("/dashboard/")).status_code == 401

@@ -50,3 +50,29 @@ def test_names_are_unique_and_default_to_the_kind() -> None:
         registry.periodic(30, "cleanup")
     registry.periodic(30, "cleanup", name="cleanup-fast")
     assert [p.name for p in registry.periodics] == ["cleanup", "cleanup-fast"]
+
+
+@pytest.mark.parametrize("seconds", [1.1, 1.7, 2.3, 7.77, 3600.1])
+def test_a_fractional_interval_always_moves_on(seconds: float) -> None:
+    # In floats, the tick after a tick of 1.1 s could be the tick itself: the scheduler then
+    # fired nothing and woke again at once (77 passes in 4 s), and showed next = last.
+    every = Every(seconds)
+    tick = every.latest(at("2026-12-03 12:10:08.6"))
+    for _ in range(2000):
+        following = every.following(tick)
+        assert following > tick
+        assert every.latest(following) == following  # a tick is due at its own moment
+        assert (following - tick).total_seconds() == pytest.approx(seconds, abs=1e-6)
+        tick = following
+
+
+@pytest.mark.parametrize("never", ["0 0 30 2 *", "0 0 31 4 *", "0 0 31 2,4,6,9,11 *"])
+def test_a_cron_that_never_matches_is_refused_at_registration(never: str) -> None:
+    with pytest.raises(ValueError, match="matches no date"):
+        Registry().periodic(never, "k")
+
+
+def test_a_cron_that_matches_rarely_is_accepted() -> None:
+    leap = Cron("0 0 29 2 *")  # every four years (eight across 2100)
+    assert leap.following(at("2097-01-01 00:00:00")) == at("2104-02-29 00:00:00")
+    assert leap.latest(at("2103-12-31 00:00:00")) == at("2096-02-29 00:00:00")
