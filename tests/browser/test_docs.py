@@ -4,10 +4,14 @@ this origin serves (no CDN), without a script error or a Content-Security-Policy
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
+
 from playwright.async_api import ConsoleMessage, Page, Request, expect
 
 from service.openapi import openapi_document
-from tests.browser.conftest import StartStudio, screenshot
+from tests.browser.conftest import SCREENSHOTS_VARIABLE, StartStudio, screenshot
 
 
 async def test_the_docs_render_every_operation_from_this_origin(
@@ -44,9 +48,27 @@ async def test_the_docs_render_every_operation_from_this_origin(
     await expect(create.locator(".responses-table").first).to_contain_text("201")
     await expect(create.locator(".responses-table").first).to_contain_text("422")
     await screenshot(page, "docs")
+    await create.locator(".opblock-summary").click()  # closed again
+
+    # The live stream: its media type and the events it sends, named.
+    stream = page.locator(".opblock-get").filter(has_text="stream_events").first
+    await stream.locator(".opblock-summary").click()
+    responses = stream.locator(".responses-table").first
+    await expect(responses).to_contain_text("text/event-stream")
+    for event in ("status", "done", "timeout", "unavailable", "error"):
+        await expect(responses).to_contain_text(f"{event}")
+    await expect(responses).to_contain_text("event: done")  # the example stream
+    await stream.screenshot(path=str(_kept("docs-events")))
 
     assert requested and all(url.startswith(studio.url) for url in requested), requested
     assert not problems, problems
+
+
+def _kept(name: str) -> Path:
+    # Beside the other screenshots when they are kept (make screenshots), else thrown away.
+    directory = Path(os.environ.get(SCREENSHOTS_VARIABLE) or tempfile.mkdtemp())
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory / f"{name}.png"
 
 
 def _failed(request: Request) -> str:
