@@ -148,9 +148,9 @@ class WorkerMetrics:
     """One worker's own metrics, a Prometheus collector: register it with a registry.
 
     Counts attempts this worker started and how each ended (`succeeded`, `failed`,
-    `cancelled`, `retried`), by queue and kind (every queue it takes from and kind it handles
-    at 0 from the start); each attempt's duration from its handler's
-    start to its outcome written; the leases it lost and the jobs it released (without kind:
+    `cancelled`, `retried`), by queue and kind (each queue it takes from and kind it handles
+    at 0 from the start); each attempt's duration from its handler's start to its outcome
+    written; the leases it lost and the jobs it released (without kind:
     those ends raise no event, so they come from `Worker.outcomes`); and the expired leases its
     reaper moved on, of any worker.
 
