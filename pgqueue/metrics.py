@@ -16,9 +16,12 @@ nothing else in pgqueue imports it, so a queue without metrics pays nothing for 
 - `MetricsServer`: `GET /metrics` on a port, inside the worker's event loop (no thread: the
   collectors read the worker's state on the loop that changes it).
 
-The series share their names between the two sources, so one dashboard reads either; tell
-them apart by Prometheus' `job` label and never add one to the other (see the README's
-"Metrics" section).
+One name per meaning: a job finished as the database sees it (`pgqueue_jobs_finished_total`,
+the API's) and an attempt as a worker sees it (`pgqueue_attempts_finished_total`) are
+different things, so a query without a `job=` filter never adds one to the other. Every series
+whose labels the code knows (its queues, kinds and outcomes) is there at 0 from the first
+scrape, so `increase(...[5m])` sees the first failure; no `*_created` series unless
+`PROMETHEUS_DISABLE_CREATED_SERIES` says otherwise (see the README's "Metrics" section).
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ import contextlib
 import dataclasses
 import datetime
 import logging
+import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -75,6 +79,22 @@ REQUEST_TIMEOUT_S = 10.0  # seconds a scraper may take to send its request line 
 MAX_REQUEST_BYTES = 16 * 1024
 
 QUEUE_STATES = ("waiting", "delayed", "active", "completed", "failed", "cancelled")
+JOB_OUTCOMES = ("succeeded", "failed", "cancelled")  # a job's end, as the database records it
+ATTEMPT_OUTCOMES = ("succeeded", "failed", "cancelled", "retried")  # an attempt's, a worker's
+REAPED_OUTCOMES = ("requeued", "failed", "cancelled")
+CREATED_SERIES_ENV = "PROMETHEUS_DISABLE_CREATED_SERIES"
+
+
+def quiet_created_series() -> None:
+    """No `*_created` series on the pages made here, unless the environment asks for them.
+
+    prometheus-client adds a `_created` sample (the time a counter was made) to every
+    counter and histogram child: noise to most dashboards, and a series per child. Its own
+    switch is process-wide and read at scrape time; an explicit `PROMETHEUS_DISABLE_CREATED_SERIES`
+    (which prometheus-client reads itself) wins over this default.
+    """
+    if CREATED_SERIES_ENV not in os.environ:
+        prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 @dataclasses.dataclass(slots=True)
@@ -128,8 +148,9 @@ class WorkerMetrics:
     """One worker's own metrics, a Prometheus collector: register it with a registry.
 
     Counts attempts this worker started and how each ended (`succeeded`, `failed`,
-    `cancelled`, `retried`), by queue and kind; each attempt's duration from its handler's
-    start to its outcome written; the leases it lost and the jobs it released (without kind:
+    `cancelled`, `retried`), by queue and kind (each queue it takes from and kind it handles
+    at 0 from the start); each attempt's duration from its handler's start to its outcome
+    written; the leases it lost and the jobs it released (without kind:
     those ends raise no event, so they come from `Worker.outcomes`); and the expired leases its
     reaper moved on, of any worker.
 
@@ -151,6 +172,16 @@ class WorkerMetrics:
         # A job whose end raises no event (lease lost while writing, released at a stop) leaves
         # its start behind; past this many, the starts of jobs no longer held are dropped.
         self._prune_above = 2 * worker.config.concurrency + 64
+        # Present at 0 before anything happens: an alert on `increase(...[5m])` needs a series
+        # to exist before the first failure, or it reads nothing where it should read 1.
+        for queue in worker.config.queues:
+            for kind in worker.registry.kinds:
+                self._started[(queue, kind)] = 0
+                self._durations[(queue, kind)] = _Durations.empty(self._bounds)
+                for outcome in ATTEMPT_OUTCOMES:
+                    self._finished[(queue, kind, outcome)] = 0
+            for outcome in REAPED_OUTCOMES:
+                self._reaped[(queue, outcome)] = 0
         worker.on("active", self._on_active)
         worker.on("completed", self._on_completed)
         worker.on("failed", self._on_failed)
@@ -218,20 +249,22 @@ class WorkerMetrics:
     def collect(self) -> Iterator[Metric]:
         """The Prometheus families (called by the registry on each scrape)."""
         outcomes = self._worker.outcomes
+        # `attempts`, not `jobs`: the API's `pgqueue_jobs_finished_total` counts jobs, and
+        # one name for both meanings would double count in any query without `job=`.
         yield _counter(
-            "pgqueue_jobs_started",
+            "pgqueue_attempts_started",
             "Attempts this worker started",
             ("queue", "kind"),
             self._started,
         )
         yield _counter(
-            "pgqueue_jobs_finished",
+            "pgqueue_attempts_finished",
             "Attempts this worker ended, by outcome: succeeded, failed, cancelled, retried",
             ("queue", "kind", "outcome"),
             self._finished,
         )
         yield _histogram(
-            "pgqueue_job_duration_seconds",
+            "pgqueue_attempt_duration_seconds",
             "Seconds from a handler's start to its outcome written, per attempt of this worker",
             self._durations,
             self._bounds,
@@ -275,6 +308,11 @@ class DatabaseMetrics:
       process, as Prometheus expects), whoever ran them.
     - `pgqueue_job_duration_seconds{queue,kind}`: those jobs' last attempt, `started_at` to
       `finished_at` (both the database's clock).
+    - `pgqueue_queue_oldest_waiting_seconds{queue}`: how long the oldest runnable job has
+      waited since its `run_at` (0 when none waits); `pgqueue_queue_paused{queue}`.
+
+    The (queue, kind) pairs of `known`, and every pair seen finished since, have all their
+    outcomes present, at 0 until counted; the queues of `known` have their gauges at 0.
 
     Each refresh reads only the jobs finished since the previous one, through the
     finished-time index; the counts trail the truth by the longest transaction open at the
@@ -283,6 +321,7 @@ class DatabaseMetrics:
     Args:
         buckets: the duration histogram's upper bounds, in seconds.
         since: count jobs finished from this instant (default: now).
+        known: the (queue, kind) pairs the application enqueues, present from the start.
     """
 
     def __init__(
@@ -290,13 +329,18 @@ class DatabaseMetrics:
         *,
         buckets: Sequence[float] = DURATION_BUCKETS_S,
         since: datetime.datetime | None = None,
+        known: Iterable[tuple[str, str]] = (),
     ) -> None:
         self._bounds = tuple(buckets)
         # The client's clock, once: only the counters' origin depends on it, never a lease.
         self._settled = since or datetime.datetime.now(datetime.UTC)
         self._stats: dict[str, models.QueueStats] | None = None
+        self._overview: list[models.QueueInfo] = []
         self._finished: dict[tuple[str, ...], int] = {}
         self._durations: dict[tuple[str, str], _Durations] = {}
+        self._known_queues: set[str] = set()
+        for queue, kind in known:
+            self._know(queue, kind)
         self._up = False
         self._limits: list[dict[str, Any]] = []
         self._budgets: list[dict[str, Any]] = []
@@ -309,6 +353,7 @@ class DatabaseMetrics:
             try:
                 queue = Queue(pool)
                 self._stats = await queue.stats()
+                self._overview = await queue.queues()
                 self._limits = await queue.rate_limits()
                 self._budgets = await queue.budgets()
                 async with pool.acquire() as conn:
@@ -328,16 +373,25 @@ class DatabaseMetrics:
             self._up = True
             return True
 
+    def _know(self, queue: str, kind: str) -> None:
+        # Every outcome of a pair at once: the first failure of a kind that has only
+        # succeeded so far must be an increase from 0, not a series that starts at 1.
+        self._known_queues.add(queue)
+        if (queue, kind) in self._durations:
+            return
+        self._durations[(queue, kind)] = _Durations.empty(self._bounds)
+        for outcome in JOB_OUTCOMES:
+            self._finished.setdefault((queue, kind, outcome), 0)
+
     def _add(self, rows: Sequence[asyncpg.Record]) -> None:
         for row in rows:
             queue, kind, jobs = row["queue"], row["kind"], int(row["jobs"])
+            self._know(queue, kind)
             key = (queue, kind, row["state"])
             self._finished[key] = self._finished.get(key, 0) + jobs
             if row["bucket"] is None:  # cancelled before it started: no duration
                 continue
-            durations = self._durations.get((queue, kind))
-            if durations is None:
-                durations = self._durations[(queue, kind)] = _Durations.empty(self._bounds)
+            durations = self._durations[(queue, kind)]
             durations.counts[row["bucket"]] += jobs
             durations.total_s += float(row["seconds"])
 
@@ -353,10 +407,13 @@ class DatabaseMetrics:
             "Jobs per queue and state, as pgqueue.queue_stats reads",
             labels=("queue", "state"),
         )
-        for name, stats in sorted((self._stats or {}).items()):
+        stats = self._stats or {}
+        for name in sorted(stats.keys() | self._known_queues):
             for state in QUEUE_STATES:
-                gauge.add_metric([name, state], float(getattr(stats, state)))
+                count = getattr(stats[name], state) if name in stats else 0
+                gauge.add_metric([name, state], float(count))
         yield gauge
+        yield from self._queue_families()
         yield _counter(
             "pgqueue_jobs_finished",
             "Jobs that ended succeeded, failed or cancelled (any worker or drain), since this "
@@ -371,6 +428,24 @@ class DatabaseMetrics:
             self._bounds,
         )
         yield from governor_metrics.families(self._limits, self._budgets)
+
+    def _queue_families(self) -> Iterator[Metric]:
+        oldest = GaugeMetricFamily(
+            "pgqueue_queue_oldest_waiting_seconds",
+            "Seconds the queue's oldest runnable job has waited since its run_at (0: none waits)",
+            labels=("queue",),
+        )
+        paused = GaugeMetricFamily(
+            "pgqueue_queue_paused", "1 while the queue is paused", labels=("queue",)
+        )
+        listed = {info.queue: info for info in self._overview}
+        for name in sorted(listed.keys() | self._known_queues):
+            info = listed.get(name)
+            waited = info.oldest_waiting_s if info is not None else None
+            oldest.add_metric([name], max(0.0, waited or 0.0))
+            paused.add_metric([name], 1.0 if info is not None and info.paused else 0.0)
+        yield oldest
+        yield paused
 
 
 class MetricsServer:
@@ -393,6 +468,7 @@ class MetricsServer:
     ) -> None:
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be 0-65535, got {port}")
+        quiet_created_series()
         self.registry = registry or prometheus_client.REGISTRY
         self.host = host
         self._port = port

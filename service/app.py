@@ -9,7 +9,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 
 from pgqueue import Queue, QueueSettings
-from service import admin, errors, events, metrics, routes, studio
+from service import admin, docs, errors, events, jobs, metrics, routes, studio
 from service.settings import ServiceSettings
 
 POOL_MAX_SIZE = 10  # connections per API process
@@ -46,8 +46,16 @@ def create_app(settings: ServiceSettings) -> Starlette:
             await pool.close()
 
     return Starlette(
-        routes=[*routes.ROUTES, *events.ROUTES, *admin.ROUTES, *metrics.ROUTES, *studio.ROUTES],
-        middleware=metrics.middleware(),
+        routes=[
+            *routes.ROUTES,
+            *events.ROUTES,
+            *admin.ROUTES,
+            *metrics.ROUTES,
+            *docs.ROUTES,
+            *studio.ROUTES,
+        ],
+        # The service's kinds on its queue: their series are on /metrics before any job ends.
+        middleware=metrics.middleware((settings.queue, kind) for kind in jobs.registry.kinds),
         lifespan=lifespan,
         exception_handlers={
             errors.ApiError: errors.handle_api_error,

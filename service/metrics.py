@@ -3,8 +3,9 @@ and the image upstream's calls in whichever process makes them.
 
 Three sources, one page:
 
-- HTTP requests of this app, by method, route template (`/api/projects/{project_id}`, never
-  the raw path, so the label's values stay as few as the routes) and status, with latency:
+- HTTP requests of this app, by method, route template as the OpenAPI document writes it
+  (`/api/jobs/{job_id}`, never the raw path nor Starlette's `{job_id:int}`, so the label's
+  values stay as few as the routes and match the document) and status, with latency:
   `middleware()`, in a registry of the app's own (two apps in one process share nothing);
 - the queue as the database records it (`pgqueue.metrics.DatabaseMetrics`): the
   `pgqueue.queue_stats` gauges and the jobs finished since the app started, by whichever
@@ -19,8 +20,9 @@ Three sources, one page:
 from __future__ import annotations
 
 import hmac
+import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, cast
 
 import httpx
@@ -42,6 +44,23 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 # Seconds. API calls take milliseconds; a drain up to its budget; a live stream its whole life.
 HTTP_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 300.0)
 UPSTREAM_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
+# The upstream answers the code tells apart (success, the retryable statuses, no answer):
+# their series exist at 0 from the start, so an alert on their increase sees the first one.
+UPSTREAM_STATUSES = (
+    "200",
+    "408",
+    "409",
+    "425",
+    "429",
+    "500",
+    "502",
+    "503",
+    "504",
+    "timeout",
+    "error",
+)
+# `{job_id:int}` -> `{job_id}`: Starlette's convertor is no part of the path a client sees.
+_CONVERTOR = re.compile(r"\{(\w+):\w+\}")
 
 # Process-wide: the calls happen in workers and drains, which know nothing of an app.
 UPSTREAM_REQUESTS = Counter(
@@ -56,6 +75,9 @@ UPSTREAM_SECONDS = Histogram(
     ["status"],
     buckets=UPSTREAM_BUCKETS_S,
 )
+for _status in UPSTREAM_STATUSES:
+    UPSTREAM_REQUESTS.labels(_status)
+    UPSTREAM_SECONDS.labels(_status)
 
 
 class CountingTransport(httpx.AsyncBaseTransport):
@@ -101,9 +123,15 @@ class _ProcessWide:
 
 
 class ApiMetrics:
-    """One app's metrics: its registry, the request series, the queue's collector."""
+    """One app's metrics: its registry, the request series, the queue's collector.
 
-    def __init__(self) -> None:
+    Args:
+        known_jobs: the (queue, kind) pairs the service enqueues, whose series are present
+            at 0 from the first scrape.
+    """
+
+    def __init__(self, known_jobs: Iterable[tuple[str, str]] = ()) -> None:
+        pgqueue_metrics.quiet_created_series()
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "http_requests",
@@ -118,7 +146,7 @@ class ApiMetrics:
             buckets=HTTP_BUCKETS_S,
             registry=self.registry,
         )
-        self.queue = pgqueue_metrics.DatabaseMetrics()
+        self.queue = pgqueue_metrics.DatabaseMetrics(known=known_jobs)
         self.registry.register(self.queue)
         self.registry.register(_ProcessWide())
         # id(endpoint) -> its route template, or None when two routes share the endpoint.
@@ -146,6 +174,10 @@ class ApiMetrics:
         self.latency.labels(method, route).observe(elapsed_s)
 
 
+def _template(path: str) -> str:
+    return _CONVERTOR.sub(r"{\1}", path)
+
+
 def _collect_templates(routes: list[BaseRoute], prefix: str, into: dict[int, str | None]) -> None:
     def add(endpoint: object, template: str) -> None:
         key = id(endpoint)
@@ -156,7 +188,7 @@ def _collect_templates(routes: list[BaseRoute], prefix: str, into: dict[int, str
             add(route.app, f"{prefix}{route.path}/{{path}}")  # nothing inside matched
             _collect_templates(route.routes, prefix + route.path, into)
         elif (endpoint := getattr(route, "endpoint", None)) is not None:
-            add(endpoint, prefix + str(getattr(route, "path", "")))
+            add(endpoint, _template(prefix + str(getattr(route, "path", ""))))
 
 
 def _match(routes: list[BaseRoute], scope: Scope, prefix: str) -> str | None:
@@ -167,7 +199,7 @@ def _match(routes: list[BaseRoute], scope: Scope, prefix: str) -> str | None:
         if isinstance(route, Mount):
             inner = _match(route.routes, {**scope, **child}, prefix + route.path)
             return inner or f"{prefix}{route.path}/{{path}}"
-        return prefix + str(getattr(route, "path", ""))
+        return _template(prefix + str(getattr(route, "path", "")))
     return None
 
 
@@ -204,9 +236,9 @@ class _RequestMetrics:
             self.metrics.observe(scope["method"], route, status, time.perf_counter() - started)
 
 
-def middleware() -> list[Middleware]:
+def middleware(known_jobs: Iterable[tuple[str, str]] = ()) -> list[Middleware]:
     """The API's middleware for request metrics (one `ApiMetrics` per app)."""
-    return [Middleware(_RequestMetrics, metrics=ApiMetrics())]
+    return [Middleware(_RequestMetrics, metrics=ApiMetrics(known_jobs))]
 
 
 async def metrics_page(request: Request) -> Response:

@@ -3,6 +3,7 @@
 #   pgbouncer  - the transaction-mode pooler the pooled-deployment tests run the service behind
 #   iproute2   - `ip netns` and veth pairs for the tests of workers on several hosts
 #   chromium   - the browser Playwright drives in the tests of the studio and the dashboard
+#   prometheus - its promtool, which checks the alert rules in docs/prometheus and the /metrics pages
 # Only as root (CI and the development machines are); otherwise it says what is missing, and
 # the tests that need it skip saying why.
 set -euo pipefail
@@ -11,11 +12,13 @@ declare -A PACKAGE_OF=(
     [pgbouncer]=pgbouncer
     [ip]=iproute2
     [chromium]=chromium
+    [promtool]=prometheus
 )
 declare -A PATH_OF=(
     [pgbouncer]=/usr/sbin/pgbouncer
     [ip]=/usr/sbin/ip
     [chromium]=/usr/bin/chromium
+    [promtool]=/usr/bin/promtool
 )
 
 missing=()
@@ -39,5 +42,9 @@ apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # Debian's pgbouncer package starts a system pooler on :6432; the tests start their own.
 if [[ " ${missing[*]} " == *" pgbouncer "* ]]; then
     (service pgbouncer stop || true) >/dev/null 2>&1
+fi
+# Likewise Debian's prometheus package may start a server on :9090; the tests only run promtool.
+if [[ " ${missing[*]} " == *" prometheus "* ]]; then
+    (service prometheus stop || true) >/dev/null 2>&1
 fi
 echo "system-deps: installed ${missing[*]}"

@@ -115,33 +115,33 @@ async def test_worker_serves_its_outcomes_by_kind(
 
     def settled(samples: Samples) -> bool:
         finished = value(
-            samples, "pgqueue_jobs_finished_total", queue="default", kind="metrics.flaky",
+            samples, "pgqueue_attempts_finished_total", queue="default", kind="metrics.flaky",
             outcome="succeeded",
         )  # fmt: skip
         noops = value(
-            samples, "pgqueue_jobs_finished_total", queue="default", kind="metrics.noop",
+            samples, "pgqueue_attempts_finished_total", queue="default", kind="metrics.noop",
             outcome="succeeded",
         )  # fmt: skip
         return finished == 1 and noops == 5
 
     samples = await scrape_when(port, worker, settled, "every job's outcome counted")
     labels = {"queue": "default"}
-    assert value(samples, "pgqueue_jobs_started_total", **labels, kind="metrics.noop") == 5
-    assert value(samples, "pgqueue_jobs_started_total", **labels, kind="metrics.flaky") == 2
-    assert value(samples, "pgqueue_jobs_started_total", **labels, kind="metrics.refuse") == 1
-    finished = "pgqueue_jobs_finished_total"
+    assert value(samples, "pgqueue_attempts_started_total", **labels, kind="metrics.noop") == 5
+    assert value(samples, "pgqueue_attempts_started_total", **labels, kind="metrics.flaky") == 2
+    assert value(samples, "pgqueue_attempts_started_total", **labels, kind="metrics.refuse") == 1
+    finished = "pgqueue_attempts_finished_total"
     assert value(samples, finished, **labels, kind="metrics.refuse", outcome="failed") == 1
     assert value(samples, finished, **labels, kind="metrics.flaky", outcome="retried") == 1
     # Every attempt that ended has a duration: 5 noops, 1 refusal, 2 flaky attempts.
     counts = {
-        kind: value(samples, "pgqueue_job_duration_seconds_count", **labels, kind=kind)
+        kind: value(samples, "pgqueue_attempt_duration_seconds_count", **labels, kind=kind)
         for kind in ("metrics.noop", "metrics.refuse", "metrics.flaky")
     }
     assert counts == {"metrics.noop": 5, "metrics.refuse": 1, "metrics.flaky": 2}
-    noop_sum = value(samples, "pgqueue_job_duration_seconds_sum", **labels, kind="metrics.noop")
+    noop_sum = value(samples, "pgqueue_attempt_duration_seconds_sum", **labels, kind="metrics.noop")
     assert noop_sum is not None and 0 < noop_sum < 5
     inf = value(
-        samples, "pgqueue_job_duration_seconds_bucket", **labels, kind="metrics.noop", le="+Inf"
+        samples, "pgqueue_attempt_duration_seconds_bucket", **labels, kind="metrics.noop", le="+Inf"
     )
     assert inf == 5
     assert value(samples, "pgqueue_worker_concurrency") == 4
@@ -153,6 +153,35 @@ async def test_worker_serves_its_outcomes_by_kind(
     worker.stop()
     assert worker.returncode == 0, worker.tail()
     assert "metrics on http://127.0.0.1:" in worker.output()
+
+
+async def test_worker_series_are_there_at_zero_before_any_job(
+    db_url: str, processes: Processes
+) -> None:
+    # An alert on `increase(pgqueue_attempts_finished_total{outcome="failed"}[5m])` sees the
+    # first failure only if the series existed (at 0) before it: every queue, kind and
+    # outcome the worker knows is on its first page.
+    port = free_port()
+    worker = start_worker(processes, db_url, port, "--queue", "default", "--queue", "other")
+    samples = await scrape_when(port, worker, lambda s: True, "the metrics server to listen")
+    for queue in ("default", "other"):
+        for kind in registry.kinds:
+            labels = {"queue": queue, "kind": kind}
+            assert value(samples, "pgqueue_attempts_started_total", **labels) == 0
+            for outcome in ("succeeded", "failed", "cancelled", "retried"):
+                finished = value(
+                    samples, "pgqueue_attempts_finished_total", **labels, outcome=outcome
+                )
+                assert finished == 0, (labels, outcome)
+            assert value(samples, "pgqueue_attempt_duration_seconds_count", **labels) == 0
+        for outcome in ("requeued", "failed", "cancelled"):
+            assert value(samples, "pgqueue_jobs_reaped_total", queue=queue, outcome=outcome) == 0
+    names = {name for name, _ in samples}
+    # One name per meaning: the database's job counts are the API's, never a worker's.
+    assert not names & {"pgqueue_jobs_finished_total", "pgqueue_job_duration_seconds_count"}
+    assert not [name for name in names if name.endswith("_created")], sorted(names)
+    worker.stop()
+    assert worker.returncode == 0, worker.tail()
 
 
 async def test_worker_counts_a_lost_lease_and_its_reap(
@@ -177,14 +206,14 @@ async def test_worker_counts_a_lost_lease_and_its_reap(
     labels = {"queue": "default", "kind": "metrics.hold"}
 
     def recovered(samples: Samples) -> bool:
-        return value(samples, "pgqueue_jobs_finished_total", **labels, outcome="succeeded") == 1
+        return value(samples, "pgqueue_attempts_finished_total", **labels, outcome="succeeded") == 1
 
     samples = await scrape_when(port, worker, recovered, "the reaped job to succeed")
     assert value(samples, "pgqueue_leases_lost_total") == 1
     assert value(samples, "pgqueue_jobs_reaped_total", queue="default", outcome="requeued") == 1
-    assert value(samples, "pgqueue_jobs_started_total", **labels) == 2
+    assert value(samples, "pgqueue_attempts_started_total", **labels) == 2
     # The lost attempt has no outcome of this worker's and no duration.
-    assert value(samples, "pgqueue_job_duration_seconds_count", **labels) == 1
+    assert value(samples, "pgqueue_attempt_duration_seconds_count", **labels) == 1
     worker.stop()
     assert worker.returncode == 0, worker.tail()
 

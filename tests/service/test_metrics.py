@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from pgqueue import DoNotRetry, JobContext, JobSpec, Queue, Registry, Worker, WorkerConfig
+from service.openapi import openapi_document
 from service.settings import ServiceSettings
 from tests.integration.test_worker_metrics import Samples, parse, scrape_when, value
 from tests.service import support
@@ -111,7 +112,7 @@ async def test_queue_series_come_from_the_database(
     # Durations of the jobs that ran; the one cancelled before it started has none.
     count = "pgqueue_job_duration_seconds_count"
     assert value(samples, count, queue="default", kind="test.noop") == 3
-    assert value(samples, count, queue="other", kind="test.unknown") is None
+    assert value(samples, count, queue="other", kind="test.unknown") == 0
     noop_sum = value(samples, "pgqueue_job_duration_seconds_sum", queue="default", kind="test.noop")
     assert noop_sum is not None and 0 <= noop_sum < 3
 
@@ -180,6 +181,79 @@ async def test_requests_are_counted_by_route_template(
     assert not [labels for (_, labels) in samples if ("route", "/no/such/page") in labels]
 
 
+async def test_the_route_label_is_the_openapi_path(
+    client: httpx.AsyncClient, alice: dict[str, str]
+) -> None:
+    # The document's path, as a dashboard joins it with /openapi.json; not `{job_id:int}`.
+    assert (await client.get("/api/jobs/987654", headers=alice)).status_code == 404
+    regenerate = f"/api/projects/{uuid.uuid4()}/storyboards/7/regenerate"
+    assert (await client.post(regenerate, headers=alice)).status_code == 404
+    samples = await page(client)
+    routes = {
+        dict(labels).get("route") for (name, labels) in samples if name == "http_requests_total"
+    }
+    assert "/api/jobs/{job_id}" in routes
+    assert "/api/projects/{project_id}/storyboards/{shot_number}/regenerate" in routes
+    assert not [route for route in routes if route and ":" in route], routes
+    paths = openapi_document()["paths"]
+    assert not [route for route in routes if route not in paths and route != "unmatched"], routes
+
+
+async def test_every_known_series_is_there_at_zero_from_the_start(
+    client: httpx.AsyncClient, queue: Queue, held_worker: asyncio.Event
+) -> None:
+    response = await client.get("/metrics")
+    # No `_created` twin of every counter and histogram child.
+    assert "_created" not in response.text
+    samples = parse(response.text)
+    # The service's own kinds on its queue, every outcome, before any job ended; so
+    # `increase(pgqueue_jobs_finished_total{outcome="failed"}[5m])` sees the first failure.
+    for kind in ("storyboard.generate", "storyboard.expire", "media.cleanup"):
+        for outcome in ("succeeded", "failed", "cancelled"):
+            finished = value(
+                samples, "pgqueue_jobs_finished_total", queue="default", kind=kind, outcome=outcome
+            )
+            assert finished == 0, (kind, outcome)
+        count = value(samples, "pgqueue_job_duration_seconds_count", queue="default", kind=kind)
+        assert count == 0
+    for state in ("waiting", "delayed", "active", "completed", "failed", "cancelled"):
+        assert value(samples, "pgqueue_jobs", queue="default", state=state) == 0
+    assert value(samples, "pgqueue_queue_oldest_waiting_seconds", queue="default") == 0
+    assert value(samples, "pgqueue_queue_paused", queue="default") == 0
+    for status in ("200", "429", "500", "503", "timeout", "error"):
+        assert value(samples, "storyboard_upstream_requests_total", status=status) is not None
+
+    # A kind first seen succeeding has its other outcomes at 0 at once: its first failure,
+    # later, is an increase.
+    await queue.enqueue_many([JobSpec(kind="test.noop", queue="other")])
+    labels = {"queue": "other", "kind": "test.noop"}
+
+    async def counted() -> Samples | None:
+        later = await page(client)
+        done = value(later, "pgqueue_jobs_finished_total", **labels, outcome="succeeded")
+        return later if done == 1 else None
+
+    later = await wait_for(counted, timeout=15, message="the job counted")
+    assert value(later, "pgqueue_jobs_finished_total", **labels, outcome="failed") == 0
+    assert value(later, "pgqueue_jobs_finished_total", **labels, outcome="cancelled") == 0
+
+
+async def test_the_oldest_waiting_job_and_pauses_are_gauges(
+    client: httpx.AsyncClient, pool: asyncpg.Pool, queue: Queue
+) -> None:
+    # Nothing runs here: the job waits; its run_at set back a minute stands for a minute's wait.
+    (job,) = await queue.enqueue_many([JobSpec(kind="test.waits", queue="slow")])
+    await pool.execute(
+        "UPDATE pgqueue.jobs SET run_at = now() - interval '60 seconds' WHERE id = $1", job.id
+    )
+    await queue.pause("slow")
+    samples = await page(client)
+    waited = value(samples, "pgqueue_queue_oldest_waiting_seconds", queue="slow")
+    assert waited is not None and 60 <= waited < 120
+    assert value(samples, "pgqueue_queue_paused", queue="slow") == 1
+    assert value(samples, "pgqueue_queue_paused", queue="default") == 0
+
+
 async def test_metrics_token_guards_the_page(settings: ServiceSettings) -> None:
     token = "scrape-" + uuid.uuid4().hex
     async with support.api_client(settings.model_copy(update={"metrics_token": token})) as api:
@@ -246,12 +320,15 @@ async def test_a_service_worker_process_serves_its_metrics(
 
     def counted(samples: Samples) -> bool:
         labels = {"queue": "default", "kind": JOB_KIND, "outcome": "succeeded"}
-        return value(samples, "pgqueue_jobs_finished_total", **labels) == 3
+        return value(samples, "pgqueue_attempts_finished_total", **labels) == 3
 
     samples = await scrape_when(port, worker, counted, "the worker's outcomes")
     assert value(samples, "storyboard_upstream_requests_total", status="200") == 3
     assert value(samples, "storyboard_upstream_request_duration_seconds_count", status="200") == 3
-    assert value(samples, "pgqueue_job_duration_seconds_count", queue="default", kind=JOB_KIND) == 3
+    labels = {"queue": "default", "kind": JOB_KIND}
+    assert value(samples, "pgqueue_attempt_duration_seconds_count", **labels) == 3
+    # Upstream answers not seen are there at 0, for an alert on their increase.
+    assert value(samples, "storyboard_upstream_requests_total", status="503") == 0
     # The API's page agrees, from the database.
     api = await page(client)
     finished = value(

@@ -190,9 +190,18 @@ async def test_spent_sums_the_charges_and_a_done_project_has_no_eta_left(
 
 async def test_the_openapi_document_describes_the_new_fields(client: httpx.AsyncClient) -> None:
     document = (await client.get("/openapi.json")).json()
+    components = document["components"]["schemas"]
+
+    def resolve(schema: dict[str, Any]) -> dict[str, Any]:
+        # The answers' schemas are components, named by `$ref`.
+        ref = schema.get("$ref")
+        return components[ref.rsplit("/", 1)[1]] if ref else schema
+
     path = document["paths"]["/api/projects/{project_id}/storyboards/status"]
-    schema = path["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    schema = resolve(path["get"]["responses"]["200"]["content"]["application/json"]["schema"])
     assert {"eta_s", "spent"} <= set(schema["properties"])
-    storyboard = schema["properties"]["storyboards"]["items"]["properties"]
-    assert set(storyboard["wait_reason"]["enum"]) == {*schemas.WAIT_REASONS, None}
+    storyboard = resolve(schema["properties"]["storyboards"]["items"])["properties"]
+    wait_reason, no_wait = storyboard["wait_reason"]["anyOf"]
+    assert set(resolve(wait_reason)["enum"]) == {*schemas.WAIT_REASONS}
+    assert no_wait == {"type": "null"}
     assert storyboard["next_attempt_at"]["format"] == "date-time"
