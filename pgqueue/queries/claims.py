@@ -148,7 +148,7 @@ RETURNING j.*
 COMPLETE_AND_CLAIM_JOBS = """
 WITH completed AS (
     UPDATE pgqueue.jobs AS j
-    SET state = 'succeeded', finished_at = now(), lease_expires_at = NULL,
+    SET state = 'succeeded', finished_at = now(), lease_expires_at = NULL, last_error = NULL,
         result = ($2::jsonb -> j.id::text ->> 1)::jsonb,
         progress = coalesce(($2::jsonb -> j.id::text ->> 2)::jsonb, j.progress)
     WHERE j.id = ANY ($1::bigint[]) AND j.state = 'running'

@@ -3,11 +3,12 @@ the handler's own transaction), fail, throttle, cancel, release."""
 
 from __future__ import annotations
 
-# -- complete_jobs: fenced success of many jobs at once (the worker's group commit).
+# -- complete_jobs: fenced success of many jobs at once (the worker's group commit). A job that
+# -- succeeded shows no current error: an earlier attempt's is in pgqueue.attempts (schema v10).
 # -- $1: job ids; $2: {"<id>": [lease_token, result JSON text, progress JSON text or null]}.
 COMPLETE_JOBS = """
 UPDATE pgqueue.jobs AS j
-SET state = 'succeeded', finished_at = now(), lease_expires_at = NULL,
+SET state = 'succeeded', finished_at = now(), lease_expires_at = NULL, last_error = NULL,
     result = ($2::jsonb -> j.id::text ->> 1)::jsonb,
     progress = coalesce(($2::jsonb -> j.id::text ->> 2)::jsonb, j.progress)
 WHERE j.id = ANY ($1::bigint[]) AND j.state = 'running'
@@ -18,7 +19,7 @@ RETURNING j.id
 # -- complete_job: fenced success of one job, inside the handler's own transaction (complete_in)
 COMPLETE_JOB = """
 UPDATE pgqueue.jobs
-SET state = 'succeeded', finished_at = now(), lease_expires_at = NULL,
+SET state = 'succeeded', finished_at = now(), lease_expires_at = NULL, last_error = NULL,
     result = $3::jsonb, progress = coalesce($4::jsonb, progress)
 WHERE id = $1 AND lease_token = $2 AND state = 'running'
 RETURNING *
