@@ -54,6 +54,30 @@ async def test_a_job_that_failed_twice_then_succeeded_keeps_both_errors_in_its_h
         assert earlier.finished_at <= later.started_at
 
 
+async def test_a_success_in_the_handlers_own_transaction_is_recorded_with_it(
+    queue: Queue, running_worker: WorkerFactory
+) -> None:
+    registry = Registry()
+
+    @registry.handler("atomic")
+    async def atomic(ctx: JobContext) -> None:
+        if ctx.attempt == 1:
+            raise RuntimeError("not yet")
+        async with ctx.transaction() as conn:
+            await ctx.complete_in(conn, {"done": True})
+
+    job = await queue.enqueue("atomic", {})
+    async with running_worker(registry) as worker:
+        await wait_for(lambda: _reaches(queue, job.id, JobState.SUCCEEDED), timeout=20)
+    done = await queue.get(job.id)
+    assert done is not None and done.last_error is None and done.result == {"done": True}
+    attempts = await queue.attempts(job.id)
+    assert [(a.attempt, a.outcome, a.worker_id) for a in attempts] == [
+        (1, "retried", worker.worker_id),
+        (2, "succeeded", worker.worker_id),
+    ]
+
+
 async def test_a_job_that_fails_for_good_ends_its_history_failed(
     queue: Queue, running_worker: WorkerFactory
 ) -> None:
