@@ -1,6 +1,6 @@
 """Rows as typed, immutable values: `Job`, `JobState`, `QueueStats`, `JobSpec`, `RateLimit`,
 what the dashboard reads: `JobPage`, `QueueInfo`, `FinishedMinute`, and a job's `Attempt`s and
-the live `WorkerInfo`s (schema v10)."""
+the live `WorkerInfo`s (schema v12)."""
 
 from __future__ import annotations
 
@@ -513,7 +513,7 @@ class Attempt:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class WorkerInfo:
-    """One worker as it last reported itself (`pgqueue.workers`, schema v10).
+    """One worker as it last reported itself (`pgqueue.workers`, schema v12).
 
     Args:
         id: its `worker_id` (what running jobs name).

@@ -1,4 +1,4 @@
-"""Statements of a job's attempt history (schema v10: pgqueue.attempts)."""
+"""Statements of a job's attempt history (schema v12: pgqueue.attempts)."""
 
 from __future__ import annotations
 

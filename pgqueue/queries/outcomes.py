@@ -4,7 +4,7 @@ the handler's own transaction), fail, throttle, cancel, release."""
 from __future__ import annotations
 
 # -- complete_jobs: fenced success of many jobs at once (the worker's group commit). A job that
-# -- succeeded shows no current error: an earlier attempt's is in pgqueue.attempts (schema v10).
+# -- succeeded shows no current error: an earlier attempt's is in pgqueue.attempts (schema v12).
 # -- Each success writes its attempt's row here, in the same statement, rather than through the
 # -- trigger that records every other end of an attempt: one INSERT for the batch cost 3-7 us
 # -- a job where the row trigger cost 20-40 (EXPLAIN ANALYZE of 50 completions, 20 us a job

@@ -1,4 +1,4 @@
-"""Statements of the workers' presence (schema v10: pgqueue.workers)."""
+"""Statements of the workers' presence (schema v12: pgqueue.workers)."""
 
 from __future__ import annotations
 

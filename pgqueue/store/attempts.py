@@ -1,4 +1,4 @@
-"""A job's attempt history (schema v10)."""
+"""A job's attempt history (schema v12)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The workers' presence (schema v10): each worker's beat, its clean exit, and the listing."""
+"""The workers' presence (schema v12): each worker's beat, its clean exit, and the listing."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@
 - backlog: a warning when more runnable jobs wait than the threshold;
 - vacuum: a busy worker VACUUMs the queue's tables every so many jobs (see
   `WorkerConfig.vacuum_every_jobs` for why autovacuum alone is not enough);
-- presence: the worker's row in `pgqueue.workers` (schema v10) says it is alive, with its
+- presence: the worker's row in `pgqueue.workers` (schema v12) says it is alive, with its
   slots in use, every third of a lease (what `python -m pgqueue workers` lists); retention
   prunes the rows of workers gone for an hour.
 

@@ -1,4 +1,4 @@
-"""A job's attempt history (schema v10): every attempt's worker, times, outcome and error, kept
+"""A job's attempt history (schema v12): every attempt's worker, times, outcome and error, kept
 beside the job; a succeeded job shows no current error."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
--- pgqueue schema version 10: each job's attempt history, and the workers alive now.
+-- pgqueue schema version 12: each job's attempt history, and the workers alive now.
 --
 -- Attempts (pgqueue.attempts). A job row holds its current attempt only: a retried job's
 -- earlier errors were overwritten, and a job that failed once and then succeeded kept the
