@@ -140,6 +140,17 @@ class Queue(GovernorMethods):
         """
         return await store.cancel_job(self._db(conn), job_id)
 
+    async def attempts(
+        self, job_id: int, *, conn: asyncpg.Connection | None = None
+    ) -> list[models.Attempt]:
+        """The attempts of a job, oldest first (its running one last): who ran each, when, how
+        it ended and its error. Empty for a job that never ran or does not exist."""
+        return await store.list_attempts(self._db(conn), job_id)
+
+    async def workers(self) -> list[models.WorkerInfo]:
+        """The workers that reported themselves, live ones first, then stale ones (`stale`)."""
+        return await store.list_workers(self._db(None))
+
     async def stats(self) -> dict[str, models.QueueStats]:
         """Counts per queue, from the `pgqueue.queue_stats` view (cheap at any table size)."""
         return await store.queue_stats(self._pool)

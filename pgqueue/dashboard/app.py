@@ -213,7 +213,15 @@ def create_app(
         job = await queue_of(request).get(_job_id(request))
         if job is None:
             raise _Refused(404, "no such job (retention may have deleted it)")
-        return render(request, "job.html", job=job, here=_here(request), now=datetime.now(UTC))
+        attempts = await queue_of(request).attempts(job.id)
+        return render(
+            request,
+            "job.html",
+            job=job,
+            attempts=attempts,
+            here=_here(request),
+            now=datetime.now(UTC),
+        )
 
     async def retry(request: Request) -> Response:
         job_id = _job_id(request)
