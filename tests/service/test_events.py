@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -27,22 +28,26 @@ from service import events, queries
 from service.app import create_app
 from service.events import EventHub
 from service.settings import ServiceSettings
+from service.stream_slots import StreamSlots
 from tests.service.support import bearer, project_body
 from tests.support import db
 from tests.support.ports import free_port
+from tests.support.proxy import freezable_proxy
 from tests.support.wait import wait_for
 
 CHANGE_LATENCY_S = 1.0  # the promise: an event within 1 s of every change
+UNAVAILABLE_WITHIN_S = 2.0  # from the database's stop to `event: unavailable`
 STREAMS = 200
 PROJECTS = 20  # the 200 streams watch 10 projects each
 
 
 class Served:
-    """The app on a loopback port, with its hub."""
+    """The app on a loopback port, with its hub and its count of streams."""
 
-    def __init__(self, url: str, hub: EventHub) -> None:
+    def __init__(self, url: str, hub: EventHub, slots: StreamSlots) -> None:
         self.url = url
         self.hub = hub
+        self.slots = slots
 
 
 @contextlib.asynccontextmanager
@@ -57,7 +62,8 @@ async def serve(settings: ServiceSettings) -> AsyncIterator[Served]:
     try:
         await wait_for(lambda: server.started or task.done(), 10, "uvicorn to start")
         assert not task.done(), "uvicorn did not start"
-        yield Served(f"http://127.0.0.1:{port}", server.lifespan.state["events"])
+        state = server.lifespan.state
+        yield Served(f"http://127.0.0.1:{port}", state["events"], state["stream_slots"])
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 15)
@@ -156,7 +162,8 @@ async def alice(db_url: str) -> dict[str, str]:
 
 @pytest.fixture
 async def served(settings: ServiceSettings) -> AsyncIterator[Served]:
-    async with serve(settings) as app:
+    # One user holds every stream of these tests; the cap per user has a test of its own.
+    async with serve(settings.model_copy(update={"stream_max_per_user": STREAMS})) as app:
         await wait_for(app.hub.connected.is_set, 5, "the hub to listen")
         yield app
 
@@ -193,15 +200,66 @@ async def test_status_at_once_then_within_a_second_of_each_change_then_done(
     await wait_for(lambda: served.hub.watching == 0, 5, "the stream's subscription to end")
 
 
-async def test_a_project_with_nothing_generating_is_done_at_once(
+async def test_a_project_never_generated_is_not_done_and_its_stream_waits_for_the_generate(
+    client: httpx.AsyncClient, alice: dict[str, str], pool: asyncpg.Pool
+) -> None:
+    # `done` means every storyboard finished: a client that opens the stream and then calls
+    # generate must see the work, not a `done` of nothing.
+    project_id = await _project(client, alice, shots=2, generate=False)
+    async with open_stream(client, project_id, alice) as stream:
+        name, status = await stream.next()
+        assert name == "status" and status["status"] == "pending" and not status["done"]
+        answer = await client.post(
+            f"/api/projects/{project_id}/storyboards/generate", headers=alice
+        )
+        assert answer.status_code == 202, answer.text
+        name, status = await stream.until("status", timeout=CHANGE_LATENCY_S)
+        assert name == "status" and status["generating"] == 2 and not status["done"]
+        async with pool.acquire() as conn:
+            for shot in (1, 2):
+                await _finish_shot(conn, project_id, shot, "success")
+        name, status = await stream.until("done", timeout=CHANGE_LATENCY_S)
+        assert name == "done" and status["status"] == "completed"
+
+
+async def test_the_status_of_a_project_never_generated_is_pending_and_not_done(
     client: httpx.AsyncClient, alice: dict[str, str]
 ) -> None:
     project_id = await _project(client, alice, generate=False)
-    async with open_stream(client, project_id, alice) as stream:
-        assert (await stream.next())[0] == "status"
-        name, status = await stream.next()
-        assert name == "done" and status["status"] == "pending"
-        assert (await stream.next())[0] == "closed"
+    answer = await client.get(f"/api/projects/{project_id}/storyboards/status", headers=alice)
+    assert answer.status_code == 200
+    assert answer.json()["status"] == "pending" and answer.json()["done"] is False
+
+
+async def test_streams_per_user_are_capped_and_a_closed_stream_frees_its_place(
+    settings: ServiceSettings, alice: dict[str, str], db_url: str
+) -> None:
+    capped = settings.model_copy(update={"stream_max_per_user": 2})
+    bob = await bearer(db_url, "bob")
+    async with (
+        serve(capped) as app,
+        httpx.AsyncClient(base_url=app.url, timeout=10) as client,
+    ):
+        project_id = await _project(client, alice)
+        bobs = await _project(client, bob)
+        url = f"/api/projects/{project_id}/storyboards/events"
+        async with contextlib.AsyncExitStack() as stack:
+            first = await stack.enter_async_context(open_stream(client, project_id, alice))
+            await stack.enter_async_context(open_stream(client, project_id, alice))
+            refused = await client.get(url, headers=alice)
+            assert refused.status_code == 429, refused.text
+            assert refused.json()["error"]["code"] == "too_many_streams"
+            assert int(refused.headers["retry-after"]) > 0
+            # The cap is per user: bob's stream opens.
+            async with open_stream(client, bobs, bob) as other:
+                assert (await other.next())[0] == "status"
+            # A client that goes away mid-stream frees its place.
+            assert (await first.next())[0] == "status"
+            await first.response.aclose()
+            await wait_for(lambda: app.slots.of("alice") == 1, 5, "the closed stream's place")
+            async with open_stream(client, project_id, alice) as again:
+                assert (await again.next())[0] == "status"
+        await wait_for(lambda: app.slots.open == 0, 5, "every place to be free")
 
 
 async def test_a_token_is_needed_and_another_users_project_is_not_found(
@@ -327,7 +385,9 @@ async def _transactions(conn: asyncpg.Connection, database: str) -> int:
 async def test_behind_a_pooler_without_a_direct_url_one_shared_poll_serves_every_stream(
     settings: ServiceSettings, alice: dict[str, str], pool: asyncpg.Pool
 ) -> None:
-    pooled = settings.model_copy(update={"database_pool_mode": PoolMode.TRANSACTION})
+    pooled = settings.model_copy(
+        update={"database_pool_mode": PoolMode.TRANSACTION, "stream_max_per_user": 30}
+    )
     async with (
         serve(pooled) as app,
         httpx.AsyncClient(base_url=app.url, timeout=10) as client,
@@ -366,8 +426,8 @@ def restartable() -> Iterator[EmbeddedPostgres]:
 async def test_a_stream_survives_a_database_restart(
     restartable: EmbeddedPostgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Streams read again after RECHECK_S of quiet: short, so one reads during the outage.
-    monkeypatch.setattr(events, "RECHECK_S", 0.3)
+    # No read of the stream's own falls into the outage (RECHECK_S is 30 s): it learns of it
+    # from the hub, whose listening connection the stop closes.
     name = db.unique_name("events")
     await db.create_database(restartable.url, name)
     url = restartable.url_for(name)
@@ -381,11 +441,15 @@ async def test_a_stream_survives_a_database_restart(
         project_id = await _project(client, headers)
         async with open_stream(client, project_id, headers) as stream:
             assert (await stream.next())[0] == "status"
-            await asyncio.to_thread(restartable.stop)
-            name, data = await stream.until("unavailable", timeout=5)
+            stopping = asyncio.create_task(asyncio.to_thread(restartable.stop))
+            name, data = await stream.until("unavailable", timeout=UNAVAILABLE_WITHIN_S)
             assert name == "unavailable" and "database is unavailable" in data["message"]
+            await stopping
             await asyncio.to_thread(restartable.start)
             await wait_for(app.hub.connected.is_set, 15, "the hub to listen again")
+            # Back: the status again (unchanged), which tells the client so.
+            name, status = await stream.until("status", timeout=5)
+            assert name == "status" and status["failed"] == 0
             conn = await asyncpg.connect(url)
             try:
                 await _finish_shot(conn, project_id, 1)
@@ -393,3 +457,38 @@ async def test_a_stream_survives_a_database_restart(
                 await conn.close()
             name, status = await stream.until("status", timeout=5)
             assert name == "status" and status["failed"] == 1  # it resumed
+
+
+@pytest.mark.timeout(60)
+async def test_on_a_black_holed_database_heartbeats_and_stream_max_s_still_hold(
+    settings: ServiceSettings, alice: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A cut link answers nothing and closes nothing: only the stream's own clock ends a read.
+    monkeypatch.setattr(events, "HEARTBEAT_S", 0.3)
+    monkeypatch.setattr(events, "RECHECK_S", 0.3)  # so that a read falls into the cut
+    monkeypatch.setattr(events, "READ_TIMEOUT_S", 0.5)
+    max_s = 4.0
+    target = urlsplit(settings.database_url or "")
+    async with freezable_proxy(target.hostname or "127.0.0.1", target.port or 5432) as proxy:
+        proxied = target._replace(netloc=f"{target.username}@127.0.0.1:{proxy.port}").geturl()
+        cut = settings.model_copy(update={"database_url": proxied, "stream_max_s": max_s})
+        async with (
+            serve(cut) as app,
+            httpx.AsyncClient(base_url=app.url, timeout=10) as client,
+        ):
+            project_id = await _project(client, alice)
+            started = time.monotonic()
+            async with open_stream(client, project_id, alice) as stream:
+                assert (await stream.next())[0] == "status"
+                proxy.freeze()
+                try:
+                    name, _ = await stream.until("unavailable", timeout=2.0)
+                    assert name == "unavailable"
+                    heartbeats = 0
+                    while (event := await stream.next(timeout=2.0))[0] == "comment":
+                        heartbeats += 1
+                    assert event[0] == "timeout", stream.events
+                    assert heartbeats >= 3, stream.events
+                    assert time.monotonic() - started < max_s + 2.0
+                finally:
+                    proxy.thaw()
