@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -33,6 +32,7 @@ from tests.service.support import bearer, project_body
 from tests.support import db
 from tests.support.ports import free_port
 from tests.support.proxy import freezable_proxy
+from tests.support.sse import open_stream
 from tests.support.wait import wait_for
 
 CHANGE_LATENCY_S = 1.0  # the promise: an event within 1 s of every change
@@ -67,53 +67,6 @@ async def serve(settings: ServiceSettings) -> AsyncIterator[Served]:
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 15)
-
-
-class Stream:
-    """One open event stream: its events as (name, data), comments as ("comment", text)."""
-
-    def __init__(self, response: httpx.Response) -> None:
-        self.response = response
-        self.events: list[tuple[str, Any]] = []
-        self.closed = False
-        self._lines = response.aiter_lines()
-
-    async def next(self, timeout: float = 5.0) -> tuple[str, Any]:
-        """The next event or comment."""
-        name, data = "", None
-        async with asyncio.timeout(timeout):
-            async for line in self._lines:
-                if line.startswith(":"):
-                    self.events.append(("comment", line[1:].strip()))
-                    return self.events[-1]
-                if line.startswith("event: "):
-                    name = line.removeprefix("event: ")
-                elif line.startswith("data: "):
-                    data = json.loads(line.removeprefix("data: "))
-                elif line == "" and name:
-                    self.events.append((name, data))
-                    return name, data
-        self.closed = True
-        return "closed", None
-
-    async def until(self, name: str, timeout: float = 5.0) -> tuple[str, Any]:
-        """Skip to the next event called `name`."""
-        deadline = time.monotonic() + timeout
-        while True:
-            event = await self.next(max(0.01, deadline - time.monotonic()))
-            if event[0] in (name, "closed"):
-                return event
-
-
-@contextlib.asynccontextmanager
-async def open_stream(
-    client: httpx.AsyncClient, project_id: str, headers: dict[str, str]
-) -> AsyncIterator[Stream]:
-    url = f"/api/projects/{project_id}/storyboards/events"
-    async with client.stream("GET", url, headers=headers) as response:
-        assert response.status_code == 200, await response.aread()
-        assert response.headers["content-type"].startswith("text/event-stream")
-        yield Stream(response)
 
 
 async def _project(
