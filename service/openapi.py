@@ -112,6 +112,18 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+EVENTS_DESCRIPTION = (
+    "Live, as Server-Sent Events: `GET /api/projects/{project_id}/storyboards/events`"
+    " (`text/event-stream`, same token and 404 rules). Events: `status` (this answer, at once"
+    " and after every change), `done` (the final status: every storyboard asked for finished;"
+    " a project never generated is not done), `timeout` (after STREAM_MAX_S), `unavailable`"
+    " (the database is away; `status` follows when it is back), `failure` (`{code, message}`:"
+    " the database stayed away, or the stream failed), `shutdown` (the API stops); a comment"
+    " line after 15 s of silence. 429 `too_many_streams` with `Retry-After` past"
+    " STREAM_MAX_PER_USER open streams."
+)
+
+
 def _errors(*statuses: int) -> dict[str, Any]:
     return {str(s): _json(_ERROR, "error") for s in statuses}
 
@@ -207,6 +219,9 @@ def openapi_document() -> dict[str, Any]:
         "/api/projects/{project_id}/storyboards/status": {
             "get": {
                 "summary": "generation status",
+                # The stream itself is left out of `paths`: an operation that answers for
+                # minutes has no place among those a client (or a fuzzer) calls and awaits.
+                "description": EVENTS_DESCRIPTION,
                 "security": secured,
                 "parameters": [_ID],
                 "responses": {"200": _json(_STATUS, "status"), **_errors(401, 404)},
