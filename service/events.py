@@ -157,6 +157,11 @@ class EventHub:
         task.add_done_callback(self._detached.discard)
         return task
 
+    def abandon_reads(self) -> None:
+        """Cancel the reads still running (streams gave up on them): the process stops."""
+        for task in list(self._detached):
+            task.cancel()
+
     def shut_down(self) -> None:
         """End every stream (with `event: shutdown`) and refuse new ones: the server stops."""
         self.stopping = True
@@ -305,6 +310,7 @@ async def open_hub(database: Database) -> AsyncIterator[EventHub]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        hub.abandon_reads()
 
 
 def sse(event: str, data: Any) -> bytes:

@@ -445,3 +445,34 @@ async def test_on_a_black_holed_database_heartbeats_and_stream_max_s_still_hold(
                     assert time.monotonic() - started < max_s + 2.0
                 finally:
                     proxy.thaw()
+
+
+@pytest.mark.timeout(120)
+async def test_a_database_away_for_outage_max_s_ends_the_stream_with_failure_not_error(
+    restartable: EmbeddedPostgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `error` is EventSource's own event (a lost connection): ours must not be mistaken for it.
+    monkeypatch.setattr(events, "OUTAGE_MAX_S", 1.0)
+    name = db.unique_name("events")
+    await db.create_database(restartable.url, name)
+    url = restartable.url_for(name)
+    await asyncio.to_thread(db.migrate, url)
+    headers = await bearer(url, "alice")
+    settings = ServiceSettings(database_url=url, media_dir=tmp_path / "media")
+    async with (
+        serve(settings) as app,
+        httpx.AsyncClient(base_url=app.url, timeout=10) as client,
+    ):
+        project_id = await _project(client, headers)
+        async with open_stream(client, project_id, headers) as stream:
+            assert (await stream.next())[0] == "status"
+            await asyncio.to_thread(restartable.stop)
+            try:
+                assert (await stream.until("unavailable", timeout=5))[0] == "unavailable"
+                event, data = await stream.until("failure", timeout=10)
+                assert event == "failure", stream.events
+                assert data["code"] == "database_unavailable"
+                assert "error" not in {name for name, _ in stream.events}
+                assert (await stream.next())[0] == "closed"
+            finally:
+                await asyncio.to_thread(restartable.start)
