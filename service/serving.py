@@ -9,6 +9,8 @@ the descriptor limit, and live-progress streams ended at shutdown.
   resource` for every attempt, and retries in a loop of up to the listen backlog per tick: 1.1
   GB of log in 5 minutes. `AcceptErrorFilter` lets one through per `ACCEPT_LOG_EVERY_S`,
   saying how many it held back.
+- **Idle sockets.** A connection that sends no request within 5 s is closed, as one idle between
+  requests already was.
 - **Shutdown.** uvicorn runs the app's shutdown only once every connection has closed, and a
   live-progress stream stays open up to `STREAM_MAX_S`: `ApiServer` ends the streams first
   (`event: shutdown`), so SIGTERM stops the API within seconds.
@@ -16,6 +18,7 @@ the descriptor limit, and live-progress streams ended at shutdown.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import resource
 import socket
@@ -23,6 +26,7 @@ import time
 
 import uvicorn
 from starlette.applications import Starlette
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from service.events import EventHub
 
@@ -82,6 +86,18 @@ class AcceptErrorFilter(logging.Filter):
         return True
 
 
+class IdleClosingH11Protocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, closing a connection that sends no request for
+    `timeout_keep_alive` (5 s) from the start too: uvicorn times out only the idle time
+    between requests, so sockets that never send one held their descriptors for ever."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler
+        )
+
+
 class ApiServer(uvicorn.Server):
     """uvicorn's server, ending the app's live-progress streams when it shuts down."""
 
@@ -108,6 +124,7 @@ def run(app: Starlette, *, host: str, port: int, max_connections: int, access_lo
         host=host,
         port=port,
         limit_concurrency=limit,
+        http=IdleClosingH11Protocol,
         log_config=None,  # keep pgqueue's log format for uvicorn's records too
         access_log=access_log,
     )
