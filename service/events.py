@@ -10,6 +10,12 @@ changes, and one read per changed project when something does, however many watc
 Behind a transaction pooler without `DATABASE_DIRECT_URL` there is no session to LISTEN on;
 the hub then runs one query per `POLL_S` for the projects of all open streams together.
 
+The hub also carries what every stream must learn at once, not at its next read: the loss of
+the listening connection (`unavailable`) and the server's shutdown (`shutdown`, from
+`serving.ApiServer`). Each read has `READ_TIMEOUT_S`, so a database that answers nothing holds
+no stream past its heartbeats or `STREAM_MAX_S`. `StreamSlots` (stream_slots.py) counts the
+open streams per user.
+
 Why Starlette's own `StreamingResponse` and not `sse-starlette`: the wire format is two lines
 per event, and what matters here (closing when the client goes away, whatever the server's
 ASGI version) is a few lines of ours; a dependency would add a second shutdown machinery
