@@ -38,9 +38,8 @@ MISSING_DATABASE_URL = (
 
 
 def _api(settings: ServiceSettings, args: argparse.Namespace) -> int:
-    import uvicorn
-
     from pgqueue import configure_logging
+    from service import serving
     from service.app import create_app
 
     configure_logging(args.log_level)
@@ -49,11 +48,11 @@ def _api(settings: ServiceSettings, args: argparse.Namespace) -> int:
     except ValidationError as exc:  # PGQUEUE_*, which the drain's worker runs with
         print(f"error: bad settings: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(
+    serving.run(
         app,
         host=args.host or settings.host,
         port=settings.port if args.port is None else args.port,
-        log_config=None,  # keep pgqueue's log format for uvicorn's records too
+        max_connections=settings.api_max_connections,
         access_log=args.access_log,
     )
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -9,10 +10,19 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 
 from pgqueue import Queue, QueueSettings
-from service import admin, docs, errors, events, jobs, metrics, routes, studio
+from service import admin, docs, errors, events, jobs, metrics, routes, serving, studio
 from service.settings import ServiceSettings
+from service.stream_slots import StreamSlots
 
 POOL_MAX_SIZE = 10  # connections per API process
+POOL_CLOSE_TIMEOUT_S = 5.0  # seconds the pool may take to close at shutdown
+STREAM_SHARE = 0.75  # of the connections a process serves, what live-progress streams may hold
+
+
+def stream_limit(max_connections: int) -> int:
+    """Most live-progress streams one process holds: a share of the connections it serves, so
+    that other requests (`/healthz`, a status read) still find one when streams are many."""
+    return max(1, int(serving.connection_limit(max_connections) * STREAM_SHARE))
 
 
 def create_app(settings: ServiceSettings) -> Starlette:
@@ -41,9 +51,18 @@ def create_app(settings: ServiceSettings) -> Starlette:
                     settings=settings,
                     queue_settings=queue_settings,
                     events=hub,
+                    stream_slots=StreamSlots(
+                        settings.stream_max_per_user, stream_limit(settings.api_max_connections)
+                    ),
                 )
         finally:
-            await pool.close()
+            # A connection stuck on a dead link (a read the streams gave up on) would hold the
+            # graceful close, and the process's exit, for ever.
+            try:
+                async with asyncio.timeout(POOL_CLOSE_TIMEOUT_S):
+                    await pool.close()
+            except TimeoutError:
+                pool.terminate()
 
     return Starlette(
         routes=[

@@ -19,6 +19,7 @@ from service.events import EventHub
 from service.openapi import openapi_document
 from service.payloads import MalformedPayload, StoryboardPayload
 from service.settings import MAX_DRAIN_BUDGET_S, MIN_DRAIN_BUDGET_S, ServiceSettings
+from service.stream_slots import StreamSlots
 
 logger = logging.getLogger("service.api")
 
@@ -42,6 +43,7 @@ class AppState(TypedDict):
     settings: ServiceSettings
     queue_settings: QueueSettings  # PGQUEUE_*: what a drain's worker runs with
     events: EventHub  # wakes live-progress streams
+    stream_slots: StreamSlots  # counts them, per user and in total
 
 
 def _state(request: Request) -> AppState:

@@ -260,7 +260,8 @@ async def project_status(
         "succeeded": counts["success"],
         "failed": counts["failed"],
         "percent": finished * 100 // attempted if attempted else 0,
-        "done": counts["generating"] == 0,
+        # Only once generation was asked for: a project never generated is not done.
+        "done": attempted > 0 and counts["generating"] == 0,
         "storyboards": storyboards,
         "eta_s": _eta_s(records, waits, attempted=attempted),
         # Each storyboard's current job: a shot regenerated since has its earlier jobs'
