@@ -15,12 +15,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from pgqueue import Job, JobNotFound, JobState, JobStateConflict, Queue, QueueInfo
+from pgqueue import Job, JobNotFound, JobState, JobStateConflict, Queue, QueueInfo, params
 from pgqueue import dashboard as pgqueue_dashboard
 from service import auth, storyboards
 from service.errors import ApiError, not_found
 from service.payloads import JOB_KIND
-from service.routes import MAX_BIGINT, AppState, job_json, last_line, visible_job
+from service.routes import MAX_BIGINT, AppState, job_json, last_line, path_id, visible_job
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
@@ -45,8 +45,7 @@ async def list_jobs(request: Request) -> Response:
     """GET /api/jobs?queue=&state=&kind=&limit=&before= : newest first, a page at a time."""
     user = await _user(request)
     state = _state(request)
-    params = request.query_params
-    unknown = sorted(set(params) - {"queue", "state", "kind", "limit", "before"})
+    unknown = sorted(set(request.query_params) - {"queue", "state", "kind", "limit", "before"})
     if unknown:
         raise _bad(
             "query", f"unknown parameter {unknown[0]!r}: use queue, state, kind, limit, before"
@@ -162,11 +161,8 @@ def queue_json(info: QueueInfo) -> dict[str, Any]:
 async def _visible_job(request: Request, user: auth.User) -> Job:
     """The job of the path, if `user` may see it (an admin, or the owner of its project);
     404 otherwise, as for a job that does not exist."""
-    state = _state(request)
-    job_id: int = request.path_params["job_id"]
-    if not 1 <= job_id <= MAX_BIGINT:
-        raise not_found("job")
-    return await visible_job(state, user, job_id)
+    job_id = path_id(request, "job_id", MAX_BIGINT, "job")
+    return await visible_job(_state(request), user, job_id)
 
 
 def _job_answer(job: Job, user: auth.User) -> dict[str, Any]:
@@ -193,8 +189,8 @@ def _text_param(request: Request, name: str) -> str | None:
     value = request.query_params.get(name)
     if value is None or value == "":
         return None
-    if len(value) > 128 or "\x00" in value:
-        raise _bad(name, f"{name} must be 1-128 characters")
+    if not params.is_name(value):
+        raise _bad(name, f"{name} must be 1-128 characters, with no NUL byte")
     return value
 
 
@@ -213,15 +209,16 @@ def _int_query(request: Request, name: str, low: int, high: int, default: int | 
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    value = params.whole_number(raw, low, high)
+    if value is None:
         raise _bad(name, f"{name} must be a whole number within {low}-{high}, got {raw[:40]!r}")
-    return int(raw)
+    return value
 
 
 def _queue_param(request: Request) -> str:
     name = str(request.path_params["name"])
-    if not 1 <= len(name) <= 128 or "\x00" in name:
-        raise _bad("name", "a queue name is 1-128 characters")
+    if not params.is_name(name):
+        raise _bad("name", "a queue name is 1-128 characters, with no NUL byte")
     return name
 
 
@@ -242,8 +239,8 @@ DASHBOARD = pgqueue_dashboard.create_app(
 
 ROUTES: list[BaseRoute] = [
     Route("/api/jobs", list_jobs, methods=["GET"]),
-    Route("/api/jobs/{job_id:int}/retry", retry_job, methods=["POST"]),
-    Route("/api/jobs/{job_id:int}/cancel", cancel_job, methods=["POST"]),
+    Route("/api/jobs/{job_id}/retry", retry_job, methods=["POST"]),
+    Route("/api/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),
     Route("/api/queues", list_queues, methods=["GET"]),
     Route("/api/queues/{name}/pause", pause_queue, methods=["POST"]),
     Route("/api/queues/{name}/resume", resume_queue, methods=["POST"]),
