@@ -2,8 +2,9 @@
 resume), and pgqueue's dashboard mounted at `/dashboard` for admins.
 
 Every answer comes from pgqueue's public `Queue` methods (`list_jobs`, `retry`, `cancel`,
-`queues`, `pause`, `resume`); the service adds only who may see what. Users see and act on the
-storyboard jobs of their own projects (another's job answers 404, as on `GET /api/jobs/{id}`);
+`queues`, `pause`, `resume`); the service adds who may see what (`user_jobs`: a user's own
+jobs, found through the service's index; a retry within the user's cap). Users see and act on
+the storyboard jobs of their own projects (another's job answers 404, as on `GET /api/jobs/{id}`);
 admins see all jobs, and alone see and pause queues.
 """
 
@@ -17,7 +18,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from pgqueue import Job, JobNotFound, JobState, JobStateConflict, Queue, QueueInfo, params
 from pgqueue import dashboard as pgqueue_dashboard
-from service import auth, storyboards
+from service import auth, user_jobs
 from service.errors import ApiError, not_found
 from service.payloads import JOB_KIND
 from service.routes import MAX_BIGINT, AppState, job_json, last_line, path_id, visible_job
@@ -55,26 +56,22 @@ async def list_jobs(request: Request) -> Response:
     job_state = _state_param(request)
     limit = _int_query(request, "limit", 1, MAX_LIMIT, None) or DEFAULT_LIMIT
     before = _int_query(request, "before", 1, MAX_BIGINT, None)
-    payload_match = None
-    if not user.is_admin:
-        # A user's jobs are the storyboard jobs of the user's projects, found by the project
-        # id each job's payload carries.
-        if kind not in (None, JOB_KIND):
-            return JSONResponse({"jobs": [], "next": None})
-        kind = JOB_KIND
-        projects = await storyboards.list_projects(state["pool"], user)
-        owned = [str(p["id"]) for p in projects]
-        if not owned:
-            return JSONResponse({"jobs": [], "next": None})
-        payload_match = ("project_id", owned)
-    jobs = await state["queue"].list_jobs(
-        queue=queue_name,
-        state=job_state,
-        kind=kind,
-        limit=limit,
-        before=before,
-        payload_match=payload_match,
-    )
+    if user.is_admin:
+        jobs = await state["queue"].list_jobs(
+            queue=queue_name, state=job_state, kind=kind, limit=limit, before=before
+        )
+    elif kind not in (None, JOB_KIND):
+        jobs = []  # a user's jobs are storyboard jobs only
+    else:
+        jobs = await user_jobs.list_user_jobs(
+            state["pool"],
+            state["queue"],
+            user,
+            queue_name=queue_name,
+            state=job_state,
+            limit=limit,
+            before=before,
+        )
     return JSONResponse(
         {
             "jobs": [_job_answer(job, user) for job in jobs],
@@ -84,12 +81,13 @@ async def list_jobs(request: Request) -> Response:
 
 
 async def retry_job(request: Request) -> Response:
-    """POST /api/jobs/{id}/retry: a failed or cancelled job, queued again (owner or admin)."""
+    """POST /api/jobs/{id}/retry: a failed or cancelled job, queued again (owner or admin);
+    429 when it would take its owner past the cap of pending jobs, as a generate would."""
     user = await _user(request)
-    queue = _state(request)["queue"]
+    state = _state(request)
     job = await _visible_job(request, user)
     try:
-        retried = await queue.retry(job.id)
+        retried = await user_jobs.retry(state["pool"], state["queue"], state["settings"], user, job)
     except JobNotFound:
         raise not_found("job") from None
     except JobStateConflict as exc:
