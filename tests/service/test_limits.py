@@ -62,6 +62,52 @@ async def test_past_the_per_user_cap_generate_answers_429_and_enqueues_nothing(
         assert (await client.post(generate.format(bobs), headers=bob)).status_code == 202
 
 
+async def test_retried_jobs_count_against_the_cap_and_their_storyboards_generate_again(
+    settings: ServiceSettings, alice: dict[str, str], pool: asyncpg.Pool
+) -> None:
+    # The walk-around: cancel your queued jobs, read the status (the storyboards fail), retry
+    # the jobs, generate again, and repeat: with a cap of 2, 8 paid calls were queued.
+    capped = settings.model_copy(update={"storyboard_max_pending_per_user": 2})
+    async with support.api_client(capped) as client:
+        project_id = await _project(client, alice, 2)
+        generate = f"/api/projects/{project_id}/storyboards/generate"
+        first = (await client.post(generate, headers=alice)).json()["job_ids"]
+        for job_id in first:
+            cancelled = await client.post(f"/api/jobs/{job_id}/cancel", headers=alice)
+            assert cancelled.status_code == 200, cancelled.text
+        status = await client.get(f"/api/projects/{project_id}/storyboards/status", headers=alice)
+        assert status.json()["status"] == "failed", status.json()
+        second = await client.post(generate, headers=alice)
+        assert second.status_code == 202 and second.json()["queued"] == 2, second.text
+        # Two pending (the second generation's) and a cap of 2: no retry may add a third.
+        for job_id in first:
+            refused = await client.post(f"/api/jobs/{job_id}/retry", headers=alice)
+            assert refused.status_code == 429, refused.text
+            assert int(refused.headers["Retry-After"]) > 0
+            assert refused.json()["error"]["code"] == "too_many_pending"
+        live = "SELECT count(*) FROM pgqueue.jobs WHERE state IN ('queued', 'running')"
+        assert await pool.fetchval(live) == 2
+        # Within the cap a retry is fine, and its storyboard reads generating from that commit.
+        for job_id in second.json()["job_ids"]:
+            await client.post(f"/api/jobs/{job_id}/cancel", headers=alice)
+        retried = await client.post(f"/api/jobs/{second.json()['job_ids'][0]}/retry", headers=alice)
+        assert retried.status_code == 200, retried.text
+        status = (
+            await client.get(f"/api/projects/{project_id}/storyboards/status", headers=alice)
+        ).json()
+        assert status["done"] is False and status["status"] == "generating", status
+        shot = next(s for s in status["storyboards"] if s["job_id"] == retried.json()["id"])
+        assert shot["status"] == "generating" and shot["error"] is None, shot
+        assert await pool.fetchval(live) == 1
+        # The cap counts the retried job, however the storyboard got there: one more fits,
+        # a second does not.
+        assert (
+            await client.post(generate, json={"shot_numbers": [2]}, headers=alice)
+        ).status_code == 202
+        assert (await client.post(f"/api/jobs/{first[0]}/retry", headers=alice)).status_code == 429
+        assert await pool.fetchval(live) == 2
+
+
 async def test_a_superseded_image_is_deleted_once_the_new_one_is_stored(
     client: httpx.AsyncClient,
     alice: dict[str, str],
