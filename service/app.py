@@ -9,7 +9,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 
 from pgqueue import Queue, QueueSettings
-from service import admin, errors, events, metrics, routes, studio
+from service import admin, drain, errors, events, metrics, routes, shutdown, studio
 from service.settings import ServiceSettings
 
 POOL_MAX_SIZE = 10  # connections per API process
@@ -27,6 +27,10 @@ def create_app(settings: ServiceSettings) -> Starlette:
     database = settings.database()
     # Read (and checked) at start: a drain runs a worker with the PGQUEUE_* settings.
     queue_settings = QueueSettings()
+    drains = drain.Drains()
+    stopping = shutdown.Shutdown()
+    # The server's stop (`shutdown.serve`) ends the drains before it waits for requests.
+    stopping.on_start(drains.stop)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[routes.AppState]:
@@ -41,11 +45,12 @@ def create_app(settings: ServiceSettings) -> Starlette:
                     settings=settings,
                     queue_settings=queue_settings,
                     events=hub,
+                    drains=drains,
                 )
         finally:
             await pool.close()
 
-    return Starlette(
+    app = Starlette(
         routes=[*routes.ROUTES, *events.ROUTES, *admin.ROUTES, *metrics.ROUTES, *studio.ROUTES],
         middleware=metrics.middleware(),
         lifespan=lifespan,
@@ -59,3 +64,5 @@ def create_app(settings: ServiceSettings) -> Starlette:
             Exception: errors.handle_unexpected,
         },
     )
+    app.state.shutdown = stopping
+    return app

@@ -42,6 +42,7 @@ class AppState(TypedDict):
     settings: ServiceSettings
     queue_settings: QueueSettings  # PGQUEUE_*: what a drain's worker runs with
     events: EventHub  # wakes live-progress streams
+    drains: drain.Drains  # the drains this process runs: bounded, stopped with the server
 
 
 def _state(request: Request) -> AppState:
@@ -251,7 +252,22 @@ async def worker_drain(request: Request) -> Response:
         if not user.is_admin:
             raise ApiError(403, "forbidden", "the drain is for CRON_SECRET or admin tokens")
     budget_s = _budget_param(request, settings.drain_budget_s)
-    return JSONResponse(await drain.drain(settings, state["queue_settings"], budget_s))
+    answer = await state["drains"].run(settings, state["queue_settings"], budget_s, state["pool"])
+    if answer is None:
+        # Refused at once, having changed nothing: one more drain would hold another set of
+        # server connections (or the server is stopping).
+        drains = state["drains"]
+        wait_s = drains.busy_for_s() or 0.0
+        raise ApiError(
+            503 if drains.stopping else 429,
+            "stopping" if drains.stopping else "drain_running",
+            "the API is stopping: call the drain again on another instance"
+            if drains.stopping
+            else f"{drains.limit} drain(s) already run in this API process, the most at once;"
+            f" call again in {math.ceil(wait_s)} s",
+            headers={"Retry-After": str(max(1, math.ceil(wait_s)))},
+        )
+    return JSONResponse(answer)
 
 
 def _budget_param(request: Request, default_s: float) -> float:
