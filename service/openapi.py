@@ -66,7 +66,8 @@ _DRAIN = {
                 "description": "error",
                 "content": {"application/json": {"schema": _ERROR}},
             }
-            for code in (400, 401, 403)
+            # 429: a drain runs in this API process already; 503: the API is stopping
+            for code in (400, 401, 403, 429, 503)
         },
     },
 }
@@ -308,7 +309,8 @@ def _admin_paths(secured: list[dict[str, list[str]]]) -> dict[str, Any]:
                 "parameters": [_JOB_ID],
                 "responses": {
                     "200": _json({"type": "object"}, "the job, queued"),
-                    **_errors(401, 404, 409),
+                    # 429: it would take its owner past the cap of pending jobs
+                    **_errors(401, 404, 409, 429),
                 },
             }
         },
