@@ -2,7 +2,9 @@
 
 `GET /api/jobs` for a user and the per-user cap of pending jobs find the user's jobs by the
 project id in their payload. Without an index that was a scan of every job ever kept (110-135
-ms a listing at 500k finished jobs, linear in the table); with these it reads the user's own:
+ms a listing at 500k finished jobs, linear in the table); with these it reads the user's own
+(measured at 500k finished jobs of other users, the user's 50 jobs on 5 projects the oldest:
+151 ms a page before, 0.34 ms after; the cap's count 0.07 ms):
 
 - `storyboard_jobs_project_idx`: a project's storyboard jobs, newest first (the listing takes
   a page per project, newest first, and merges them);
