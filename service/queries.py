@@ -119,15 +119,6 @@ LOCK_JOB_PROJECT = """
 SELECT id, owner FROM storyboard.projects WHERE id = $1 FOR NO KEY UPDATE
 """
 
-# -- resume_storyboard: the storyboard of job $3, which was just retried, reads `generating`
-# -- again, its time limit counted from now; only while it still belongs to that job
-RESUME_STORYBOARD = """
-UPDATE storyboard.storyboards
-SET status = 'generating', error = NULL, updated_at = now()
-WHERE project_id = $1 AND shot_number = $2 AND job_id = $3
-RETURNING shot_number
-"""
-
 # -- lock_project: serialise the writers that finish a project's generation, so the last one
 # -- to commit sees every other storyboard's final state (READ COMMITTED takes a new snapshot
 # -- per statement, after the lock wait)

@@ -6,7 +6,8 @@ pending count read the user's own jobs, never the whole table, and every project
 
 A retry puts a paid upstream call back in the queue, so it counts against the user's cap of
 pending jobs as a generate does, and its storyboard reads `generating` again from the same
-commit: the cap and the status both see the job as what it is, however it got queued.
+commit (a trigger, for every retry): the cap and the status both see the job as what it is,
+however it got queued.
 """
 
 from __future__ import annotations
@@ -52,11 +53,12 @@ async def retry(
 ) -> Job:
     """Retry `job` (failed or cancelled) for `user`, who may see it.
 
-    For a storyboard job, in one transaction: the job goes back to `queued`; for a caller who
-    is not an admin, the owner's pending jobs (this one included) are counted against the cap
-    (429 past it, and nothing changes); and the job's storyboard, while it still belongs to
-    this job, reads `generating` again, its time limit counted from now. Admins retry as the
-    dashboard and `python -m pgqueue retry` do, outside any user's cap.
+    For a storyboard job, in one transaction: the job goes back to `queued`, and its
+    storyboard, while it still belongs to this job, reads `generating` again, its time limit
+    counted from now (the trigger of migration 0016, which every retry fires, the dashboard's
+    and the CLI's too); for a caller who is not an admin, the owner's pending jobs (this one
+    included) are then counted against the cap: 429 past it, and nothing changes. Admins
+    retry as the dashboard and `python -m pgqueue retry` do, outside any user's cap.
 
     Raises:
         JobNotFound, JobStateConflict: as `Queue.retry`.
@@ -76,8 +78,4 @@ async def retry(
         if not user.is_admin:
             # The retried job is queued already (in this transaction), so it is counted.
             await storyboards.check_pending_cap(conn, user, 1, settings, counted=1)
-        if await conn.fetchval(
-            queries.RESUME_STORYBOARD, payload.project_id, payload.shot_number, job.id
-        ):
-            await conn.execute(queries.FINISH_PROJECT, payload.project_id)
     return retried
