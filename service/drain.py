@@ -21,7 +21,7 @@ from pgqueue import QueueSettings, Worker
 from service import jobs
 from service.settings import ServiceSettings
 
-# Drains one API process runs at once. Each opens a handful of server connections; the
+# Drains one API process runs at once. Each opens a few server connections of its own (4); the
 # limit keeps an API's connections bounded however often the drain is called. One, as a cron
 # calls it: overlapping drains of one process would only share its CPU and event loop.
 MAX_CONCURRENT_DRAINS = 1
@@ -36,9 +36,10 @@ def allowed_by_secret(settings: ServiceSettings, token: str) -> bool:
 class Drains:
     """The drains of one API process: at most `limit` at once, and all stopped with the server.
 
-    Each drain is a `Worker` with pools of its own (a handful of server connections), so
-    overlapping calls multiply the API's connections (four took it from 6 to 31): a call past
-    the limit runs nothing and says when to come back (`busy_for_s`). When the server stops
+    Each drain is a `Worker` with a claim pool, a heartbeat and a listener of its own (4
+    server connections, measured; 6 before its handlers shared the API's pool), so
+    overlapping calls multiplied the API's connections (four took it from 6 to 31): a call
+    past the limit runs nothing and says when to come back (`busy_for_s`). When the server stops
     (SIGTERM), every drain stops claiming, its running jobs get the worker's grace
     (`PGQUEUE_SHUTDOWN_GRACE_S`) to finish, and the rest go back to the queue without
     spending their attempt, as the worker daemon does: the request then answers, and the

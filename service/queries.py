@@ -1,11 +1,13 @@
 """Every SQL statement of the storyboard service, as named constants.
 
-Only `storyboards.py`, `auth.py`, `routes.py` and `jobs.py` execute these. Parameters are `$n`
-placeholders, never interpolated. Lock order, to rule out deadlocks: a job's row (taken by
-`JobContext.transaction`), then the project's row (`LOCK_PROJECT`), then storyboard rows.
+Only `storyboards.py`, `user_jobs.py`, `auth.py`, `routes.py` and `jobs.py` execute these.
+Parameters are `$n` placeholders, never interpolated. Lock order, to rule out deadlocks: a
+job's row (taken by `JobContext.transaction`, or a retry), then the project's row
+(`LOCK_PROJECT`), then storyboard rows.
 
 Jobs are read through `pgqueue.job_status`, the view pgqueue owns for applications, never
-through its tables: what makes a job live (its lease) is pgqueue's to define.
+through its tables: what makes a job live (its lease) is pgqueue's to define. The service
+only indexes them (migration 0015) and follows their retries (0016).
 """
 
 from __future__ import annotations
