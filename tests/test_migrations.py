@@ -154,10 +154,10 @@ async def test_the_job_listing_indexes_go_with_their_revisions(admin_url: str) -
     try:
         db.migrate(url)
         assert {*listing, "jobs_kind_idx"} <= await indexes()
-        db.migrate(url, "downgrade", "0014_pgqueue_v10")
+        db.migrate(url, "downgrade", "0017_pgqueue_v13")
         assert not listing & await indexes()
         assert "jobs_kind_idx" in await indexes()
-        db.migrate(url, "downgrade", "0013_pgqueue_v9")
+        db.migrate(url, "downgrade", "0016_pgqueue_v12")
         assert "jobs_kind_idx" not in await indexes()
         db.migrate(url)
         assert {*listing, "jobs_kind_idx"} <= await indexes()

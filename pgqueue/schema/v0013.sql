@@ -1,4 +1,4 @@
--- pgqueue schema version 10: listings by kind are index scans; applications read the payload.
+-- pgqueue schema version 13: listings by kind are index scans; applications read the payload.
 --
 -- `Queue.list_jobs(kind=...)` (the dashboard's and `python -m pgqueue jobs`' kind filter) was a
 -- backward scan of the primary key that filters on kind: a kind on few rows reads the table

@@ -12,8 +12,8 @@ job, and only a `failed` one (one whose image landed stays `success`). The proje
 locked before the storyboard's, the order of the service's writers (service/queries.py), and
 the project reads `generating` with it, as `FINISH_PROJECT` would say.
 
-Revision ID: 0016_storyboard_resume_on_retry
-Revises: 0015_storyboard_jobs_idx
+Revision ID: 0019_storyboard_resume_on_retry
+Revises: 0018_storyboard_jobs_idx
 Create Date: 2026-12-03
 """
 
@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from migrations._sql import run_script
 
-revision = "0016_storyboard_resume_on_retry"
-down_revision = "0015_storyboard_jobs_idx"
+revision = "0019_storyboard_resume_on_retry"
+down_revision = "0018_storyboard_jobs_idx"
 branch_labels = None
 depends_on = None
 

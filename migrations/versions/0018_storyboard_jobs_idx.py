@@ -14,8 +14,8 @@ ms a listing at 500k finished jobs, linear in the table); with these it reads th
 They index pgqueue's table, which the service otherwise only reads through `job_status`:
 an index changes no row and no rule of pgqueue's, and only the service knows its payload.
 
-Revision ID: 0015_storyboard_jobs_idx
-Revises: 0014_pgqueue_v10
+Revision ID: 0018_storyboard_jobs_idx
+Revises: 0017_pgqueue_v13
 Create Date: 2026-12-03
 """
 
@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from migrations._sql import run_script
 
-revision = "0015_storyboard_jobs_idx"
-down_revision = "0014_pgqueue_v10"
+revision = "0018_storyboard_jobs_idx"
+down_revision = "0017_pgqueue_v13"
 branch_labels = None
 depends_on = None
 
