@@ -129,6 +129,12 @@ class Queue(GovernorMethods):
         """The job with this id, or None."""
         return await store.get_job(self._db(conn), job_id)
 
+    async def get_many(
+        self, job_ids: Sequence[int], *, conn: asyncpg.Connection | None = None
+    ) -> list[models.Job]:
+        """The jobs with these ids that exist, newest (highest id) first."""
+        return await store.get_jobs(self._db(conn), job_ids)
+
     async def cancel(
         self, job_id: int, *, conn: asyncpg.Connection | None = None
     ) -> models.Job | None:

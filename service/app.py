@@ -10,7 +10,19 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 
 from pgqueue import Queue, QueueSettings
-from service import admin, docs, errors, events, jobs, metrics, routes, serving, studio
+from service import (
+    admin,
+    docs,
+    drain,
+    errors,
+    events,
+    jobs,
+    metrics,
+    routes,
+    serving,
+    shutdown,
+    studio,
+)
 from service.settings import ServiceSettings
 from service.stream_slots import StreamSlots
 
@@ -37,6 +49,10 @@ def create_app(settings: ServiceSettings) -> Starlette:
     database = settings.database()
     # Read (and checked) at start: a drain runs a worker with the PGQUEUE_* settings.
     queue_settings = QueueSettings()
+    drains = drain.Drains()
+    stopping = shutdown.Shutdown()
+    # The server's stop (`serving.ApiServer`) ends the drains before it waits for requests.
+    stopping.on_start(drains.stop)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[routes.AppState]:
@@ -54,6 +70,7 @@ def create_app(settings: ServiceSettings) -> Starlette:
                     stream_slots=StreamSlots(
                         settings.stream_max_per_user, stream_limit(settings.api_max_connections)
                     ),
+                    drains=drains,
                 )
         finally:
             # A connection stuck on a dead link (a read the streams gave up on) would hold the
@@ -64,7 +81,7 @@ def create_app(settings: ServiceSettings) -> Starlette:
             except TimeoutError:
                 pool.terminate()
 
-    return Starlette(
+    app = Starlette(
         routes=[
             *routes.ROUTES,
             *events.ROUTES,
@@ -86,3 +103,5 @@ def create_app(settings: ServiceSettings) -> Starlette:
             Exception: errors.handle_unexpected,
         },
     )
+    app.state.shutdown = stopping
+    return app

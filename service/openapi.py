@@ -381,7 +381,8 @@ def _job_paths() -> dict[str, Any]:
             "post": _operation(
                 "retry_job",
                 "a failed or cancelled job, queued again with a fresh attempt budget",
-                {"200": _json("Job", "the job, queued"), **_errors(401, 404, 409)},
+                # 429: it would take its owner past the cap of pending jobs
+                {"200": _json("Job", "the job, queued"), **_errors(401, 404, 409, 429)},
                 tag="jobs",
                 parameters=[_JOB_ID],
             )

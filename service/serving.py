@@ -19,6 +19,7 @@ the descriptor limit, and live-progress streams ended at shutdown.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import resource
 import socket
@@ -29,6 +30,7 @@ from starlette.applications import Starlette
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from service.events import EventHub
+from service.shutdown import Shutdown
 
 logger = logging.getLogger("service.serving")
 
@@ -99,17 +101,26 @@ class IdleClosingH11Protocol(H11Protocol):
 
 
 class ApiServer(uvicorn.Server):
-    """uvicorn's server, ending the app's live-progress streams when it shuts down."""
+    """uvicorn's server, telling the app's long requests that it stops before it waits for
+    them: the live-progress streams end, and the app's `Shutdown` begins (a running drain
+    releases its jobs within the grace)."""
+
+    def __init__(self, config: uvicorn.Config, stopping: Shutdown | None) -> None:
+        super().__init__(config)
+        self._stopping = stopping
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._stopping is not None:
+            self._stopping.begin()
         hub = getattr(self.lifespan, "state", {}).get("events")
         if isinstance(hub, EventHub):
             hub.shut_down()
         await super().shutdown(sockets)
 
 
-def run(app: Starlette, *, host: str, port: int, max_connections: int, access_log: bool) -> None:
-    """Serve `app` until SIGTERM or SIGINT (the `api` command)."""
+def run(app: Starlette, *, host: str, port: int, max_connections: int, access_log: bool) -> bool:
+    """Serve `app` until SIGTERM or SIGINT (the `api` command); False when the server could
+    not start (e.g. its port is taken)."""
     raise_fd_limit(max_connections)
     limit = connection_limit(max_connections)
     if limit < max_connections:
@@ -128,4 +139,7 @@ def run(app: Starlette, *, host: str, port: int, max_connections: int, access_lo
         log_config=None,  # keep pgqueue's log format for uvicorn's records too
         access_log=access_log,
     )
-    ApiServer(config).run()
+    server = ApiServer(config, getattr(app.state, "shutdown", None))
+    with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run: a second Ctrl-C
+        server.run()
+    return server.started
