@@ -33,7 +33,7 @@ migrate: $(STAMP) ## apply migrations to DATABASE_URL (pgqueue's schema and the 
 	$(BIN)/python -m alembic upgrade head
 
 .PHONY: system-deps
-system-deps: ## install the Debian packages the tests drive when missing (pgbouncer, iproute2, chromium; as root)
+system-deps: ## install the Debian packages the tests drive when missing (pgbouncer, iproute2, chromium, pg_auto_failover; as root)
 	@tools/system-deps.sh
 
 .PHONY: test

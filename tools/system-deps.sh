@@ -3,6 +3,9 @@
 #   pgbouncer  - the transaction-mode pooler the pooled-deployment tests run the service behind
 #   iproute2   - `ip netns` and veth pairs for the tests of workers on several hosts
 #   chromium   - the browser Playwright drives in the tests of the studio and the dashboard
+#   pg-auto-failover-cli, postgresql-15-auto-failover
+#              - `pg_autoctl` and its Postgres extension: the HA cluster (a monitor, a primary and
+#                a synchronous standby) the failover tests start and fail over
 # Only as root (CI and the development machines are); otherwise it says what is missing, and
 # the tests that need it skip saying why.
 set -euo pipefail
@@ -11,11 +14,13 @@ declare -A PACKAGE_OF=(
     [pgbouncer]=pgbouncer
     [ip]=iproute2
     [chromium]=chromium
+    [pg_autoctl]=pg-auto-failover-cli
 )
 declare -A PATH_OF=(
     [pgbouncer]=/usr/sbin/pgbouncer
     [ip]=/usr/sbin/ip
     [chromium]=/usr/bin/chromium
+    [pg_autoctl]=/usr/bin/pg_autoctl
 )
 
 missing=()
@@ -24,6 +29,10 @@ for command in "${!PACKAGE_OF[@]}"; do
         missing+=("${PACKAGE_OF[$command]}")
     fi
 done
+# pg_autoctl's Postgres extension (the monitor's) is a file, not a command.
+if [ ! -f /usr/share/postgresql/15/extension/pgautofailover.control ]; then
+    missing+=(postgresql-15-auto-failover)
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
