@@ -133,7 +133,10 @@ class Cluster:
             "create",
             "postgres",
             *("--pgport", str(node.port), "--name", node.name, "--dbname", DATABASE),
-            *("--monitor", f"postgres://autoctl_node@127.0.0.1:{self.monitor.port}/pg_auto_failover"),
+            *(
+                "--monitor",
+                f"postgres://autoctl_node@127.0.0.1:{self.monitor.port}/pg_auto_failover",
+            ),
         )
 
     def _keeper(self, node: Node, *command: str) -> Process:
