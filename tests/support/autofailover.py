@@ -216,9 +216,12 @@ class Cluster:
 
     async def primary(self) -> Node:
         """The node the monitor has as primary (or the one promoted alone, `wait_primary`)."""
+        # A dead primary's keeper cannot report its demotion: it stays "primary" as reported,
+        # with "demoted" assigned; the live one has reached the state it was assigned.
         states = await self.states()
         for node in self.nodes:
-            if states.get(node.name, ("", ""))[0] in ("primary", "wait_primary", "single"):
+            reported, goal = states.get(node.name, ("", ""))
+            if reported == goal and goal in ("primary", "wait_primary", "single"):
                 return node
         raise AssertionError(f"no primary: {states}")
 
