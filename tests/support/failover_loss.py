@@ -91,8 +91,10 @@ async def kill_round(cluster: Cluster) -> Round:
     return Round(synchronous, len(acknowledged), len(set(acknowledged) - found))
 
 
-async def measure(rounds: int, log_dir: Path) -> list[Round]:
-    """`rounds` kills with a synchronous standby, then as many with an asynchronous one."""
+async def measure(
+    rounds: int, log_dir: Path, modes: tuple[bool, ...] = (True, False)
+) -> list[Round]:
+    """`rounds` kills per mode: with a synchronous standby (True), an asynchronous one (False)."""
     harness = Processes(log_dir)
     results: list[Round] = []
     with autofailover.cluster_directory() as base:
@@ -100,7 +102,7 @@ async def measure(rounds: int, log_dir: Path) -> list[Round]:
         try:
             await cluster.start()
             await asyncio.to_thread(db.migrate, cluster.url)
-            for synchronous in (True, False):
+            for synchronous in modes:
                 await cluster.set_synchronous(synchronous)
                 for _ in range(rounds):
                     results.append(await kill_round(cluster))
@@ -114,12 +116,16 @@ async def measure(rounds: int, log_dir: Path) -> list[Round]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="kills per mode (default 5)")
+    parser.add_argument(
+        "--standby", choices=("sync", "async", "both"), default="both", help="which mode(s)"
+    )
     args = parser.parse_args()
+    modes = {"sync": (True,), "async": (False,), "both": (True, False)}[args.standby]
     autofailover.check_available()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="failover-loss-logs-") as logs:
-        results = asyncio.run(measure(args.rounds, Path(logs)))
-    for synchronous in (True, False):
+        results = asyncio.run(measure(args.rounds, Path(logs), modes))
+    for synchronous in modes:
         mine = [r for r in results if r.synchronous is synchronous]
         lost = [r.lost for r in mine]
         print(
