@@ -68,6 +68,9 @@ def check_available() -> None:
         raise Unavailable("the pgautofailover extension is missing (postgresql-15-auto-failover)")
     if not (PG_BIN / "pg_ctl").exists():
         raise Unavailable(f"no Postgres 15 in {PG_BIN}")
+    if os.geteuid() != 0 and not os.access(SOCKET_DIR, os.W_OK):
+        # Debian's Postgres puts its socket there; as root we make it the keepers' own.
+        raise Unavailable(f"this user cannot write {SOCKET_DIR} (run as root, or join its group)")
 
 
 @dataclasses.dataclass(slots=True)
