@@ -32,11 +32,13 @@ from pgqueue.worker.producer import ClaimTemplate, Producer
 from pgqueue.worker.runner import JobRunner
 from pgqueue.worker.scheduler import Scheduler
 from pgqueue.worker.slots import Slots
+from pgqueue.worker.transient import TRANSIENT_ERRORS, retry_delay_s
 from pgqueue.worker.waiting import wait_any
 
 logger = logging.getLogger("pgqueue.worker")
 
 OWN_POOL_EXTRA = 2  # connections of the worker's own pool beyond its completer's statements
+STARTUP_PATIENCE_S = 60.0  # how long a starting worker waits for a server to take connections
 FLUSH_TIMEOUT_S = 10.0  # seconds a stopping worker waits for outcomes still being written
 FLUSH_AFTER_END_S = 1.5  # of a budgeted run: its outcomes are written by its end + this
 FLUSH_MIN_S = 0.5
@@ -132,9 +134,7 @@ class Worker:
         # Its own statements are short and batched: the claim, the completer's statements in
         # flight, and one more for the handlers' fenced writes and maintenance.
         own_size = min(config.handler_pool_size, in_flight + OWN_POOL_EXTRA)
-        pool = await _create_pool(
-            self.database, min_size=1, max_size=own_size, session=own_settings
-        )
+        pool = await self._first_pool(own_size, own_settings)
         self._pool = pool
         try:
             self._handler_pool = await _create_pool(
@@ -371,6 +371,35 @@ class Worker:
                 extra={"action": "side_task_died"},
             )
         self.stop()
+
+    async def _first_pool(self, size: int, session: dict[str, str]) -> asyncpg.Pool:
+        """The worker's own pool; while no server takes connections (a failover: the old
+        primary gone, the new one not yet promoted), retried for STARTUP_PATIENCE_S.
+
+        Without this a worker (re)started during a failover exits, and its supervisor's
+        backoff keeps it down long after the new primary is up. A stop request, a budgeted
+        run's end, or a non-transient error (a refused password, no such database) ends the
+        wait at once.
+        """
+        give_up_at = time.monotonic() + STARTUP_PATIENCE_S
+        if self._ends_at is not None:
+            give_up_at = min(give_up_at, self._ends_at)
+        failures = 0
+        while True:
+            try:
+                return await _create_pool(self.database, min_size=1, max_size=size, session=session)
+            except TRANSIENT_ERRORS as exc:
+                failures += 1
+                delay_s = retry_delay_s(failures)
+                if self._stop_requested or time.monotonic() + delay_s > give_up_at:
+                    raise
+                logger.warning(
+                    "cannot connect to the database (%s); retrying in %.2fs",
+                    exc,
+                    delay_s,
+                    extra={"action": "connect_retry"},
+                )
+                await asyncio.sleep(delay_s)
 
 
 async def _create_pool(

@@ -15,7 +15,8 @@ restarted for the service. Then:
 - every shot of every acknowledged generate ends `success`;
 - meanwhile the API answers 503 `database_unavailable` (or 429), never a 500;
 - the API answers again, and both workers run jobs again, within a lease plus a few seconds
-  of the new primary taking writes;
+  of the new primary taking writes; so does a third worker started while no node took writes
+  (in the kill -9 run);
 - the workers' LISTEN came back: with a 30 s poll, six shots asked for after the failover
   start at once on both workers (three each, the upstream holding every call).
 """
@@ -27,7 +28,7 @@ import contextlib
 import itertools
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ from tests.service.support import project_body
 from tests.support import autofailover, db, failover_loss, settings
 from tests.support.autofailover import Cluster
 from tests.support.ports import free_port
-from tests.support.processes import Processes, python_command, run, wait_ready
+from tests.support.processes import Process, Processes, python_command, run, wait_ready
 from tests.support.upstream import FakeUpstream, running
 from tests.support.wait import wait_for
 
@@ -248,14 +249,18 @@ async def _status(
     return answer.json() if answer.status_code == 200 else None
 
 
-async def _fail_over(cluster: Cluster, how: str) -> tuple[float, datetime]:
+async def _fail_over(
+    cluster: Cluster, how: str, no_primary: Callable[[], object]
+) -> tuple[float, datetime]:
     """Make the primary go away (`how`); when the new one took writes (monotonic, and on the
-    clock the database shares with us)."""
+    clock the database shares with us). After a kill, `no_primary` is called while no node
+    takes writes."""
     old = await cluster.primary()
     if how == "perform-failover":
         await cluster.perform_failover()
     else:
         await cluster.kill(old)
+        no_primary()
         new = next(node for node in cluster.nodes if node is not old)
         await cluster.wait_states({new.name: "wait_primary"}, PROMOTION_TIMEOUT_S)
     promoted, promoted_at = time.monotonic(), datetime.now(UTC)
@@ -274,10 +279,15 @@ async def test_a_failover_under_load_loses_nothing(
 ) -> None:
     assert await cluster.synchronous_standby_names() != ""  # commits wait for the standby
     headers = [_token(service_env, f"failover-{n}") for n in range(CLIENTS)]
-    workers = [
-        processes.service("worker", "--concurrency", str(WORKER_CONCURRENCY), env=service_env)
-        for _ in range(2)
-    ]
+
+    def start_worker() -> None:
+        workers.append(
+            processes.service("worker", "--concurrency", str(WORKER_CONCURRENCY), env=service_env)
+        )
+
+    workers: list[Process] = []
+    for _ in range(2):
+        start_worker()
     load = Load(api, headers)
     sampler = Sampler(cluster.url)
     began = datetime.now(UTC)
@@ -288,8 +298,10 @@ async def test_a_failover_under_load_loses_nothing(
                 STARTUP_TIMEOUT_S,
                 "both workers running jobs before the failover",
             )
-            promoted, promoted_at = await _fail_over(cluster, how)
-            # The API and both workers come back by themselves.
+            # A worker (re)started while no node takes writes waits for the new primary
+            # instead of exiting (a third worker, in the kill -9 run).
+            promoted, promoted_at = await _fail_over(cluster, how, start_worker)
+            # The API and the workers come back by themselves.
             await wait_for(
                 lambda: any(at > promoted for at in load.acknowledged_at),
                 RECONNECT_S,
@@ -297,9 +309,9 @@ async def test_a_failover_under_load_loses_nothing(
             )
             api_back_s = min(at for at in load.acknowledged_at if at > promoted) - promoted
             await wait_for(
-                lambda: len(sampler.workers_since(promoted_at)) == 2,
+                lambda: len(sampler.workers_since(promoted_at)) == len(workers),
                 RECONNECT_S,
-                "both workers running jobs after the failover",
+                "every worker running jobs after the failover",
             )
             workers_back_s = max(sampler.workers_since(promoted_at).values()) - promoted
         await _check_everything_done(api, load, cluster)
@@ -312,7 +324,7 @@ async def test_a_failover_under_load_loses_nothing(
     assert not [why for why in load.refused if why.startswith("500")], load.refused
     print(
         f"\n{how}: {len(load.acknowledged)} generates acknowledged (refused meanwhile:"
-        f" {dict(load.refused)}); API back {api_back_s:.1f}s and both workers"
+        f" {dict(load.refused)}); API back {api_back_s:.1f}s and every worker"
         f" {workers_back_s:.1f}s after the new primary took writes"
     )
 
