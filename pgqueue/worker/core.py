@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 
 from pgqueue import models
-from pgqueue.database import Database
+from pgqueue.database import Database, pooler_hint
 from pgqueue.registry import Registry
 from pgqueue.worker import events
 from pgqueue.worker.completer import Completer, pipeline_for
@@ -391,7 +391,10 @@ class Worker:
             except TRANSIENT_ERRORS as exc:
                 failures += 1
                 delay_s = retry_delay_s(failures)
-                if self._stop_requested or time.monotonic() + delay_s > give_up_at:
+                late = time.monotonic() + delay_s > give_up_at
+                # A pooler refusing our startup settings is a configuration error (class 08
+                # too): say so now (the CLI names the setting), waiting would not change it.
+                if self._stop_requested or late or pooler_hint(exc) is not None:
                     raise
                 logger.warning(
                     "cannot connect to the database (%s); retrying in %.2fs",
