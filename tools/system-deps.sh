@@ -41,6 +41,9 @@ if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
     exit 0
 fi
 echo "system-deps: installing Debian packages for the tests: ${missing[*]}"
+# The pg_auto_failover extension pulls in postgresql-15 where it is missing, whose install
+# creates and may start a cluster "15 main" on :5432; the failover tests start their own.
+had_main_cluster=$([ -d /etc/postgresql/15/main ] && echo yes || echo no)
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 # --no-install-recommends: the packages' own services are not wanted, only their binaries.
@@ -48,5 +51,8 @@ apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # Debian's pgbouncer package starts a system pooler on :6432; the tests start their own.
 if [[ " ${missing[*]} " == *" pgbouncer "* ]]; then
     (service pgbouncer stop || true) >/dev/null 2>&1
+fi
+if [ "$had_main_cluster" = no ] && [ -d /etc/postgresql/15/main ]; then
+    (pg_ctlcluster 15 main stop || true) >/dev/null 2>&1
 fi
 echo "system-deps: installed ${missing[*]}"
