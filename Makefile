@@ -66,7 +66,7 @@ psql: $(RUN_STAMP) ## psql on that database
 	@$(WITH_DATABASE) && exec psql "$$DATABASE_URL"
 
 .PHONY: system-deps
-system-deps: ## install the Debian packages the tests drive when missing (pgbouncer, iproute2, chromium, prometheus; as root)
+system-deps: ## install the Debian packages the tests drive when missing (pgbouncer, iproute2, chromium, prometheus, pg_auto_failover; as root)
 	@tools/system-deps.sh
 
 .PHONY: test

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+from typing import Any
 
+import asyncpg
 from alembic import context
 from alembic.util import CommandError
 from sqlalchemy import pool
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from pgqueue.database import Database
 
@@ -31,21 +33,28 @@ def _database() -> Database:
     return database
 
 
-def _database_url() -> str:
-    url = _database().url
-    # The revisions are plain SQL; the URL names the driver SQLAlchemy should use for them.
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+asyncpg://" + url[len(prefix) :]
-    return url
+# SQLAlchemy only names the dialect: its URL parser takes one `host:port`, and would refuse a
+# multi-host URL (`postgresql://u@h1:p1,h2:p2/db?target_session_attrs=read-write`) or rewrite
+# what libpq's syntax allows, so asyncpg, which reads every form, connects from DATABASE_URL.
+DIALECT_URL = "postgresql+asyncpg://"
 
 
-def _connect_args() -> dict[str, object]:
+def _engine() -> AsyncEngine:
+    database = _database()
     # Behind a transaction pooler neither asyncpg's statement cache nor SQLAlchemy's own may
-    # keep named statements (see pgqueue.database).
-    if _database().pooled:
-        return {"statement_cache_size": 0, "prepared_statement_cache_size": 0}
-    return {}
+    # keep named statements (see pgqueue.database); `options()` turns asyncpg's off.
+    cache = {"prepared_statement_cache_size": 0} if database.pooled else {}
+
+    async def connect() -> asyncpg.Connection:
+        return await database.connect()
+
+    def creator() -> object:
+        # What `async_creator` does, plus the adapter's own cache setting it cannot pass.
+        dbapi: Any = engine.sync_engine.dialect.dbapi
+        return dbapi.connect(async_creator_fn=connect, **cache)
+
+    engine = create_async_engine(DIALECT_URL, poolclass=pool.NullPool, creator=creator)
+    return engine
 
 
 def _run(connection: Connection) -> None:
@@ -55,9 +64,7 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_online() -> None:
-    engine = create_async_engine(
-        _database_url(), poolclass=pool.NullPool, connect_args=_connect_args()
-    )
+    engine = _engine()
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run)
@@ -67,7 +74,8 @@ async def _run_online() -> None:
 
 
 if context.is_offline_mode():
-    context.configure(url=_database_url(), literal_binds=True)
+    _database()  # the same refusal without DATABASE_URL; the SQL needs only the dialect
+    context.configure(url=DIALECT_URL, literal_binds=True)
     with context.begin_transaction():
         context.run_migrations()
 else:

@@ -98,6 +98,7 @@ def create_app(settings: ServiceSettings) -> Starlette:
             HTTPException: errors.handle_http_exception,
             **dict.fromkeys(errors.DATABASE_UNAVAILABLE, errors.handle_database_unavailable),
             **dict.fromkeys(errors.POOLER_MISMATCH, errors.handle_pooler_mismatch),
+            **dict.fromkeys(errors.CUT_CONNECTION, errors.handle_cut_connection),
             # Starlette's outermost middleware runs this one and still re-raises, so the
             # traceback is logged by the server.
             Exception: errors.handle_unexpected,

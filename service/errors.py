@@ -115,6 +115,31 @@ async def handle_database_unavailable(request: Request, exc: Exception) -> Respo
     )
 
 
+# What asyncpg raises on a connection a failover cut under a request: using it, or leaving a
+# transaction block on it (`InterfaceError`: "... connection is closed", often with the outage
+# as its context), or using a pooled connection handed out between the server's "terminating
+# connection" message and the socket's close (`InternalClientError`: "cannot switch to state
+# ..."). The worker retries both (pgqueue.worker.transient); the pool replaces the connection
+# on release. Other `InterfaceError`s (bad arguments: `DataError`) stay 500s.
+CUT_CONNECTION: tuple[type[BaseException], ...] = (
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+
+
+async def handle_cut_connection(request: Request, exc: Exception) -> Response:
+    """A 503 for a connection an outage cut (see CUT_CONNECTION); else the last resort."""
+    if isinstance(exc, asyncpg.InternalClientError) or "connection is closed" in str(exc):
+        return await handle_database_unavailable(request, exc)
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, DATABASE_UNAVAILABLE) and isinstance(seen, Exception):
+            return await handle_database_unavailable(request, seen)
+        seen = seen.__cause__ or seen.__context__
+    logger.error("unexpected %r", exc, exc_info=exc, extra={"action": "internal_error"})
+    return await handle_unexpected(request, exc)
+
+
 # What asyncpg's statement cache meets behind a transaction-mode pooler when
 # DATABASE_POOL_MODE was not set: its named statements are missing or taken on the server
 # connection the pooler handed over. Not the client's fault, and not an outage.

@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 
 from pgqueue import models, schema, store
-from pgqueue.database import Database
+from pgqueue.database import Database, pooler_hint
 from pgqueue.registry import Registry
 from pgqueue.worker import events
 from pgqueue.worker.completer import Completer, pipeline_for
@@ -34,12 +34,13 @@ from pgqueue.worker.producer import ClaimTemplate, Producer
 from pgqueue.worker.runner import JobRunner
 from pgqueue.worker.scheduler import Scheduler
 from pgqueue.worker.slots import Slots
-from pgqueue.worker.transient import TRANSIENT_ERRORS
+from pgqueue.worker.transient import TRANSIENT_ERRORS, retry_delay_s
 from pgqueue.worker.waiting import wait_any
 
 logger = logging.getLogger("pgqueue.worker")
 
 OWN_POOL_EXTRA = 2  # connections of the worker's own pool beyond its completer's statements
+STARTUP_PATIENCE_S = 60.0  # how long a starting worker waits for a server to take connections
 FLUSH_TIMEOUT_S = 10.0  # seconds a stopping worker waits for outcomes still being written
 FLUSH_AFTER_END_S = 1.5  # of a budgeted run: its outcomes are written by its end + this
 FLUSH_MIN_S = 0.5
@@ -138,9 +139,7 @@ class Worker:
         # Its own statements are short and batched: the claim, the completer's statements in
         # flight, and one more for the handlers' fenced writes and maintenance.
         own_size = min(config.handler_pool_size, in_flight + OWN_POOL_EXTRA)
-        pool = await _create_pool(
-            self.database, min_size=1, max_size=own_size, session=own_settings
-        )
+        pool = await self._first_pool(own_size, own_settings)
         self._pool = pool
         try:
             # Before anything claims: without the schema every claim would fail, for ever.
@@ -414,6 +413,38 @@ class Worker:
                 extra={"action": "side_task_died"},
             )
         self.stop()
+
+    async def _first_pool(self, size: int, session: dict[str, str]) -> asyncpg.Pool:
+        """The worker's own pool; while no server takes connections (a failover: the old
+        primary gone, the new one not yet promoted), retried for STARTUP_PATIENCE_S.
+
+        Without this a worker (re)started during a failover exits, and its supervisor's
+        backoff keeps it down long after the new primary is up. A stop request, a budgeted
+        run's end, or a non-transient error (a refused password, no such database) ends the
+        wait at once.
+        """
+        give_up_at = time.monotonic() + STARTUP_PATIENCE_S
+        if self._ends_at is not None:
+            give_up_at = min(give_up_at, self._ends_at)
+        failures = 0
+        while True:
+            try:
+                return await _create_pool(self.database, min_size=1, max_size=size, session=session)
+            except TRANSIENT_ERRORS as exc:
+                failures += 1
+                delay_s = retry_delay_s(failures)
+                late = time.monotonic() + delay_s > give_up_at
+                # A pooler refusing our startup settings is a configuration error (class 08
+                # too): say so now (the CLI names the setting), waiting would not change it.
+                if self._stop_requested or late or pooler_hint(exc) is not None:
+                    raise
+                logger.warning(
+                    "cannot connect to the database (%s); retrying in %.2fs",
+                    exc,
+                    delay_s,
+                    extra={"action": "connect_retry"},
+                )
+                await asyncio.sleep(delay_s)
 
 
 async def _create_pool(
