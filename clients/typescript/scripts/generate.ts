@@ -31,6 +31,10 @@ const fresh = BANNER + astToString(await openapiTS(document, GENERATE_OPTIONS));
 if (process.argv.includes("--check")) {
   const committed = existsSync(target) ? readFileSync(target, "utf8") : "";
   if (committed !== fresh) {
+    const [was, now] = [committed.split("\n"), fresh.split("\n")];
+    const line = was.findIndex((text, i) => text !== now[i]);
+    const at = line === -1 ? was.length : line;
+    console.error(`first difference at line ${at + 1}:\n- ${was[at] ?? "(end of file)"}\n+ ${now[at] ?? "(end of file)"}`);
     console.error(
       "src/generated/api.ts differs from the document the app serves: " +
         "run `make ts-types` (or `npm run generate` in clients/typescript) and commit it",

@@ -18,9 +18,9 @@ export interface ApiClientOptions {
   /** Where the API answers, e.g. `http://127.0.0.1:8000`. */
   baseUrl: string;
   /** An API token (`make token USER=alice`); sent as `Authorization: Bearer <token>`. */
-  token?: string;
+  token?: string | undefined;
   /** A fetch of your own (tests, a proxy); default: the global one. */
-  fetch?: typeof globalThis.fetch;
+  fetch?: typeof globalThis.fetch | undefined;
 }
 
 /** A client of the storyboard API: `api.GET("/api/projects/{project_id}", {params: ...})`. */

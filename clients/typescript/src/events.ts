@@ -9,7 +9,7 @@ import type { ApiClient, StreamEvent } from "./api.ts";
 
 export interface FollowOptions {
   /** Stops reading (and closes the connection) when aborted. */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
 }
 
 /** One parsed event: `event` is the name from the `event:` line, `data` its parsed JSON. */

@@ -14,33 +14,33 @@ export type JobId = number;
 
 interface CommonOptions {
   /** The queue (default `default`); its workers are woken when the transaction commits. */
-  queue?: string;
+  queue?: string | undefined;
   /** Smaller runs first (default 0). */
-  priority?: number;
+  priority?: number | undefined;
   /** Attempts before the job is `failed` (default 3). */
-  maxAttempts?: number;
+  maxAttempts?: number | undefined;
   /** One attempt's time limit, in seconds. */
-  timeoutSeconds?: number;
+  timeoutSeconds?: number | undefined;
   /** A second enqueue with the same key returns the first job's id and enqueues nothing. */
-  idempotencyKey?: string;
+  idempotencyKey?: string | undefined;
   /** At most `concurrencyLimit` jobs with this key run at once, across all workers. */
-  concurrencyKey?: string;
-  concurrencyLimit?: number;
+  concurrencyKey?: string | undefined;
+  concurrencyLimit?: number | undefined;
   /** Starts are held to the rate set for this key (`Queue.set_rate_limit` in Python). */
-  rateLimitKey?: string;
+  rateLimitKey?: string | undefined;
   /** Keys with waiting jobs take turns for the workers' slots, in proportion to their weight. */
-  fairnessKey?: string;
-  fairnessWeight?: number;
+  fairnessKey?: string | undefined;
+  fairnessWeight?: number | undefined;
   /** What one attempt costs, reserved against each of `budgetKeys` while it runs. */
-  cost?: number;
-  budgetKeys?: string[];
+  cost?: number | undefined;
+  budgetKeys?: string[] | undefined;
   /** When the job ends, notify `pgqueue_finished` (what `waitFinished` listens for). */
-  notifyFinished?: boolean;
+  notifyFinished?: boolean | undefined;
 }
 
 /** `Queue.enqueue`'s options; `runAt` or `delaySeconds`, not both. */
 export type EnqueueOptions = CommonOptions &
-  ({ runAt?: Date; delaySeconds?: never } | { delaySeconds?: number; runAt?: never });
+  ({ runAt?: Date | undefined; delaySeconds?: never } | { delaySeconds?: number | undefined; runAt?: never });
 
 // Option name -> the argument of pgqueue.enqueue and the SQL that passes its parameter.
 const ARGUMENTS: Record<keyof CommonOptions | "runAt" | "delaySeconds", [string, string]> = {
@@ -153,9 +153,9 @@ export async function jobStatus(db: Queryable, ids: JobId[]): Promise<Map<JobId,
 
 export interface WaitOptions {
   /** Give up after this many milliseconds (default: wait as long as it takes). */
-  timeoutMs?: number;
+  timeoutMs?: number | undefined;
   /** Give up when aborted. */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
 }
 
 /** The payload of a notification on `pgqueue_finished`. */
