@@ -9,32 +9,25 @@ a failure that says so, never a skip.
 
 from __future__ import annotations
 
-import os
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.clients import node
+from tests.clients.node import CLIENT_DIR
 from tests.service import support
 from tests.support import settings
 from tests.support.ports import free_port
-from tests.support.processes import ROOT, Processes, completed, wait_ready
+from tests.support.processes import Processes, completed, wait_ready
 
-CLIENT_DIR = ROOT / "clients" / "typescript"
-NODE_BIN = CLIENT_DIR / "node_modules" / ".bin"
 NPM_TEST_TIMEOUT_S = 300.0  # seconds `npm test` may take (tsc, then the tests; ~25 s here)
 
 
 @pytest.fixture
 def node_env() -> dict[str, str]:
-    """Our environment with the project's Node (node_modules/.bin) first on PATH."""
-    if not (NODE_BIN / "node").exists() or not (NODE_BIN / "tsc").exists():
-        pytest.fail("clients/typescript has no node_modules: run `make node-deps`")
-    env = settings.child_env()
-    env["PATH"] = f"{NODE_BIN}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHON"] = sys.executable
-    return env
+    """Our environment with the project's Node first on PATH."""
+    return node.node_env()
 
 
 def test_the_generated_types_match_the_served_document(node_env: dict[str, str]) -> None:
