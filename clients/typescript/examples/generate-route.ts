@@ -19,7 +19,7 @@
 // with DATABASE_URL, STORYBOARD_API_URL and STORYBOARD_API_TOKEN set.
 import { pathToFileURL } from "node:url";
 import pg from "pg";
-import { type ApiClient, createApiClient, enqueue, followEvents, type JobId, type Schemas, waitFinished } from "../src/index.ts";
+import { type ApiClient, createApiClient, enqueue, followEvents, isEvent, type JobId, type Schemas, waitFinished } from "../src/index.ts";
 
 export const BRIEF_KIND = "app.shot_brief";
 export const BRIEF_QUEUE = "app";
@@ -120,8 +120,8 @@ export async function followGeneration(
   let last: string | undefined;
   for await (const message of followEvents(api, projectId)) {
     last = message.event;
-    if (message.event === "status") onStatus(message.data as Schemas["Status"]);
-    if (message.event === "done") return message.data as Schemas["Status"];
+    if (isEvent(message, "status")) onStatus(message.data);
+    if (isEvent(message, "done")) return message.data;
   }
   throw new Error(`the events stream of ${projectId} ended without done (last event: ${last ?? "none"})`);
 }

@@ -16,6 +16,17 @@ export interface FollowOptions {
 export type ParsedEvent = StreamEvent | { event: string; data: unknown };
 
 /**
+ * Whether `message` is the event `name`, narrowing its data to that event's schema:
+ * `if (isEvent(message, "done")) message.data.status` (a `Status`).
+ */
+export function isEvent<N extends StreamEvent["event"]>(
+  message: ParsedEvent,
+  name: N,
+): message is Extract<StreamEvent, { event: N }> {
+  return message.event === name;
+}
+
+/**
  * The events of one project's stream, in order, until the server ends it (or `signal`
  * aborts). Throws with the API's error (e.g. `not_found`) when the stream does not open.
  */

@@ -168,14 +168,17 @@ export interface FinishedNotice {
 
 export const FINISHED_CHANNEL = "pgqueue_finished";
 
+// The waits in progress on each listener: the first LISTENs, the last UNLISTENs.
+const listening = new WeakMap<Client, number>();
+
 /**
  * Waits until every job of `ids` has ended (succeeded, failed or cancelled) and answers their
  * `job_status` rows, by id. It LISTENs on `pgqueue_finished`, so the jobs must have been
  * enqueued with `notifyFinished: true` (a job that ended before the call is seen at once).
  *
  * `listener` is a connection of its own, not a pool and not in a transaction: a session
- * connection (a direct URL, not a transaction-mode pooler), which this call LISTENs on and
- * UNLISTENs when it returns. Rejects after `timeoutMs`, or when `signal` aborts.
+ * connection (a direct URL, not a transaction-mode pooler), LISTENing while waits on it are in
+ * progress (any number at once). Rejects after `timeoutMs`, or when `signal` aborts.
  */
 export async function waitFinished(
   listener: Client,
@@ -189,12 +192,15 @@ export async function waitFinished(
     const notice = JSON.parse(message.payload) as FinishedNotice;
     if (waiting.delete(notice.id)) wake();
   };
-  // Listen first, then read: a job that ends in between is heard, one that ended before is read.
+  // Listen first, then read: a job that ends in between is heard, one that ended before is read
+  // (a client runs its queries in order, so a wait that joins a LISTEN already sent reads after it).
   listener.on("notification", onNotification);
   let timer: NodeJS.Timeout | undefined;
   let onAbort: (() => void) | undefined;
+  const waits = listening.get(listener) ?? 0;
+  listening.set(listener, waits + 1);
   try {
-    await listener.query(`LISTEN ${FINISHED_CHANNEL}`);
+    if (waits === 0) await listener.query(`LISTEN ${FINISHED_CHANNEL}`);
     for (const status of (await jobStatus(listener, [...waiting])).values()) {
       if (ENDED.has(status.state)) waiting.delete(status.id);
     }
@@ -223,7 +229,12 @@ export async function waitFinished(
     clearTimeout(timer);
     if (onAbort !== undefined) options.signal?.removeEventListener("abort", onAbort);
     listener.off("notification", onNotification);
-    await listener.query(`UNLISTEN ${FINISHED_CHANNEL}`);
+    const left = (listening.get(listener) ?? 1) - 1;
+    if (left > 0) listening.set(listener, left);
+    else {
+      listening.delete(listener);
+      await listener.query(`UNLISTEN ${FINISHED_CHANNEL}`);
+    }
   }
 }
 

@@ -7,7 +7,7 @@ import { promisify } from "node:util";
 import { after, before, test } from "node:test";
 import pg from "pg";
 import { APP_TABLES, type Accepted, followGeneration, generateRoute } from "../examples/generate-route.ts";
-import { createApiClient, followEvents, type Schemas, waitFinished } from "../src/index.ts";
+import { createApiClient, followEvents, isEvent, type Schemas, waitFinished } from "../src/index.ts";
 import { apiToken, apiUrl, databaseUrl } from "./env.ts";
 
 const api = createApiClient({ baseUrl: apiUrl(), token: apiToken() });
@@ -75,7 +75,7 @@ test("the events stream follows a generation to done", async () => {
   let final: Schemas["Status"] | undefined;
   for await (const message of followEvents(api, projectId, { signal: AbortSignal.timeout(60_000) })) {
     names.push(message.event);
-    if (message.event === "done") final = message.data as Schemas["Status"];
+    if (isEvent(message, "done")) final = message.data;
   }
   assert.equal(names[0], "status");
   assert.equal(names.at(-1), "done");

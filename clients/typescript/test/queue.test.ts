@@ -150,3 +150,15 @@ test("waitFinished hears a cancellation, and gives up after its timeout", async 
   assert.equal(await cancel(pool, id), true);
   assert.equal((await waiting).get(id)?.state, "cancelled");
 });
+
+test("waits share one listener", async () => {
+  const ids = await Promise.all(
+    [1, 2, 3].map((n) => enqueue(pool, "app.shot_brief", { shot_number: n, description: `shot ${n}` }, { queue: "app", delaySeconds: 3600, notifyFinished: true })),
+  );
+  const waits = ids.map((id) => waitFinished(listener, [id], { timeoutMs: 10_000 }));
+  for (const id of ids) assert.equal(await cancel(pool, id), true);
+  const states = (await Promise.all(waits)).map((done, i) => done.get(ids[i]!)?.state);
+  assert.deepEqual(states, ["cancelled", "cancelled", "cancelled"]);
+  const { rows } = await listener.query<{ channel: string }>("SELECT pg_listening_channels() AS channel");
+  assert.deepEqual(rows, [], "the last wait UNLISTENed");
+});
