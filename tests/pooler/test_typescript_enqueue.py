@@ -41,7 +41,7 @@ async def test_node_postgres_enqueues_through_the_pooler(
         await conn.close()
 
     done = completed(
-        [str(node.NODE_BIN / "node"), "--test", "test/pooled.ts"],
+        ["node", "--test", "test/pooled.ts"],
         env={**node.node_env(), "DATABASE_URL": direct_url, "POOLED_DATABASE_URL": pooled_url},
         cwd=CLIENT_DIR,
         timeout=NODE_TIMEOUT_S,
