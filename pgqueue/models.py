@@ -1,5 +1,6 @@
 """Rows as typed, immutable values: `Job`, `JobState`, `QueueStats`, `JobSpec`, `RateLimit`,
-and what the dashboard reads: `JobPage`, `QueueInfo`, `FinishedMinute`."""
+what the dashboard reads: `JobPage`, `QueueInfo`, `FinishedMinute`, and a job's `Attempt`s and
+the live `WorkerInfo`s (schema v12)."""
 
 from __future__ import annotations
 
@@ -477,3 +478,74 @@ class Wait:
             done_in_s=record["done_in_s"],
             spent=record["spent"],
         )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Attempt:
+    """One attempt of a job (`Queue.attempts(job_id)`), from `pgqueue.attempts`.
+
+    Args:
+        attempt: its number, as the claim counted it (a released attempt gave its number back,
+            so the next one repeats it; a retried job counts from 1 again).
+        worker_id: the worker that ran it.
+        started_at: when it was claimed.
+        finished_at: when it ended; None while it runs.
+        outcome: `running`, or how it ended: `succeeded`, `retried` (failed, the job runs
+            again), `failed` (the job failed for good), `cancelled`, `released` (given back
+            without spending the attempt: a shutdown, a throttle).
+        error: its error (None when it had none).
+    """
+
+    attempt: int
+    worker_id: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    outcome: str
+    error: str | None
+
+    @property
+    def duration_s(self) -> float | None:
+        """Seconds from its start to its end (None while it runs, or with no known start)."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Attempt:
+        """Build from a row of `queries.LIST_ATTEMPTS`."""
+        return cls(**{f.name: record[f.name] for f in dataclasses.fields(cls)})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """One worker as it last reported itself (`pgqueue.workers`, schema v12).
+
+    Args:
+        id: its `worker_id` (what running jobs name).
+        host: the host it runs on.
+        pid: its process id there.
+        queues: the queues it claims from.
+        concurrency: its slots.
+        running: slots in use at its last beat.
+        started_at: its first beat.
+        heartbeat_at: its last beat.
+        expires_at: when it counts as gone without another beat.
+        stale: `expires_at` passed: it stopped beating (killed, or cut off) without exiting.
+    """
+
+    id: str
+    host: str
+    pid: int
+    queues: list[str]
+    concurrency: int
+    running: int
+    started_at: datetime
+    heartbeat_at: datetime
+    expires_at: datetime
+    stale: bool
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> WorkerInfo:
+        """Build from a row of `queries.LIST_WORKERS`."""
+        values = {f.name: record[f.name] for f in dataclasses.fields(cls)}
+        return cls(**{**values, "queues": list(values["queues"])})

@@ -129,6 +129,12 @@ class Queue(GovernorMethods):
         """The job with this id, or None."""
         return await store.get_job(self._db(conn), job_id)
 
+    async def get_many(
+        self, job_ids: Sequence[int], *, conn: asyncpg.Connection | None = None
+    ) -> list[models.Job]:
+        """The jobs with these ids that exist, newest (highest id) first."""
+        return await store.get_jobs(self._db(conn), job_ids)
+
     async def cancel(
         self, job_id: int, *, conn: asyncpg.Connection | None = None
     ) -> models.Job | None:
@@ -139,6 +145,17 @@ class Queue(GovernorMethods):
         before it sees the request ends `cancelled` too: it never runs again.
         """
         return await store.cancel_job(self._db(conn), job_id)
+
+    async def attempts(
+        self, job_id: int, *, conn: asyncpg.Connection | None = None
+    ) -> list[models.Attempt]:
+        """The attempts of a job, oldest first (its running one last): who ran each, when, how
+        it ended and its error. Empty for a job that never ran or does not exist."""
+        return await store.list_attempts(self._db(conn), job_id)
+
+    async def workers(self) -> list[models.WorkerInfo]:
+        """The workers that reported themselves, live ones first, then stale ones (`stale`)."""
+        return await store.list_workers(self._db(None))
 
     async def stats(self) -> dict[str, models.QueueStats]:
         """Counts per queue, from the `pgqueue.queue_stats` view (cheap at any table size)."""

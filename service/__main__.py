@@ -30,6 +30,7 @@ from service import auth, errors
 from service.settings import ServiceSettings
 
 WORKER_REGISTRY = "service.jobs:registry"
+STARTUP_FAILURE = 3  # uvicorn's exit status when the server could not start
 MISSING_DATABASE_URL = (
     "error: DATABASE_URL is not set: give the service's database, e.g.\n"
     "  DATABASE_URL=postgresql://user@host:5432/app python -m service {command}\n"
@@ -38,9 +39,8 @@ MISSING_DATABASE_URL = (
 
 
 def _api(settings: ServiceSettings, args: argparse.Namespace) -> int:
-    import uvicorn
-
     from pgqueue import configure_logging
+    from service import serving
     from service.app import create_app
 
     configure_logging(args.log_level)
@@ -49,14 +49,14 @@ def _api(settings: ServiceSettings, args: argparse.Namespace) -> int:
     except ValidationError as exc:  # PGQUEUE_*, which the drain's worker runs with
         print(f"error: bad settings: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(
+    started = serving.run(
         app,
         host=args.host or settings.host,
         port=settings.port if args.port is None else args.port,
-        log_config=None,  # keep pgqueue's log format for uvicorn's records too
+        max_connections=settings.api_max_connections,
         access_log=args.access_log,
     )
-    return 0
+    return 0 if started else STARTUP_FAILURE
 
 
 def _worker(extra: Sequence[str]) -> int:

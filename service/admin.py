@@ -2,8 +2,9 @@
 resume), and pgqueue's dashboard mounted at `/dashboard` for admins.
 
 Every answer comes from pgqueue's public `Queue` methods (`list_jobs`, `retry`, `cancel`,
-`queues`, `pause`, `resume`); the service adds only who may see what. Users see and act on the
-storyboard jobs of their own projects (another's job answers 404, as on `GET /api/jobs/{id}`);
+`queues`, `pause`, `resume`); the service adds who may see what (`user_jobs`: a user's own
+jobs, found through the service's index; a retry within the user's cap). Users see and act on
+the storyboard jobs of their own projects (another's job answers 404, as on `GET /api/jobs/{id}`);
 admins see all jobs, and alone see and pause queues.
 """
 
@@ -15,12 +16,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from pgqueue import Job, JobNotFound, JobState, JobStateConflict, Queue, QueueInfo
+from pgqueue import Job, JobNotFound, JobState, JobStateConflict, Queue, QueueInfo, params
 from pgqueue import dashboard as pgqueue_dashboard
-from service import auth, storyboards
+from service import auth, user_jobs
 from service.errors import ApiError, not_found
 from service.payloads import JOB_KIND
-from service.routes import MAX_BIGINT, AppState, job_json, last_line, visible_job
+from service.routes import MAX_BIGINT, AppState, job_json, last_line, path_id, visible_job
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
@@ -45,8 +46,7 @@ async def list_jobs(request: Request) -> Response:
     """GET /api/jobs?queue=&state=&kind=&limit=&before= : newest first, a page at a time."""
     user = await _user(request)
     state = _state(request)
-    params = request.query_params
-    unknown = sorted(set(params) - {"queue", "state", "kind", "limit", "before"})
+    unknown = sorted(set(request.query_params) - {"queue", "state", "kind", "limit", "before"})
     if unknown:
         raise _bad(
             "query", f"unknown parameter {unknown[0]!r}: use queue, state, kind, limit, before"
@@ -56,26 +56,22 @@ async def list_jobs(request: Request) -> Response:
     job_state = _state_param(request)
     limit = _int_query(request, "limit", 1, MAX_LIMIT, None) or DEFAULT_LIMIT
     before = _int_query(request, "before", 1, MAX_BIGINT, None)
-    payload_match = None
-    if not user.is_admin:
-        # A user's jobs are the storyboard jobs of the user's projects, found by the project
-        # id each job's payload carries.
-        if kind not in (None, JOB_KIND):
-            return JSONResponse({"jobs": [], "next": None})
-        kind = JOB_KIND
-        projects = await storyboards.list_projects(state["pool"], user)
-        owned = [str(p["id"]) for p in projects]
-        if not owned:
-            return JSONResponse({"jobs": [], "next": None})
-        payload_match = ("project_id", owned)
-    jobs = await state["queue"].list_jobs(
-        queue=queue_name,
-        state=job_state,
-        kind=kind,
-        limit=limit,
-        before=before,
-        payload_match=payload_match,
-    )
+    if user.is_admin:
+        jobs = await state["queue"].list_jobs(
+            queue=queue_name, state=job_state, kind=kind, limit=limit, before=before
+        )
+    elif kind not in (None, JOB_KIND):
+        jobs = []  # a user's jobs are storyboard jobs only
+    else:
+        jobs = await user_jobs.list_user_jobs(
+            state["pool"],
+            state["queue"],
+            user,
+            queue_name=queue_name,
+            state=job_state,
+            limit=limit,
+            before=before,
+        )
     return JSONResponse(
         {
             "jobs": [_job_answer(job, user) for job in jobs],
@@ -85,12 +81,13 @@ async def list_jobs(request: Request) -> Response:
 
 
 async def retry_job(request: Request) -> Response:
-    """POST /api/jobs/{id}/retry: a failed or cancelled job, queued again (owner or admin)."""
+    """POST /api/jobs/{id}/retry: a failed or cancelled job, queued again (owner or admin);
+    429 when it would take its owner past the cap of pending jobs, as a generate would."""
     user = await _user(request)
-    queue = _state(request)["queue"]
+    state = _state(request)
     job = await _visible_job(request, user)
     try:
-        retried = await queue.retry(job.id)
+        retried = await user_jobs.retry(state["pool"], state["queue"], state["settings"], user, job)
     except JobNotFound:
         raise not_found("job") from None
     except JobStateConflict as exc:
@@ -162,11 +159,8 @@ def queue_json(info: QueueInfo) -> dict[str, Any]:
 async def _visible_job(request: Request, user: auth.User) -> Job:
     """The job of the path, if `user` may see it (an admin, or the owner of its project);
     404 otherwise, as for a job that does not exist."""
-    state = _state(request)
-    job_id: int = request.path_params["job_id"]
-    if not 1 <= job_id <= MAX_BIGINT:
-        raise not_found("job")
-    return await visible_job(state, user, job_id)
+    job_id = path_id(request, "job_id", MAX_BIGINT, "job")
+    return await visible_job(_state(request), user, job_id)
 
 
 def _job_answer(job: Job, user: auth.User) -> dict[str, Any]:
@@ -193,8 +187,8 @@ def _text_param(request: Request, name: str) -> str | None:
     value = request.query_params.get(name)
     if value is None or value == "":
         return None
-    if len(value) > 128 or "\x00" in value:
-        raise _bad(name, f"{name} must be 1-128 characters")
+    if not params.is_name(value):
+        raise _bad(name, f"{name} must be 1-128 characters, with no NUL byte")
     return value
 
 
@@ -213,15 +207,16 @@ def _int_query(request: Request, name: str, low: int, high: int, default: int | 
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    value = params.whole_number(raw, low, high)
+    if value is None:
         raise _bad(name, f"{name} must be a whole number within {low}-{high}, got {raw[:40]!r}")
-    return int(raw)
+    return value
 
 
 def _queue_param(request: Request) -> str:
     name = str(request.path_params["name"])
-    if not 1 <= len(name) <= 128 or "\x00" in name:
-        raise _bad("name", "a queue name is 1-128 characters")
+    if not params.is_name(name):
+        raise _bad("name", "a queue name is 1-128 characters, with no NUL byte")
     return name
 
 
@@ -242,8 +237,8 @@ DASHBOARD = pgqueue_dashboard.create_app(
 
 ROUTES: list[BaseRoute] = [
     Route("/api/jobs", list_jobs, methods=["GET"]),
-    Route("/api/jobs/{job_id:int}/retry", retry_job, methods=["POST"]),
-    Route("/api/jobs/{job_id:int}/cancel", cancel_job, methods=["POST"]),
+    Route("/api/jobs/{job_id}/retry", retry_job, methods=["POST"]),
+    Route("/api/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),
     Route("/api/queues", list_queues, methods=["GET"]),
     Route("/api/queues/{name}/pause", pause_queue, methods=["POST"]),
     Route("/api/queues/{name}/resume", resume_queue, methods=["POST"]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -9,10 +10,31 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 
 from pgqueue import Queue, QueueSettings
-from service import admin, docs, errors, events, jobs, metrics, routes, studio
+from service import (
+    admin,
+    docs,
+    drain,
+    errors,
+    events,
+    jobs,
+    metrics,
+    routes,
+    serving,
+    shutdown,
+    studio,
+)
 from service.settings import ServiceSettings
+from service.stream_slots import StreamSlots
 
 POOL_MAX_SIZE = 10  # connections per API process
+POOL_CLOSE_TIMEOUT_S = 5.0  # seconds the pool may take to close at shutdown
+STREAM_SHARE = 0.75  # of the connections a process serves, what live-progress streams may hold
+
+
+def stream_limit(max_connections: int) -> int:
+    """Most live-progress streams one process holds: a share of the connections it serves, so
+    that other requests (`/healthz`, a status read) still find one when streams are many."""
+    return max(1, int(serving.connection_limit(max_connections) * STREAM_SHARE))
 
 
 def create_app(settings: ServiceSettings) -> Starlette:
@@ -27,6 +49,10 @@ def create_app(settings: ServiceSettings) -> Starlette:
     database = settings.database()
     # Read (and checked) at start: a drain runs a worker with the PGQUEUE_* settings.
     queue_settings = QueueSettings()
+    drains = drain.Drains()
+    stopping = shutdown.Shutdown()
+    # The server's stop (`serving.ApiServer`) ends the drains before it waits for requests.
+    stopping.on_start(drains.stop)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[routes.AppState]:
@@ -41,11 +67,21 @@ def create_app(settings: ServiceSettings) -> Starlette:
                     settings=settings,
                     queue_settings=queue_settings,
                     events=hub,
+                    stream_slots=StreamSlots(
+                        settings.stream_max_per_user, stream_limit(settings.api_max_connections)
+                    ),
+                    drains=drains,
                 )
         finally:
-            await pool.close()
+            # A connection stuck on a dead link (a read the streams gave up on) would hold the
+            # graceful close, and the process's exit, for ever.
+            try:
+                async with asyncio.timeout(POOL_CLOSE_TIMEOUT_S):
+                    await pool.close()
+            except TimeoutError:
+                pool.terminate()
 
-    return Starlette(
+    app = Starlette(
         routes=[
             *routes.ROUTES,
             *events.ROUTES,
@@ -67,3 +103,5 @@ def create_app(settings: ServiceSettings) -> Starlette:
             Exception: errors.handle_unexpected,
         },
     )
+    app.state.shutdown = stopping
+    return app

@@ -10,6 +10,12 @@ changes, and one read per changed project when something does, however many watc
 Behind a transaction pooler without `DATABASE_DIRECT_URL` there is no session to LISTEN on;
 the hub then runs one query per `POLL_S` for the projects of all open streams together.
 
+The hub also carries what every stream must learn at once, not at its next read: the loss of
+the listening connection (`unavailable`) and the server's shutdown (`shutdown`, from
+`serving.ApiServer`). Each read has `READ_TIMEOUT_S`, so a database that answers nothing holds
+no stream past its heartbeats or `STREAM_MAX_S`. `StreamSlots` (stream_slots.py) counts the
+open streams per user.
+
 Why Starlette's own `StreamingResponse` and not `sse-starlette`: the wire format is two lines
 per event, and what matters here (closing when the client goes away, whatever the server's
 ASGI version) is a few lines of ours; a dependency would add a second shutdown machinery
@@ -24,7 +30,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any, cast
 
 import anyio
@@ -38,6 +44,7 @@ from pgqueue import Database, Queue
 from service import auth, storyboards
 from service.errors import DATABASE_UNAVAILABLE
 from service.settings import ServiceSettings
+from service.stream_slots import StreamSlots
 
 logger = logging.getLogger("service.events")
 
@@ -51,6 +58,8 @@ CONNECT_TIMEOUT_S = 5.0
 RECONNECT_MIN_S = 0.2  # first wait before reconnecting; doubles up to RECONNECT_MAX_S
 RECONNECT_MAX_S = 5.0
 OUTAGE_MAX_S = 60.0  # seconds a stream waits for the database to come back before it ends
+READ_TIMEOUT_S = 5.0  # seconds one status read may take: a black-holed database answers never
+RETRY_S = 1.0  # seconds between a stream's reads while the database or the listener is away
 
 # The shared poll (pool mode): per watched project, what changes whenever a storyboard does.
 # The storyboards' primary key (project_id, shot_number) serves it; it lives here, not in
@@ -113,7 +122,14 @@ class Subscription:
             if cached is not None and cached[0] == topic.version and now - cached[1] < RECHECK_S:
                 return cached[2]
             version = topic.version
-            status = await load()
+            # In a task of its own: a read cut short by the stream's timeout is cancelled, and
+            # its clean-up (which may wait on a dead link too) does not hold the stream.
+            task = self._hub.detach(load())
+            try:
+                status = await asyncio.shield(task)
+            except BaseException:
+                task.cancel()
+                raise
             self._hub.reads += 1
             topic.cache[self._user] = (version, now, status)
             return status
@@ -134,6 +150,28 @@ class EventHub:
         self.reads = 0  # status reads by streams, for tests and measurements
         self.polls = 0  # shared polls run (pool mode)
         self._signatures: dict[uuid.UUID, tuple[Any, ...]] = {}
+        # The listener was lost and is not back: notifications are missed, the database is
+        # probably away. Set at the loss itself, so streams say so at once, not at a read.
+        self.outage = False
+        self.stopping = False  # the server shuts down: every stream ends
+        self._detached: set[asyncio.Task[Any]] = set()
+
+    def detach(self, work: Awaitable[Status]) -> asyncio.Task[Status]:
+        """`work` as a task the hub keeps a reference to until it ends."""
+        task = asyncio.ensure_future(work)
+        self._detached.add(task)
+        task.add_done_callback(self._detached.discard)
+        return task
+
+    def abandon_reads(self) -> None:
+        """Cancel the reads still running (streams gave up on them): the process stops."""
+        for task in list(self._detached):
+            task.cancel()
+
+    def shut_down(self) -> None:
+        """End every stream (with `event: shutdown`) and refuse new ones: the server stops."""
+        self.stopping = True
+        self.wake_all()
 
     @property
     def mode(self) -> str:
@@ -197,6 +235,7 @@ class EventHub:
             except (*DATABASE_UNAVAILABLE, asyncpg.PostgresError, OSError) as exc:
                 if self.connected.is_set():
                     delay_s = RECONNECT_MIN_S  # it had worked: a fresh outage
+                    self._lost()
                 logger.warning(
                     "live-progress %s connection lost (%r); reconnecting in %.1f s",
                     self.mode,
@@ -206,10 +245,24 @@ class EventHub:
                 )
             except Exception:  # a side loop's boundary: log it, and listen again
                 logger.exception("live-progress %s loop failed; restarting it", self.mode)
+                if self.connected.is_set():
+                    self._lost()
             finally:
                 self.connected.clear()
             await asyncio.sleep(delay_s)
             delay_s = min(delay_s * 2, RECONNECT_MAX_S)
+
+    def _lost(self) -> None:
+        """The listener (or poller) connection is gone: every stream learns it now."""
+        self.outage = True
+        self.wake_all()
+
+    def _back(self) -> None:
+        """Listening (or polling) again: what changed meanwhile was not notified, every stream
+        reads."""
+        self.outage = False
+        self.connected.set()
+        self.wake_all()
 
     async def _listen(self, url: str) -> None:
         conn = await asyncpg.connect(url, timeout=CONNECT_TIMEOUT_S)
@@ -217,9 +270,7 @@ class EventHub:
             lost = asyncio.Event()
             conn.add_termination_listener(lambda _: lost.set())
             await conn.add_listener(CHANNEL, self._on_notify)
-            self.connected.set()
-            # What changed while no one listened was not notified to us: every stream reads.
-            self.wake_all()
+            self._back()
             while True:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(PING_S):
@@ -234,8 +285,7 @@ class EventHub:
     async def _poll(self, database: Database) -> None:
         conn = await database.connect(timeout=CONNECT_TIMEOUT_S)
         try:
-            self.connected.set()
-            self.wake_all()
+            self._back()
             while True:
                 watched = list(self._topics)
                 if watched:
@@ -266,6 +316,7 @@ async def open_hub(database: Database) -> AsyncIterator[EventHub]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        hub.abandon_reads()
 
 
 def sse(event: str, data: Any) -> bytes:
@@ -282,21 +333,50 @@ class EventStreamResponse(StreamingResponse):
     Starlette watches for the disconnect only under ASGI < 2.4; under 2.4 it learns of it when
     a write fails, which for a quiet stream is at the next heartbeat, 15 s on. Watching
     `receive` ourselves ends the stream (and its subscription) at once under either.
+
+    Args:
+        on_close: called once when the stream has ended, however it ended (the end of its
+            events, a disconnect, a cancellation): gives its place back.
     """
 
     media_type = "text/event-stream"
 
+    def __init__(
+        self,
+        content: AsyncIterator[bytes],
+        *,
+        headers: Mapping[str, str],
+        on_close: Callable[[], None],
+    ) -> None:
+        super().__init__(content, headers=headers)
+        self._on_close = on_close
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async with anyio.create_task_group() as group:
+        try:
+            async with anyio.create_task_group() as group:
 
-            async def stream() -> None:
-                with contextlib.suppress(OSError):  # the client went away mid-write
-                    await self.stream_response(send)
+                async def stream() -> None:
+                    with contextlib.suppress(OSError):  # the client went away mid-write
+                        await self.stream_response(send)
+                    group.cancel_scope.cancel()
+
+                group.start_soon(stream)
+                await self.listen_for_disconnect(receive)
                 group.cancel_scope.cancel()
+        finally:
+            self._on_close()
 
-            group.start_soon(stream)
-            await self.listen_for_disconnect(receive)
-            group.cancel_scope.cancel()
+
+def _failure(code: str, message: str) -> bytes:
+    # Not `event: error`: EventSource fires its own `error` (a lost connection) under that
+    # name, and a client could not tell the two apart.
+    return sse("failure", {"code": code, "message": message})
+
+
+SHUTDOWN = sse(
+    "shutdown",
+    {"message": "the server is shutting down; the work goes on: open the stream again"},
+)
 
 
 async def stream_events(
@@ -304,52 +384,64 @@ async def stream_events(
 ) -> AsyncIterator[bytes]:
     """The events of one stream: `status` at once and after every change, `done` at the end,
     heartbeats in between, `timeout` after `max_s`; `unavailable` while the database is down
-    (then it resumes), `error` when it stays down for `OUTAGE_MAX_S`."""
+    (then `status` again when it is back), `failure` when it stays down for `OUTAGE_MAX_S`;
+    `shutdown` when the server stops."""
     clock = time.monotonic
     deadline = clock() + max_s
     last_sent = clock()
     last_read = clock()
     sent: Status | None = None
-    outage_since: float | None = None
+    outage_since: float | None = None  # when this stream learnt that the database was away
+
+    def unavailable(why: object) -> bytes:
+        nonlocal outage_since, sent, last_sent
+        outage_since = last_sent = clock()
+        sent = None  # the next status goes out even if unchanged: it says the database is back
+        logger.warning("stream of %s: database unavailable (%s)", project_id, why)
+        return sse("unavailable", {"message": "the database is unavailable; waiting"})
+
     with hub.subscribe(project_id, user) as subscription:
         while True:
+            if hub.stopping:
+                yield SHUTDOWN
+                return
+            if hub.outage and outage_since is None:
+                yield unavailable("the listening connection was lost")
+            status: Status | None = None
             try:
-                status = await subscription.read(load)
-            except DATABASE_UNAVAILABLE as exc:
-                now = clock()
+                async with asyncio.timeout(READ_TIMEOUT_S):
+                    status = await subscription.read(load)
+            except Exception as exc:  # the stream's boundary: end it clearly, log why
+                # While the database goes away under a read, asyncpg may fail a pool
+                # connection's query in ways of its own (an InternalClientError): the outage's.
+                if not isinstance(exc, DATABASE_UNAVAILABLE) and not hub.outage:
+                    logger.exception("stream of %s failed", project_id)
+                    yield _failure("internal_error", "the stream failed")
+                    return
                 if outage_since is None:
-                    outage_since = now
-                    logger.warning("stream of %s: database unavailable (%r)", project_id, exc)
-                    yield sse("unavailable", {"message": "the database is unavailable; waiting"})
-                    last_sent = now
-                elif now - outage_since > OUTAGE_MAX_S:
-                    yield sse(
-                        "error",
-                        {
-                            "code": "database_unavailable",
-                            "message": f"the database was unavailable for {OUTAGE_MAX_S:g} s;"
-                            " the stream ends: read the status again later",
-                        },
+                    yield unavailable(repr(exc))
+                elif clock() - outage_since > OUTAGE_MAX_S:
+                    yield _failure(
+                        "database_unavailable",
+                        f"the database was unavailable for {OUTAGE_MAX_S:g} s;"
+                        " the stream ends: read the status again later",
                     )
                     return
-                # Retry when the hub is back (it wakes every stream) or within a second.
-                subscription.woken.clear()
-                await subscription.wait(1.0)
-                continue
-            except Exception:  # the stream's boundary: end it clearly, log why
-                logger.exception("stream of %s failed", project_id)
-                yield sse("error", {"code": "internal_error", "message": "the stream failed"})
-                return
-            outage_since = None
             last_read = clock()
-            if status != sent:
-                yield sse("status", status)
-                sent = status
-                last_sent = clock()
-            if status["done"]:
-                yield sse("done", status)
-                return
-            while True:
+            if status is not None:
+                if not hub.outage:
+                    outage_since = None
+                if status != sent:
+                    yield sse("status", status)
+                    sent = status
+                    last_sent = clock()
+                if status["done"]:
+                    yield sse("done", status)
+                    return
+            # While the database or the listener is away no notification comes: read again
+            # soon. Otherwise wait for one, reading anyway after RECHECK_S of quiet.
+            recheck_s = RETRY_S if status is None or hub.outage else RECHECK_S
+            while not hub.stopping:
                 now = clock()
                 if now >= deadline:
                     yield sse(
@@ -361,11 +453,11 @@ async def stream_events(
                         },
                     )
                     return
-                wake_at = min(deadline, last_sent + HEARTBEAT_S, last_read + RECHECK_S)
+                wake_at = min(deadline, last_sent + HEARTBEAT_S, last_read + recheck_s)
                 if await subscription.wait(wake_at - now):
-                    break  # a change: read it
+                    break  # a change (or the hub's news): read it
                 now = clock()
-                if now >= last_read + RECHECK_S:
+                if now >= last_read + recheck_s:
                     break  # long quiet: read anyway (the read repairs what nobody notifies)
                 if now >= last_sent + HEARTBEAT_S:
                     yield HEARTBEAT
@@ -379,18 +471,23 @@ async def events(request: Request) -> Response:
     queue = cast(Queue, state["queue"])
     settings = cast(ServiceSettings, state["settings"])
     hub = cast(EventHub, state["events"])
+    slots = cast(StreamSlots, state["stream_slots"])
     user = await auth.authenticate(pool, request.headers.get("authorization"))
     project_id = storyboards.parse_project_id(request.path_params["project_id"])
-    # Before the stream starts, so another user's project (or none) answers a JSON 404.
-    await storyboards.project_status(pool, queue, user, project_id, settings)
 
     async def load() -> Status:
         return await storyboards.project_status(pool, queue, user, project_id, settings)
 
+    # Before the stream starts, so another user's project (or none) answers a JSON 404, and a
+    # database that does not answer a 503.
+    async with asyncio.timeout(READ_TIMEOUT_S):
+        await load()
+    slots.take(user.name)  # a 429 past STREAM_MAX_PER_USER; no await between it and the stream
     return EventStreamResponse(
         stream_events(hub, project_id, user.name, load, settings.stream_max_s),
         # Proxies (nginx) must pass events on as they come, not buffer them.
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        on_close=lambda: slots.give_back(user.name),
     )
 
 

@@ -80,12 +80,17 @@ class WorkerState:
     provider: ImageProvider
 
 
-def create_registry(settings: ServiceSettings | None = None) -> Registry:
+def create_registry(
+    settings: ServiceSettings | None = None, *, pool: asyncpg.Pool | None = None
+) -> Registry:
     """A registry with the service's handlers.
 
     Args:
         settings: used as given; None reads `ServiceSettings()` from the environment when the
             worker starts (not at import, so importing this module has no side effects).
+        pool: for the handlers' own reads and the hooks' writes, kept open (the API's, for a
+            drain: no pool of its own per call); None: a pool of `POOL_MAX_SIZE` opened and
+            closed with the worker.
     """
 
     # The hooks get only the event; they reach the database through the state the lifespan
@@ -100,21 +105,27 @@ def create_registry(settings: ServiceSettings | None = None) -> Registry:
             # The worker's own CLI refuses to start without it; a registry opened some other
             # way must not quietly boot a database either.
             raise RuntimeError("DATABASE_URL is not set: the storyboard handlers need the database")
-        pool = await current.database().create_pool(min_size=1, max_size=POOL_MAX_SIZE)
+        own = pool is None
+        handler_pool = (
+            await current.database().create_pool(min_size=1, max_size=POOL_MAX_SIZE)
+            if pool is None
+            else pool
+        )
         try:
-            await apply_rate_limit(pool, current)
+            await apply_rate_limit(handler_pool, current)
             limits = httpx.Limits(max_connections=HTTP_MAX_CONNECTIONS)
             # Every upstream call is counted where it is made (storyboard_upstream_*).
             transport = metrics.CountingTransport(httpx.AsyncHTTPTransport(limits=limits))
             async with httpx.AsyncClient(transport=transport, follow_redirects=True) as client:
-                state = WorkerState(current, pool, create_provider(current, client))
+                state = WorkerState(current, handler_pool, create_provider(current, client))
                 opened.append(state)
                 try:
                     yield state
                 finally:
                     opened.remove(state)
         finally:
-            await pool.close()
+            if own:
+                await handler_pool.close()
 
     async def on_job_ended(event: Event) -> None:
         if not opened:

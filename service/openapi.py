@@ -317,7 +317,9 @@ def _project_paths() -> dict[str, Any]:
             "get": _operation(
                 "stream_events",
                 "the generation's status, live (Server-Sent Events)",
-                {"200": _events_response(), **_errors(401, 404)},
+                # 429 too_many_streams past STREAM_MAX_PER_USER open streams, or past the
+                # share of the server's connections that streams may hold.
+                {"200": _events_response(), **_errors(401, 404, 429)},
                 tag="projects",
                 parameters=[_PROJECT_ID],
             )
@@ -329,7 +331,7 @@ def _drain(operation_id: str) -> dict[str, Any]:
     return _operation(
         operation_id,
         "run runnable storyboard jobs inside this request (CRON_SECRET or admin)",
-        {"200": _json("Drained", "what the attempts came to"), **_errors(400, 401, 403)},
+        {"200": _json("Drained", "what the attempts came to"), **_errors(400, 401, 403, 429, 503)},
         tag="jobs",
         description="For serverless platforms without a worker daemon: answers within "
         "budget_s + 2 s; jobs still running then go back to the queue without spending an "
@@ -379,7 +381,8 @@ def _job_paths() -> dict[str, Any]:
             "post": _operation(
                 "retry_job",
                 "a failed or cancelled job, queued again with a fresh attempt budget",
-                {"200": _json("Job", "the job, queued"), **_errors(401, 404, 409)},
+                # 429: it would take its owner past the cap of pending jobs
+                {"200": _json("Job", "the job, queued"), **_errors(401, 404, 409, 429)},
                 tag="jobs",
                 parameters=[_JOB_ID],
             )

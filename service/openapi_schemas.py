@@ -172,13 +172,19 @@ STREAM_EVENTS: dict[str, tuple[str, dict[str, Any], str]] = {
         _object({"message": _TEXT}, example={"message": "the database is unavailable; waiting"}),
         "the database stopped answering; the stream waits for it and goes on",
     ),
-    "error": (
-        "StreamErrorEvent",
+    "failure": (
+        "StreamFailureEvent",
         _object(
             {"code": _TEXT, "message": _TEXT},
             example={"code": "database_unavailable", "message": "the stream ends"},
         ),
-        "the stream failed or the database stayed away; the stream ends",
+        "the stream failed or the database stayed away; the stream ends (named `failure`, not"
+        " `error`, which is EventSource's own event)",
+    ),
+    "shutdown": (
+        "ShutdownEvent",
+        _object({"message": _TEXT}, example={"message": "the API is stopping; reconnect"}),
+        "the API process stops (SIGTERM); the stream ends, the work goes on",
     ),
 }
 

@@ -1,11 +1,13 @@
 """Every SQL statement of the storyboard service, as named constants.
 
-Only `storyboards.py`, `auth.py`, `routes.py` and `jobs.py` execute these. Parameters are `$n`
-placeholders, never interpolated. Lock order, to rule out deadlocks: a job's row (taken by
-`JobContext.transaction`), then the project's row (`LOCK_PROJECT`), then storyboard rows.
+Only `storyboards.py`, `user_jobs.py`, `auth.py`, `routes.py` and `jobs.py` execute these.
+Parameters are `$n` placeholders, never interpolated. Lock order, to rule out deadlocks: a
+job's row (taken by `JobContext.transaction`, or a retry), then the project's row
+(`LOCK_PROJECT`), then storyboard rows.
 
 Jobs are read through `pgqueue.job_status`, the view pgqueue owns for applications, never
-through its tables: what makes a job live (its lease) is pgqueue's to define.
+through its tables: what makes a job live (its lease) is pgqueue's to define. The service
+only indexes them (migration 0015) and follows their retries (0016).
 """
 
 from __future__ import annotations
@@ -78,13 +80,45 @@ LOCK_USER_GENERATIONS = """
 SELECT pg_advisory_xact_lock(hashtextextended('storyboard.user:' || $1, 0))
 """
 
-# -- count_user_pending: storyboard jobs of owner $1 still to run or running
+# -- count_user_pending: storyboard jobs of owner $1 queued or running, however they got
+# -- there (a generate, a regenerate, a retry through the API, the dashboard or the CLI): the
+# -- jobs themselves, found by their payload's project id (storyboard_live_jobs_project_idx),
+# -- not the storyboards that point at them, which a retried job's may no longer do
 COUNT_USER_PENDING = """
 SELECT count(*)
 FROM storyboard.projects AS p
-JOIN storyboard.storyboards AS s ON s.project_id = p.id AND s.status = 'generating'
-JOIN pgqueue.job_status AS j ON j.id = s.job_id
-WHERE p.owner = $1 AND j.state IN ('queued', 'running')
+JOIN pgqueue.job_status AS j
+  ON j.kind = 'storyboard.generate' AND j.payload ->> 'project_id' = p.id::text
+ AND j.state IN ('queued', 'running')
+WHERE p.owner = $1
+"""
+
+# -- list_user_job_ids: the ids of owner $1's storyboard jobs, newest first, below id $2, in
+# -- queue $3 and state $4 (NULL: any), $5 at most. A page per project from
+# -- storyboard_jobs_project_idx (an index scan, newest first, stopping after $5), merged:
+# -- it reads the user's own jobs, never the table, and every project of theirs
+LIST_USER_JOB_IDS = """
+SELECT j.id
+FROM storyboard.projects AS p
+CROSS JOIN LATERAL (
+    SELECT s.id
+    FROM pgqueue.job_status AS s
+    WHERE s.kind = 'storyboard.generate' AND s.payload ->> 'project_id' = p.id::text
+      AND s.id < $2
+      AND ($3::text IS NULL OR s.queue = $3)
+      AND ($4::pgqueue.job_state IS NULL OR s.state = $4)
+    ORDER BY s.payload ->> 'project_id' DESC, s.id DESC
+    LIMIT $5
+) AS j
+WHERE p.owner = $1
+ORDER BY j.id DESC
+LIMIT $5
+"""
+
+# -- lock_job_project: the project of a storyboard job, locked (after the job's row: the
+# -- order above), with its owner
+LOCK_JOB_PROJECT = """
+SELECT id, owner FROM storyboard.projects WHERE id = $1 FOR NO KEY UPDATE
 """
 
 # -- lock_project: serialise the writers that finish a project's generation, so the last one

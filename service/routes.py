@@ -12,17 +12,18 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from pgqueue import Job, Queue, QueueSettings
+from pgqueue import Job, Queue, QueueSettings, params
 from service import auth, drain, media, queries, schemas, storyboards
 from service.errors import ApiError, not_found
 from service.events import EventHub
 from service.openapi import openapi_document
 from service.payloads import MalformedPayload, StoryboardPayload
 from service.settings import MAX_DRAIN_BUDGET_S, MIN_DRAIN_BUDGET_S, ServiceSettings
+from service.stream_slots import StreamSlots
 
 logger = logging.getLogger("service.api")
 
-MAX_BIGINT = 2**63 - 1
+MAX_BIGINT = params.MAX_BIGINT
 READY_TIMEOUT_S = 2.0  # seconds /readyz waits for the database
 NOT_READY_MESSAGE = "the database is unavailable"
 # The type a stored image is served as, from the extension the service gave it; browsers are
@@ -42,6 +43,8 @@ class AppState(TypedDict):
     settings: ServiceSettings
     queue_settings: QueueSettings  # PGQUEUE_*: what a drain's worker runs with
     events: EventHub  # wakes live-progress streams
+    stream_slots: StreamSlots  # counts them, per user and in total
+    drains: drain.Drains  # the drains this process runs: bounded, stopped with the server
 
 
 def _state(request: Request) -> AppState:
@@ -55,12 +58,12 @@ async def _user(request: Request) -> auth.User:
 async def read_body(request: Request) -> bytes:
     """The request body, refusing more than 1 MiB (413) before reading it all."""
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > schemas.MAX_BODY_BYTES):
-        raise (
-            _too_large()
-            if declared.isdigit()
-            else ApiError(400, "bad_request", "bad Content-Length")
-        )
+    if declared is not None:
+        size = params.whole_number(declared, 0, params.MAX_BIGINT)
+        if size is None:
+            raise ApiError(400, "bad_request", "bad Content-Length")
+        if size > schemas.MAX_BODY_BYTES:
+            raise _too_large()
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -156,7 +159,7 @@ async def regenerate(request: Request) -> Response:
     user = await _user(request)
     state = _state(request)
     project_id = storyboards.parse_project_id(request.path_params["project_id"])
-    shot_number = _int_param(request, "shot_number", 1000, "shot")
+    shot_number = path_id(request, "shot_number", 1000, "shot")
     await read_body(request)  # no body is expected; still refuse oversized ones
     body = schemas.GenerateIn(shot_numbers=[shot_number], force=True)
     answer = await storyboards.generate(
@@ -200,7 +203,7 @@ async def get_job(request: Request) -> Response:
     """GET /api/jobs/{id}: the job, for the owner of its project or an admin."""
     user = await _user(request)
     state = _state(request)
-    job = await visible_job(state, user, _int_param(request, "job_id", MAX_BIGINT, "job"))
+    job = await visible_job(state, user, path_id(request, "job_id", MAX_BIGINT, "job"))
     answer = job_json(job)
     if not user.is_admin:
         # A traceback shows the worker's code and paths: admins only. Owners get the line
@@ -251,7 +254,22 @@ async def worker_drain(request: Request) -> Response:
         if not user.is_admin:
             raise ApiError(403, "forbidden", "the drain is for CRON_SECRET or admin tokens")
     budget_s = _budget_param(request, settings.drain_budget_s)
-    return JSONResponse(await drain.drain(settings, state["queue_settings"], budget_s))
+    answer = await state["drains"].run(settings, state["queue_settings"], budget_s, state["pool"])
+    if answer is None:
+        # Refused at once, having changed nothing: one more drain would hold another set of
+        # server connections (or the server is stopping).
+        drains = state["drains"]
+        wait_s = drains.busy_for_s() or 0.0
+        raise ApiError(
+            503 if drains.stopping else 429,
+            "stopping" if drains.stopping else "drain_running",
+            "the API is stopping: call the drain again on another instance"
+            if drains.stopping
+            else f"{drains.limit} drain(s) already run in this API process, the most at once;"
+            f" call again in {math.ceil(wait_s)} s",
+            headers={"Retry-After": str(max(1, math.ceil(wait_s)))},
+        )
+    return JSONResponse(answer)
 
 
 def _budget_param(request: Request, default_s: float) -> float:
@@ -307,11 +325,15 @@ def job_json(job: Job) -> dict[str, Any]:
     }
 
 
-def _int_param(request: Request, name: str, maximum: int, what: str) -> int:
-    # The route's `int` convertor only admits digits; out-of-range values would overflow the
-    # database's integer types, so they are simply not found.
-    value: int = request.path_params[name]
-    if not 1 <= value <= maximum:
+def path_id(request: Request, name: str, maximum: int, what: str) -> int:
+    """The whole number in the path's `name`; anything else, or out of 1-`maximum` (beyond
+    the database's integer types), is simply not found.
+
+    Parsed here, not by Starlette's `int` convertor, which passes thousands of digits to
+    `int()` and fails with a 500 where a 404 belongs.
+    """
+    value = params.whole_number(request.path_params[name], 1, maximum)
+    if value is None:
         raise not_found(what)
     return value
 
@@ -325,12 +347,12 @@ ROUTES = [
     Route("/api/projects/{project_id}", get_project, methods=["GET"]),
     Route("/api/projects/{project_id}/storyboards/generate", generate, methods=["POST"]),
     Route(
-        "/api/projects/{project_id}/storyboards/{shot_number:int}/regenerate",
+        "/api/projects/{project_id}/storyboards/{shot_number}/regenerate",
         regenerate,
         methods=["POST"],
     ),
     Route("/api/projects/{project_id}/storyboards/status", status, methods=["GET"]),
-    Route("/api/jobs/{job_id:int}", get_job, methods=["GET"]),
+    Route("/api/jobs/{job_id}", get_job, methods=["GET"]),
     Route("/api/queue/stats", queue_stats, methods=["GET"]),
     Route("/api/worker/drain", worker_drain, methods=["GET", "POST"]),
     Route("/media/{path:path}", image, methods=["GET"]),

@@ -20,6 +20,8 @@ DEFAULT_DRAIN_BUDGET_S = 50.0  # seconds; under a serverless function's usual 60
 MIN_DRAIN_BUDGET_S = 1.0
 MAX_DRAIN_BUDGET_S = 300.0
 DEFAULT_STREAM_MAX_S = 300.0  # seconds one live-progress stream stays open
+DEFAULT_STREAM_MAX_PER_USER = 8  # live-progress streams one user may hold open per API process
+DEFAULT_API_MAX_CONNECTIONS = 1000  # connections one API process serves at once
 DEFAULT_IMAGE_BREAKER = "5/30s,open=30s"  # IMAGE_BREAKER
 ADAPTIVE_PERIOD_S = 1.0  # the learnt rate's window when IMAGE_RATE_LIMIT is unset
 IMAGE_RATE_LIMIT_KEY = "storyboard.upstream"  # the pgqueue rate-limit key of upstream calls
@@ -53,6 +55,10 @@ class ServiceSettings(BaseSettings):
             take jobs from it (`--queue`, `PGQUEUE_QUEUES`).
         stream_max_s: `STREAM_MAX_S`, how long one live-progress stream stays open (the
             studio stops waiting after as long).
+        stream_max_per_user: `STREAM_MAX_PER_USER`, most live-progress streams one user may
+            hold open in one API process; the next answers 429 with `Retry-After`.
+        api_max_connections: `API_MAX_CONNECTIONS`, connections one API process serves at
+            once (uvicorn's `limit_concurrency`; lowered to fit the descriptor limit).
         image_rate_adaptive: `IMAGE_RATE_ADAPTIVE`: the upstream start rate is learnt (a 429
             halves it, successes win it back), never above `IMAGE_RATE_LIMIT` when set.
         image_breaker: `IMAGE_BREAKER`, `N/Ws,open=Os` or `off`: the upstream's breaker.
@@ -92,6 +98,8 @@ class ServiceSettings(BaseSettings):
     max_attempts: int = Field(default=3, ge=1, validation_alias="PGQUEUE_MAX_ATTEMPTS")
     queue: str = Field(default="default", min_length=1, validation_alias="STORYBOARD_QUEUE")
     stream_max_s: float = Field(default=DEFAULT_STREAM_MAX_S, gt=0)
+    stream_max_per_user: int = Field(default=DEFAULT_STREAM_MAX_PER_USER, ge=1)
+    api_max_connections: int = Field(default=DEFAULT_API_MAX_CONNECTIONS, ge=1)
     image_rate_adaptive: bool = True
     image_breaker: str = DEFAULT_IMAGE_BREAKER
     image_cost: Decimal = Field(default=Decimal(1), ge=0, lt=10**12)

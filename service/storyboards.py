@@ -150,7 +150,7 @@ async def generate(
         ]
         job_ids = {n: storyboards[n]["job_id"] for n in targets}
         if to_enqueue:
-            await _check_pending_cap(conn, user, len(to_enqueue), settings)
+            await check_pending_cap(conn, user, len(to_enqueue), settings)
             generation = await conn.fetchval(queries.START_GENERATION, project_id)
             fairness = f"user:{user.name}" if settings.storyboard_fairness == "user" else None
             specs = [
@@ -200,10 +200,17 @@ async def generate(
     }
 
 
-async def _check_pending_cap(
-    conn: asyncpg.Connection, user: User, adding: int, settings: ServiceSettings
+async def check_pending_cap(
+    conn: asyncpg.Connection,
+    user: User,
+    adding: int,
+    settings: ServiceSettings,
+    *,
+    counted: int = 0,
 ) -> None:
-    """Refuse (429) a generate that would take `user` past their cap of pending jobs.
+    """Refuse (429) a generate (or a retry) that would take `user` past their cap of
+    pending jobs: `adding` more than the storyboard jobs of theirs queued or running now, of
+    which `counted` are the caller's own, already queued in its transaction (a retry's job).
 
     Every job is a paid upstream call: the cap bounds what one token can start. The user's
     lock is taken after the project's (the order every generate call takes them in) and held
@@ -213,6 +220,7 @@ async def _check_pending_cap(
     await conn.execute(queries.LOCK_USER_GENERATIONS, user.name)
     pending: int = await conn.fetchval(queries.COUNT_USER_PENDING, user.name)
     cap = settings.storyboard_max_pending_per_user
+    pending -= counted
     if pending + adding > cap:
         raise ApiError(
             429,
@@ -260,7 +268,8 @@ async def project_status(
         "succeeded": counts["success"],
         "failed": counts["failed"],
         "percent": finished * 100 // attempted if attempted else 0,
-        "done": counts["generating"] == 0,
+        # Only once generation was asked for: a project never generated is not done.
+        "done": attempted > 0 and counts["generating"] == 0,
         "storyboards": storyboards,
         "eta_s": _eta_s(records, waits, attempted=attempted),
         # Each storyboard's current job: a shot regenerated since has its earlier jobs'

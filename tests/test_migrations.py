@@ -135,3 +135,31 @@ async def test_claim_uses_the_claim_index(pool: asyncpg.Pool) -> None:
     plan = "\n".join(r[0] for r in rows)
     assert "jobs_claim_idx" in plan, plan
     assert "Seq Scan on jobs" not in plan, plan
+
+
+async def test_the_job_listing_indexes_go_with_their_revisions(admin_url: str) -> None:
+    name = db.unique_name("migr")
+    await db.create_database(admin_url, name)
+    url = db.with_database(admin_url, name)
+
+    async def indexes() -> set[str]:
+        conn = await asyncpg.connect(url)
+        try:
+            rows = await conn.fetch("SELECT indexname FROM pg_indexes WHERE schemaname = 'pgqueue'")
+            return {r["indexname"] for r in rows}
+        finally:
+            await conn.close()
+
+    listing = {"storyboard_jobs_project_idx", "storyboard_live_jobs_project_idx"}
+    try:
+        db.migrate(url)
+        assert {*listing, "jobs_kind_idx"} <= await indexes()
+        db.migrate(url, "downgrade", "0017_pgqueue_v13")
+        assert not listing & await indexes()
+        assert "jobs_kind_idx" in await indexes()
+        db.migrate(url, "downgrade", "0016_pgqueue_v12")
+        assert "jobs_kind_idx" not in await indexes()
+        db.migrate(url)
+        assert {*listing, "jobs_kind_idx"} <= await indexes()
+    finally:
+        await db.drop_database(admin_url, name)

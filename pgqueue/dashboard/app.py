@@ -42,7 +42,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from pgqueue import errors, models, store
+from pgqueue import errors, models, params, store
 from pgqueue.dashboard import sessions
 from pgqueue.dashboard.chart import finished_chart
 from pgqueue.queue import Queue
@@ -52,7 +52,7 @@ COOKIE = "pgqueue_dashboard"
 MAX_CREDENTIAL_CHARS = 500  # a longer sign-in value is refused before the callback sees it
 PAGE_SIZE = 50  # jobs per page of the listing
 MAX_FORM_BYTES = 8192  # the largest form body read: a token and a path back
-MAX_JOB_ID = 2**63 - 1
+MAX_JOB_ID = params.MAX_BIGINT
 PAGE_HEADERS = {
     # The page's own files only: no inline script or style, nothing from another origin.
     "Content-Security-Policy": (
@@ -213,7 +213,15 @@ def create_app(
         job = await queue_of(request).get(_job_id(request))
         if job is None:
             raise _Refused(404, "no such job (retention may have deleted it)")
-        return render(request, "job.html", job=job, here=_here(request), now=datetime.now(UTC))
+        attempts = await queue_of(request).attempts(job.id)
+        return render(
+            request,
+            "job.html",
+            job=job,
+            attempts=attempts,
+            here=_here(request),
+            now=datetime.now(UTC),
+        )
 
     async def retry(request: Request) -> Response:
         job_id = _job_id(request)
@@ -315,48 +323,49 @@ def _here(request: Request) -> str:
 
 def _query(request: Request, **changes: Any) -> str:
     """This page's query string with `changes` (None removes a parameter)."""
-    params = {k: v for k, v in request.query_params.items() if k not in ("done", "job", "queue")}
-    params.update({k: str(v) for k, v in changes.items() if v is not None})
+    kept = {k: v for k, v in request.query_params.items() if k not in ("done", "job", "queue")}
+    kept.update({k: str(v) for k, v in changes.items() if v is not None})
     for key in [k for k, v in changes.items() if v is None]:
-        params.pop(key, None)
-    return "?" + urlencode(params) if params else "?"
+        kept.pop(key, None)
+    return "?" + urlencode(kept) if kept else "?"
 
 
 def _filters(request: Request) -> dict[str, Any]:
     """The listing's filters from the query string; a bad one answers 400, naming it."""
-    params = request.query_params
+    query = request.query_params
     filters: dict[str, Any] = {}
     for name in ("queue", "kind"):
-        value = params.get(name, "").strip()
+        value = query.get(name, "").strip()
         if value:
-            if len(value) > 128:
-                raise _Refused(400, f"{name} must be at most 128 characters")
+            if not params.is_name(value):
+                raise _Refused(400, f"{name} must be 1-128 characters, with no NUL byte")
             filters[name] = value
-    state = params.get("state", "").strip()
+    state = query.get("state", "").strip()
     if state:
         if state not in {s.value for s in models.JobState}:
             names = ", ".join(s.value for s in models.JobState)
             raise _Refused(400, f"state must be one of {names}; got {state[:40]!r}")
         filters["state"] = state
-    before = params.get("before", "").strip()
+    before = query.get("before", "").strip()
     if before:
-        if not before.isdigit() or not 1 <= int(before) <= MAX_JOB_ID:
+        job_id = params.whole_number(before, 1, MAX_JOB_ID)
+        if job_id is None:
             raise _Refused(400, f"before must be a job id, got {before[:40]!r}")
-        filters["before"] = int(before)
+        filters["before"] = job_id
     return filters
 
 
 def _job_id(request: Request) -> int:
-    text = request.path_params["job_id"]
-    if not text.isdigit() or not 1 <= int(text) <= MAX_JOB_ID:
+    job_id = params.whole_number(request.path_params["job_id"], 1, MAX_JOB_ID)
+    if job_id is None:
         raise _Refused(404, "no such job")
-    return int(text)
+    return job_id
 
 
 def _queue_name(request: Request) -> str:
     name = str(request.path_params["name"])
-    if not 1 <= len(name) <= 128:
-        raise _Refused(400, "a queue name is 1-128 characters")
+    if not params.is_name(name):
+        raise _Refused(400, "a queue name is 1-128 characters, with no NUL byte")
     return name
 
 
@@ -381,9 +390,9 @@ async def _form(request: Request) -> dict[str, str]:
     than any of ours, or of another type, reads as no fields."""
     declared = request.headers.get("content-length", "0")
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind != "application/x-www-form-urlencoded" or not declared.isdigit():
+    if kind != "application/x-www-form-urlencoded":
         return {}
-    if int(declared) > MAX_FORM_BYTES:
+    if params.whole_number(declared, 0, MAX_FORM_BYTES) is None:
         return {}
     body = b""
     async for chunk in request.stream():

@@ -23,6 +23,9 @@ here (callers say `queries.CLAIM_JOBS`):
     outcomes      an attempt's end: complete, fail, throttle, cancel, release
     leases        held jobs: renew, progress, the handler's transaction
     admin         get, cancel, list, retry, pause and resume, queue stats and overview
+    operations    the command line's listing by payload, bulk retry
+    attempts      a job's attempt history
+    workers       the workers' presence
     maintenance   the reaper, idle concurrency slots, counters, retention purges, vacuum
     ratelimits    rate limits of keys
     governor      breakers, adaptive rates, budgets, an attempt's reported cost
@@ -41,13 +44,18 @@ from pgqueue.queries.admin import (
     COUNT_WAITING,
     FINISHED_PER_MINUTE,
     GET_JOB,
+    GET_JOBS,
     LIST_JOBS,
     LIST_JOBS_ENDED_BADLY,
+    LIST_JOBS_OF_KIND,
     PAUSE_QUEUE,
     QUEUE_OVERVIEW,
     QUEUE_STATS,
     RESUME_QUEUE,
     RETRY_JOB,
+)
+from pgqueue.queries.attempts import (
+    LIST_ATTEMPTS,
 )
 from pgqueue.queries.checkpoints import (
     READ_CHECKPOINT,
@@ -99,6 +107,10 @@ from pgqueue.queries.metrics import (
     FINISHED_BETWEEN,
     SETTLED_BEFORE,
 )
+from pgqueue.queries.operations import (
+    LIST_JOBS_MATCHING,
+    RETRY_ENDED_BADLY,
+)
 from pgqueue.queries.outcomes import (
     CANCEL_HELD_JOB,
     COMPLETE_JOB,
@@ -133,9 +145,16 @@ from pgqueue.queries.sessions import (
 from pgqueue.queries.waiting import (
     EXPLAIN_WAITS,
 )
+from pgqueue.queries.workers import (
+    BEAT_WORKER,
+    LIST_WORKERS,
+    PRUNE_WORKERS,
+    REMOVE_WORKER,
+)
 
 __all__ = [
     "ADVANCE_SCHEDULE",
+    "BEAT_WORKER",
     "CANCEL_HELD_JOB",
     "CANCEL_JOB",
     "CHARGE_ATTEMPT",
@@ -156,12 +175,17 @@ __all__ = [
     "FINISHED_PER_MINUTE",
     "FOLD_FINISHED_COUNTS",
     "GET_JOB",
+    "GET_JOBS",
     "INSERT_SCHEDULE",
+    "LIST_ATTEMPTS",
     "LIST_BUDGETS",
     "LIST_JOBS",
     "LIST_JOBS_ENDED_BADLY",
+    "LIST_JOBS_MATCHING",
+    "LIST_JOBS_OF_KIND",
     "LIST_RATE_LIMITS",
     "LIST_SCHEDULES",
+    "LIST_WORKERS",
     "LOCK_HELD_JOB",
     "LOCK_IDLE_CONCURRENCY_SLOTS",
     "MARK_SCHEDULES_SEEN",
@@ -171,6 +195,7 @@ __all__ = [
     "PAUSE_RATE_LIMIT_KEY",
     "PING",
     "PRUNE_UNSEEN_SCHEDULES",
+    "PRUNE_WORKERS",
     "PURGE_EXPIRED_SESSIONS",
     "PURGE_FINISHED",
     "PURGE_IDLE_CONCURRENCY_SLOTS",
@@ -185,8 +210,10 @@ __all__ = [
     "REMOVE_BREAKER",
     "REMOVE_BUDGET",
     "REMOVE_RATE_LIMIT",
+    "REMOVE_WORKER",
     "RENEW_LEASES",
     "RESUME_QUEUE",
+    "RETRY_ENDED_BADLY",
     "RETRY_JOB",
     "SAVE_CHECKPOINT",
     "SECONDS_UNTIL_DUE",

@@ -7,6 +7,11 @@ GET_JOB = """
 SELECT * FROM pgqueue.jobs WHERE id = $1
 """
 
+# -- get_jobs: the jobs of ids $1 that exist, newest first
+GET_JOBS = """
+SELECT * FROM pgqueue.jobs WHERE id = ANY ($1::bigint[]) ORDER BY id DESC
+"""
+
 # -- cancel_job: a queued job is cancelled at once; a running one is flagged for its worker,
 # -- which cancels the handler within a heartbeat. Terminal jobs are left as they are. The
 # -- function is the SQL interface's pgqueue.cancel too (schema version 11).
@@ -35,6 +40,20 @@ WHERE id < $1
   AND ($4::text IS NULL OR kind = $4)
   AND ($5::text IS NULL OR payload ->> $5 = ANY ($6::text[]))
 ORDER BY id DESC
+LIMIT $7
+"""
+
+# -- list_jobs_of_kind: LIST_JOBS for kind $4 (not NULL): a backward scan of jobs_kind_idx
+# -- (kind, id), stopping after $7 matches, where LIST_JOBS would read the whole table for a
+# -- kind on few (or no) rows. `kind = $4` alone, with no `$4 IS NULL OR`, so that a generic
+# -- plan (the prepared statement's sixth run on) can use the index too. Same parameters.
+LIST_JOBS_OF_KIND = """
+SELECT * FROM pgqueue.jobs
+WHERE kind = $4 AND id < $1
+  AND ($2::text IS NULL OR queue = $2)
+  AND ($3::pgqueue.job_state IS NULL OR state = $3)
+  AND ($5::text IS NULL OR payload ->> $5 = ANY ($6::text[]))
+ORDER BY kind DESC, id DESC
 LIMIT $7
 """
 

@@ -145,10 +145,11 @@ WHERE j.id = ANY (ARRAY(SELECT id FROM chosen))
 RETURNING j.*
 """
 
-# -- complete_and_claim_jobs: COMPLETE_JOBS ($1, $2) and CLAIM_JOBS ($3 queues, $4 limit,
-# -- $5 worker, $6 lease seconds, $7 kinds) in one round trip, so a busy worker hands the slots
-# -- of the jobs it finished straight to new ones. One row per claimed job (one row of NULLs
-# -- when none was), the first of them carrying `completed_ids` (sent once, not once per row).
+# -- complete_and_claim_jobs: COMPLETE_JOBS ($1, $2; with its attempts' rows) and CLAIM_JOBS
+# -- ($3 queues, $4 limit, $5 worker, $6 lease seconds, $7 kinds) in one round trip, so a busy
+# -- worker hands the slots of the jobs it finished straight to new ones. One row per claimed
+# -- job (one row of NULLs when none was), the first of them carrying `completed_ids` (sent
+# -- once, not once per row).
 # -- The claim counts the concurrency slots these completions free (`freed`): their decrements
 # -- (row triggers) only happen at the end of the statement, and a claim that saw the counts
 # -- from before them gave a project's freed slot to another project, spreading the work so
@@ -159,12 +160,16 @@ RETURNING j.*
 COMPLETE_AND_CLAIM_JOBS = """
 WITH completed AS (
     UPDATE pgqueue.jobs AS j
-    SET state = 'succeeded', finished_at = now(), lease_expires_at = NULL,
+    SET state = 'succeeded', finished_at = now(), lease_expires_at = NULL, last_error = NULL,
         result = ($2::jsonb -> j.id::text ->> 1)::jsonb,
         progress = coalesce(($2::jsonb -> j.id::text ->> 2)::jsonb, j.progress)
     WHERE j.id = ANY ($1::bigint[]) AND j.state = 'running'
       AND j.lease_token = ($2::jsonb -> j.id::text ->> 0)::bigint
-    RETURNING j.id, j.concurrency_key, j.budget_keys, j.rate_limit_key
+    RETURNING j.id, j.concurrency_key, j.budget_keys, j.rate_limit_key,
+              j.attempts, j.worker_id, j.started_at
+), recorded AS (
+    INSERT INTO pgqueue.attempts (job_id, attempt, worker_id, started_at, outcome)
+    SELECT id, attempts, worker_id, started_at, 'succeeded' FROM completed
 ), freed AS (
     SELECT concurrency_key AS key, count(*) AS n
     FROM completed WHERE concurrency_key IS NOT NULL

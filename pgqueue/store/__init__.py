@@ -15,6 +15,9 @@ One module per concept, each name re-exported here (callers say `store.claim`):
     outcomes      an attempt's end: complete, fail, throttle, cancel, release
     leases        held jobs: renew, progress, the handler's transaction
     admin         get, cancel, list, retry, pause and resume, queue stats
+    operations    the command line's listing by payload, bulk retry, purge by age
+    attempts      a job's attempt history
+    workers       the workers' presence: beats, clean exits, the listing
     maintenance   the reaper, retention purges, vacuum
     ratelimits    rate limits of keys
     governor      breakers, adaptive rates, budgets, an attempt's upstream failure and cost
@@ -34,6 +37,7 @@ from pgqueue.store.admin import (
     count_waiting,
     finished_per_minute,
     get_job,
+    get_jobs,
     list_jobs,
     pause_queue,
     queue_overview,
@@ -41,6 +45,7 @@ from pgqueue.store.admin import (
     resume_queue,
     retry_job,
 )
+from pgqueue.store.attempts import list_attempts
 from pgqueue.store.checkpoints import CheckpointRead, read_checkpoint, save_checkpoint
 from pgqueue.store.claims import (
     ClaimRequest,
@@ -79,6 +84,7 @@ from pgqueue.store.maintenance import (
     vacuum,
 )
 from pgqueue.store.metrics import finished_between, settled_before
+from pgqueue.store.operations import list_jobs_matching, purge_older_than, retry_ended_badly
 from pgqueue.store.outcomes import (
     MAX_DELAY_S,
     Success,
@@ -108,6 +114,14 @@ from pgqueue.store.sessions import (
     read_session,
 )
 from pgqueue.store.waiting import LINE_READ_LIMIT, explain_waits
+from pgqueue.store.workers import (
+    STALE_KEPT_S,
+    WorkerBeat,
+    beat_worker,
+    list_workers,
+    prune_workers,
+    remove_worker,
+)
 
 __all__ = [
     "GROUP_MAX_ROWS",
@@ -120,6 +134,7 @@ __all__ = [
     "REAPER_IDLE_LIMIT_S",
     "SCHEDULE_PRUNE_AFTER_S",
     "SCHEDULE_STALE_AFTER_S",
+    "STALE_KEPT_S",
     "CheckpointRead",
     "ClaimRequest",
     "Executor",
@@ -127,6 +142,8 @@ __all__ = [
     "Renewal",
     "ScheduleTick",
     "Success",
+    "WorkerBeat",
+    "beat_worker",
     "cancel_held",
     "cancel_job",
     "capped_delay_s",
@@ -147,20 +164,26 @@ __all__ = [
     "finished_per_minute",
     "fire_schedule",
     "get_job",
+    "get_jobs",
+    "list_attempts",
     "list_budgets",
     "list_jobs",
+    "list_jobs_matching",
     "list_rate_limits",
     "list_schedules",
+    "list_workers",
     "lock_held",
     "mark_schedules_seen",
     "notify_queues",
     "open_session",
     "pause_queue",
     "prune_unseen_schedules",
+    "prune_workers",
     "purge_expired_sessions",
     "purge_finished",
     "purge_idle_concurrency_slots",
     "purge_idle_rate_limits",
+    "purge_older_than",
     "queue_overview",
     "queue_stats",
     "read_checkpoint",
@@ -170,8 +193,10 @@ __all__ = [
     "remove_breaker",
     "remove_budget",
     "remove_rate_limit",
+    "remove_worker",
     "renew",
     "resume_queue",
+    "retry_ended_badly",
     "retry_job",
     "save_checkpoint",
     "seconds_until_due",

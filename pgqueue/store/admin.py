@@ -13,6 +13,11 @@ async def get_job(db: Executor, job_id: int) -> models.Job | None:
     return _job_or_none(await db.fetchrow(queries.GET_JOB, job_id))
 
 
+async def get_jobs(db: Executor, job_ids: Sequence[int]) -> list[models.Job]:
+    """The jobs with these ids that exist, newest first."""
+    return _jobs(await db.fetch(queries.GET_JOBS, list(job_ids)))
+
+
 async def cancel_job(db: Executor, job_id: int) -> models.Job | None:
     """Cancel a job: queued ones at once, running ones are flagged for their worker.
 
@@ -43,9 +48,15 @@ MAX_JOB_ID = 2**63 - 1  # above every id: the first page of a listing reads belo
 async def list_jobs(db: Executor, page: models.JobPage) -> list[models.Job]:
     """The jobs `page` asks for, newest first (see `queries.LIST_JOBS`)."""
     payload_key, payload_values = page.payload_match or (None, [])
-    ended_badly = page.state in (models.JobState.FAILED, models.JobState.CANCELLED)
+    # The statement whose index fits the filters: a state few rows are in, else a kind.
+    if page.state in (models.JobState.FAILED, models.JobState.CANCELLED):
+        statement = queries.LIST_JOBS_ENDED_BADLY
+    elif page.kind is not None:
+        statement = queries.LIST_JOBS_OF_KIND
+    else:
+        statement = queries.LIST_JOBS
     records = await db.fetch(
-        queries.LIST_JOBS_ENDED_BADLY if ended_badly else queries.LIST_JOBS,
+        statement,
         MAX_JOB_ID if page.before is None else page.before,
         page.queue,
         None if page.state is None else page.state.value,

@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
 from typing import Any
 
 import asyncpg
 
-from pgqueue import models, schema
+from pgqueue import models, schema, store
 from pgqueue.database import Database
 from pgqueue.registry import Registry
 from pgqueue.worker import events
@@ -32,6 +34,7 @@ from pgqueue.worker.producer import ClaimTemplate, Producer
 from pgqueue.worker.runner import JobRunner
 from pgqueue.worker.scheduler import Scheduler
 from pgqueue.worker.slots import Slots
+from pgqueue.worker.transient import TRANSIENT_ERRORS
 from pgqueue.worker.waiting import wait_any
 
 logger = logging.getLogger("pgqueue.worker")
@@ -40,6 +43,9 @@ OWN_POOL_EXTRA = 2  # connections of the worker's own pool beyond its completer'
 FLUSH_TIMEOUT_S = 10.0  # seconds a stopping worker waits for outcomes still being written
 FLUSH_AFTER_END_S = 1.5  # of a budgeted run: its outcomes are written by its end + this
 FLUSH_MIN_S = 0.5
+LEAVE_TIMEOUT_S = 2.0  # seconds a stopping worker spends removing its row of pgqueue.workers
+# A failed removal is logged, never raised: the row goes stale and is pruned later.
+LEAVE_ERRORS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, *TRANSIENT_ERRORS)
 BUDGET_CHECK_S = 0.25  # how often a worker with a time budget re-reads its claim margin
 # The session of the worker's own connections. Its statements are few, fixed and indexed, so
 # one plan each is right: re-planning the claim on every call cost more than running it
@@ -181,7 +187,12 @@ class Worker:
             session=own_settings,
         )
         maintenance = Maintenance(
-            pool, config, self.hooks, on_requeued=producer.wake, jobs_done=lambda: self._jobs_done
+            pool,
+            config,
+            self.hooks,
+            on_requeued=producer.wake,
+            jobs_done=lambda: self._jobs_done,
+            presence=self._beat,
         )
         scheduler = (
             Scheduler(
@@ -239,10 +250,39 @@ class Worker:
                         task.cancel()
                     await asyncio.gather(supervisor, *side_tasks, return_exceptions=True)
                     await self._cancel_leftovers()
+                    await self._leave()
         finally:
             await asyncio.gather(pool.close(), self._handler_pool.close())
             self._pool = self._handler_pool = None
             logger.info("worker %s stopped", self.worker_id, extra={"action": "worker_stopped"})
+
+    def _beat(self) -> store.WorkerBeat:
+        """What this worker says of itself in `pgqueue.workers` (the maintenance chore)."""
+        config = self.config
+        return store.WorkerBeat(
+            worker_id=self.worker_id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            queues=config.queues,
+            concurrency=config.concurrency,
+            running=len(self._running),
+            # Three beats missed: the worker is gone (killed, cut off), as its leases are.
+            expires_in_s=config.lease_s,
+        )
+
+    async def _leave(self) -> None:
+        """A clean exit takes the worker's row away, so `workers` stops listing it at once."""
+        assert self._pool is not None
+        try:
+            async with asyncio.timeout(LEAVE_TIMEOUT_S):
+                await store.remove_worker(self._pool, self.worker_id)
+        except LEAVE_ERRORS as exc:
+            logger.warning(
+                "could not remove worker %s's row: %s",
+                self.worker_id,
+                exc,
+                extra={"action": "worker_leave_failed"},
+            )
 
     def _start(self, job: models.Job) -> None:
         assert self._runner is not None and self._pool is not None

@@ -9,7 +9,10 @@
   no registry has any more, and ended dashboard sessions;
 - backlog: a warning when more runnable jobs wait than the threshold;
 - vacuum: a busy worker VACUUMs the queue's tables every so many jobs (see
-  `WorkerConfig.vacuum_every_jobs` for why autovacuum alone is not enough).
+  `WorkerConfig.vacuum_every_jobs` for why autovacuum alone is not enough);
+- presence: the worker's row in `pgqueue.workers` (schema v12) says it is alive, with its
+  slots in use, every third of a lease (what `python -m pgqueue workers` lists); retention
+  prunes the rows of workers gone for an hour.
 
 Each chore has its own interval; one that fails is logged and tried again soon, never stopping
 the others.
@@ -54,6 +57,7 @@ class Maintenance:
         hooks: the `stalled` hook hears of every job the reaper moved on.
         on_requeued: called when reaped jobs went back to the queue (wake the claim loop).
         jobs_done: how many jobs this worker has finished so far (for the vacuum chore).
+        presence: what the worker says of itself at each beat (None: no presence chore).
     """
 
     def __init__(
@@ -64,12 +68,14 @@ class Maintenance:
         *,
         on_requeued: Callable[[], None],
         jobs_done: Callable[[], int],
+        presence: Callable[[], store.WorkerBeat] | None = None,
     ) -> None:
         self._db = db
         self._config = config
         self._hooks = hooks
         self._on_requeued = on_requeued
         self._jobs_done = jobs_done
+        self._presence = presence
         self._vacuumed_at_jobs = 0
         self._last_backlog_warning = float("-inf")
         self._chores = [
@@ -77,6 +83,8 @@ class Maintenance:
             _Chore("retention", config.maintenance_interval_s, self.purge_once),
             _Chore("backlog", BACKLOG_CHECK_INTERVAL_S, self.check_backlog),
         ]
+        if presence is not None:
+            self._chores.append(_Chore("presence", config.lease_s / 3, self.beat_once))
         if config.vacuum_every_jobs:
             self._chores.append(_Chore("vacuum", VACUUM_CHECK_INTERVAL_S, self.vacuum_if_busy))
 
@@ -120,8 +128,13 @@ class Maintenance:
         if any(job.state is models.JobState.QUEUED for job in reaped):
             self._on_requeued()
 
+    async def beat_once(self) -> None:
+        """Say this worker is alive, and how many of its slots are in use."""
+        assert self._presence is not None
+        await store.beat_worker(self._db, self._presence())
+
     async def purge_once(self) -> None:
-        """Delete finished jobs past their retention."""
+        """Delete finished jobs past their retention, and the rows of workers long gone."""
         deleted = await store.purge_finished(
             self._db,
             succeeded_older_than_s=self._config.retention_succeeded_s,
@@ -131,6 +144,7 @@ class Maintenance:
             logger.info(
                 "retention deleted %d finished job(s)", deleted, extra={"action": "retention"}
             )
+        await store.prune_workers(self._db)
         slots = 0
         for _ in range(store.PURGE_MAX_BATCHES):
             purged = await store.purge_idle_concurrency_slots(self._db)

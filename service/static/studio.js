@@ -277,7 +277,7 @@
       status.status + " · " + status.percent + "% · " + status.succeeded + " done, " +
       status.generating + " generating, " + status.failed + " failed, " + status.pending + " not started";
     $("board-outlook").textContent = outlookText(status);
-    $("generate").disabled = !status.done;
+    $("generate").disabled = status.generating > 0; // a project never generated is not done
     for (const board of status.storyboards) {
       const card = $("cards").querySelector('[data-shot="' + board.shot_number + '"]');
       if (!card) { continue; }
@@ -333,6 +333,7 @@
     }, LIMIT_MS);
     notice("Live: updates appear as each shot changes.", false);
     let ended = null; // what the stream ended with
+    let away = false; // the server said the database is unavailable
     try {
       const response = await fetch("/api/projects/" + project.id + "/storyboards/events", {
         headers: { Authorization: "Bearer " + token(), Accept: "text/event-stream" },
@@ -341,7 +342,7 @@
       if (!response.ok) {
         let data = null;
         try { data = await response.json(); } catch (e) { data = null; }
-        ended = { event: "error", data: (data && data.error) || { message: "HTTP " + response.status } };
+        ended = { event: "failure", data: (data && data.error) || { message: "HTTP " + response.status } };
       } else {
         const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
         let buffer = "";
@@ -356,14 +357,16 @@
             const event = parseEvent(block);
             if (!event) { continue; }
             if (event.event === "status" || event.event === "done") { render(event.data); }
-            if (event.event === "unavailable") { notice("The database is unavailable; waiting for it to come back.", false); }
-            if (["done", "timeout", "error"].includes(event.event)) { ended = event; }
+            // After `unavailable`, the server sends the status again once the database is back.
+            if (event.event === "status" && away) { away = false; notice("Live: updates appear as each shot changes.", false); }
+            if (event.event === "unavailable") { away = true; notice("The database is unavailable; waiting for it to come back.", false); }
+            if (["done", "timeout", "failure", "shutdown"].includes(event.event)) { ended = event; }
           }
         }
       }
     } catch (error) {
       if (live !== mine && !mine.stopped) { return; } // replaced by another stream, or left
-      ended = ended || { event: "error", data: { message: mine.stopped ? "" : String(error.message || error) } };
+      ended = ended || { event: "failure", data: { message: mine.stopped ? "" : String(error.message || error) } };
     } finally {
       clearTimeout(mine.timer);
       if (live === mine) { live = null; }

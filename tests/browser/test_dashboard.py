@@ -119,6 +119,12 @@ async def test_an_admin_retries_cancels_pauses_and_resumes(
         await _wait_state(client, refused, "succeeded")
         await page.reload()
         await expect(page.locator('#job [data-part="state"]')).to_have_text("succeeded")
+        # Its refusal moved to the attempt history; the succeeded job shows no current error.
+        history = page.locator('[data-part="attempt-history"]')
+        await expect(history.locator('tr[data-outcome="failed"]')).to_contain_text(REFUSAL)
+        await expect(history.locator('tr[data-outcome="succeeded"]')).to_have_count(1)
+        await expect(page.locator('[data-part="error"]')).to_have_count(0)
+        await screenshot(page, "dashboard-job-attempts")
 
         # Cancel the waiting job from the listing: cancelled at once, on the page it came from.
         await page.get_by_role("link", name=re.compile("dashboard")).first.click()

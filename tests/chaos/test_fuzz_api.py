@@ -17,6 +17,7 @@ import json
 import sys
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import asyncpg
 import httpx
@@ -31,7 +32,7 @@ from tests.support import db
 from tests.support.ports import free_port
 from tests.support.processes import Processes, wait_ready
 
-MAX_EXAMPLES = 40  # per operation and caller; keeps the module well under a minute
+MAX_EXAMPLES = 40  # per operation and caller; keeps the module within a few minutes
 STARTUP_TIMEOUT_S = 30
 REQUEST_TIMEOUT_S = 10
 
@@ -138,6 +139,8 @@ def _check_answer(case: Any, response: Any) -> None:
 @settings(
     max_examples=MAX_EXAMPLES,
     deadline=None,
+    derandomize=True,  # the same requests on every run of `make test`: failures reproduce
+    database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 def test_no_5xx_and_every_error_in_the_contract_shape(
@@ -222,7 +225,11 @@ _AUTHORIZATIONS = st.sampled_from(
 
 
 @settings(
-    max_examples=MAX_EXAMPLES * 3, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=MAX_EXAMPLES * 3,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 @given(
     body=_hostile_body(),
@@ -279,3 +286,190 @@ async def _counts(url: str) -> tuple[int, int]:
     finally:
         await conn.close()
     return projects, jobs
+
+
+# -- query strings and path segments, on the API and the dashboard ----------------------------
+# schemathesis draws values of the document's types (an integer for `limit`), never the text a
+# URL really carries. These tests send that text to every route of the application, the
+# dashboard's included (signed in as an admin), in every query parameter any route reads and in
+# every path parameter: digits of other scripts (`str.isdigit()` is true for `²`, and `int()`
+# raises), NUL bytes (Postgres text cannot hold one), huge numbers, signs, spaces, and escapes
+# that decode to no UTF-8 at all.
+
+# Every query parameter a route of the application reads (the dashboard's notice reads
+# done, job, queue), plus one none does.
+QUERY_NAMES = ("queue", "state", "kind", "limit", "before", "budget_s", "done", "job", "x")
+NASTY = (
+    "²",
+    "①",
+    "٣",
+    "\uff11",  # fullwidth 1
+    "\U0001d7d7",  # mathematical bold 9
+    "\x00",
+    "1\x00",
+    "queued\x00",
+    "-1",
+    "+1",
+    " 1",
+    "1.5",
+    "1e400",
+    "0x1f",
+    "9" * 25,
+    "9" * 5000,
+    "\ufeff1",
+)
+# Raw escapes that decode to invalid UTF-8, or are no escape at all.
+RAW_ESCAPES = ("%ff", "%c3%28", "%ed%a0%80", "%00", "%", "%zz")
+# Drains run as long as their budget: no value drawn here is a budget the drain accepts.
+_NASTY_TEXT = st.one_of(st.sampled_from(NASTY), st.text(max_size=40))
+
+
+def _routes() -> list[tuple[str, str]]:
+    """(method, path template) of every route the API serves, the dashboard's included."""
+    from starlette.routing import Mount, Route
+
+    from service import admin, events, metrics, routes, studio
+
+    found: list[tuple[str, str]] = []
+
+    def walk(items: Any, prefix: str) -> None:
+        for item in items:
+            if isinstance(item, Route):
+                found.extend((m, prefix + item.path) for m in sorted(item.methods or ()))
+            elif isinstance(item, Mount):
+                inner = getattr(item.app, "routes", None)
+                if inner is None:  # static files: a path of any depth
+                    found.append(("GET", prefix + item.path + "/{path}"))
+                else:
+                    walk(inner, prefix + item.path)
+
+    walk([*routes.ROUTES, *events.ROUTES, *admin.ROUTES, *metrics.ROUTES, *studio.ROUTES], "")
+    return [(m, p) for m, p in found if m != "HEAD"]
+
+
+ROUTES = _routes()
+
+
+def _fill(template: str, segment: str) -> str:
+    """The path of `template` with every parameter (`{name}` or `{name:type}`) as `segment`."""
+    parts = template.split("{")
+    return parts[0] + "".join(segment + rest.split("}", 1)[1] for rest in parts[1:])
+
+
+@pytest.fixture(scope="module")
+def dashboard_cookies(callers: dict[str, dict[str, str]], api_url: str) -> dict[str, str]:
+    """The cookies of a browser signed in to the dashboard with the admin's token."""
+    token = callers["admin"]["Authorization"].removeprefix("Bearer ")
+    with httpx.Client(base_url=api_url, timeout=REQUEST_TIMEOUT_S) as client:
+        answer = client.post("/dashboard/sign-in", data={"token": token})
+        assert answer.status_code == 303, answer.text[:300]
+        assert client.get("/dashboard/").status_code == 200
+        return dict(client.cookies)
+
+
+# The query parameters each route reads; every other route reads none, and gets them all.
+READS = {
+    "/api/jobs": ("queue", "state", "kind", "limit", "before"),
+    "/api/worker/drain": ("budget_s",),
+    "/dashboard/": ("queue", "state", "kind", "before", "done", "job"),
+    "/dashboard/sign-in": ("done", "job", "queue"),
+}
+
+
+class _Sender:
+    """One client for many requests, each as `caller`, the admin with the dashboard's cookie."""
+
+    def __init__(self, api_url: str, callers: Any, cookies: dict[str, str]) -> None:
+        self.client = httpx.Client(base_url=api_url, timeout=REQUEST_TIMEOUT_S)
+        self.callers = callers
+        self.cookie = "; ".join(f"{k}={v}" for k, v in cookies.items())
+
+    def send(self, method: str, path: str, query: str, caller: str) -> None:
+        headers = dict(self.callers[caller])
+        if caller == "admin":
+            headers["Cookie"] = self.cookie
+        url = f"{self.client.base_url}".rstrip("/") + path + (f"?{query}" if query else "")
+        response = self.client.request(method, httpx.URL(url), headers=headers)
+        # A fuzzed sign-out deletes the cookie: the next request still sends it.
+        self.client.cookies.clear()
+        request = f"{caller}: {method} {path[:200]}?{query[:200]} -> {response.status_code}"
+        assert response.status_code < 500, f"{request}: {response.text[:300]}"
+        if path.startswith("/api/") and response.status_code >= 400:
+            error = response.json()["error"]  # the contract's shape on the JSON API
+            assert isinstance(error["code"], str) and isinstance(error["message"], str), request
+
+
+@pytest.fixture(scope="module")
+def sender(
+    callers: dict[str, dict[str, str]], dashboard_cookies: dict[str, str], api_url: str
+) -> Iterator[_Sender]:
+    """Sends a request as a caller and checks its answer is no 5xx."""
+    sender = _Sender(api_url, callers, dashboard_cookies)
+    yield sender
+    sender.client.close()
+
+
+@pytest.mark.parametrize("caller", ["alice", "admin", "anonymous"])
+def test_every_route_refuses_nasty_query_values_with_4xx(caller: str, sender: _Sender) -> None:
+    values = [quote(v, safe="") for v in NASTY] + list(RAW_ESCAPES)
+    for method, template in ROUTES:
+        path = _fill(template, "0")  # an id no route finds: no drain or stream runs long
+        reads = READS.get(template)
+        for value in values:
+            if reads is None:
+                sender.send(method, path, "&".join(f"{n}={value}" for n in QUERY_NAMES), caller)
+                continue
+            for name in reads:
+                sender.send(method, path, f"{name}={value}", caller)
+
+
+@pytest.mark.parametrize("caller", ["alice", "admin", "anonymous"])
+def test_every_route_refuses_nasty_path_segments_with_4xx(caller: str, sender: _Sender) -> None:
+    segments = [quote(v, safe="") for v in NASTY] + list(RAW_ESCAPES)
+    for method, template in ROUTES:
+        if "{" in template:
+            for segment in segments:
+                sender.send(method, _fill(template, segment), "", caller)
+
+
+@settings(
+    max_examples=MAX_EXAMPLES * 5,
+    deadline=None,
+    derandomize=True,  # the same requests on every run: a failure here is reproducible
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(
+    route=st.sampled_from(ROUTES),
+    segment=_NASTY_TEXT,
+    query=st.lists(
+        st.tuples(
+            st.sampled_from(QUERY_NAMES), st.one_of(_NASTY_TEXT, st.sampled_from(RAW_ESCAPES))
+        ),
+        max_size=4,
+    ),
+    caller=st.sampled_from(["alice", "admin", "anonymous"]),
+)
+def test_fuzzed_urls_never_answer_5xx(
+    route: tuple[str, str],
+    segment: str,
+    query: list[tuple[str, str]],
+    caller: str,
+    sender: _Sender,
+) -> None:
+    method, template = route
+    path = _fill(template, quote(segment, safe="") or "0")
+    pairs = [
+        f"{quote(n)}={v if v in RAW_ESCAPES else quote(v, safe='')}"
+        for n, v in query
+        # No budget the drain would accept: a drain runs for as long as it is given.
+        if not (n == "budget_s" and _is_budget(v))
+    ]
+    sender.send(method, path, "&".join(pairs), caller)
+
+
+def _is_budget(value: str) -> bool:
+    try:
+        return float(value) >= 1
+    except ValueError:
+        return False

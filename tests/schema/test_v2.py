@@ -104,6 +104,8 @@ async def test_job_status_says_which_jobs_are_live(conn: asyncpg.Connection) -> 
         "run_at", "created_at", "started_at", "finished_at", "is_live",
         # version 8: the result, what the job was charged, and whether a budget parks it
         "result", "spent", "over_budget",
+        # version 13: the payload, by which an application finds its own jobs
+        "payload",
     ]  # fmt: skip
     comment = await conn.fetchval("SELECT obj_description('pgqueue.job_status'::regclass)")
     assert comment is not None and "not pgqueue.jobs" in comment

@@ -7,11 +7,13 @@ tests/pooler/test_drain.py.
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
 
 from service.payloads import JOB_KIND
@@ -19,8 +21,10 @@ from service.settings import ServiceSettings
 from tests.service import support
 from tests.service.support import project_body
 from tests.support import settings as test_settings
-from tests.support.processes import completed, python_command
+from tests.support.ports import free_port
+from tests.support.processes import Processes, completed, python_command, wait_ready
 from tests.support.upstream import FakeUpstream
+from tests.support.wait import wait_for
 
 SECRET = "cron-secret-0123456789abcdef"
 DRAIN = "/api/worker/drain"
@@ -166,3 +170,111 @@ async def test_the_daemon_with_max_seconds_ends_in_time_and_releases(
     finally:
         await conn.close()
     assert [(r["state"], r["attempts"]) for r in rows] == [("queued", 0)] * 2
+
+
+async def test_a_drain_past_the_limit_answers_429_at_once_and_runs_nothing(
+    drain_settings: ServiceSettings,
+    upstream: FakeUpstream,
+    user: Callable[..., Awaitable[dict[str, str]]],
+    db_url: str,
+) -> None:
+    # Each drain opens pools of its own: four overlapping ones took an API from 6 server
+    # connections to 31. One process runs one at a time; the next call is told when to return.
+    upstream.latency_s = 30.0  # the first drain's shots run until its budget ends
+    alice = await user("alice", tier="pro")
+    secret = {"Authorization": f"Bearer {SECRET}"}
+    async with support.api_client(drain_settings) as client:
+        created = await client.post("/api/projects", json=project_body(2), headers=alice)
+        project_id = created.json()["id"]
+        await client.post(f"/api/projects/{project_id}/storyboards/generate", headers=alice)
+        first = asyncio.create_task(client.post(DRAIN, params={"budget_s": "4"}, headers=secret))
+        conn = await asyncpg.connect(db_url)
+        try:
+            running = "SELECT count(*) FROM pgqueue.jobs WHERE state = 'running'"
+
+            async def both_running() -> bool:
+                return bool(await conn.fetchval(running) == 2)
+
+            await wait_for(both_running, timeout=10, message="the first drain runs both shots")
+            connections = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            before = await conn.fetchval(connections)
+            refused = await asyncio.gather(
+                *(client.post(DRAIN, params={"budget_s": "4"}, headers=secret) for _ in range(3))
+            )
+            for answer in refused:
+                assert answer.status_code == 429, answer.text
+                assert answer.json()["error"]["code"] == "drain_running"
+                assert 1 <= int(answer.headers["Retry-After"]) <= 4
+            # The refused calls opened nothing and took no job.
+            assert await conn.fetchval(connections) <= before
+            assert await conn.fetchval(running) == 2
+        finally:
+            await conn.close()
+        answer = await first
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["ran"] == 2 and answer.json()["released"] == 2
+        # Once it has answered, the next drain may run.
+        after = await client.post(DRAIN, params={"budget_s": "1"}, headers=secret)
+        assert after.status_code == 200, after.text
+
+
+GRACE_S = 2  # PGQUEUE_SHUTDOWN_GRACE_S of the API below
+
+
+async def test_sigterm_to_the_api_releases_a_running_drains_jobs_within_the_grace(
+    upstream: FakeUpstream, db_url: str, tmp_path: Path, processes: Processes
+) -> None:
+    # Before: uvicorn waited for the drain's request (its whole budget) before it stopped, so
+    # an orchestrator's stop killed the API mid-drain and the shots' attempts were spent.
+    upstream.latency_s = 60.0  # no shot finishes: each is running when the signal comes
+    env = test_settings.service_env(
+        db_url,
+        tmp_path / "media",
+        upstream,
+        CRON_SECRET=SECRET,
+        PGQUEUE_SHUTDOWN_GRACE_S=str(GRACE_S),
+    )
+    port = free_port()
+    api = processes.service("api", "--port", str(port), name="api", env=env)
+    url = f"http://127.0.0.1:{port}"
+    await wait_ready(f"{url}/readyz", api)
+    alice = await support.bearer(db_url, "alice", tier="pro")
+    conn = await asyncpg.connect(db_url)
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            created = await client.post("/api/projects", json=project_body(2), headers=alice)
+            project_id = created.json()["id"]
+            generated = await client.post(
+                f"/api/projects/{project_id}/storyboards/generate", headers=alice
+            )
+            assert generated.status_code == 202, generated.text
+            secret = {"Authorization": f"Bearer {SECRET}"}
+            drain = asyncio.create_task(
+                client.post(DRAIN, params={"budget_s": "120"}, headers=secret)
+            )
+            running = "SELECT count(*) FROM pgqueue.jobs WHERE state = 'running'"
+
+            async def both_running() -> bool:
+                api.check_alive()
+                return bool(await conn.fetchval(running) == 2)
+
+            await wait_for(both_running, timeout=15, message="the drain runs both shots")
+            api.send_signal(signal.SIGTERM)
+            stopped = time.monotonic()
+            # The grace, then the release, then the answer: well before the budget.
+            answer = await asyncio.wait_for(drain, timeout=GRACE_S + 8)
+        took_s = time.monotonic() - stopped
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["ran"] == 2 and body["released"] == 2, body
+        assert took_s < GRACE_S + 5, f"answered {took_s:.1f}s after SIGTERM"
+        # Stopped, not killed: uvicorn ends by re-raising the signal it handled.
+        assert await api.exited(timeout=10) in (0, -signal.SIGTERM)
+        assert "released" in api.output(), api.tail()
+        rows = await conn.fetch(
+            "SELECT state::text, attempts FROM pgqueue.jobs WHERE kind = $1", JOB_KIND
+        )
+        # Back in the queue, their attempt not spent.
+        assert [(r["state"], r["attempts"]) for r in rows] == [("queued", 0)] * 2
+    finally:
+        await conn.close()
