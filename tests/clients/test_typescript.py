@@ -21,6 +21,9 @@ from tests.support import settings
 from tests.support.ports import free_port
 from tests.support.processes import Processes, completed, wait_ready
 
+# A stream's life: the generations followed end within a second; the test of a stream that
+# ends before `done` (and is opened again) waits for two of them.
+STREAM_MAX_S = "4"
 NPM_TEST_TIMEOUT_S = 300.0  # seconds `npm test` may take (tsc, then the tests; ~25 s here)
 
 
@@ -46,7 +49,7 @@ async def test_npm_test_against_the_running_service(
         "api",
         "--port",
         str(port),
-        env=settings.service_env(db_url, media_dir),
+        env=settings.service_env(db_url, media_dir, STREAM_MAX_S=STREAM_MAX_S),
     )
     processes.service("worker", env=settings.service_env(db_url, media_dir, **settings.WORKER_ENV))
     processes.worker(

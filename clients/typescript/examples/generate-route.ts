@@ -109,21 +109,27 @@ export function generateRoute({ pool, api }: RouteDeps): (request: Request) => P
 
 /**
  * Follows a project's images through the API's events stream until it is done; the final
- * status. `onStatus` sees every status on the way. Throws when the stream ends otherwise
- * (e.g. `timeout` after STREAM_MAX_S): the generation goes on, and a new stream may follow it.
+ * status. `onStatus` sees every status on the way. A stream that ends before `done` (after
+ * `timeout`, STREAM_MAX_S; or `shutdown`, the API restarting) is opened again: the work goes
+ * on meanwhile. Throws on `failure`, or when `reopens` new streams were not enough.
  */
 export async function followGeneration(
   api: ApiClient,
   projectId: string,
   onStatus: (status: Schemas["Status"]) => void = () => undefined,
+  { reopens = 3, pauseMs = 1_000 }: { reopens?: number; pauseMs?: number } = {},
 ): Promise<Schemas["Status"]> {
-  let last: string | undefined;
-  for await (const message of followEvents(api, projectId)) {
-    last = message.event;
-    if (isEvent(message, "status")) onStatus(message.data);
-    if (isEvent(message, "done")) return message.data;
+  let last = "none";
+  for (let opened = 0; opened <= reopens; opened++) {
+    if (opened > 0) await new Promise((resolve) => setTimeout(resolve, pauseMs));
+    for await (const message of followEvents(api, projectId)) {
+      last = message.event;
+      if (isEvent(message, "status")) onStatus(message.data);
+      if (isEvent(message, "done")) return message.data;
+      if (isEvent(message, "failure")) throw new Error(`the events stream of ${projectId} failed: ${message.data.message}`);
+    }
   }
-  throw new Error(`the events stream of ${projectId} ended without done (last event: ${last ?? "none"})`);
+  throw new Error(`the events stream of ${projectId} ended without done ${reopens + 1} times (last event: ${last})`);
 }
 
 async function main(): Promise<void> {

@@ -127,6 +127,18 @@ test("the route handler commits its rows and the shots' jobs together, and follo
   assert.ok(seen.length >= 1);
 });
 
+test("following opens a new stream after timeout, and gives up after its reopens", async () => {
+  // Never generated: the stream sends its status, then \`timeout\` after STREAM_MAX_S (4 s here).
+  const created = await api.POST("/api/projects", { body: projectBody("never generated", 1) });
+  assert.ok(created.data);
+  const seen: string[] = [];
+  await assert.rejects(
+    followGeneration(api, created.data.id, (status) => seen.push(status.status), { reopens: 1, pauseMs: 10 }),
+    /ended without done 2 times \(last event: timeout\)/,
+  );
+  assert.deepEqual(seen, ["pending", "pending"], "one status per stream");
+});
+
 test("the route handler answers the API's error and enqueues nothing for a refused project", async () => {
   const before = await pool.query("SELECT count(*)::int AS n FROM pgqueue.jobs WHERE kind = 'app.shot_brief'");
   const POST = generateRoute({ pool, api });

@@ -839,7 +839,7 @@ export interface components {
             elapsed_s: number;
         };
         /** @description One event of the live-progress stream (`event:` line, `data:` line of JSON) */
-        StreamEvent: components["schemas"]["StatusEvent"] | components["schemas"]["DoneEvent"] | components["schemas"]["TimeoutEvent"] | components["schemas"]["UnavailableEvent"] | components["schemas"]["StreamErrorEvent"];
+        StreamEvent: components["schemas"]["StatusEvent"] | components["schemas"]["DoneEvent"] | components["schemas"]["TimeoutEvent"] | components["schemas"]["UnavailableEvent"] | components["schemas"]["StreamFailureEvent"] | components["schemas"]["ShutdownEvent"];
         /** @description the status answer: at once, then within 1 s of every change */
         StatusEvent: {
             /**
@@ -892,13 +892,13 @@ export interface components {
                 message: string;
             };
         };
-        /** @description the stream failed or the database stayed away; the stream ends */
-        StreamErrorEvent: {
+        /** @description the stream failed or the database stayed away; the stream ends (named `failure`, not `error`, which is EventSource's own event) */
+        StreamFailureEvent: {
             /**
              * @description discriminator enum property added by openapi-typescript
              * @enum {string}
              */
-            event: "error";
+            event: "failure";
             /**
              * @example {
              *       "code": "database_unavailable",
@@ -907,6 +907,22 @@ export interface components {
              */
             data: {
                 code: string;
+                message: string;
+            };
+        };
+        /** @description the API process stops (SIGTERM); the stream ends, the work goes on */
+        ShutdownEvent: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            event: "shutdown";
+            /**
+             * @example {
+             *       "message": "the API is stopping; reconnect"
+             *     }
+             */
+            data: {
                 message: string;
             };
         };
@@ -1571,7 +1587,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Server-Sent Events, each an `event:` line and a `data:` line of JSON; the events are `status`, `done`, `timeout`, `unavailable`, `error`, their data as `StreamEvent` describes (by event name: `status`: the status answer: at once, then within 1 s of every change; `done`: the final status; the stream ends; `timeout`: after STREAM_MAX_S without being done; the stream ends, the work goes on; `unavailable`: the database stopped answering; the stream waits for it and goes on; `error`: the stream failed or the database stayed away; the stream ends). A comment line (`: heartbeat`) at least every 15 s. After `done`, `timeout` or `error` the stream ends: a client should close it then rather than reconnect. */
+            /** @description Server-Sent Events, each an `event:` line and a `data:` line of JSON; the events are `status`, `done`, `timeout`, `unavailable`, `failure`, `shutdown`, their data as `StreamEvent` describes (by event name: `status`: the status answer: at once, then within 1 s of every change; `done`: the final status; the stream ends; `timeout`: after STREAM_MAX_S without being done; the stream ends, the work goes on; `unavailable`: the database stopped answering; the stream waits for it and goes on; `failure`: the stream failed or the database stayed away; the stream ends (named `failure`, not `error`, which is EventSource's own event); `shutdown`: the API process stops (SIGTERM); the stream ends, the work goes on). A comment line (`: heartbeat`) at least every 15 s. After `done`, `timeout` or `error` the stream ends: a client should close it then rather than reconnect. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -1618,6 +1634,24 @@ export interface operations {
                      *       "error": {
                      *         "code": "not_found",
                      *         "message": "project not found",
+                     *         "details": []
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description too many jobs pending for this user */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "too_many_pending",
+                     *         "message": "too many pending",
                      *         "details": []
                      *       }
                      *     }
@@ -1821,6 +1855,24 @@ export interface operations {
                      *       "error": {
                      *         "code": "conflict",
                      *         "message": "job 42 is succeeded",
+                     *         "details": []
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description too many jobs pending for this user */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "too_many_pending",
+                     *         "message": "too many pending",
                      *         "details": []
                      *       }
                      *     }
@@ -2248,6 +2300,42 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            /** @description too many jobs pending for this user */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "too_many_pending",
+                     *         "message": "too many pending",
+                     *         "details": []
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "not_ready",
+                     *         "message": "the database is unavailable",
+                     *         "details": []
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
         };
     };
     drain: {
@@ -2318,6 +2406,42 @@ export interface operations {
                      *       "error": {
                      *         "code": "forbidden",
                      *         "message": "this is for admins",
+                     *         "details": []
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description too many jobs pending for this user */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "too_many_pending",
+                     *         "message": "too many pending",
+                     *         "details": []
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "not_ready",
+                     *         "message": "the database is unavailable",
                      *         "details": []
                      *       }
                      *     }
