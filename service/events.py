@@ -319,9 +319,16 @@ async def open_hub(database: Database) -> AsyncIterator[EventHub]:
         hub.abandon_reads()
 
 
-def sse(event: str, data: Any) -> bytes:
-    """One Server-Sent Event: its name, and its data as one line of JSON."""
-    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+def sse(event: str, data: Any, *, event_id: str | None = None) -> bytes:
+    """One Server-Sent Event: its name, its data as one line of JSON, and an id if given."""
+    head = f"event: {event}\n" if event_id is None else f"event: {event}\nid: {event_id}\n"
+    return f"{head}data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+# The id of `done`: a standard EventSource reconnects whenever a stream ends, sending the last
+# id it saw as Last-Event-ID; a project still done answers that reconnect 204, which tells
+# the EventSource to stop (the WHATWG rule), instead of replaying `done` every 3 s for ever.
+DONE_ID = "done"
 
 
 HEARTBEAT = b": heartbeat\n\n"  # a comment line: clients ignore it, proxies see traffic
@@ -436,7 +443,7 @@ async def stream_events(
                     sent = status
                     last_sent = clock()
                 if status["done"]:
-                    yield sse("done", status)
+                    yield sse("done", status, event_id=DONE_ID)
                     return
             # While the database or the listener is away no notification comes: read again
             # soon. Otherwise wait for one, reading anyway after RECHECK_S of quiet.
@@ -481,7 +488,9 @@ async def events(request: Request) -> Response:
     # Before the stream starts, so another user's project (or none) answers a JSON 404, and a
     # database that does not answer a 503.
     async with asyncio.timeout(READ_TIMEOUT_S):
-        await load()
+        status = await load()
+    if request.headers.get("last-event-id") == DONE_ID and status["done"]:
+        return Response(status_code=204)  # an EventSource's reconnect after `done`: stop
     slots.take(user.name)  # a 429 past STREAM_MAX_PER_USER; no await between it and the stream
     return EventStreamResponse(
         stream_events(hub, project_id, user.name, load, settings.stream_max_s),

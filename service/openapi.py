@@ -319,7 +319,14 @@ def _project_paths() -> dict[str, Any]:
                 "the generation's status, live (Server-Sent Events)",
                 # 429 too_many_streams past STREAM_MAX_PER_USER open streams, or past the
                 # share of the server's connections that streams may hold.
-                {"200": _events_response(), **_errors(401, 404, 429)},
+                {
+                    "200": _events_response(),
+                    "204": {
+                        "description": "a reconnect with `Last-Event-ID: done` while the"
+                        " project is still done: nothing more to stream (an EventSource stops)"
+                    },
+                    **_errors(401, 404, 429),
+                },
                 tag="projects",
                 parameters=[_PROJECT_ID],
             )

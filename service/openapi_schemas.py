@@ -158,7 +158,12 @@ STREAM_EVENTS: dict[str, tuple[str, dict[str, Any], str]] = {
         ref("Status"),
         "the status answer: at once, then within 1 s of every change",
     ),
-    "done": ("DoneEvent", ref("Status"), "the final status; the stream ends"),
+    "done": (
+        "DoneEvent",
+        ref("Status"),
+        "the final status, with `id: done`; the stream ends, and an EventSource's reconnect"
+        " (Last-Event-ID: done) answers 204 while the project is still done, which stops it",
+    ),
     "timeout": (
         "TimeoutEvent",
         _object(

@@ -849,7 +849,7 @@ export interface components {
             event: "status";
             data: components["schemas"]["Status"];
         };
-        /** @description the final status; the stream ends */
+        /** @description the final status, with `id: done`; the stream ends, and an EventSource's reconnect (Last-Event-ID: done) answers 204 while the project is still done, which stops it */
         DoneEvent: {
             /**
              * @description discriminator enum property added by openapi-typescript
@@ -1587,7 +1587,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Server-Sent Events, each an `event:` line and a `data:` line of JSON; the events are `status`, `done`, `timeout`, `unavailable`, `failure`, `shutdown`, their data as `StreamEvent` describes (by event name: `status`: the status answer: at once, then within 1 s of every change; `done`: the final status; the stream ends; `timeout`: after STREAM_MAX_S without being done; the stream ends, the work goes on; `unavailable`: the database stopped answering; the stream waits for it and goes on; `failure`: the stream failed or the database stayed away; the stream ends (named `failure`, not `error`, which is EventSource's own event); `shutdown`: the API process stops (SIGTERM); the stream ends, the work goes on). A comment line (`: heartbeat`) at least every 15 s. After `done`, `timeout` or `error` the stream ends: a client should close it then rather than reconnect. */
+            /** @description Server-Sent Events, each an `event:` line and a `data:` line of JSON; the events are `status`, `done`, `timeout`, `unavailable`, `failure`, `shutdown`, their data as `StreamEvent` describes (by event name: `status`: the status answer: at once, then within 1 s of every change; `done`: the final status, with `id: done`; the stream ends, and an EventSource's reconnect (Last-Event-ID: done) answers 204 while the project is still done, which stops it; `timeout`: after STREAM_MAX_S without being done; the stream ends, the work goes on; `unavailable`: the database stopped answering; the stream waits for it and goes on; `failure`: the stream failed or the database stayed away; the stream ends (named `failure`, not `error`, which is EventSource's own event); `shutdown`: the API process stops (SIGTERM); the stream ends, the work goes on). A comment line (`: heartbeat`) at least every 15 s. After `done`, `timeout` or `error` the stream ends: a client should close it then rather than reconnect. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -1604,6 +1604,13 @@ export interface operations {
                      */
                     "text/event-stream": string;
                 };
+            };
+            /** @description a reconnect with `Last-Event-ID: done` while the project is still done: nothing more to stream (an EventSource stops) */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             /** @description no valid bearer token */
             401: {
