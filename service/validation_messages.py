@@ -53,8 +53,16 @@ def _length(error: ErrorDetails, bound: str, verb: str) -> str:
     return f"must be at most {limit} characters (this is {ctx.get('actual_length', 'more')})"
 
 
+# The unit of a number field, said after its bound ("must be at most 60 seconds").
+UNITS = {"duration_seconds": " seconds"}
+
+
 def _bound(words: str, key: str) -> Callable[[ErrorDetails], str]:
-    return lambda error: f"must be {words} {_number((error.get('ctx') or {}).get(key))}"
+    def message(error: ErrorDetails) -> str:
+        unit = UNITS.get(str(error["loc"][-1]) if error["loc"] else "", "")
+        return f"must be {words} {_number((error.get('ctx') or {}).get(key))}{unit}"
+
+    return message
 
 
 def _literal(error: ErrorDetails) -> str:

@@ -237,6 +237,7 @@
     if (!answer.ok) { $("board-error").textContent = errorMessage(answer); return; }
     current = answer.data;
     regenerating.clear();
+    setMessage("");
     show("board");
     $("board-title").textContent = current.title;
     $("board-meta").textContent =
@@ -272,7 +273,10 @@
     if (!iso) { return ""; }
     const seconds = Math.round((new Date(iso).getTime() - Date.now()) / 1000);
     if (seconds <= 0) { return ""; }
-    return seconds < 90 ? "in " + seconds + " s" : "in " + Math.round(seconds / 60) + " min";
+    if (seconds < 90) { return "in " + seconds + " s"; }
+    const minutes = Math.round(seconds / 60);
+    return minutes < 90 ? "in " + minutes + " min"
+      : "in " + Math.floor(minutes / 60) + " h " + (minutes % 60) + " min";
   }
 
   // Why a shot waits, in plain words (the status answer's wait_reason and next_attempt_at).
@@ -286,7 +290,7 @@
       case "upstream_down": return until("the image service is down", "next try");
       case "over_budget": return until("over today's budget", "resumes");
       case "retry_scheduled": return until("the last attempt failed", "retry");
-      case "queue_paused": return "queue paused by an operator; resumes when it is resumed";
+      case "queue_paused": return "queue paused by an operator";
       case "queued": return until("queued for a worker", "starts");
       default: return "";
     }
@@ -321,10 +325,14 @@
     const waiting = status.storyboards.filter((b) => b.status === "generating" && b.wait_reason).length;
     $("board-progress-fill").style.width = status.percent + "%";
     $("board-progress").setAttribute("aria-valuenow", String(status.percent));
+    // Only the counts there are: "generating · 40% · 2 done, 1 generating, 2 waiting".
+    const counts = [[status.succeeded, "done"], [status.generating - waiting, "generating"],
+      [waiting, "waiting"], [status.failed, "failed"], [status.pending, "not started"]]
+      .filter(([n]) => n > 0).map(([n, what]) => n + " " + what);
     $("board-summary").textContent =
-      status.status + " · " + status.percent + "% · " + status.succeeded + " done, " +
-      (status.generating - waiting) + " generating, " + waiting + " waiting, " + status.failed +
-      " failed, " + status.pending + " not started";
+      [status.status, status.percent + "%", counts.join(", ")].filter(Boolean).join(" · ");
+    // "Generating 3 shot(s)." has said its piece once they are done.
+    if (status.done && $("board-message").dataset.until === "done") { setMessage(""); }
     $("board-outlook").textContent = outlookText(status);
     const action = generateAction(status);
     $("generate").textContent = action.label;
@@ -467,11 +475,17 @@
     if (status.data.done) { notice("", false); } else { watch(); }
   }
 
+  // A line under the board's head; `until` "done" clears it when the project is done.
+  function setMessage(text, until) {
+    $("board-message").textContent = text;
+    $("board-message").dataset.until = until || "";
+  }
+
   // Generate what the button says: new shots and failed ones, or (on a completed project)
   // every shot again; a click that finds nothing to do says so instead of doing nothing.
   async function generate() {
     $("board-error").textContent = "";
-    $("board-message").textContent = "";
+    setMessage("");
     const action = lastStatus ? generateAction(lastStatus) : { label: "Generate" };
     const body = action.force ? { force: true } : {};
     $("generate").disabled = true;
@@ -487,16 +501,17 @@
       current.shots.forEach((shot, i) => regenerating.set(shot.shot_number, answer.data.job_ids[i]));
       if (lastStatus) { render(lastStatus); }
     }
-    $("board-message").textContent = queued === 0
-      ? "Nothing to generate: every shot already has its picture or is on its way."
-      : action.force ? "Regenerating all " + queued + " shot(s)."
-        : "Generating " + queued + " shot(s).";
+    if (queued === 0) {
+      setMessage("Nothing to generate: every shot already has its picture or is on its way.");
+    } else {
+      setMessage((action.force ? "Regenerating all " : "Generating ") + queued + " shot(s).", "done");
+    }
     watch();
   }
 
   async function regenerate(shotNumber) {
     $("board-error").textContent = "";
-    $("board-message").textContent = "";
+    setMessage("");
     regenerating.set(shotNumber, null);
     if (lastStatus) { render(lastStatus); } // the card says so at once, before the server does
     const answer = await api("POST", "/api/projects/" + current.id + "/storyboards/" + shotNumber + "/regenerate");

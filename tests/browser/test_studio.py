@@ -74,7 +74,7 @@ async def test_sign_in_create_with_a_validation_error_generate_and_regenerate(
     # The server's validation errors, each beside its field.
     await page.get_by_role("button", name="Create project").click()
     duration_error = first.locator('[data-sub="duration_seconds"]')
-    await expect(duration_error).to_contain_text("60")
+    await expect(duration_error).to_have_text("must be at most 60 seconds")
     await expect(first.locator('[data-part="duration_seconds"]')).to_have_class(
         re.compile("invalid")
     )
@@ -323,7 +323,7 @@ async def test_a_paused_queue_holds_every_shot_and_says_so(
     for shot in (1, 2):
         await expect(_card(page, shot)).to_have_attribute("data-wait", "queue_paused")
         await expect(_card(page, shot).locator(".wait")).to_contain_text("queue paused")
-    await expect(page.locator("#board-summary")).to_contain_text("0 generating, 2 waiting")
+    await expect(page.locator("#board-summary")).to_have_text("generating · 0% · 2 waiting")
     async with httpx.AsyncClient(base_url=studio.url, headers=admin) as client:
         assert (await client.post("/api/queues/default/resume")).status_code == 200
     for shot in (1, 2):
@@ -351,6 +351,7 @@ async def test_the_offline_renderer_regenerates_a_new_picture_and_all_of_them(
         await expect(_card(page, shot)).to_have_attribute("data-status", "success")
         await expect(_card(page, shot).locator("img")).to_be_visible()
     await expect(page.locator("#generate")).to_have_text("Regenerate all")
+    await expect(page.locator("#board-message")).to_be_hidden()  # "Generating 3 shot(s)." is over
     await screenshot(page, "studio-board-offline")
     assert not studio.upstream.calls  # drawn here, not bought
 

@@ -347,12 +347,12 @@ PLAIN_MESSAGES: dict[str, tuple[Any, list[Any], str]] = {
     "long duration": (
         _shot(duration_seconds=60.5),
         ["shots", 0, "duration_seconds"],
-        "must be at most 60",
+        "must be at most 60 seconds",
     ),
     "zero duration": (
         _shot(duration_seconds=0),
         ["shots", 0, "duration_seconds"],
-        "must be more than 0",
+        "must be more than 0 seconds",
     ),
     "bad aspect ratio": (
         _with(aspect_ratio="4:3"),
