@@ -315,7 +315,10 @@
     } else if (!status.done && status.generating) {
       parts.push("time left unknown");
     }
-    if (status.spent) { parts.push(Number(status.spent.toFixed(4)) + " credits spent"); }
+    if (status.spent) {
+      const spent = Number(status.spent.toFixed(4));
+      parts.push(spent + (spent === 1 ? " credit spent" : " credits spent"));
+    }
     return parts.join(" · ");
   }
 

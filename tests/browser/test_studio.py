@@ -270,7 +270,7 @@ WAITS: dict[str, tuple[dict[str, str], Answer, dict[int, tuple[str, str]]]] = {
     "over_budget": (
         {"BUDGET_PRO_PER_DAY": "1", "IMAGE_TIMEOUT_S": "60"},
         hang(),
-        {2: ("over_budget", r"^over today's budget; resumes in \d+ (s|min), at \d\d:")},
+        {2: ("over_budget", r"^over today's budget; resumes in (\d+ h )?\d+ (s|min), at \d\d:")},
     ),
     "retry_scheduled": (
         {"PGQUEUE_RETRY_DELAY_MS": "60000", "PGQUEUE_RETRY_CAP_S": "120", "IMAGE_BREAKER": "off"},
