@@ -69,7 +69,8 @@ class Composition:
         light_y: its height, 0..1 of the horizon's.
         backdrop_seed: varies the buildings, hills or room's furniture.
         poses: one per character, in the request's order.
-        tilt: a Dutch angle for the ground line, in pixels per scene width (-0.08..0.08).
+        tilt: a Dutch angle: the ground line rises by this share of the scene's width across it
+            (-0.08..0.08; 0 for level, two times in three).
     """
 
     framing: Framing
