@@ -146,7 +146,16 @@ async def test_a_content_policy_refusal_shows_its_message_on_its_card(
         await expect(_card(page, shot)).to_have_attribute("data-status", "success")
     await expect(page.locator("#board-summary")).to_contain_text("partial")
     assert len(studio.upstream.calls_for(studio.upstream.calls[0].project_id, 2)) == 1
+    await expect(page.locator("#generate")).to_have_text("Retry failed shots")
     await screenshot(page, "studio-refusal")
+
+    # Generate on the partial project tries the failed shot again, and only that one.
+    await page.get_by_role("button", name="Retry failed shots").click()
+    await expect(page.locator("#board-message")).to_have_text("Generating 1 shot(s).")
+    await expect(page.locator("#board-message")).to_be_hidden()  # done again: said its piece
+    await expect(_card(page, 2)).to_have_attribute("data-status", "failed")
+    assert len(studio.upstream.calls_for(studio.upstream.calls[0].project_id, 2)) == 2
+    assert len(studio.upstream.calls) == 4
 
 
 async def test_the_board_stops_waiting_after_five_minutes_and_can_look_again(
