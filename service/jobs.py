@@ -260,6 +260,9 @@ async def generate_storyboard(ctx: JobContext) -> dict[str, Any]:
         aspect_ratio=record["aspect_ratio"],
         characters=tuple(CharacterRef(**c) for c in characters),
         request_id=f"storyboard-{project_id}-{shot_number}-{ctx.job.id}",
+        # A regenerate is a new generation: the offline renderer draws a new composition.
+        seed=f"{project_id}:{shot_number}:{payload.generation}",
+        generation=payload.generation,
     )
     await _progress(ctx, 10, f"generating shot {shot_number}", shot_number=shot_number)
     # The answer's bytes are stored (a checkpoint of the job) the moment they arrive, before

@@ -11,7 +11,9 @@ from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
+from service import validation_messages
 from service.errors import ApiError
 
 MAX_BODY_BYTES = 1024 * 1024  # 1 MiB; larger bodies answer 413
@@ -99,21 +101,43 @@ class ProjectIn(_Strict):
 
     @model_validator(mode="after")
     def _check_references(self) -> ProjectIn:
-        names = [c.name for c in self.characters]
-        if len(set(names)) != len(names):
-            raise ValueError(f"character names must be unique: {_duplicates(names)}")
-        numbers = [s.shot_number for s in self.shots]
-        if len(set(numbers)) != len(numbers):
-            raise ValueError(f"shot numbers must be unique: {_duplicates(numbers)}")
-        defined = set(names)
-        for shot in self.shots:
-            unknown = [name for name in shot.characters if name not in defined]
+        # Every problem at its own place (the studio shows each beside its field), all at once.
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        seen_names: set[str] = set()
+        for index, character in enumerate(self.characters):
+            if character.name in seen_names:
+                problems.append(
+                    (("characters", index, "name"), f"{character.name} is already a character")
+                )
+            seen_names.add(character.name)
+        seen_numbers: set[int] = set()
+        for index, shot in enumerate(self.shots):
+            if shot.shot_number in seen_numbers:
+                problems.append(
+                    (
+                        ("shots", index, "shot_number"),
+                        f"shot number {shot.shot_number} is used twice",
+                    )
+                )
+            seen_numbers.add(shot.shot_number)
+            unknown = [name for name in shot.characters if name not in seen_names]
             if unknown:
-                raise ValueError(
-                    f"shot {shot.shot_number} names undefined characters: {', '.join(unknown)}"
+                problems.append(
+                    (
+                        ("shots", index, "characters"),
+                        f"no character is named {unknown[0]}"
+                        if len(unknown) == 1
+                        else f"no characters are named {', '.join(unknown)}",
+                    )
                 )
             if len(set(shot.characters)) != len(shot.characters):
-                raise ValueError(f"shot {shot.shot_number} lists a character twice")
+                problems.append((("shots", index, "characters"), "lists a character twice"))
+        if problems:
+            raise PydanticCustomError(
+                "invalid_references",
+                "{first}",
+                {"first": problems[0][1], "problems": problems},
+            )
         return self
 
 
@@ -172,12 +196,7 @@ def parse_body(model: type[Model], body: bytes, *, optional: bool = False) -> Mo
     try:
         return model.model_validate(data)
     except ValidationError as exc:
+        details = validation_messages.plain_details(exc)
         raise ApiError(
-            422,
-            "validation_error",
-            f"the body is invalid ({exc.error_count()} error(s))",
-            details=[
-                {"loc": list(error["loc"]), "message": error["msg"], "type": error["type"]}
-                for error in exc.errors(include_url=False)
-            ],
+            422, "validation_error", validation_messages.summary(details), details=details
         ) from None

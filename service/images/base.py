@@ -54,6 +54,12 @@ class ImageRequest:
         request_id: names this request to the upstream and in logs (the http provider sends
             it as `X-Request-Id`), e.g. `storyboard-<project_id>-<shot_number>-<job_id>`;
             empty for none. Upstreams ignore it; operators and test fakes attribute calls by it.
+        seed: what varies the offline renderer's composition, e.g.
+            `<project_id>:<shot_number>:<generation>`: one seed, one picture, so a regenerate
+            (a new generation) draws another. Empty: derived from the shot. The http provider
+            ignores it (an upstream varies its pictures itself).
+        generation: the project's generate call this frame belongs to, shown as the take by
+            the offline renderer; 0 for none.
     """
 
     shot_number: int
@@ -62,6 +68,8 @@ class ImageRequest:
     aspect_ratio: str
     characters: tuple[CharacterRef, ...] = ()
     request_id: str = ""
+    seed: str = ""
+    generation: int = 0
 
     def __post_init__(self) -> None:
         if self.aspect_ratio not in SIZES:

@@ -14,6 +14,9 @@
   const views = ["sign-in", "projects", "create", "board"];
   let current = null; // the project on the board: {id, title, aspect_ratio, ...}
   let live = null; // the open stream: {controller, timer}
+  let lastStatus = null; // the board's last status answer
+  // Shots regenerating since a click: shot number -> the new job's id (null until the API answers).
+  const regenerating = new Map();
 
   // -- the token ----------------------------------------------------------------------------
 
@@ -180,14 +183,35 @@
         target = form.querySelector('[data-loc="' + loc[0] + '"]');
         input = form.querySelector('[data-field="' + loc[0] + '"]');
       }
+      // The API words each message to stand beside its field; one that found no field goes
+      // above the form with the place it names.
+      const text = target ? String(detail.message) : placeText(loc) + String(detail.message);
       target = target || form.querySelector('[data-loc=""]');
-      // pydantic prefixes the messages of custom checks with "Value error, ".
-      const text = String(detail.message).replace(/^Value error, /, "");
       target.textContent = (target.textContent ? target.textContent + " " : "") + text;
       if (input) { input.classList.add("invalid"); input.setAttribute("aria-invalid", "true"); }
       placed += 1;
     }
-    if (!placed) { form.querySelector('[data-loc=""]').textContent = message; }
+    const top = form.querySelector('[data-loc=""]');
+    if (!placed) {
+      top.textContent = message;
+    } else if (!top.textContent) {
+      top.textContent = placed === 1 ? "One problem to fix: see the marked field below."
+        : placed + " problems to fix: see the marked fields below.";
+    }
+    const first = form.querySelector(".invalid");
+    if (first) { first.focus(); }
+  }
+
+  // "Shot row 2, duration: " for ["shots", 1, "duration_seconds"]; "" for the body itself.
+  function placeText(loc) {
+    const names = { shots: "Shot row", characters: "Character row", duration_seconds: "duration",
+      shot_number: "shot number", reference_image_url: "reference image URL", aspect_ratio: "aspect ratio" };
+    const words = [];
+    for (let i = 0; i < loc.length; i += 1) {
+      if (typeof loc[i + 1] === "number") { words.push((names[loc[i]] || loc[i]) + " " + (loc[i + 1] + 1)); i += 1; }
+      else { words.push(names[loc[i]] || String(loc[i])); }
+    }
+    return words.length ? words.join(", ") + ": " : "";
   }
 
   async function createProject(event) {
@@ -212,6 +236,8 @@
     const answer = await api("GET", "/api/projects/" + projectId);
     if (!answer.ok) { $("board-error").textContent = errorMessage(answer); return; }
     current = answer.data;
+    regenerating.clear();
+    setMessage("");
     show("board");
     $("board-title").textContent = current.title;
     $("board-meta").textContent =
@@ -242,19 +268,42 @@
     return iso ? new Date(iso).toTimeString().slice(0, 8) : "";
   }
 
+  // "in 42 s" / "in 3 min" until an ISO time; "" for none or past.
+  function inText(iso) {
+    if (!iso) { return ""; }
+    const seconds = Math.round((new Date(iso).getTime() - Date.now()) / 1000);
+    if (seconds <= 0) { return ""; }
+    if (seconds < 90) { return "in " + seconds + " s"; }
+    const minutes = Math.round(seconds / 60);
+    return minutes < 90 ? "in " + minutes + " min"
+      : "in " + Math.floor(minutes / 60) + " h " + (minutes % 60) + " min";
+  }
+
   // Why a shot waits, in plain words (the status answer's wait_reason and next_attempt_at).
   function waitText(board) {
     const at = clockTime(board.next_attempt_at);
+    const when = at ? [inText(board.next_attempt_at), "at " + at].filter(Boolean).join(", ") : "";
+    const until = (text, then) => (when ? text + "; " + then + " " + when : text);
     switch (board.wait_reason) {
-      case "concurrency": return "waiting for a free slot";
-      case "rate_limit": return at ? "rate limited, next try " + at : "rate limited";
-      case "upstream_down": return at ? "provider down, retrying at " + at : "provider down";
-      case "over_budget": return "over today's budget";
-      case "retry_scheduled": return at ? "retry at " + at : "retry soon";
-      case "queue_paused": return "queue paused";
-      case "queued": return at ? "queued until " + at : "queued";
+      case "concurrency": return "waiting for a free slot: this project's shots take turns";
+      case "rate_limit": return until("rate limited by the image service", "next try");
+      case "upstream_down": return until("the image service is down", "next try");
+      case "over_budget": return until("over today's budget", "resumes");
+      case "retry_scheduled": return until("the last attempt failed", "retry");
+      case "queue_paused": return "queue paused by an operator";
+      case "queued": return until("queued for a worker", "starts");
       default: return "";
     }
+  }
+
+  // The board's Generate button says what it will do for the project's state.
+  function generateAction(status) {
+    if (status.generating > 0) { return { label: "Generating…", disabled: true }; }
+    if (status.pending > 0) { return { label: "Generate" }; } // new shots (and failed ones) first
+    if (status.failed > 0) { return { label: "Retry failed shots" }; }
+    // Every shot has its picture: what a user asks for here is a new set of pictures.
+    if (status.succeeded > 0) { return { label: "Regenerate all", force: true }; }
+    return { label: "Generate" };
   }
 
   // The project's outlook: time left and credits spent ("" while there is nothing to say).
@@ -266,43 +315,71 @@
     } else if (!status.done && status.generating) {
       parts.push("time left unknown");
     }
-    if (status.spent) { parts.push(Number(status.spent.toFixed(4)) + " credits spent"); }
+    if (status.spent) {
+      const spent = Number(status.spent.toFixed(4));
+      parts.push(spent + (spent === 1 ? " credit spent" : " credits spent"));
+    }
     return parts.join(" · ");
   }
 
   function render(status) {
+    lastStatus = status;
+    // A shot whose call is not in flight waits (and says why): it is not counted as generating.
+    const waiting = status.storyboards.filter((b) => b.status === "generating" && b.wait_reason).length;
     $("board-progress-fill").style.width = status.percent + "%";
     $("board-progress").setAttribute("aria-valuenow", String(status.percent));
+    // Only the counts there are: "generating · 40% · 2 done, 1 generating, 2 waiting".
+    const counts = [[status.succeeded, "done"], [status.generating - waiting, "generating"],
+      [waiting, "waiting"], [status.failed, "failed"], [status.pending, "not started"]]
+      .filter(([n]) => n > 0).map(([n, what]) => n + " " + what);
     $("board-summary").textContent =
-      status.status + " · " + status.percent + "% · " + status.succeeded + " done, " +
-      status.generating + " generating, " + status.failed + " failed, " + status.pending + " not started";
+      [status.status, status.percent + "%", counts.join(", ")].filter(Boolean).join(" · ");
+    // "Generating 3 shot(s)." has said its piece once they are done.
+    if (status.done && $("board-message").dataset.until === "done") { setMessage(""); }
     $("board-outlook").textContent = outlookText(status);
-    $("generate").disabled = status.generating > 0; // a project never generated is not done
-    for (const board of status.storyboards) {
-      const card = $("cards").querySelector('[data-shot="' + board.shot_number + '"]');
-      if (!card) { continue; }
-      card.dataset.status = board.status;
-      // A shot whose call is not in flight says it waits, and why, instead of "generating".
-      const waiting = board.status === "generating" && Boolean(board.wait_reason);
-      card.dataset.wait = waiting ? board.wait_reason : "";
-      const badge = card.querySelector(".badge");
-      badge.textContent = waiting ? "waiting" : board.status;
-      badge.className = "badge " + (waiting ? "waiting" : board.status);
-      card.querySelector(".wait").textContent = waiting ? waitText(board) : "";
-      const image = card.querySelector("img");
-      if (board.image_url) {
-        if (image.getAttribute("src") !== board.image_url) { image.src = board.image_url; }
-        image.alt = "Shot " + board.shot_number;
-        image.hidden = false;
-      } else {
-        image.hidden = true;
-        image.removeAttribute("src");
-      }
-      card.querySelector(".placeholder").hidden = Boolean(board.image_url);
-      card.querySelector(".attempt").textContent = board.attempts ? "attempt " + board.attempts : "";
-      card.querySelector(".card-error").textContent = board.error || "";
-      card.querySelector(".regenerate").disabled = board.status === "generating";
+    const action = generateAction(status);
+    $("generate").textContent = action.label;
+    $("generate").disabled = Boolean(action.disabled);
+    for (const board of status.storyboards) { renderCard(board); }
+  }
+
+  function renderCard(board) {
+    const card = $("cards").querySelector('[data-shot="' + board.shot_number + '"]');
+    if (!card) { return; }
+    // A regenerate is under way from the click until its own job (not the old one) finishes.
+    // (Until the API answers with that job's id, the status still shows the old job's end.)
+    const asked = regenerating.get(board.shot_number);
+    if (asked && board.job_id === asked && board.status !== "generating") {
+      regenerating.delete(board.shot_number);
     }
+    const again = regenerating.has(board.shot_number);
+    const status = again ? "generating" : board.status;
+    card.dataset.status = status;
+    card.dataset.regenerating = again ? "true" : "";
+    const waiting = status === "generating" && Boolean(board.wait_reason);
+    card.dataset.wait = waiting ? board.wait_reason : "";
+    const badge = card.querySelector(".badge");
+    badge.textContent = waiting ? "waiting" : again ? "regenerating" : status;
+    badge.className = "badge " + (waiting ? "waiting" : status);
+    card.querySelector(".wait").textContent = waiting ? waitText(board) : "";
+    const image = card.querySelector("img");
+    if (board.image_url) {
+      if (image.getAttribute("src") !== board.image_url) { image.src = board.image_url; }
+      image.alt = "Shot " + board.shot_number;
+      image.hidden = false;
+    } else {
+      image.hidden = true;
+      image.removeAttribute("src");
+    }
+    card.querySelector(".placeholder").hidden = Boolean(board.image_url);
+    // Over the old picture while the new one is made: the card shows that it is.
+    card.querySelector(".frame-note").textContent =
+      board.image_url && status === "generating" ? (waiting ? "Waiting…" : "Regenerating…") : "";
+    card.querySelector(".attempt").textContent = board.attempts ? "attempt " + board.attempts : "";
+    card.querySelector(".card-error").textContent = again ? "" : board.error || "";
+    const button = card.querySelector(".regenerate");
+    button.disabled = status === "generating";
+    button.textContent = again ? "Regenerating…" : "Regenerate";
   }
 
   function notice(message, canLookAgain) {
@@ -404,17 +481,53 @@
     if (status.data.done) { notice("", false); } else { watch(); }
   }
 
+  // A line under the board's head; `until` "done" clears it when the project is done.
+  function setMessage(text, until) {
+    $("board-message").textContent = text;
+    $("board-message").dataset.until = until || "";
+  }
+
+  // Generate what the button says: new shots and failed ones, or (on a completed project)
+  // every shot again; a click that finds nothing to do says so instead of doing nothing.
   async function generate() {
     $("board-error").textContent = "";
-    const answer = await api("POST", "/api/projects/" + current.id + "/storyboards/generate", {});
-    if (!answer.ok) { $("board-error").textContent = errorMessage(answer); return; }
+    setMessage("");
+    const action = lastStatus ? generateAction(lastStatus) : { label: "Generate" };
+    const body = action.force ? { force: true } : {};
+    $("generate").disabled = true;
+    const answer = await api("POST", "/api/projects/" + current.id + "/storyboards/generate", body);
+    if (!answer.ok) {
+      $("board-error").textContent = errorMessage(answer);
+      $("generate").disabled = false;
+      return;
+    }
+    const queued = answer.data.queued;
+    if (action.force) {
+      // job_ids come in shot-number order, as current.shots do.
+      current.shots.forEach((shot, i) => regenerating.set(shot.shot_number, answer.data.job_ids[i]));
+      if (lastStatus) { render(lastStatus); }
+    }
+    if (queued === 0) {
+      setMessage("Nothing to generate: every shot already has its picture or is on its way.");
+    } else {
+      setMessage((action.force ? "Regenerating all " : "Generating ") + queued + " shot(s).", "done");
+    }
     watch();
   }
 
   async function regenerate(shotNumber) {
     $("board-error").textContent = "";
+    setMessage("");
+    regenerating.set(shotNumber, null);
+    if (lastStatus) { render(lastStatus); } // the card says so at once, before the server does
     const answer = await api("POST", "/api/projects/" + current.id + "/storyboards/" + shotNumber + "/regenerate");
-    if (!answer.ok) { $("board-error").textContent = errorMessage(answer); return; }
+    if (!answer.ok) {
+      regenerating.delete(shotNumber);
+      if (lastStatus) { render(lastStatus); }
+      $("board-error").textContent = errorMessage(answer);
+      return;
+    }
+    regenerating.set(shotNumber, answer.data.job_id);
     watch();
   }
 

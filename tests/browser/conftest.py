@@ -79,14 +79,15 @@ def upstream_images(upstream: FakeUpstream) -> FakeUpstream:
 async def start_studio(
     db_url: str, upstream_images: FakeUpstream, processes: Processes, tmp_path: Path
 ) -> StartStudio:
-    """`await start_studio(**env)`: `python -m service api` (env on top of the test's) on a
-    free port, one worker on the fake upstream, and a token; at most one worker per test."""
+    """`await start_studio(**env)`: `python -m service api` on a free port, one worker on the
+    fake upstream (env on top of the test's for both: the API enqueues with the limits the
+    worker enforces), and a token; at most one worker per test, started by the first call."""
     base = settings.service_env(db_url, tmp_path / "media", upstream_images, **settings.WORKER_ENV)
     workers: list[object] = []
 
     async def start(**env: str) -> Studio:
         if not workers:
-            workers.append(processes.worker(REGISTRY, env=base))
+            workers.append(processes.worker(REGISTRY, env={**base, **env}))
         port = free_port()
         api = processes.service("api", "--port", str(port), env={**base, **env})
         url = f"http://127.0.0.1:{port}"

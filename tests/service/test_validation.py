@@ -304,3 +304,115 @@ async def test_odd_authorization_headers_answer_401(
         assert response.status_code == 401, (case, response.text[:300])
         assert response.json()["error"]["code"] == "unauthorized", case
     assert await pool.fetchval("SELECT count(*) FROM storyboard.projects") == 0
+
+
+# pydantic's phrasing, written for programmers: never what a person reads in an answer.
+PROGRAMMER_WORDS = (
+    "after validation",
+    "Input should",
+    "Value error",
+    "should have",
+    "Field required",
+)
+
+
+async def test_validation_messages_are_plain_words(
+    client: httpx.AsyncClient, alice: dict[str, str]
+) -> None:
+    for case, body in INVALID_PROJECTS.items():
+        if not isinstance(body, dict) or not body:
+            continue
+        content = json.dumps(body).encode("utf-8", "surrogatepass")
+        response = await client.post(
+            "/api/projects", content=content, headers={**alice, "Content-Type": "application/json"}
+        )
+        if response.status_code != 422:
+            continue  # not JSON (a lone surrogate): answered 400 before any field is read
+        error = response.json()["error"]
+        for text in [error["message"], *(d["message"] for d in error["details"])]:
+            assert not any(word in text for word in PROGRAMMER_WORDS), (case, text)
+        for detail in error["details"]:
+            assert set(detail) == {"loc", "message", "type"}, (case, detail)
+
+
+PLAIN_MESSAGES: dict[str, tuple[Any, list[Any], str]] = {
+    # case: (body, the detail's loc, its message)
+    "empty title": (_with(title=""), ["title"], "must not be empty"),
+    "no shots": (_with(shots=[]), ["shots"], "add at least 1 shot"),
+    "missing title": (
+        {k: v for k, v in project_body().items() if k != "title"},
+        ["title"],
+        "is required",
+    ),
+    "long duration": (
+        _shot(duration_seconds=60.5),
+        ["shots", 0, "duration_seconds"],
+        "must be at most 60 seconds",
+    ),
+    "zero duration": (
+        _shot(duration_seconds=0),
+        ["shots", 0, "duration_seconds"],
+        "must be more than 0 seconds",
+    ),
+    "bad aspect ratio": (
+        _with(aspect_ratio="4:3"),
+        ["aspect_ratio"],
+        "must be one of 16:9, 9:16, 1:1",
+    ),
+    "shot number string": (
+        _shot(shot_number="1"),
+        ["shots", 0, "shot_number"],
+        "must be a whole number",
+    ),
+    "long title": (
+        _with(title="t" * 201),
+        ["title"],
+        "must be at most 200 characters (this is 201)",
+    ),
+    "undefined character": (
+        _shot(characters=["Zed"]),
+        ["shots", 0, "characters"],
+        "no character is named Zed",
+    ),
+    "duplicate shot numbers": (
+        _with(shots=[project_body()["shots"][0], project_body()["shots"][0]]),
+        ["shots", 1, "shot_number"],
+        "shot number 1 is used twice",
+    ),
+    "duplicate character names": (
+        _with(characters=[{"name": "Ann"}, {"name": "Ann"}], shots=[project_body()["shots"][1]]),
+        ["characters", 1, "name"],
+        "Ann is already a character",
+    ),
+}
+
+
+async def test_each_problem_names_its_field_in_plain_words(
+    client: httpx.AsyncClient, alice: dict[str, str]
+) -> None:
+    for case, (body, loc, message) in PLAIN_MESSAGES.items():
+        response = await client.post("/api/projects", json=body, headers=alice)
+        assert response.status_code == 422, (case, response.text)
+        error = response.json()["error"]
+        assert {"loc": loc, "message": message} in [
+            {"loc": d["loc"], "message": d["message"]} for d in error["details"]
+        ], (case, error)
+        assert message in error["message"], (case, error["message"])
+
+
+async def test_every_cross_field_problem_is_reported_at_once(
+    client: httpx.AsyncClient, alice: dict[str, str]
+) -> None:
+    shot = project_body()["shots"][0]
+    body = _with(
+        characters=[{"name": "Ann"}, {"name": "Ann"}],
+        shots=[{**shot, "characters": ["Zed", "Ed"]}, {**shot, "characters": ["Ann"]}],
+    )
+    error = (await client.post("/api/projects", json=body, headers=alice)).json()["error"]
+    assert [d["loc"] for d in error["details"]] == [
+        ["characters", 1, "name"],
+        ["shots", 0, "characters"],
+        ["shots", 1, "shot_number"],
+    ]
+    assert error["details"][1]["message"] == "no characters are named Zed, Ed"
+    assert error["message"].startswith("3 problems to fix: character row 2, name: ")
