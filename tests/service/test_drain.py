@@ -189,33 +189,43 @@ async def test_a_drain_past_the_limit_answers_429_at_once_and_runs_nothing(
         await client.post(f"/api/projects/{project_id}/storyboards/generate", headers=alice)
         first = asyncio.create_task(client.post(DRAIN, params={"budget_s": "4"}, headers=secret))
         conn = await asyncpg.connect(db_url)
+        # Bounded as a whole, and the first drain cancelled on a failure: otherwise the app's
+        # shutdown waits on it, which the suite's per-test timeout cannot interrupt.
         try:
-            running = "SELECT count(*) FROM pgqueue.jobs WHERE state = 'running'"
-
-            async def both_running() -> bool:
-                return bool(await conn.fetchval(running) == 2)
-
-            await wait_for(both_running, timeout=10, message="the first drain runs both shots")
-            connections = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-            before = await conn.fetchval(connections)
-            refused = await asyncio.gather(
-                *(client.post(DRAIN, params={"budget_s": "4"}, headers=secret) for _ in range(3))
-            )
-            for answer in refused:
-                assert answer.status_code == 429, answer.text
-                assert answer.json()["error"]["code"] == "drain_running"
-                assert 1 <= int(answer.headers["Retry-After"]) <= 4
-            # The refused calls opened nothing and took no job.
-            assert await conn.fetchval(connections) <= before
-            assert await conn.fetchval(running) == 2
+            async with asyncio.timeout(45):
+                await _refuse_while_one_runs(client, conn, secret)
+                answer = await first
+                assert answer.status_code == 200, answer.text
+                assert answer.json()["ran"] == 2 and answer.json()["released"] == 2
+                # Once it has answered, the next drain may run.
+                after = await client.post(DRAIN, params={"budget_s": "1"}, headers=secret)
+                assert after.status_code == 200, after.text
         finally:
+            first.cancel()
             await conn.close()
-        answer = await first
-        assert answer.status_code == 200, answer.text
-        assert answer.json()["ran"] == 2 and answer.json()["released"] == 2
-        # Once it has answered, the next drain may run.
-        after = await client.post(DRAIN, params={"budget_s": "1"}, headers=secret)
-        assert after.status_code == 200, after.text
+
+
+async def _refuse_while_one_runs(
+    client: httpx.AsyncClient, conn: asyncpg.Connection, secret: dict[str, str]
+) -> None:
+    running = "SELECT count(*) FROM pgqueue.jobs WHERE state = 'running'"
+
+    async def both_running() -> bool:
+        return bool(await conn.fetchval(running) == 2)
+
+    await wait_for(both_running, timeout=10, message="the first drain runs both shots")
+    connections = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+    before = await conn.fetchval(connections)
+    refused = await asyncio.gather(
+        *(client.post(DRAIN, params={"budget_s": "4"}, headers=secret) for _ in range(3))
+    )
+    for answer in refused:
+        assert answer.status_code == 429, answer.text
+        assert answer.json()["error"]["code"] == "drain_running"
+        assert 1 <= int(answer.headers["Retry-After"]) <= 4
+    # The refused calls opened nothing and took no job.
+    assert await conn.fetchval(connections) <= before
+    assert await conn.fetchval(running) == 2
 
 
 GRACE_S = 2  # PGQUEUE_SHUTDOWN_GRACE_S of the API below
