@@ -205,6 +205,9 @@ async def test_a_drain_past_the_limit_answers_429_at_once_and_runs_nothing(
             await conn.close()
 
 
+DRAIN_CONNECTIONS = 4  # the server connections one drain opens (service/drain.py)
+
+
 async def _refuse_while_one_runs(
     client: httpx.AsyncClient, conn: asyncpg.Connection, secret: dict[str, str]
 ) -> None:
@@ -223,8 +226,10 @@ async def _refuse_while_one_runs(
         assert answer.status_code == 429, answer.text
         assert answer.json()["error"]["code"] == "drain_running"
         assert 1 <= int(answer.headers["Retry-After"]) <= 4
-    # The refused calls opened nothing and took no job.
-    assert await conn.fetchval(connections) <= before
+    # The refused calls opened no drain (its pools are 4 server connections; three would add
+    # 12) and took no job. The API's own pool may grow by a connection or two as it serves
+    # three requests at once (seen under the full suite's load: 6 to 7).
+    assert await conn.fetchval(connections) < before + DRAIN_CONNECTIONS
     assert await conn.fetchval(running) == 2
 
 
