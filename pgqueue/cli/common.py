@@ -17,8 +17,8 @@ import asyncpg
 
 from pgqueue import schema
 from pgqueue.database import Database
+from pgqueue.errors import SchemaMissing
 
-MIGRATE_COMMAND = "python -m pgqueue migrate"
 MAX_CELL_CHARS = 60  # a table cell longer than this (an error, a payload) is cut, with "..."
 
 
@@ -56,16 +56,10 @@ async def connected(database: Database) -> AsyncIterator[asyncpg.Connection]:
 
 async def check_schema(conn: asyncpg.Connection) -> None:
     """Refuse (status 2) a database without pgqueue's schema, or with an older version."""
-    version = await schema.current_version(conn)
-    if version == 0:
-        raise CommandError(
-            f"error: this database has no pgqueue schema; install it with `{MIGRATE_COMMAND}`"
-        )
-    if version < schema.LATEST:
-        raise CommandError(
-            f"error: this database's pgqueue schema is version {version}, older than this "
-            f"pgqueue needs ({schema.LATEST}); upgrade it with `{MIGRATE_COMMAND}`"
-        )
+    try:
+        await schema.require(conn)
+    except SchemaMissing as exc:
+        raise CommandError(f"error: {exc}") from exc
 
 
 def jsonable(value: Any) -> Any:

@@ -176,7 +176,10 @@ def missing(version: int | None = None, detail: str | None = None) -> SchemaMiss
     if version == 0:
         what = "this database has no pgqueue schema"
     elif version is not None:
-        what = f"this database has pgqueue schema version {version}; this pgqueue needs {LATEST}"
+        what = (
+            f"this database has pgqueue schema version {version}, older than this pgqueue"
+            f" needs ({LATEST})"
+        )
     else:
         what = f"pgqueue's schema here is missing or older than version {LATEST} ({detail})"
     return SchemaMissing(

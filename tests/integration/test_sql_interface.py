@@ -144,7 +144,9 @@ async def test_racing_transactions_with_one_key_make_one_job(db_url: str) -> Non
         second = asyncio.ensure_future(
             b.fetchval("SELECT pgqueue.enqueue('k', idempotency_key => 'race')")
         )
-        await asyncio.sleep(0.2)
+        waiting = "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1"
+        pid = b.get_server_pid()
+        await wait_for(lambda: a.fetchval(waiting, pid), timeout=5, message="b to wait for a")
         assert not second.done()
         await ta.commit()
         assert await asyncio.wait_for(second, 5) == first
@@ -266,7 +268,17 @@ async def test_a_job_that_asked_notifies_its_end(
             assert message == {"id": loud, "queue": "default", "kind": "sql.job",
                                "state": "succeeded"}  # fmt: skip
             await wait_for(lambda: quiet in started, timeout=5)
-            await asyncio.sleep(0.3)  # a notification of `quiet`'s end would have come by now
+
+            async def quiet_ended() -> bool:
+                state = await conn.fetchval("SELECT state FROM pgqueue.jobs WHERE id = $1", quiet)
+                return bool(state == "succeeded")
+
+            await wait_for(quiet_ended, timeout=5, message="the quiet job to succeed")
+        # Notifications arrive in commit order: had `quiet`'s end notified, it would come
+        # before this marker's, which commits after it.
+        marker = await Queue(conn).enqueue("sql.job", {"n": 4}, notify_finished=True)
+        await Queue(conn).cancel(marker.id)
+        assert (await asyncio.wait_for(heard.get(), 5))["id"] == marker.id
         assert heard.empty()
     finally:
         await listener.close()
