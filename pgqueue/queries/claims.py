@@ -170,6 +170,7 @@ WITH completed AS (
 ), recorded AS (
     INSERT INTO pgqueue.attempts (job_id, attempt, worker_id, started_at, outcome)
     SELECT id, attempts, worker_id, started_at, 'succeeded' FROM completed
+    WHERE attempts > 1  -- a first attempt's success is its job row (LIST_ATTEMPTS)
 ), freed AS (
     SELECT concurrency_key AS key, count(*) AS n
     FROM completed WHERE concurrency_key IS NOT NULL

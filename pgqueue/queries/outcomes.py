@@ -22,6 +22,7 @@ WITH completed AS (
 ), recorded AS (
     INSERT INTO pgqueue.attempts (job_id, attempt, worker_id, started_at, outcome)
     SELECT id, attempts, worker_id, started_at, 'succeeded' FROM completed
+    WHERE attempts > 1  -- a first attempt's success is its job row (LIST_ATTEMPTS)
 )
 SELECT id FROM completed
 """
@@ -38,6 +39,7 @@ WITH completed AS (
 ), recorded AS (
     INSERT INTO pgqueue.attempts (job_id, attempt, worker_id, started_at, outcome)
     SELECT id, attempts, worker_id, started_at, 'succeeded' FROM completed
+    WHERE attempts > 1  -- a first attempt's success is its job row (LIST_ATTEMPTS)
 )
 SELECT * FROM completed
 """
