@@ -85,6 +85,10 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, C
     parser.add_argument(
         "--adaptive-phase-s", type=float, help="seconds of each quota phase in adaptive (20)"
     )
+    parser.add_argument(
+        "--adaptive-variants",
+        help="runs of adaptive to make: adaptive,adaptive_c20,adaptive_fixed8 (default: all)",
+    )
     parser.add_argument("--rss-jobs", type=int, help="queued jobs behind the RSS reading (100000)")
     parser.add_argument(
         "--peers", help="peers to compare with: pgqueuer,procrastinate,dbos (or 'none')"
@@ -112,6 +116,10 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, C
     if args.peers is not None:
         overrides["peers"] = tuple(
             p.strip() for p in args.peers.split(",") if p.strip() and p.strip() != "none"
+        )
+    if args.adaptive_variants is not None:
+        overrides["adaptive_variants"] = tuple(
+            v.strip() for v in args.adaptive_variants.split(",") if v.strip()
         )
     if args.peer_upgrade:
         overrides["peer_upgrade"] = True

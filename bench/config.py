@@ -35,6 +35,7 @@ class Config:
     makespan_latency_s: float = 0.5  # seconds the fake upstream takes per image
     makespan_concurrencies: tuple[int, ...] = (3, 10)  # worker slots; the first is the headline
     adaptive_phase_s: float = 20.0  # seconds of each of the quota's three phases (8, 3, 12/s)
+    adaptive_variants: tuple[str, ...] = ()  # the runs of `adaptive` to make (empty: all)
     fairness_big_shots: int = 150  # the first user's queued shots in `fairness`
     rss_jobs: int = 100_000
     rss_concurrency: int = 3

@@ -251,7 +251,13 @@ async def run(ctx: Context) -> dict[str, Any]:
     """The three runs, one after the other, each on its own database and fleet."""
     phase_s = ctx.config.adaptive_phase_s
     out: dict[str, Any] = {"adaptive_phase_s": phase_s, "adaptive_phase_rates": PHASE_RATES}
+    known = {name for name, _ in VARIANTS}
+    unknown = set(ctx.config.adaptive_variants) - known
+    if unknown:
+        raise ValueError(f"unknown adaptive variants {sorted(unknown)}; known: {sorted(known)}")
     for name, extra in VARIANTS:
+        if ctx.config.adaptive_variants and name not in ctx.config.adaptive_variants:
+            continue
         result, left = await _one_run(ctx, name, extra, phase_s)
         figures = result.figures
         settings_text = ", ".join(f"{key}={value}" for key, value in extra.items())

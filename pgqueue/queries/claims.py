@@ -46,6 +46,9 @@ from __future__ import annotations
 # -- older than the start by the wait (1 start per 2 s, a 3 s wait: two starts 2 ms apart).
 # -- The scan's `next_start_at > now()` keeps now(): an older clock there only skips a key
 # -- that could start, for one claim.
+# -- Schema v14: an adaptive key with a learnt rate is paced as well: `paced` admits a start
+# -- once `paced_at` passed, and a second one if it passed a whole spacing ago (the slack the
+# -- start trigger allows), at most what its window has room for.
 CLAIM_JOBS = """
 WITH candidates AS MATERIALIZED (
     SELECT c.*
@@ -93,7 +96,7 @@ WITH candidates AS MATERIALIZED (
     FOR NO KEY UPDATE
 ), limits AS (
     SELECT r.key, r.capacity, r.paused_until, r.breaker_state, r.breaker_until, r.starts,
-           r.period_s
+           r.period_s, r.adaptive, r.learnt, r.paced_at
     FROM pgqueue.rate_limits AS r
     WHERE r.key = ANY (ARRAY(SELECT rate_limit_key FROM candidates))
       AND (SELECT count(*) FROM budgets) >= 0
@@ -102,7 +105,13 @@ WITH candidates AS MATERIALIZED (
 ), windows AS (
     SELECT l.key, l.capacity, l.paused_until, l.breaker_state, l.breaker_until,
            (SELECT count(*) FROM unnest(l.starts) AS t
-            WHERE t > clock_timestamp() - make_interval(secs => l.period_s)) AS in_window
+            WHERE t > clock_timestamp() - make_interval(secs => l.period_s)) AS in_window,
+           CASE WHEN NOT l.adaptive OR l.learnt IS NULL THEN 2147483647
+                WHEN l.paced_at IS NULL THEN 2
+                WHEN l.paced_at > clock_timestamp() THEN 0
+                ELSE 1 + floor(least(extract(epoch FROM clock_timestamp() - l.paced_at),
+                                     l.period_s / l.learnt) / (l.period_s / l.learnt))
+           END AS paced
     FROM limits AS l
 ), chosen AS (
     SELECT ranked.id
@@ -119,7 +128,7 @@ WITH candidates AS MATERIALIZED (
                                WHEN l.breaker_state <> 'closed'
                                    THEN least(1, coalesce(l.capacity - l.in_window, 1))
                                WHEN l.capacity IS NULL THEN 2147483647
-                               ELSE l.capacity - l.in_window END)
+                               ELSE least(l.capacity - l.in_window, l.paced) END)
                AND (c.budget_keys IS NULL OR NOT EXISTS (
                     SELECT 1 FROM budgets AS b
                     WHERE b.key = ANY (c.budget_keys)
@@ -229,7 +238,7 @@ WITH completed AS (
     FOR NO KEY UPDATE
 ), limits AS (
     SELECT r.key, r.capacity, r.paused_until, r.breaker_state, r.breaker_until, r.starts,
-           r.period_s
+           r.period_s, r.adaptive, r.learnt, r.paced_at
     FROM pgqueue.rate_limits AS r
     WHERE r.key = ANY (ARRAY(
         SELECT rate_limit_key FROM candidates
@@ -241,7 +250,13 @@ WITH completed AS (
 ), windows AS (
     SELECT l.key, l.capacity, l.paused_until, l.breaker_state, l.breaker_until,
            (SELECT count(*) FROM unnest(l.starts) AS t
-            WHERE t > clock_timestamp() - make_interval(secs => l.period_s)) AS in_window
+            WHERE t > clock_timestamp() - make_interval(secs => l.period_s)) AS in_window,
+           CASE WHEN NOT l.adaptive OR l.learnt IS NULL THEN 2147483647
+                WHEN l.paced_at IS NULL THEN 2
+                WHEN l.paced_at > clock_timestamp() THEN 0
+                ELSE 1 + floor(least(extract(epoch FROM clock_timestamp() - l.paced_at),
+                                     l.period_s / l.learnt) / (l.period_s / l.learnt))
+           END AS paced
     FROM limits AS l
 ), chosen AS (
     SELECT ranked.id
@@ -259,7 +274,7 @@ WITH completed AS (
                                WHEN l.breaker_state <> 'closed'
                                    THEN least(1, coalesce(l.capacity - l.in_window, 1))
                                WHEN l.capacity IS NULL THEN 2147483647
-                               ELSE l.capacity - l.in_window END)
+                               ELSE least(l.capacity - l.in_window, l.paced) END)
                AND (c.budget_keys IS NULL OR NOT EXISTS (
                     SELECT 1 FROM budgets AS b
                     WHERE b.key = ANY (c.budget_keys)

@@ -47,6 +47,14 @@ SET adaptive = true,
     next_start_at = CASE WHEN r.adaptive AND r.ceiling IS NOT DISTINCT FROM EXCLUDED.ceiling
                               AND r.period_s = EXCLUDED.period_s
                          THEN r.next_start_at END,
+    -- What the learning knew of the upstream (schema v14) stays with the rate it learnt, and
+    -- goes with it (a sub-SELECT that yields no row sets NULLs).
+    (paced_at, bound_at, quota_seen, cut_starts, cut_throttles, good_since, probe_after,
+     probe_step, probe_step_at)
+        = (SELECT r.paced_at, r.bound_at, r.quota_seen, r.cut_starts, r.cut_throttles,
+                  r.good_since, r.probe_after, r.probe_step, r.probe_step_at
+           WHERE r.adaptive AND r.ceiling IS NOT DISTINCT FROM EXCLUDED.ceiling
+                 AND r.period_s = EXCLUDED.period_s),
     updated_at = now()
 """
 
@@ -54,7 +62,10 @@ SET adaptive = true,
 # -- follows in the same transaction and sets what the claim obeys)
 CLEAR_ADAPTIVE = """
 UPDATE pgqueue.rate_limits
-SET adaptive = false, ceiling = NULL, learnt = NULL, sustained = NULL, last_cut_at = NULL
+SET adaptive = false, ceiling = NULL, learnt = NULL, sustained = NULL, last_cut_at = NULL,
+    paced_at = NULL, bound_at = NULL, quota_seen = NULL, cut_starts = NULL,
+    cut_throttles = NULL, good_since = NULL, probe_after = NULL, probe_step = NULL,
+    probe_step_at = NULL
 WHERE key = $1 AND adaptive
 """
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import asyncpg
@@ -315,35 +315,123 @@ async def test_a_429_never_trips_the_breaker(queue: Queue, pool: asyncpg.Pool) -
 # -- the adaptive rate -----------------------------------------------------------------------
 
 
-async def test_a_429_halves_an_adaptive_rate_and_successes_win_it_back(
+async def _key_row(pool: asyncpg.Pool) -> asyncpg.Record:
+    row = await pool.fetchrow("SELECT * FROM pgqueue.rate_limits WHERE key = $1", KEY)
+    assert row is not None
+    return row
+
+
+async def _pace_passed(pool: asyncpg.Pool, ago: str) -> None:
+    # The key's next start was due `ago`: time passed, without waiting for it.
+    await pool.execute(
+        "UPDATE pgqueue.rate_limits"
+        " SET paced_at = now() - $1::text::interval, next_start_at = NULL",
+        ago,
+    )
+
+
+async def _succeed(pool: asyncpg.Pool, jobs: list[Job]) -> None:
+    await store.complete(pool, [store.Success(j.id, j.lease_token or 0, "null") for j in jobs])
+
+
+async def test_a_429_halves_an_adaptive_rate_and_its_window_says_what_the_upstream_took(
     queue: Queue, pool: asyncpg.Pool
 ) -> None:
-    await queue.set_adaptive_rate_limit(KEY, ceiling=8, period_s=1.0)
+    await queue.set_adaptive_rate_limit(KEY, ceiling=8, period_s=100.0)
     await queue.enqueue_many([JobSpec("k", rate_limit_key=KEY) for _ in range(40)])
+    # Paced from the first start: one start per spacing (100 s / 8), with one of slack.
     claimed = await store.claim(pool, _claim(20))
+    assert len(claimed) == 2
+    assert await store.claim(pool, _claim(20)) == []
+    # Time passes (the pace's next start is moved to the past): six more start.
+    for _ in range(3):
+        await _pace_passed(pool, "20 s")
+        claimed += await store.claim(pool, _claim(20))
     assert len(claimed) == 8
-    first = claimed[0]
-    await _answered_429(pool, first, pause_s=0.0)
-    # A second 429 of the same window is the same signal: one cut.
-    second = claimed[1]
-    await _answered_429(pool, second, pause_s=0.0)
+    await _answered_429(pool, claimed[0], pause_s=0.0)
     (limit,) = await queue.rate_limits()
+    # Half of the eight that got the 429; the upstream took at most the seven others.
     assert limit["adaptive"] and limit["capacity"] == 4 and limit["learnt"] == 4
-    # Successes while the limit binds climb back, never above the ceiling.
-    await store.complete(
-        pool, [store.Success(j.id, j.lease_token or 0, "null") for j in claimed[2:]]
-    )
-    (limit,) = await queue.rate_limits()
-    assert 4 < limit["learnt"] <= 8
-    # Setting it again (a worker restarting) keeps what was learnt.
-    learnt = limit["learnt"]
-    await queue.set_adaptive_rate_limit(KEY, ceiling=8, period_s=1.0)
-    (limit,) = await queue.rate_limits()
-    assert limit["learnt"] == learnt
+    assert (await _key_row(pool))["quota_seen"] == 7
+    # A second 429 of the same window is the same signal, no second halving, but it says one
+    # more start was refused: the upstream took six, and the rate follows that down.
+    await _answered_429(pool, claimed[1], pause_s=0.0)
+    row = await _key_row(pool)
+    assert row["quota_seen"] == 6 and row["learnt"] == 3 and row["capacity"] == 3
+    # Successes while the pace binds climb toward 95% of what the upstream took, no further.
+    await _succeed(pool, claimed[2:])
+    learnt = (await _key_row(pool))["learnt"]
+    assert 3 < learnt <= 6 * 0.95
+    # Setting it again (a worker restarting) keeps what was learnt, and what it knows.
+    await queue.set_adaptive_rate_limit(KEY, ceiling=8, period_s=100.0)
+    row = await _key_row(pool)
+    assert row["learnt"] == learnt and row["quota_seen"] == 6
+    # A new ceiling starts anew, from it.
+    await queue.set_adaptive_rate_limit(KEY, ceiling=9, period_s=100.0)
+    row = await _key_row(pool)
+    assert row["learnt"] == 9 and row["quota_seen"] is None and row["paced_at"] is None
     # A fixed limit ends the learning.
     await queue.set_rate_limit(KEY, 8, 1.0)
     (limit,) = await queue.rate_limits()
     assert not limit["adaptive"] and limit["capacity"] == 8
+
+
+async def test_an_adaptive_key_paces_its_starts(queue: Queue, pool: asyncpg.Pool) -> None:
+    await queue.set_adaptive_rate_limit(KEY, ceiling=10, period_s=100.0)  # one per 10 s
+    await queue.enqueue_many([JobSpec("k", rate_limit_key=KEY) for _ in range(10)])
+    first = await store.claim(pool, _claim(10))
+    assert len(first) == 2  # one, and one spacing of slack
+    row = await _key_row(pool)
+    assert row["next_start_at"] == row["paced_at"]
+    spacing = (row["paced_at"] - max(row["starts"])).total_seconds()
+    assert spacing == pytest.approx(10.0, abs=0.5)
+    assert await store.claim(pool, _claim(10)) == []
+    # Its time came less than a spacing ago: one start.
+    await _pace_passed(pool, "1 s")
+    assert len(await store.claim(pool, _claim(10))) == 1
+    # It came long ago (an idle key): still one start and one of slack, no banked burst.
+    await _pace_passed(pool, "1 h")
+    assert len(await store.claim(pool, _claim(10))) == 2
+
+
+async def test_an_adaptive_key_climbs_back_holds_below_the_quota_then_probes(
+    queue: Queue, pool: asyncpg.Pool
+) -> None:
+    await queue.set_adaptive_rate_limit(KEY, ceiling=100, period_s=1.0)
+    await queue.enqueue_many([JobSpec("k", rate_limit_key=KEY) for _ in range(4)])
+    jobs = await store.claim(pool, _claim(4))
+    assert len(jobs) == 2
+
+    async def state(**values: object) -> None:
+        sets = ", ".join(f"{name} = ${n + 2}" for n, name in enumerate(values))
+        await pool.execute(
+            f"UPDATE pgqueue.rate_limits SET {sets}, bound_at = now() WHERE key = $1",
+            KEY,
+            *values.values(),
+        )
+
+    later = datetime.now(UTC) + timedelta(minutes=1)
+    # Below what it held a whole period: back within half a period (+held/rate a success).
+    await state(learnt=4.0, sustained=8.0, quota_seen=10.0, good_since=later, probe_after=later)
+    await _succeed(pool, jobs[:1])
+    assert (await _key_row(pool))["learnt"] == 6.0
+    # Past it, toward 95% of the quota seen, within a period.
+    await state(learnt=8.0)
+    await _succeed(pool, jobs[1:2])
+    assert (await _key_row(pool))["learnt"] == pytest.approx(8 + 1.5 / 8)
+    # There it holds until probe_after.
+    await pool.execute("UPDATE pgqueue.rate_limits SET paced_at = NULL, next_start_at = NULL")
+    more = await store.claim(pool, _claim(2))
+    await state(learnt=9.5)
+    await _succeed(pool, more[:1])
+    assert (await _key_row(pool))["learnt"] == 9.5
+    # Then it probes upwards, forgetting the quota seen, its step doubling each period.
+    await state(probe_after=datetime.now(UTC) - timedelta(seconds=1), probe_step=1.0)
+    await _succeed(pool, more[1:])
+    row = await _key_row(pool)
+    assert row["learnt"] == pytest.approx(9.5 + 1 / 9.5)
+    assert row["quota_seen"] is None and row["probe_step"] == 2.0
+    assert row["capacity"] == 10
 
 
 async def test_an_adaptive_key_without_a_ceiling_learns_from_its_first_429(
@@ -356,13 +444,13 @@ async def test_an_adaptive_key_without_a_ceiling_learns_from_its_first_429(
     await _answered_429(pool, claimed[0], pause_s=0.0)
     (limit,) = await queue.rate_limits()
     assert limit["capacity"] == 5  # half of the ten that started in the window
+    assert (await _key_row(pool))["quota_seen"] == 9
     assert await store.claim(pool, _claim(10)) == []
-    # Below what it sustained (nine got through), successes while it binds win it back.
-    await store.complete(
-        pool, [store.Success(j.id, j.lease_token or 0, "null") for j in claimed[1:4]]
-    )
-    (limit,) = await queue.rate_limits()
-    assert 5 < limit["learnt"] < 7
+    # The eleven 429s of a burst of twenty say the upstream took nine: each refines it.
+    for job in claimed[1:4]:
+        await _answered_429(pool, job, pause_s=0.0)
+    row = await _key_row(pool)
+    assert row["quota_seen"] == 6 and row["learnt"] == 3
 
 
 async def test_retry_later_throttle_still_pauses(queue: Queue) -> None:
