@@ -36,11 +36,11 @@ def test_the_site_builds_strictly(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     # The reference is rendered from the docstrings, the governor's inherited methods included.
-    reference = (site / "reference" / "queue" / "index.html").read_text()
+    reference = (site / "reference" / "queue.html").read_text()
     for name in ("pgqueue.Queue.enqueue", "pgqueue.Queue.set_budget", "pgqueue.Queue.retry"):
         assert f'id="{name}"' in reference, name
     # Pages that include a file of the repository show it (the bench's method, its last run).
-    method = (site / "bench-method" / "index.html").read_text()
+    method = (site / "bench-method.html").read_text()
     assert "What is measured" in method
 
 
@@ -63,3 +63,14 @@ def test_no_page_links_outside_the_repository_for_its_own_material() -> None:
                 continue
             resolved = (path.parent / target.split("#")[0]).resolve()
             assert resolved.is_relative_to(ROOT), f"{path.relative_to(ROOT)}: {target}"
+
+
+def test_pip_install_lines_name_this_distribution() -> None:
+    # `pgqueue` on PyPI is somebody else's project: ours is pgqueue-durable (import `pgqueue`).
+    install = re.compile(r"pip install\s+(?:-\S+\s+)*'?([A-Za-z][\w.-]*)")
+    named = []
+    for path in [ROOT / "README.md", *DOCS.rglob("*.md")]:
+        for name in install.findall(path.read_text()):
+            named.append(name)
+            assert name == "pgqueue-durable", f"{path.relative_to(ROOT)}: pip install {name}"
+    assert len(named) >= 5, named
