@@ -84,7 +84,7 @@ ts-types: $(STAMP) $(TS_STAMP) ## regenerate clients/typescript/src/generated/ap
 	cd $(TS_DIR) && PATH="$$PWD/node_modules/.bin:$$PATH" npm run --silent generate
 
 .PHONY: test
-test: $(STAMP) system-deps node-deps ## run the whole suite against a real Postgres (see README)
+test: $(STAMP) system-deps node-deps ## run the whole suite against a real Postgres, the docs' strict build included
 	$(BIN)/python -m pytest -q
 
 .PHONY: test-embedded
@@ -94,6 +94,10 @@ test-embedded: $(STAMP) system-deps node-deps ## run the suite on the embedded s
 .PHONY: screenshots
 screenshots: $(STAMP) system-deps ## run the browser tests (studio, dashboard), keeping their screenshots in docs/screenshots/*.png
 	STUDIO_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q tests/browser/test_studio.py tests/browser/test_dashboard.py
+
+.PHONY: docs
+docs: $(STAMP) ## build the docs site into site/ (MkDocs, strict: a broken link fails; open site/index.html)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 .PHONY: bench
 bench: $(STAMP) ## run the benchmarks and print their figures
@@ -118,4 +122,4 @@ check: lint typecheck test ## everything CI should pass
 
 .PHONY: clean
 clean: ## remove caches and test data (keeps .venv and .pgdata)
-	rm -rf .pytest_cache .mypy_cache .ruff_cache .pgdata-test
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .pgdata-test site

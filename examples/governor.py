@@ -1,4 +1,4 @@
-"""Spend a paid, flaky upstream well: fair turns, a budget, a breaker (the README's example).
+"""Spend a paid, flaky upstream well: fair turns, a budget, a breaker (the guide's example).
 
 DATABASE_URL=postgresql://... python examples/governor.py   # on a migrated database
 """

@@ -86,7 +86,7 @@ class Database:
         if self.pooled:
             # The session settings are optimisations (generic plans, no JIT, async commit);
             # behind the pooler they cannot be set per session, and per-transaction SET LOCAL
-            # would cost two round trips more than they save. See README "Deploying".
+            # would cost two round trips more than they save. See docs/deploying.md.
             return {"statement_cache_size": 0}
         return {"server_settings": dict(session)} if session else {}
 

@@ -9,6 +9,8 @@
     │   └── DoNotRetry           fail the job now, whatever attempts remain
     ├── LeaseLost                the worker no longer holds the job: its writes were refused
     ├── JobCancelled             the job was cancelled while its handler ran
+    ├── ConfigurationError       the database does not work the way the settings say
+    │   └── SchemaMissing        no pgqueue schema, or an older one: `python -m pgqueue migrate`
     ├── JobNotFound              (Queue.retry) no job has the id
     ├── JobStateConflict         (Queue.retry) the job is not in a state the action applies to
     └── SchemaVersionError       (pgqueue.schema) the database's schema is not one this

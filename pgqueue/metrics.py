@@ -21,7 +21,7 @@ the API's) and an attempt as a worker sees it (`pgqueue_attempts_finished_total`
 different things, so a query without a `job=` filter never adds one to the other. Every series
 whose labels the code knows (its queues, kinds and outcomes) is there at 0 from the first
 scrape, so `increase(...[5m])` sees the first failure; no `*_created` series unless
-`PROMETHEUS_DISABLE_CREATED_SERIES` says otherwise (see the README's "Metrics" section).
+`PROMETHEUS_DISABLE_CREATED_SERIES` says otherwise (see docs/metrics.md).
 """
 
 from __future__ import annotations

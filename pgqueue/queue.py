@@ -31,7 +31,8 @@ class Queue(GovernorMethods):
     """The producer's and inspector's handle on `pgqueue.jobs`.
 
     Args:
-        pool: an asyncpg pool (or a single connection) on a database migrated by alembic.
+        pool: an asyncpg pool (or a single connection) on a database with pgqueue's schema
+            (`python -m pgqueue migrate`, or `pgqueue.schema.upgrade`).
         default_queue: the queue of jobs enqueued without one.
         max_attempts: the attempts of jobs enqueued without `max_attempts`.
     """

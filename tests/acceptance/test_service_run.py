@@ -88,7 +88,7 @@ async def test_run_on_database_url(db_url: str, tmp_path: Path, processes: Proce
 
 
 async def _check_second_terminal(run: Process, workdir: Path, url: str) -> None:
-    """What the README does in a second terminal works with nothing but what `run` printed."""
+    """What the docs do in a second terminal works with nothing but what `run` printed."""
     printed = DATABASE.search(run.output())
     assert printed, run.output()
     bare = {k: v for k, v in settings.child_env().items() if k != "DATABASE_URL"}

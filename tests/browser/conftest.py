@@ -2,7 +2,7 @@
 upstream, and Debian's Chromium driven by Playwright.
 
 The studio's tests sign in as a user would; `STUDIO_SCREENSHOTS=<dir>` (what `make
-screenshots` sets) also keeps screenshots of what they saw there, for the README.
+screenshots` sets) also keeps screenshots of what they saw there, for the docs.
 """
 
 from __future__ import annotations

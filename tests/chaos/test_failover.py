@@ -432,7 +432,7 @@ async def _check_the_listeners_resumed(
 
 async def test_a_killed_primary_loses_no_acknowledged_enqueue(cluster: Cluster) -> None:
     # Enqueues straight through the library (16 clients, no API, no workers), for the
-    # figures the README quotes: with the synchronous standby every acknowledged commit is on
+    # figures docs/deploying.md quotes: with the synchronous standby every acknowledged commit is on
     # the new primary. (`python -m tests.support.failover_loss` measures the asynchronous case.)
     for node in cluster.nodes:
         if node.killed:

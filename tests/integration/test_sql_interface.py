@@ -288,7 +288,7 @@ async def test_a_role_that_may_only_enqueue_and_read_status(
     db_url: str, conn: asyncpg.Connection
 ) -> None:
     role = db.unique_name("enqueuer")
-    # The grants of the README, as they are written there.
+    # The grants of docs/sql.md, as they are written there.
     await conn.execute(
         f"""
         CREATE ROLE {role} LOGIN PASSWORD '{PASSWORD}';

@@ -11,6 +11,7 @@ does not know).
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
 import os
@@ -25,6 +26,7 @@ import pytest
 
 from service.openapi import openapi_document
 from tests.service import support
+from tests.support import docs
 from tests.support.ports import free_port
 from tests.support.processes import Processes, wait_ready
 
@@ -130,6 +132,14 @@ async def test_a_generated_client_creates_a_project_and_gets_typed_errors(
         assert refused.status_code == 422 and isinstance(refused.parsed, models.Error)
         (detail,) = refused.parsed.error.details
         assert isinstance(detail, models.ErrorDetail) and detail.loc == ["title"]
+
+    # docs/api.md's example, as it is written there, on this API with this user's token: it
+    # runs the synchronous client, so it runs in a thread (the API is another process).
+    (example,) = docs.blocks("api.md", "python")
+    example = example.replace('"http://127.0.0.1:8000"', repr(api_url))
+    example = example.replace('"<token of make run>"', repr(token))
+    assert api_url in example and token in example, "docs/api.md's example names both"
+    await asyncio.to_thread(exec, compile(example, "docs/api.md", "exec"), {})
 
     anonymous = client_package.Client(base_url=api_url)
     async with anonymous as api:

@@ -1,6 +1,6 @@
 """Nothing stays `generating`: a storyboard's job has a time limit that fits the storyboard's.
 
-The rule (README, "What we promise"): a storyboard is `generating` for at most
+The rule (docs/service.md, "What we promise"): a storyboard is `generating` for at most
 `STORYBOARD_TIMEOUT_S` after its last attempt started, then it reads `failed` with a message
 that says why.
 """

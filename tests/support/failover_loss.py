@@ -6,7 +6,7 @@ Each round: clients enqueue through the cluster's multi-host URL as fast as they
 the primary's keeper and Postgres are killed (kill -9: the machine is lost), the standby is
 promoted, and every id whose commit was acknowledged is looked up on the new primary. The killed
 node then rejoins as the standby, so rounds alternate between the two nodes.
-The README's "Failover" figures come from this.
+The figures of docs/deploying.md, "Failover", come from this.
 """
 
 from __future__ import annotations

@@ -1,15 +1,12 @@
-"""The README's governor example is examples/governor.py, and it runs as the README says."""
+"""The library guide's governor example is examples/governor.py: it runs as the guide says."""
 
 from __future__ import annotations
 
-from tests.support import processes, settings
-from tests.support.processes import ROOT
+from tests.support import docs, processes, settings
 
 
-def test_readme_shows_the_example_verbatim() -> None:
-    readme = (ROOT / "README.md").read_text()
-    example = (ROOT / "examples" / "governor.py").read_text()
-    assert example.split('"""', 2)[2].strip() in readme
+def test_the_docs_show_the_example_verbatim() -> None:
+    assert docs.example_body("governor") in docs.page("library.md")
 
 
 def test_the_example_takes_turns_parks_and_breaks(db_url: str) -> None:

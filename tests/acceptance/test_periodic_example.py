@@ -1,15 +1,12 @@
-"""The README's periodic-jobs example is examples/periodic.py, and it runs as the README says."""
+"""The guide's periodic-jobs example is examples/periodic.py: it runs as the guide says."""
 
 from __future__ import annotations
 
-from tests.support import processes, settings
-from tests.support.processes import ROOT
+from tests.support import docs, processes, settings
 
 
-def test_readme_shows_the_example_verbatim() -> None:
-    readme = (ROOT / "README.md").read_text()
-    example = (ROOT / "examples" / "periodic.py").read_text()
-    assert example.split('"""', 2)[2].strip() in readme
+def test_the_docs_show_the_example_verbatim() -> None:
+    assert docs.example_body("periodic") in docs.page("library.md")
 
 
 def test_three_workers_run_each_tick_once(db_url: str) -> None:

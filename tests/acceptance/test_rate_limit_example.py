@@ -1,15 +1,12 @@
-"""The README's rate-limit example is examples/rate_limit.py, and it runs as the README says."""
+"""The library guide's rate-limit example is examples/rate_limit.py: it runs as the guide says."""
 
 from __future__ import annotations
 
-from tests.support import processes, settings
-from tests.support.processes import ROOT
+from tests.support import docs, processes, settings
 
 
-def test_readme_shows_the_example_verbatim() -> None:
-    readme = (ROOT / "README.md").read_text()
-    example = (ROOT / "examples" / "rate_limit.py").read_text()
-    assert example.split('"""', 2)[2].strip() in readme
+def test_the_docs_show_the_example_verbatim() -> None:
+    assert docs.example_body("rate_limit") in docs.page("library.md")
 
 
 def test_the_example_keeps_to_the_limit_and_the_pause(db_url: str) -> None:
