@@ -63,14 +63,17 @@ class GovernorMethods:
     ) -> None:
         """Learn key `key`'s start rate from its upstream's answers, fleet-wide.
 
-        A 429 (a handler's `RetryLater(throttle_s=...)`) halves the starts allowed per window
-        of `period_s` (once a window; never below one), and successes while the limit binds
-        win it back one start per window (twice as fast up to the rate last sustained without
-        a 429). It never exceeds `ceiling` starts a window; with no ceiling the key has no
-        limit until its first 429 (nothing is held back before the upstream says so). A rate
-        already learnt is kept when this is called again with the same ceiling and window
-        (every worker calls it as it starts); a new ceiling or window starts the learning
-        anew, from the ceiling. `set_rate_limit` or `remove_rate_limit` end the learning.
+        Once the key has a rate its starts are paced, one every `period_s / learnt`. A 429 (a
+        handler's `RetryLater(throttle_s=...)`) halves the rate (once a window; never below
+        one start) and notes what the upstream took in that window (its starts less its
+        429s). While the pace binds, successes climb back additively: to the rate last held
+        a whole window, then to 95% of the quota seen, where it holds for eight windows before
+        probing upwards with a step that doubles each window the upstream keeps accepting. It
+        never exceeds `ceiling` starts a window; with no ceiling the key has no limit until
+        its first 429 (nothing is held back before the upstream says so). A rate already
+        learnt is kept when this is called again with the same ceiling and window (every
+        worker calls it as it starts); a new ceiling or window starts the learning anew, from
+        the ceiling. `set_rate_limit` or `remove_rate_limit` end the learning.
 
         Raises:
             ValueError: an argument is out of range (nothing is changed).
