@@ -15,6 +15,7 @@ from service import (
     docs,
     drain,
     errors,
+    event_hub,
     events,
     jobs,
     metrics,
@@ -58,7 +59,7 @@ def create_app(settings: ServiceSettings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[routes.AppState]:
         pool = await database.create_pool(min_size=1, max_size=POOL_MAX_SIZE)
         try:
-            async with events.open_hub(database) as hub:
+            async with event_hub.open_hub(database) as hub:
                 yield routes.AppState(
                     pool=pool,
                     queue=Queue(

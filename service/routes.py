@@ -15,7 +15,7 @@ from starlette.routing import Route
 from pgqueue import Job, Queue, QueueSettings, params
 from service import auth, drain, media, queries, schemas, storyboards
 from service.errors import ApiError, not_found
-from service.events import EventHub
+from service.event_hub import EventHub
 from service.openapi import openapi_document
 from service.payloads import MalformedPayload, StoryboardPayload
 from service.settings import MAX_DRAIN_BUDGET_S, MIN_DRAIN_BUDGET_S, ServiceSettings

@@ -29,7 +29,7 @@ import uvicorn
 from starlette.applications import Starlette
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from service.events import EventHub
+from service.event_hub import EventHub
 from service.shutdown import Shutdown
 
 logger = logging.getLogger("service.serving")

@@ -23,9 +23,9 @@ import uvicorn
 
 from devserver.embedded import EmbeddedPostgres
 from pgqueue import PoolMode
-from service import events, queries
+from service import event_hub, events, queries
 from service.app import create_app
-from service.events import EventHub
+from service.event_hub import EventHub
 from service.settings import ServiceSettings
 from service.stream_slots import StreamSlots
 from tests.service.support import bearer, project_body
@@ -383,12 +383,12 @@ async def test_behind_a_pooler_without_a_direct_url_one_shared_poll_serves_every
             changed = time.monotonic()
             async with pool.acquire() as conn:
                 await _finish_shot(conn, projects[0], 1)
-            name, status = await streams[0].until("status", timeout=events.POLL_S + 1)
+            name, status = await streams[0].until("status", timeout=event_hub.POLL_S + 1)
             assert name == "status" and status["failed"] == 1
-            assert time.monotonic() - changed < events.POLL_S + CHANGE_LATENCY_S
+            assert time.monotonic() - changed < event_hub.POLL_S + CHANGE_LATENCY_S
             await wait_for(lambda: app.hub.polls >= polls + 3, 5, "three more polls")
             per_s = (app.hub.polls - polls) / (time.monotonic() - started)
-            assert per_s < 1.5 / events.POLL_S, f"{per_s:.1f} polls/s for {len(streams)} streams"
+            assert per_s < 1.5 / event_hub.POLL_S, f"{per_s:.1f} polls/s for {len(streams)} streams"
 
 
 # -- a database restart ---------------------------------------------------------------------
@@ -444,7 +444,9 @@ async def test_on_a_black_holed_database_heartbeats_and_stream_max_s_still_hold(
 ) -> None:
     # A cut link answers nothing and closes nothing: only the stream's own clock ends a read.
     monkeypatch.setattr(events, "HEARTBEAT_S", 0.3)
-    monkeypatch.setattr(events, "RECHECK_S", 0.3)  # so that a read falls into the cut
+    # So that a read falls into the cut (the streams' waits and the shared reads' cache).
+    monkeypatch.setattr(events, "RECHECK_S", 0.3)
+    monkeypatch.setattr(event_hub, "RECHECK_S", 0.3)
     monkeypatch.setattr(events, "READ_TIMEOUT_S", 0.5)
     max_s = 4.0
     target = urlsplit(settings.database_url or "")
