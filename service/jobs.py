@@ -11,7 +11,7 @@ shot of the generation, set the project's step status.
 The handler only says how an attempt failed (`DoNotRetry`, `RetryLater`, or the exception
 itself); whether that was the last attempt is pgqueue's to decide. The registry's `failed` and
 `stalled` hooks hear the outcome pgqueue wrote and, for a job that failed for good, mark its
-storyboard `failed` with the error a person can read (`storyboards.fail_for_good`).
+storyboard `failed` with the error a person can read (`failures.fail_for_good`).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from pgqueue import (
     RetryLater,
     UpstreamDown,
 )
-from service import media, metrics, queries, storyboards, upkeep
+from service import failures, media, metrics, queries, upkeep
 from service.images import (
     CharacterRef,
     GeneratedImage,
@@ -217,7 +217,7 @@ async def fail_storyboard(pool: asyncpg.Pool, event: Event) -> bool:
     if job.state not in FAILED_FOR_GOOD:
         return False
     async with pool.acquire() as conn:
-        counts = await storyboards.fail_for_good(conn, payload, job)
+        counts = await failures.fail_for_good(conn, payload, job)
     if counts is None:
         return False
     logger.info(

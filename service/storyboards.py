@@ -5,9 +5,9 @@ The rules that keep a storyboard from staying `generating` for ever live here:
 * `generate` marks storyboards `generating` and enqueues their jobs in one transaction, so
   either both happen or neither does;
 * the job handler writes each success fenced by its lease (see `jobs.py`);
-* `fail_for_good` turns a storyboard `failed` once its job failed for good: the worker's
-  `failed` and `stalled` hooks call it (see `jobs.py`), the one place that rule runs;
-* `reconcile` repairs, on read, only what no hook can see (see its docstring).
+* `failures.fail_for_good` turns a storyboard `failed` once its job failed for good: the
+  worker's `failed` and `stalled` hooks call it (see `jobs.py`), the one place that rule runs;
+* `failures.reconcile` repairs, on read, only what no hook can see (see its docstring).
 
 The project's step status has one home, `queries.FINISH_PROJECT`, run after every change.
 """
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
@@ -25,10 +24,11 @@ from typing import Any
 
 import asyncpg
 
-from pgqueue import Job, JobSpec, JobState, Queue, models
+from pgqueue import JobSpec, Queue, models
 from service import budgets, queries
 from service.auth import User
 from service.errors import ApiError, not_found
+from service.failures import fail_stale, reconcile
 from service.payloads import JOB_KIND, StoryboardPayload
 from service.schemas import GenerateIn, ProjectIn
 from service.settings import IMAGE_RATE_LIMIT_KEY, ServiceSettings
@@ -37,14 +37,6 @@ from service.settings import IMAGE_RATE_LIMIT_KEY, ServiceSettings
 PRIORITY_BY_TIER = {"pro": 0, "free": 10}
 LIST_LIMIT = 500  # projects returned by GET /api/projects
 PENDING_RETRY_AFTER_S = 30  # seconds a user past the pending-jobs cap is told to wait
-MAX_ERROR_CHARS = 1000  # of a storyboard's error
-# Exceptions whose message is the whole story: the service raises them on purpose, with a
-# message meant for a person, so their class name is noise in a storyboard's error.
-PLAIN_MESSAGE_ERRORS = frozenset(
-    {"DoNotRetry", "RetryLater", "ImageError", "PermanentImageError", "RetryableImageError"}
-)
-# The last line of a Python traceback: `module.path.ClassName: message`.
-_EXCEPTION_LINE = re.compile(r"(?:[A-Za-z_]\w*\.)*([A-Za-z_]\w*): (.+)")
 
 
 def parse_project_id(text: str) -> uuid.UUID:
@@ -126,7 +118,7 @@ async def generate(
             raise not_found("project")
         # A storyboard whose job died for good must count as failed (and so be retried here),
         # not as pending work whose job id we would hand back.
-        await _fail_stale(conn, queue, project_id, settings.storyboard_timeout_s)
+        await fail_stale(conn, queue, project_id, settings.storyboard_timeout_s)
         storyboards = {
             r["shot_number"]: r for r in await conn.fetch(queries.SELECT_STORYBOARDS, project_id)
         }
@@ -311,69 +303,6 @@ def _eta_s(
     return math.ceil(latest)
 
 
-async def fail_for_good(
-    conn: asyncpg.Connection, payload: StoryboardPayload, job: Job
-) -> asyncpg.Record | None:
-    """Mark the storyboard of `job`, which failed for good, `failed`; then finish the project.
-
-    Fenced: only while the storyboard is still `generating` under this job, so a storyboard
-    that a later job took over, or that the read-side repair already failed, is left alone.
-    One transaction, the project locked first (the order `queries` documents).
-
-    Args:
-        conn: a connection outside any transaction.
-        payload: the job's payload.
-        job: the job as its final write left it (`failed` or `cancelled`).
-
-    Returns:
-        The project's new counts (as `FINISH_PROJECT` returns them), or None when the fence
-        left the storyboard alone.
-    """
-    error = failure_error(job.state, job.last_error)
-    async with conn.transaction():
-        await conn.execute(queries.LOCK_PROJECT, payload.project_id)
-        failed = await conn.fetch(
-            queries.FAIL_STORYBOARDS,
-            payload.project_id,
-            [payload.shot_number],
-            [job.id],
-            [error],
-            [job.attempts],
-        )
-        if not failed:
-            return None
-        counts: asyncpg.Record | None = await conn.fetchrow(
-            queries.FINISH_PROJECT, payload.project_id
-        )
-        return counts
-
-
-def failure_error(
-    job_state: JobState | str | None, last_error: str | None, timeout_s: float | None = None
-) -> str:
-    """The error a person reads on a storyboard whose job will never finish it.
-
-    For a job that failed or was cancelled: the last line of its `last_error` (the message of
-    the exception, for the errors the service raises on purpose; `Type: message` otherwise).
-    For a job that succeeded without writing, or none at all (gone, or its lease lapsed for
-    `timeout_s`), a sentence saying so.
-    """
-    if job_state in (JobState.FAILED, JobState.CANCELLED):
-        lines = [line.strip() for line in (last_error or "").splitlines() if line.strip()]
-        if not lines:
-            return f"job {job_state} with no error recorded"
-        line = lines[-1]
-        match = _EXCEPTION_LINE.fullmatch(line)
-        if match is not None:
-            name, message = match.groups()
-            line = message if name in PLAIN_MESSAGE_ERRORS else f"{name}: {message}"
-        return line[:MAX_ERROR_CHARS]
-    if job_state == JobState.SUCCEEDED:
-        return "job finished without storing an image"
-    after = "" if timeout_s is None else f" after {timeout_s:g} s"
-    return f"timed out: still generating{after} with no live job"
-
-
 async def _own_project(
     conn: asyncpg.Connection,
     queue: Queue,
@@ -394,71 +323,6 @@ async def _own_project(
         if project is None:
             raise not_found("project")
     return project
-
-
-async def reconcile(
-    conn: asyncpg.Connection, queue: Queue, project_id: uuid.UUID, timeout_s: float
-) -> bool:
-    """Fail the project's storyboards that nothing will finish, then update its status.
-
-    The worker's hooks fail a storyboard whose job failed for good (`fail_for_good`); this
-    read-side repair is only for what no hook sees: a worker killed between the job's final
-    write and its hook (or a hook that could not reach the database), a job cancelled before
-    any worker ran it (no worker, no hook), a job that succeeded without writing, a
-    storyboard `generating` for `timeout_s` with no live job (the job was deleted, or its
-    lease lapsed with no worker left to reap it), and an attempt still running `timeout_s`
-    after it started (its job's time limit should have ended it first; should its image
-    still come, the success lands). It writes with the same fence and the same error rule as
-    the hooks, so a repair and a late hook never disagree.
-
-    The check runs without locks, so that polling stays cheap; only when there is something to
-    repair is the project locked (before the storyboards: the order `queries` documents).
-    Callers check that the reader owns the project first.
-
-    Returns:
-        Whether there was something to repair (the project's row may then have changed).
-    """
-    if not await conn.fetchval(queries.HAS_STALE_STORYBOARDS, project_id, timeout_s):
-        return False
-    async with conn.transaction():
-        await conn.execute(queries.LOCK_PROJECT, project_id)
-        await _fail_stale(conn, queue, project_id, timeout_s)
-        await conn.execute(queries.FINISH_PROJECT, project_id)
-    return True
-
-
-async def _fail_stale(
-    conn: asyncpg.Connection, queue: Queue, project_id: uuid.UUID, timeout_s: float
-) -> None:
-    """The repair of `reconcile`, in the caller's transaction, which holds the project's lock."""
-    stale: Sequence[asyncpg.Record] = await conn.fetch(
-        queries.SELECT_STALE_STORYBOARDS, project_id, timeout_s
-    )
-    if not stale:
-        return
-    await conn.execute(
-        queries.FAIL_STORYBOARDS,
-        project_id,
-        [r["shot_number"] for r in stale],
-        [r["job_id"] for r in stale],
-        [_stale_error(r, timeout_s) for r in stale],
-        [r["job_attempts"] or 0 for r in stale],
-    )
-    # A job still waiting to start will not be wanted: cancel it with the failure (in the same
-    # transaction), so it never makes a paid call for a storyboard that reads failed.
-    for record in stale:
-        if record["job_state"] == JobState.QUEUED:
-            await queue.cancel(record["job_id"], conn=conn)
-
-
-def _stale_error(record: asyncpg.Record, timeout_s: float) -> str:
-    if record["overdue"]:
-        return f"timed out: the attempt was still running after {timeout_s:g} s"
-    if record["job_state"] == JobState.QUEUED:
-        waited = f"timed out: still waiting to start after {timeout_s:g} s"
-        last = failure_error(JobState.FAILED, record["last_error"]) if record["last_error"] else ""
-        return f"{waited} (the last attempt: {last})" if last else waited
-    return failure_error(record["job_state"], record["last_error"], timeout_s)
 
 
 def storyboard_json(record: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """The service's periodic jobs: what used to happen only when somebody read a project.
 
 - `storyboard.expire` (every minute): storyboards whose time is up turn `failed` and their
-  project's step status is set, even for a project nobody polls (`storyboards.reconcile`, the
+  project's step status is set, even for a project nobody polls (`failures.reconcile`, the
   same repair a read does, under the same fence).
 - `media.cleanup` (hourly): image files that no storyboard refers to any more are removed
   (a project deleted, or an image whose job lost its storyboard to a later one at commit).
@@ -23,7 +23,7 @@ import anyio.to_thread
 import asyncpg
 
 from pgqueue import JobContext, Queue, Registry
-from service import media, queries, storyboards
+from service import failures, media, queries
 
 logger = logging.getLogger("service.upkeep")
 
@@ -53,7 +53,7 @@ async def expire_stale(ctx: JobContext) -> dict[str, Any]:
     queue = Queue(pool)
     for project_id in project_ids:
         async with pool.acquire() as conn:
-            repaired += await storyboards.reconcile(conn, queue, project_id, timeout_s)
+            repaired += await failures.reconcile(conn, queue, project_id, timeout_s)
     if repaired:
         logger.info(
             "%d project(s) had storyboards whose time was up",

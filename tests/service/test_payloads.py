@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from pgqueue import Job, JobState
+from service.failures import failure_error
 from service.payloads import JOB_KIND, MalformedPayload, StoryboardPayload
-from service.storyboards import failure_error
 
 PROJECT = uuid.UUID("6f1c1a52-0d7e-4a39-9a0e-3f4f5c2b1d10")
 
