@@ -38,12 +38,12 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from pgqueue import errors, models, params, store
-from pgqueue.dashboard import sessions
+from pgqueue.dashboard import filters, sessions, timefmt
 from pgqueue.dashboard.chart import finished_chart
 from pgqueue.queue import Queue
 
@@ -73,7 +73,14 @@ NOTICES = {
     "paused": "Queue {queue} is paused: no worker starts its jobs until it is resumed.",
     "resumed": "Queue {queue} is resumed.",
     "signed-out": "Signed out.",
+    "bulk-retried": "{count} job(s) queued again with a fresh attempt budget.",
+    "bulk-cancelled": "{count} job(s) cancelled.",
+    "bulk-stopping": "{count} job(s) cancelled; {stopping} running job(s) stop within a heartbeat.",
 }
+# The query parameters a finished action's notice reads; never carried on to the next page.
+NOTICE_FIELDS = ("done", "job", "queue", "count", "stopping")
+MAX_LIVE_JOBS = 200  # job ids one live poll asks about (a page lists 50)
+BULK_ACTIONS = ("retry", "cancel")
 
 Authorize = Callable[[Request, str | None], Awaitable[bool] | bool]
 QueueSource = Queue | Callable[[Request], Queue]
@@ -115,8 +122,9 @@ def create_app(
     templates = Environment(
         loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"])
     )
-    templates.filters["when"] = _when
-    templates.filters["duration"] = _duration
+    templates.filters["when"] = timefmt.when
+    templates.filters["ago"] = timefmt.ago
+    templates.filters["duration"] = timefmt.duration
     templates.filters["pretty"] = _pretty
 
     def queue_of(request: Request) -> Queue:
@@ -182,8 +190,21 @@ def create_app(
 
     async def overview(request: Request) -> Response:
         q = queue_of(request)
-        filters = _filters(request)
-        jobs = await q.list_jobs(limit=PAGE_SIZE, **filters)
+        found = _filter(request.query_params)
+        before = _before(request)
+        searched_to = None
+        if found.payload is None:
+            jobs = await q.list_jobs(
+                limit=PAGE_SIZE,
+                queue=found.queue,
+                state=found.state,
+                kind=found.kind,
+                before=before,
+            )
+        else:
+            jobs, searched_to = await store.list_jobs_containing(
+                db_of(request), found, limit=PAGE_SIZE, before=before
+            )
         queues = await q.queues()
         charts = {
             info.queue: finished_chart(
@@ -192,21 +213,34 @@ def create_app(
             )
             for info in queues
         }
-        older = _query(request, before=jobs[-1].id) if len(jobs) == PAGE_SIZE else None
+        if len(jobs) == PAGE_SIZE:
+            older = _query(request, before=jobs[-1].id)
+        elif searched_to is not None:  # a payload search's window ended: the next one below
+            older = _query(request, before=searched_to)
+        else:
+            older = None
         return render(
             request,
             "overview.html",
+            live=True,
             queues=queues,
             schedules=await q.schedules(),
             rate_limits=await q.rate_limits(),
             budgets=await q.budgets(),
             charts=charts,
+            workers=await q.workers(),
+            durations=await store.kind_durations(db_of(request)),
+            duration_window_s=store.DURATION_WINDOW_S,
             jobs=jobs,
-            filters=filters,
+            filters=filters.as_fields(found),
+            bulk_query=urlencode(filters.as_fields(found)),
+            search_window=store.SEARCH_WINDOW_IDS if found.payload is not None else None,
+            searched_to=searched_to,
             states=[state.value for state in models.JobState],
             older=older,
-            newest=_query(request, before=None) if filters.get("before") else None,
+            newest=_query(request, before=None) if before is not None else None,
             here=_here(request),
+            now=datetime.now(UTC),
         )
 
     async def job_page(request: Request) -> Response:
@@ -217,6 +251,7 @@ def create_app(
         return render(
             request,
             "job.html",
+            live=True,
             job=job,
             attempts=attempts,
             here=_here(request),
@@ -253,6 +288,86 @@ def create_app(
         name = _queue_name(request)
         await queue_of(request).resume(name)
         return await _back(request, done="resumed", queue=name)
+
+    async def bulk_confirm(request: Request) -> Response:
+        """The confirmation of a bulk action: how many jobs of the filter it changes now."""
+        action = request.path_params["action"]
+        if action not in BULK_ACTIONS:
+            raise _Refused(404, "no such action: retry or cancel")
+        found = _filter(request.query_params)
+        count = store.count_retryable if action == "retry" else store.count_cancellable
+        jobs, newest = await count(db_of(request), found)
+        return render(
+            request,
+            "bulk.html",
+            action=action,
+            jobs=jobs,
+            up_to=newest,
+            described=filters.describe(found),
+            fields=filters.as_fields(found),
+            back=f"{_base(request)}/?{urlencode(filters.as_fields(found))}",
+        )
+
+    async def bulk_act(request: Request) -> Response:
+        """A confirmed bulk action: one statement, on the jobs up to the newest one counted."""
+        action = request.path_params["action"]
+        if action not in BULK_ACTIONS:
+            raise _Refused(404, "no such action: retry or cancel")
+        form = await _form(request)
+        found = _filter(form)
+        up_to = params.whole_number(form.get("up_to"), 1, MAX_JOB_ID)
+        if up_to is None:
+            raise _Refused(400, "up_to must be the newest job id the confirmation counted")
+        back = f"{_base(request)}/?{urlencode(filters.as_fields(found))}"
+        if action == "retry":
+            count = await store.retry_matching(db_of(request), found, up_to)
+            return _redirect(back, done="bulk-retried", count=count)
+        cancelled, stopping = await store.cancel_matching(db_of(request), found, up_to)
+        done = "bulk-stopping" if stopping else "bulk-cancelled"
+        return _redirect(back, done=done, count=cancelled, stopping=stopping)
+
+    async def live(request: Request) -> Response:
+        """What the page's script polls: the queues' counts, the states of the jobs the page
+        lists (`ids`, comma-separated), the workers, and the server's clock."""
+        job_ids = _job_ids(request.query_params.get("ids", ""))
+        q = queue_of(request)
+        states = await store.job_states(db_of(request), job_ids) if job_ids else {}
+        answer = {
+            "now": datetime.now(UTC).isoformat(),
+            "queues": [
+                {
+                    "queue": info.queue,
+                    "paused": info.paused,
+                    "waiting": info.stats.waiting,
+                    "delayed": info.stats.delayed,
+                    "active": info.stats.active,
+                    "completed": info.stats.completed,
+                    "failed": info.stats.failed,
+                    "cancelled": info.stats.cancelled,
+                    "oldest": timefmt.duration(info.oldest_waiting_s),
+                }
+                for info in await q.queues()
+            ],
+            "jobs": {
+                str(job_id): {
+                    "state": state["state"],
+                    "attempts": f"{state['attempts']}/{state['max_attempts']}",
+                    "cancelling": state["cancelling"],
+                }
+                for job_id, state in states.items()
+            },
+            "workers": [
+                {
+                    "id": w.id,
+                    "running": w.running,
+                    "concurrency": w.concurrency,
+                    "heartbeat_at": w.heartbeat_at.isoformat(),
+                    "stale": w.stale,
+                }
+                for w in await q.workers()
+            ],
+        }
+        return JSONResponse(answer, headers={"Cache-Control": "no-store"})
 
     async def sign_in_form(request: Request) -> Response:
         return render(request, "sign_in.html", refused=False)
@@ -302,6 +417,9 @@ def create_app(
             Route("/jobs/{job_id}/cancel", guarded(cancel, change=True), methods=["POST"]),
             Route("/queues/{name}/pause", guarded(pause, change=True), methods=["POST"]),
             Route("/queues/{name}/resume", guarded(resume, change=True), methods=["POST"]),
+            Route("/bulk/{action}", guarded(bulk_confirm), methods=["GET"]),
+            Route("/bulk/{action}", guarded(bulk_act, change=True), methods=["POST"]),
+            Route("/live", guarded(live), methods=["GET"]),
             Route("/sign-in", sign_in_form, methods=["GET"]),
             Route("/sign-in", sign_in, methods=["POST"]),
             Route("/sign-out", sign_out, methods=["POST"]),
@@ -323,36 +441,41 @@ def _here(request: Request) -> str:
 
 def _query(request: Request, **changes: Any) -> str:
     """This page's query string with `changes` (None removes a parameter)."""
-    kept = {k: v for k, v in request.query_params.items() if k not in ("done", "job", "queue")}
+    kept = {k: v for k, v in request.query_params.items() if k not in NOTICE_FIELDS}
     kept.update({k: str(v) for k, v in changes.items() if v is not None})
     for key in [k for k, v in changes.items() if v is None]:
         kept.pop(key, None)
     return "?" + urlencode(kept) if kept else "?"
 
 
-def _filters(request: Request) -> dict[str, Any]:
-    """The listing's filters from the query string; a bad one answers 400, naming it."""
-    query = request.query_params
-    filters: dict[str, Any] = {}
-    for name in ("queue", "kind"):
-        value = query.get(name, "").strip()
-        if value:
-            if not params.is_name(value):
-                raise _Refused(400, f"{name} must be 1-128 characters, with no NUL byte")
-            filters[name] = value
-    state = query.get("state", "").strip()
-    if state:
-        if state not in {s.value for s in models.JobState}:
-            names = ", ".join(s.value for s in models.JobState)
-            raise _Refused(400, f"state must be one of {names}; got {state[:40]!r}")
-        filters["state"] = state
-    before = query.get("before", "").strip()
-    if before:
-        job_id = params.whole_number(before, 1, MAX_JOB_ID)
-        if job_id is None:
-            raise _Refused(400, f"before must be a job id, got {before[:40]!r}")
-        filters["before"] = job_id
-    return filters
+def _filter(values: Any) -> models.JobFilter:
+    """The jobs filter of a query string or form; a bad one answers 400, naming it."""
+    try:
+        return filters.read(values)
+    except filters.BadFilter as exc:
+        raise _Refused(400, str(exc)) from None
+
+
+def _before(request: Request) -> int | None:
+    """The listing's page: only jobs below this id (None: the newest)."""
+    before = request.query_params.get("before", "").strip()
+    if not before:
+        return None
+    job_id = params.whole_number(before, 1, MAX_JOB_ID)
+    if job_id is None:
+        raise _Refused(400, f"before must be a job id, got {before[:40]!r}")
+    return job_id
+
+
+def _job_ids(text: str) -> list[int]:
+    """The comma-separated job ids of a live poll; a bad one answers 400."""
+    parts = [part for part in text.split(",") if part]
+    if len(parts) > MAX_LIVE_JOBS:
+        raise _Refused(400, f"ids: at most {MAX_LIVE_JOBS} job ids")
+    ids = [params.whole_number(part, 1, MAX_JOB_ID) for part in parts]
+    if any(job_id is None for job_id in ids):
+        raise _Refused(400, "ids must be job ids separated by commas")
+    return [job_id for job_id in ids if job_id is not None]
 
 
 def _job_id(request: Request) -> int:
@@ -378,10 +501,15 @@ async def _back(request: Request, **notice: Any) -> Response:
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or not parts.path.startswith(f"{base}/") or "\\" in target:
         target = f"{base}/"
-        parts = urlsplit(target)
-    params = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("done", "job", "queue")]
-    params += [(k, str(v)) for k, v in notice.items()]
-    return RedirectResponse(f"{parts.path}?{urlencode(params)}", status_code=303)
+    return _redirect(target, **notice)
+
+
+def _redirect(target: str, **notice: Any) -> Response:
+    """303 to `target` (a path of this dashboard) with what was done in its query."""
+    parts = urlsplit(target)
+    fields = [(k, v) for k, v in parse_qsl(parts.query) if k not in NOTICE_FIELDS]
+    fields += [(k, str(v)) for k, v in notice.items()]
+    return RedirectResponse(f"{parts.path}?{urlencode(fields)}", status_code=303)
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -419,26 +547,15 @@ def _notice(request: Request) -> str | None:
     template = NOTICES.get(request.query_params.get("done", ""))
     if template is None:
         return None
+    numbers = {
+        name: params.whole_number(request.query_params.get(name), 0, MAX_JOB_ID) or 0
+        for name in ("count", "stopping")
+    }
     return template.format(
         job=request.query_params.get("job", "")[:20],
         queue=request.query_params.get("queue", "")[:128],
+        **numbers,
     )
-
-
-def _when(moment: datetime | None) -> str:
-    return "" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "-"
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def _pretty(value: Any) -> str:
