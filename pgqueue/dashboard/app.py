@@ -81,6 +81,8 @@ NOTICES = {
 NOTICE_FIELDS = ("done", "job", "queue", "count", "stopping")
 MAX_LIVE_JOBS = 200  # job ids one live poll asks about (a page lists 50)
 BULK_ACTIONS = ("retry", "cancel")
+RETRYABLE = (models.JobState.FAILED, models.JobState.CANCELLED)
+CANCELLABLE = (models.JobState.QUEUED, models.JobState.RUNNING)
 
 Authorize = Callable[[Request, str | None], Awaitable[bool] | bool]
 QueueSource = Queue | Callable[[Request], Queue]
@@ -302,6 +304,7 @@ def create_app(
             "bulk.html",
             action=action,
             jobs=jobs,
+            states=" or ".join(found.states(RETRYABLE if action == "retry" else CANCELLABLE)),
             up_to=newest,
             described=filters.describe(found),
             fields=filters.as_fields(found),
@@ -353,6 +356,8 @@ def create_app(
                     "state": state["state"],
                     "attempts": f"{state['attempts']}/{state['max_attempts']}",
                     "cancelling": state["cancelling"],
+                    "finished_at": _iso(state["finished_at"]),
+                    "finished_title": timefmt.when(state["finished_at"]),
                 }
                 for job_id, state in states.items()
             },
@@ -556,6 +561,10 @@ def _notice(request: Request) -> str | None:
         queue=request.query_params.get("queue", "")[:128],
         **numbers,
     )
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
 
 
 def _pretty(value: Any) -> str:

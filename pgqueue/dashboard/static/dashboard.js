@@ -67,11 +67,29 @@ function showJobs(jobs) {
       badge.classList.remove(...STATES);
       badge.classList.add(job.state);
       changed = true;
+      if (scope.tagName === "TR") showChangedRow(scope, job);
     }
     if (scope.tagName === "TR") setText(scope, "attempts", job.attempts);
   }
   const reload = document.getElementById("refresh");
   if (reload && changed) reload.hidden = false; // the job page's details are of its load
+}
+
+// A listed job whose state changed: its buttons were for the old state (gone, reload for the
+// new ones), its finished time is now known, its error is the page's no longer.
+function showChangedRow(row, job) {
+  const actions = row.querySelector('[data-part="actions"]');
+  if (actions) actions.textContent = "";
+  const error = row.querySelector('[data-part="last-error"]');
+  if (error && job.state === "succeeded") error.textContent = "";
+  const finished = row.querySelector('[data-part="finished"]');
+  if (finished && job.finished_at) {
+    const time = document.createElement("time");
+    time.setAttribute("datetime", job.finished_at);
+    time.title = job.finished_title;
+    time.dataset.relative = "";
+    finished.replaceChildren(time);
+  }
 }
 
 function showWorkers(workers) {
@@ -94,6 +112,7 @@ async function poll(url, status) {
     });
     if (!answer.ok) {
       status.textContent = answer.status === 401 || answer.status === 403 ? "signed out: reload" : "not live";
+      status.classList.add("off");
       return;
     }
     const data = await answer.json();
@@ -102,9 +121,11 @@ async function poll(url, status) {
     showJobs(data.jobs);
     showWorkers(data.workers);
     status.textContent = "live";
+    status.classList.remove("off");
     status.title = `updated ${new Date(Date.now() + skewMs).toISOString()}`;
   } catch (error) {
-    status.textContent = "not live";
+    status.textContent = "not live"; // the server is unreachable: try again at the next tick
+    status.classList.add("off");
   }
   refreshTimes();
 }
