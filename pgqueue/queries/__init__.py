@@ -120,7 +120,6 @@ from pgqueue.queries.metrics import (
 )
 from pgqueue.queries.operations import (
     LIST_JOBS_MATCHING,
-    RETRY_ENDED_BADLY,
 )
 from pgqueue.queries.outcomes import (
     CANCEL_HELD_JOB,
@@ -231,7 +230,6 @@ __all__ = [
     "REMOVE_WORKER",
     "RENEW_LEASES",
     "RESUME_QUEUE",
-    "RETRY_ENDED_BADLY",
     "RETRY_JOB",
     "RETRY_MATCHING",
     "SAVE_CHECKPOINT",
