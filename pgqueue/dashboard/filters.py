@@ -72,6 +72,22 @@ def _json_object(text: str) -> dict[str, Any]:
         raise BadFilter(f"payload must be a JSON object, {example}") from None
     if not isinstance(value, dict):
         raise BadFilter(f"payload must be a JSON object (fields and values), {example}")
-    if "\x00" in encoded:
+    if _holds_nul(value):
         raise BadFilter("payload must not contain a NUL character (\\u0000)")
     return value
+
+
+def _holds_nul(value: Any) -> bool:
+    """Whether a NUL character is in any key or string of `value` (jsonb cannot hold one).
+    Walked with a stack, not recursion: a filter may nest as deep as its length allows."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str) and "\x00" in item:
+            return True
+        if isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False

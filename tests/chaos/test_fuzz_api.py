@@ -373,12 +373,21 @@ def _fill(template: str, segment: str) -> str:
 @pytest.fixture(scope="module")
 def dashboard_cookies(callers: dict[str, dict[str, str]], api_url: str) -> dict[str, str]:
     """The cookies of a browser signed in to the dashboard with the admin's token."""
-    token = callers["admin"]["Authorization"].removeprefix("Bearer ")
     with httpx.Client(base_url=api_url, timeout=REQUEST_TIMEOUT_S) as client:
-        answer = client.post("/dashboard/sign-in", data={"token": token})
-        assert answer.status_code == 303, answer.text[:300]
-        assert client.get("/dashboard/").status_code == 200
+        _sign_in(client, callers)
         return dict(client.cookies)
+
+
+def _sign_in(client: httpx.Client, callers: dict[str, dict[str, str]]) -> str:
+    """Signs the admin in to the dashboard; the Cookie header of the session."""
+    token = callers["admin"]["Authorization"].removeprefix("Bearer ")
+    client.cookies.clear()
+    answer = client.post("/dashboard/sign-in", data={"token": token})
+    assert answer.status_code == 303, answer.text[:300]
+    assert client.get("/dashboard/").status_code == 200
+    cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+    client.cookies.clear()  # sent by `send` as a header, for the admin only
+    return cookie
 
 
 # The query parameters each route reads; every other route reads none, and gets them all.
@@ -415,6 +424,10 @@ class _Sender:
         self.client.cookies.clear()
         request = f"{caller}: {method} {path[:200]}?{query[:200]} -> {response.status_code}"
         assert response.status_code < 500, f"{request}: {response.text[:300]}"
+        if caller == "admin" and method == "POST" and path.endswith("/sign-out"):
+            # It ended the admin's session in the database: every later request as the admin
+            # would meet the sign-in page, not the dashboard it means to fuzz. Sign in again.
+            self.cookie = _sign_in(self.client, self.callers)
         if path.startswith("/api/") and response.status_code >= 400:
             error = response.json()["error"]  # the contract's shape on the JSON API
             assert isinstance(error["code"], str) and isinstance(error["message"], str), request
