@@ -1,4 +1,6 @@
-"""The dashboard's Starlette app: server-rendered pages on `Queue`'s public methods only.
+"""The dashboard's Starlette app: server-rendered pages on `Queue`'s public methods, and the few
+statements only the dashboard needs (bulk actions by filter, the payload search, run time
+percentiles, the states a page polls, its sessions) straight from `pgqueue.store`.
 
 Signing in: the pages are opened by browser navigations, which cannot carry a bearer header.
 The sign-in form posts a credential once; the app checks it with the host's `authorize`
@@ -18,6 +20,17 @@ Behind a proxy that terminates TLS, either tell the server to trust the proxy's
 `X-Forwarded-Proto` (uvicorn: `--proxy-headers --forwarded-allow-ips=<the proxy>`, or
 `FORWARDED_ALLOW_IPS`) or pass `secure_cookie=True`.
 
+A bulk action (retry or cancel every job of the listing's filter) is a GET of a confirmation
+page that counts the jobs it would change, then a POST of that page's form, checked like every
+POST; its one statement stops at the newest job counted, so a job enqueued after the operator
+read the count is left alone.
+
+Live: the overview and a job's page poll `live` (a JSON answer: the queues' counts, the listed
+jobs' states, the workers, the server's clock) every 2 s while the tab is visible, and write it
+into the page. A poll rather than server-sent events: each answer is a few indexed reads, and
+no connection stays open per tab on the server (nor a LISTEN per tab in Postgres), through any
+proxy; a hidden tab asks nothing.
+
 Why not the studio's way (a page shell whose script calls the JSON API with a token from
 localStorage): the dashboard must work for any application on pgqueue, whose JSON API (if it
 has one) pgqueue does not know, and a token in localStorage is readable by any script that
@@ -33,7 +46,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
@@ -43,15 +56,15 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from pgqueue import errors, models, params, store
-from pgqueue.dashboard import filters, sessions, timefmt
+from pgqueue.dashboard import filters, sessions, timefmt, web
 from pgqueue.dashboard.chart import finished_chart
+from pgqueue.dashboard.live import live_answer
 from pgqueue.queue import Queue
 
 HERE = Path(__file__).resolve().parent
 COOKIE = "pgqueue_dashboard"
 MAX_CREDENTIAL_CHARS = 500  # a longer sign-in value is refused before the callback sees it
 PAGE_SIZE = 50  # jobs per page of the listing
-MAX_FORM_BYTES = 8192  # the largest form body read: a token and a path back
 MAX_JOB_ID = params.MAX_BIGINT
 PAGE_HEADERS = {
     # The page's own files only: no inline script or style, nothing from another origin.
@@ -77,8 +90,6 @@ NOTICES = {
     "bulk-cancelled": "{count} job(s) cancelled.",
     "bulk-stopping": "{count} job(s) cancelled; {stopping} running job(s) stop within a heartbeat.",
 }
-# The query parameters a finished action's notice reads; never carried on to the next page.
-NOTICE_FIELDS = ("done", "job", "queue", "count", "stopping")
 MAX_LIVE_JOBS = 200  # job ids one live poll asks about (a page lists 50)
 BULK_ACTIONS = ("retry", "cancel")
 RETRYABLE = (models.JobState.FAILED, models.JobState.CANCELLED)
@@ -148,7 +159,7 @@ def create_app(
         return found
 
     def render(request: Request, name: str, status: int = 200, **context: Any) -> Response:
-        base = _base(request)
+        base = web.mount_path(request)
         page = templates.get_template(name).render(
             base=base,
             title=title,
@@ -170,7 +181,7 @@ def create_app(
         handler: Callable[[Request], Awaitable[Response]], *, change: bool = False
     ) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
-            if change and not _same_origin(request):
+            if change and not web.same_origin(request):
                 return render(request, "error.html", 403, message="cross-site request refused")
             if not await allowed(request):
                 signed_in = await session_credential(request) is not None
@@ -180,8 +191,8 @@ def create_app(
                     403 if signed_in else 401,
                     refused=signed_in,
                 )
-                if not signed_in and COOKIE in request.cookies:
-                    page.delete_cookie(COOKIE, path=f"{_base(request)}/")  # ended or unknown
+                if not signed_in and COOKIE in request.cookies:  # ended, or unknown
+                    page.delete_cookie(COOKIE, path=f"{web.mount_path(request)}/")
                 return page
             try:
                 return await handler(request)
@@ -216,9 +227,9 @@ def create_app(
             for info in queues
         }
         if len(jobs) == PAGE_SIZE:
-            older = _query(request, before=jobs[-1].id)
+            older = web.query(request, before=jobs[-1].id)
         elif searched_to is not None:  # a payload search's window ended: the next one below
-            older = _query(request, before=searched_to)
+            older = web.query(request, before=searched_to)
         else:
             older = None
         return render(
@@ -240,8 +251,8 @@ def create_app(
             searched_to=searched_to,
             states=[state.value for state in models.JobState],
             older=older,
-            newest=_query(request, before=None) if before is not None else None,
-            here=_here(request),
+            newest=web.query(request, before=None) if before is not None else None,
+            here=web.here(request),
             now=datetime.now(UTC),
         )
 
@@ -256,7 +267,7 @@ def create_app(
             live=True,
             job=job,
             attempts=attempts,
-            here=_here(request),
+            here=web.here(request),
             now=datetime.now(UTC),
         )
 
@@ -268,7 +279,7 @@ def create_app(
             raise _Refused(404, "no such job") from None
         except errors.JobStateConflict as exc:
             raise _Refused(409, str(exc)) from None
-        return await _back(request, done="retried", job=job_id)
+        return await web.back(request, done="retried", job=job_id)
 
     async def cancel(request: Request) -> Response:
         job_id = _job_id(request)
@@ -276,20 +287,20 @@ def create_app(
         if job is None:
             raise _Refused(404, "no such job")
         if job.state == models.JobState.RUNNING:
-            return await _back(request, done="cancel-requested", job=job_id)
+            return await web.back(request, done="cancel-requested", job=job_id)
         if job.state != models.JobState.CANCELLED or job.finished_at is None:
             raise _Refused(409, f"job {job_id} is {job.state.value}: it has finished already")
-        return await _back(request, done="cancelled", job=job_id)
+        return await web.back(request, done="cancelled", job=job_id)
 
     async def pause(request: Request) -> Response:
         name = _queue_name(request)
         await queue_of(request).pause(name)
-        return await _back(request, done="paused", queue=name)
+        return await web.back(request, done="paused", queue=name)
 
     async def resume(request: Request) -> Response:
         name = _queue_name(request)
         await queue_of(request).resume(name)
-        return await _back(request, done="resumed", queue=name)
+        return await web.back(request, done="resumed", queue=name)
 
     async def bulk_confirm(request: Request) -> Response:
         """The confirmation of a bulk action: how many jobs of the filter it changes now."""
@@ -308,7 +319,7 @@ def create_app(
             up_to=newest,
             described=filters.describe(found),
             fields=filters.as_fields(found),
-            back=f"{_base(request)}/?{urlencode(filters.as_fields(found))}",
+            back=f"{web.mount_path(request)}/?{urlencode(filters.as_fields(found))}",
         )
 
     async def bulk_act(request: Request) -> Response:
@@ -316,71 +327,33 @@ def create_app(
         action = request.path_params["action"]
         if action not in BULK_ACTIONS:
             raise _Refused(404, "no such action: retry or cancel")
-        form = await _form(request)
+        form = await web.form_fields(request)
         found = _filter(form)
         up_to = params.whole_number(form.get("up_to"), 1, MAX_JOB_ID)
         if up_to is None:
             raise _Refused(400, "up_to must be the newest job id the confirmation counted")
-        back = f"{_base(request)}/?{urlencode(filters.as_fields(found))}"
+        back = f"{web.mount_path(request)}/?{urlencode(filters.as_fields(found))}"
         if action == "retry":
             count = await store.retry_matching(db_of(request), found, up_to)
-            return _redirect(back, done="bulk-retried", count=count)
+            return web.redirect(back, done="bulk-retried", count=count)
         cancelled, stopping = await store.cancel_matching(db_of(request), found, up_to)
         done = "bulk-stopping" if stopping else "bulk-cancelled"
-        return _redirect(back, done=done, count=cancelled, stopping=stopping)
+        return web.redirect(back, done=done, count=cancelled, stopping=stopping)
 
     async def live(request: Request) -> Response:
         """What the page's script polls: the queues' counts, the states of the jobs the page
         lists (`ids`, comma-separated), the workers, and the server's clock."""
         job_ids = _job_ids(request.query_params.get("ids", ""))
-        q = queue_of(request)
-        states = await store.job_states(db_of(request), job_ids) if job_ids else {}
-        answer = {
-            "now": datetime.now(UTC).isoformat(),
-            "queues": [
-                {
-                    "queue": info.queue,
-                    "paused": info.paused,
-                    "waiting": info.stats.waiting,
-                    "delayed": info.stats.delayed,
-                    "active": info.stats.active,
-                    "completed": info.stats.completed,
-                    "failed": info.stats.failed,
-                    "cancelled": info.stats.cancelled,
-                    "oldest": timefmt.duration(info.oldest_waiting_s),
-                }
-                for info in await q.queues()
-            ],
-            "jobs": {
-                str(job_id): {
-                    "state": state["state"],
-                    "attempts": f"{state['attempts']}/{state['max_attempts']}",
-                    "cancelling": state["cancelling"],
-                    "finished_at": _iso(state["finished_at"]),
-                    "finished_title": timefmt.when(state["finished_at"]),
-                }
-                for job_id, state in states.items()
-            },
-            "workers": [
-                {
-                    "id": w.id,
-                    "running": w.running,
-                    "concurrency": w.concurrency,
-                    "heartbeat_at": w.heartbeat_at.isoformat(),
-                    "stale": w.stale,
-                }
-                for w in await q.workers()
-            ],
-        }
+        answer = await live_answer(queue_of(request), db_of(request), job_ids)
         return JSONResponse(answer, headers={"Cache-Control": "no-store"})
 
     async def sign_in_form(request: Request) -> Response:
         return render(request, "sign_in.html", refused=False)
 
     async def sign_in(request: Request) -> Response:
-        if not _same_origin(request):
+        if not web.same_origin(request):
             return render(request, "error.html", 403, message="cross-site request refused")
-        form = await _form(request)
+        form = await web.form_fields(request)
         credential = form.get("token", "").strip()
         if not credential or len(credential) > MAX_CREDENTIAL_CHARS:
             return render(request, "sign_in.html", 400, refused=False, invalid=True)
@@ -391,12 +364,12 @@ def create_app(
         if not verdict:
             return render(request, "sign_in.html", 403, refused=True)
         key = await sessions.open_session(db_of(request), credential, session_max_age_s)
-        response = RedirectResponse(f"{_base(request)}/", status_code=303)
+        response = RedirectResponse(f"{web.mount_path(request)}/", status_code=303)
         response.set_cookie(
             COOKIE,
             key,
             max_age=int(session_max_age_s),
-            path=f"{_base(request)}/",
+            path=f"{web.mount_path(request)}/",
             httponly=True,
             samesite="strict",
             secure=request.url.scheme == "https" if secure_cookie is None else secure_cookie,
@@ -405,13 +378,14 @@ def create_app(
 
     async def sign_out(request: Request) -> Response:
         # Checked like every POST: otherwise any site could sign an admin out.
-        if not _same_origin(request):
+        if not web.same_origin(request):
             return render(request, "error.html", 403, message="cross-site request refused")
         cookie = request.cookies.get(COOKIE)
         if cookie is not None:
             await sessions.close_session(db_of(request), cookie)  # copies of it end too
-        response = RedirectResponse(f"{_base(request)}/sign-in?done=signed-out", status_code=303)
-        response.delete_cookie(COOKIE, path=f"{_base(request)}/")
+        signed_out = f"{web.mount_path(request)}/sign-in?done=signed-out"
+        response = RedirectResponse(signed_out, status_code=303)
+        response.delete_cookie(COOKIE, path=f"{web.mount_path(request)}/")
         return response
 
     return Starlette(
@@ -431,26 +405,6 @@ def create_app(
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ]
     )
-
-
-def _base(request: Request) -> str:
-    """The path the dashboard is mounted at, without a trailing slash ('' at the root)."""
-    return str(request.scope.get("root_path", "")).rstrip("/")
-
-
-def _here(request: Request) -> str:
-    """This page's path and query, where an action on it comes back to."""
-    query = request.url.query
-    return request.url.path + (f"?{query}" if query else "")
-
-
-def _query(request: Request, **changes: Any) -> str:
-    """This page's query string with `changes` (None removes a parameter)."""
-    kept = {k: v for k, v in request.query_params.items() if k not in NOTICE_FIELDS}
-    kept.update({k: str(v) for k, v in changes.items() if v is not None})
-    for key in [k for k, v in changes.items() if v is None]:
-        kept.pop(key, None)
-    return "?" + urlencode(kept) if kept else "?"
 
 
 def _filter(values: Any) -> models.JobFilter:
@@ -497,57 +451,6 @@ def _queue_name(request: Request) -> str:
     return name
 
 
-async def _back(request: Request, **notice: Any) -> Response:
-    """303 to the page the action was sent from (its form's `next`, a path of this dashboard
-    only: never an address elsewhere), with what was done."""
-    form = await _form(request)
-    target = form.get("next", "")
-    base = _base(request)
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not parts.path.startswith(f"{base}/") or "\\" in target:
-        target = f"{base}/"
-    return _redirect(target, **notice)
-
-
-def _redirect(target: str, **notice: Any) -> Response:
-    """303 to `target` (a path of this dashboard) with what was done in its query."""
-    parts = urlsplit(target)
-    fields = [(k, v) for k, v in parse_qsl(parts.query) if k not in NOTICE_FIELDS]
-    fields += [(k, str(v)) for k, v in notice.items()]
-    return RedirectResponse(f"{parts.path}?{urlencode(fields)}", status_code=303)
-
-
-async def _form(request: Request) -> dict[str, str]:
-    """The fields of a small url-encoded form (every form here is one). Parsed here rather than
-    by Starlette's `request.form()`, which needs python-multipart for this too; a body larger
-    than any of ours, or of another type, reads as no fields."""
-    declared = request.headers.get("content-length", "0")
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind != "application/x-www-form-urlencoded":
-        return {}
-    if params.whole_number(declared, 0, MAX_FORM_BYTES) is None:
-        return {}
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_FORM_BYTES:
-            return {}
-    try:
-        return dict(parse_qsl(body.decode(), max_num_fields=20))
-    except (UnicodeDecodeError, ValueError):  # not text, or more fields than any form here
-        return {}
-
-
-def _same_origin(request: Request) -> bool:
-    """False for a POST whose Origin names another site (None or absent: not a browser's
-    cross-site form, which always sends one)."""
-    origin = request.headers.get("origin")
-    if origin is None or origin == "null":
-        return origin is None
-    host = request.headers.get("host", "")
-    return urlsplit(origin).netloc == host
-
-
 def _notice(request: Request) -> str | None:
     template = NOTICES.get(request.query_params.get("done", ""))
     if template is None:
@@ -561,10 +464,6 @@ def _notice(request: Request) -> str | None:
         queue=request.query_params.get("queue", "")[:128],
         **numbers,
     )
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat()
 
 
 def _pretty(value: Any) -> str:
