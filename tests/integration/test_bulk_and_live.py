@@ -4,6 +4,8 @@ polls and the per-kind run time percentiles."""
 
 from __future__ import annotations
 
+import json
+
 import asyncpg
 import pytest
 
@@ -172,3 +174,23 @@ async def test_job_states_and_kind_durations(queue: Queue, pool: asyncpg.Pool) -
     states = await store.job_states(pool, [jobs[0].id, failed.id, 999_999])
     assert set(states) == {jobs[0].id, failed.id}
     assert states[failed.id]["state"] == "failed" and states[jobs[0].id]["attempts"] == 1
+
+
+async def test_the_queue_overview_a_page_polls_is_never_costed_into_jit(
+    pool: asyncpg.Pool,
+) -> None:
+    # A backlog and an empty paused_queues (never analyzed: the planner counts 1,200 rows):
+    # the overview, read every 2 s, was costed at 500,000+ and JIT-compiled, 1.5 s a call.
+    await pool.execute(
+        "INSERT INTO pgqueue.jobs (queue, kind, payload)"
+        " SELECT 'q' || (n % 3), 'k', '{}' FROM generate_series(1, 5000) AS n"
+    )
+    await pool.execute("ANALYZE pgqueue.jobs")
+    plan = json.loads(await pool.fetchval(f"EXPLAIN (FORMAT JSON) {queries.QUEUE_OVERVIEW}"))
+    jit_above_cost = float(await pool.fetchval("SHOW jit_above_cost"))
+    assert plan[0]["Plan"]["Total Cost"] < jit_above_cost
+    overview = {info.queue: info for info in await Queue(pool).queues()}
+    assert {q: i.stats.waiting for q, i in overview.items()} == {"q0": 1666, "q1": 1667, "q2": 1667}
+    assert all(
+        i.oldest_waiting_s is not None and i.finished_last_5m == 0 for i in overview.values()
+    )
