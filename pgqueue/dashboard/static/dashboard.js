@@ -99,6 +99,13 @@ function showWorkers(workers) {
     setText(row, "slots", `${worker.running} of ${worker.concurrency}`);
     const beat = row.querySelector('[data-part="heartbeat"] time');
     if (beat) beat.setAttribute("datetime", worker.heartbeat_at);
+    const presence = row.querySelector('[data-part="presence"] .state');
+    if (presence && worker.stale !== row.classList.contains("stale")) {
+      row.classList.toggle("stale", worker.stale); // it stopped beating without exiting
+      presence.textContent = worker.stale ? "gone" : "alive";
+      presence.classList.toggle("failed", worker.stale);
+      presence.classList.toggle("succeeded", !worker.stale);
+    }
   }
 }
 
