@@ -549,3 +549,63 @@ class WorkerInfo:
         """Build from a row of `queries.LIST_WORKERS`."""
         values = {f.name: record[f.name] for f in dataclasses.fields(cls)}
         return cls(**{**values, "queues": list(values["queues"])})
+
+
+MAX_PAYLOAD_FILTER_CHARS = 2000  # the longest JSON a payload filter is given as
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobFilter:
+    """Every job matching all the filters given: what a bulk retry or cancel acts on.
+
+    Args:
+        queue: only this queue's jobs (None: any).
+        state: only jobs in this state (None: any; an action then changes every state it can).
+        kind: only jobs of this kind (None: any).
+        payload: only jobs whose payload contains this JSON object (jsonb `@>`: the fields
+            given, with these values, nested ones included; None: any).
+    """
+
+    queue: str | None = None
+    state: JobState | None = None
+    kind: str | None = None
+    payload: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        for name, value in (("queue", self.queue), ("kind", self.kind)):
+            if value is not None and not 1 <= len(value) <= 128:
+                raise ValueError(f"{name} must be 1-128 characters, or None for any")
+        if self.state is not None and not isinstance(self.state, JobState):
+            raise ValueError(f"state must be a JobState, got {self.state!r}")
+        if self.payload is not None and not isinstance(self.payload, dict):
+            raise ValueError('payload must be a JSON object, e.g. {"project_id": "p1"}')
+
+    def states(self, changeable: Sequence[JobState]) -> list[str]:
+        """The states of `changeable` this filter allows, as the statements take them."""
+        return [s.value for s in changeable if self.state is None or self.state == s]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class KindDurations:
+    """How long one kind's recent successful jobs ran (their last attempt), in seconds.
+
+    Args:
+        kind: the jobs' kind.
+        jobs: how many succeeded in the window (of those read: see `store.kind_durations`).
+        p50_s: the median run time.
+        p95_s: 95% ran at most this long.
+        p99_s: 99% ran at most this long.
+        max_s: the longest.
+    """
+
+    kind: str
+    jobs: int
+    p50_s: float
+    p95_s: float
+    p99_s: float
+    max_s: float
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> KindDurations:
+        """Build from a row of `queries.KIND_DURATIONS`."""
+        return cls(**{f.name: record[f.name] for f in dataclasses.fields(cls)})

@@ -171,10 +171,10 @@ async def show_job(args: argparse.Namespace, conn: asyncpg.Connection) -> Exit:
 async def retry_jobs(args: argparse.Namespace, conn: asyncpg.Connection) -> Exit:
     """`retry ID...` or `retry --failed`: prints how many went back to queued."""
     if args.failed:
-        ids = await store.retry_ended_badly(
+        count = await store.retry_ended_badly(
             conn, queue=args.queue, kind=args.kind, include_cancelled=args.cancelled
         )
-        print(f"retried {_jobs(len(ids))}")
+        print(f"retried {_jobs(count)}")
         return Exit.OK
     queue = Queue(conn)
     status, retried = Exit.OK, 0

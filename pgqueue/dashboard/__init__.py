@@ -5,10 +5,15 @@
     app.mount("/dashboard", create_app(queue, authorize=is_admin))
 
 Per queue: its counts, the age of its oldest waiting job, its jobs finished per minute over the
-last hour (an SVG drawn on the server), pause and resume; the jobs, filtered by queue, state
-and kind, newest first, page by page; a job's payload, progress, attempts, timings and last
-error with its traceback; retry and cancel. It reads and acts only through `Queue`'s public
-methods. Needs Starlette and Jinja2: `pip install 'pgqueue-durable[dashboard]'`.
+last hour (an SVG drawn on the server), pause and resume; the workers alive (their queues, slots
+in use, last heartbeat); each kind's run time percentiles (p50, p95, p99) over the last hour;
+each rate-limit key's limit, learnt rate and breaker, and the budgets; the jobs, filtered by
+queue, state, kind and payload (a JSON object the payload contains), newest first, page by page,
+with bulk retry and bulk cancel of every job of the filter (confirmed with the number of jobs);
+a job's payload, progress, timings and its attempts (worker, duration, error, traceback); retry
+and cancel. Counts and job states stay current without a reload (the page polls a small JSON
+answer every 2 s while it is visible); times read "3 min ago", the UTC time on hover.
+Needs Starlette and Jinja2: `pip install 'pgqueue-durable[dashboard]'`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""The dashboard's Starlette app: server-rendered pages on `Queue`'s public methods only.
+"""The dashboard's Starlette app: server-rendered pages on `Queue`'s public methods, and the few
+statements only the dashboard needs (bulk actions by filter, the payload search, run time
+percentiles, the states a page polls, its sessions) straight from `pgqueue.store`.
 
 Signing in: the pages are opened by browser navigations, which cannot carry a bearer header.
 The sign-in form posts a credential once; the app checks it with the host's `authorize`
@@ -18,6 +20,17 @@ Behind a proxy that terminates TLS, either tell the server to trust the proxy's
 `X-Forwarded-Proto` (uvicorn: `--proxy-headers --forwarded-allow-ips=<the proxy>`, or
 `FORWARDED_ALLOW_IPS`) or pass `secure_cookie=True`.
 
+A bulk action (retry or cancel every job of the listing's filter) is a GET of a confirmation
+page that counts the jobs it would change, then a POST of that page's form, checked like every
+POST; its one statement stops at the newest job counted, so a job enqueued after the operator
+read the count is left alone.
+
+Live: the overview and a job's page poll `live` (a JSON answer: the queues' counts, the listed
+jobs' states, the workers, the server's clock) every 2 s while the tab is visible, and write it
+into the page. A poll rather than server-sent events: each answer is a few indexed reads, and
+no connection stays open per tab on the server (nor a LISTEN per tab in Postgres), through any
+proxy; a hidden tab asks nothing.
+
 Why not the studio's way (a page shell whose script calls the JSON API with a token from
 localStorage): the dashboard must work for any application on pgqueue, whose JSON API (if it
 has one) pgqueue does not know, and a token in localStorage is readable by any script that
@@ -33,25 +46,25 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from pgqueue import errors, models, params, store
-from pgqueue.dashboard import sessions
+from pgqueue.dashboard import filters, sessions, timefmt, web
 from pgqueue.dashboard.chart import finished_chart
+from pgqueue.dashboard.live import live_answer
 from pgqueue.queue import Queue
 
 HERE = Path(__file__).resolve().parent
 COOKIE = "pgqueue_dashboard"
 MAX_CREDENTIAL_CHARS = 500  # a longer sign-in value is refused before the callback sees it
 PAGE_SIZE = 50  # jobs per page of the listing
-MAX_FORM_BYTES = 8192  # the largest form body read: a token and a path back
 MAX_JOB_ID = params.MAX_BIGINT
 PAGE_HEADERS = {
     # The page's own files only: no inline script or style, nothing from another origin.
@@ -73,7 +86,14 @@ NOTICES = {
     "paused": "Queue {queue} is paused: no worker starts its jobs until it is resumed.",
     "resumed": "Queue {queue} is resumed.",
     "signed-out": "Signed out.",
+    "bulk-retried": "{count} job(s) queued again with a fresh attempt budget.",
+    "bulk-cancelled": "{count} job(s) cancelled.",
+    "bulk-stopping": "{count} job(s) cancelled; {stopping} running job(s) stop within a heartbeat.",
 }
+MAX_LIVE_JOBS = 200  # job ids one live poll asks about (a page lists 50)
+BULK_ACTIONS = ("retry", "cancel")
+RETRYABLE = (models.JobState.FAILED, models.JobState.CANCELLED)
+CANCELLABLE = (models.JobState.QUEUED, models.JobState.RUNNING)
 
 Authorize = Callable[[Request, str | None], Awaitable[bool] | bool]
 QueueSource = Queue | Callable[[Request], Queue]
@@ -115,8 +135,9 @@ def create_app(
     templates = Environment(
         loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"])
     )
-    templates.filters["when"] = _when
-    templates.filters["duration"] = _duration
+    templates.filters["when"] = timefmt.when
+    templates.filters["ago"] = timefmt.ago
+    templates.filters["duration"] = timefmt.duration
     templates.filters["pretty"] = _pretty
 
     def queue_of(request: Request) -> Queue:
@@ -138,7 +159,7 @@ def create_app(
         return found
 
     def render(request: Request, name: str, status: int = 200, **context: Any) -> Response:
-        base = _base(request)
+        base = web.mount_path(request)
         page = templates.get_template(name).render(
             base=base,
             title=title,
@@ -160,7 +181,7 @@ def create_app(
         handler: Callable[[Request], Awaitable[Response]], *, change: bool = False
     ) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
-            if change and not _same_origin(request):
+            if change and not web.same_origin(request):
                 return render(request, "error.html", 403, message="cross-site request refused")
             if not await allowed(request):
                 signed_in = await session_credential(request) is not None
@@ -170,8 +191,8 @@ def create_app(
                     403 if signed_in else 401,
                     refused=signed_in,
                 )
-                if not signed_in and COOKIE in request.cookies:
-                    page.delete_cookie(COOKIE, path=f"{_base(request)}/")  # ended or unknown
+                if not signed_in and COOKIE in request.cookies:  # ended, or unknown
+                    page.delete_cookie(COOKIE, path=f"{web.mount_path(request)}/")
                 return page
             try:
                 return await handler(request)
@@ -182,8 +203,21 @@ def create_app(
 
     async def overview(request: Request) -> Response:
         q = queue_of(request)
-        filters = _filters(request)
-        jobs = await q.list_jobs(limit=PAGE_SIZE, **filters)
+        found = _filter(request.query_params)
+        before = _before(request)
+        searched_to = None
+        if found.payload is None:
+            jobs = await q.list_jobs(
+                limit=PAGE_SIZE,
+                queue=found.queue,
+                state=found.state,
+                kind=found.kind,
+                before=before,
+            )
+        else:
+            jobs, searched_to = await store.list_jobs_containing(
+                db_of(request), found, limit=PAGE_SIZE, before=before
+            )
         queues = await q.queues()
         charts = {
             info.queue: finished_chart(
@@ -192,21 +226,34 @@ def create_app(
             )
             for info in queues
         }
-        older = _query(request, before=jobs[-1].id) if len(jobs) == PAGE_SIZE else None
+        if len(jobs) == PAGE_SIZE:
+            older = web.query(request, before=jobs[-1].id)
+        elif searched_to is not None:  # a payload search's window ended: the next one below
+            older = web.query(request, before=searched_to)
+        else:
+            older = None
         return render(
             request,
             "overview.html",
+            live=True,
             queues=queues,
             schedules=await q.schedules(),
             rate_limits=await q.rate_limits(),
             budgets=await q.budgets(),
             charts=charts,
+            workers=await q.workers(),
+            durations=await store.kind_durations(db_of(request)),
+            duration_window_s=store.DURATION_WINDOW_S,
             jobs=jobs,
-            filters=filters,
+            filters=filters.as_fields(found),
+            bulk_query=urlencode(filters.as_fields(found)),
+            search_window=store.SEARCH_WINDOW_IDS if found.payload is not None else None,
+            searched_to=searched_to,
             states=[state.value for state in models.JobState],
             older=older,
-            newest=_query(request, before=None) if filters.get("before") else None,
-            here=_here(request),
+            newest=web.query(request, before=None) if before is not None else None,
+            here=web.here(request),
+            now=datetime.now(UTC),
         )
 
     async def job_page(request: Request) -> Response:
@@ -217,9 +264,10 @@ def create_app(
         return render(
             request,
             "job.html",
+            live=True,
             job=job,
             attempts=attempts,
-            here=_here(request),
+            here=web.here(request),
             now=datetime.now(UTC),
         )
 
@@ -231,7 +279,7 @@ def create_app(
             raise _Refused(404, "no such job") from None
         except errors.JobStateConflict as exc:
             raise _Refused(409, str(exc)) from None
-        return await _back(request, done="retried", job=job_id)
+        return await web.back(request, done="retried", job=job_id)
 
     async def cancel(request: Request) -> Response:
         job_id = _job_id(request)
@@ -239,28 +287,73 @@ def create_app(
         if job is None:
             raise _Refused(404, "no such job")
         if job.state == models.JobState.RUNNING:
-            return await _back(request, done="cancel-requested", job=job_id)
+            return await web.back(request, done="cancel-requested", job=job_id)
         if job.state != models.JobState.CANCELLED or job.finished_at is None:
             raise _Refused(409, f"job {job_id} is {job.state.value}: it has finished already")
-        return await _back(request, done="cancelled", job=job_id)
+        return await web.back(request, done="cancelled", job=job_id)
 
     async def pause(request: Request) -> Response:
         name = _queue_name(request)
         await queue_of(request).pause(name)
-        return await _back(request, done="paused", queue=name)
+        return await web.back(request, done="paused", queue=name)
 
     async def resume(request: Request) -> Response:
         name = _queue_name(request)
         await queue_of(request).resume(name)
-        return await _back(request, done="resumed", queue=name)
+        return await web.back(request, done="resumed", queue=name)
+
+    async def bulk_confirm(request: Request) -> Response:
+        """The confirmation of a bulk action: how many jobs of the filter it changes now."""
+        action = request.path_params["action"]
+        if action not in BULK_ACTIONS:
+            raise _Refused(404, "no such action: retry or cancel")
+        found = _filter(request.query_params)
+        count = store.count_retryable if action == "retry" else store.count_cancellable
+        jobs, newest = await count(db_of(request), found)
+        return render(
+            request,
+            "bulk.html",
+            action=action,
+            jobs=jobs,
+            states=" or ".join(found.states(RETRYABLE if action == "retry" else CANCELLABLE)),
+            up_to=newest,
+            described=filters.describe(found),
+            fields=filters.as_fields(found),
+            back=f"{web.mount_path(request)}/?{urlencode(filters.as_fields(found))}",
+        )
+
+    async def bulk_act(request: Request) -> Response:
+        """A confirmed bulk action: one statement, on the jobs up to the newest one counted."""
+        action = request.path_params["action"]
+        if action not in BULK_ACTIONS:
+            raise _Refused(404, "no such action: retry or cancel")
+        form = await web.form_fields(request)
+        found = _filter(form)
+        up_to = params.whole_number(form.get("up_to"), 1, MAX_JOB_ID)
+        if up_to is None:
+            raise _Refused(400, "up_to must be the newest job id the confirmation counted")
+        back = f"{web.mount_path(request)}/?{urlencode(filters.as_fields(found))}"
+        if action == "retry":
+            count = await store.retry_matching(db_of(request), found, up_to)
+            return web.redirect(back, done="bulk-retried", count=count)
+        cancelled, stopping = await store.cancel_matching(db_of(request), found, up_to)
+        done = "bulk-stopping" if stopping else "bulk-cancelled"
+        return web.redirect(back, done=done, count=cancelled, stopping=stopping)
+
+    async def live(request: Request) -> Response:
+        """What the page's script polls: the queues' counts, the states of the jobs the page
+        lists (`ids`, comma-separated), the workers, and the server's clock."""
+        job_ids = _job_ids(request.query_params.get("ids", ""))
+        answer = await live_answer(queue_of(request), db_of(request), job_ids)
+        return JSONResponse(answer, headers={"Cache-Control": "no-store"})
 
     async def sign_in_form(request: Request) -> Response:
         return render(request, "sign_in.html", refused=False)
 
     async def sign_in(request: Request) -> Response:
-        if not _same_origin(request):
+        if not web.same_origin(request):
             return render(request, "error.html", 403, message="cross-site request refused")
-        form = await _form(request)
+        form = await web.form_fields(request)
         credential = form.get("token", "").strip()
         if not credential or len(credential) > MAX_CREDENTIAL_CHARS:
             return render(request, "sign_in.html", 400, refused=False, invalid=True)
@@ -271,12 +364,12 @@ def create_app(
         if not verdict:
             return render(request, "sign_in.html", 403, refused=True)
         key = await sessions.open_session(db_of(request), credential, session_max_age_s)
-        response = RedirectResponse(f"{_base(request)}/", status_code=303)
+        response = RedirectResponse(f"{web.mount_path(request)}/", status_code=303)
         response.set_cookie(
             COOKIE,
             key,
             max_age=int(session_max_age_s),
-            path=f"{_base(request)}/",
+            path=f"{web.mount_path(request)}/",
             httponly=True,
             samesite="strict",
             secure=request.url.scheme == "https" if secure_cookie is None else secure_cookie,
@@ -285,13 +378,14 @@ def create_app(
 
     async def sign_out(request: Request) -> Response:
         # Checked like every POST: otherwise any site could sign an admin out.
-        if not _same_origin(request):
+        if not web.same_origin(request):
             return render(request, "error.html", 403, message="cross-site request refused")
         cookie = request.cookies.get(COOKIE)
         if cookie is not None:
             await sessions.close_session(db_of(request), cookie)  # copies of it end too
-        response = RedirectResponse(f"{_base(request)}/sign-in?done=signed-out", status_code=303)
-        response.delete_cookie(COOKIE, path=f"{_base(request)}/")
+        signed_out = f"{web.mount_path(request)}/sign-in?done=signed-out"
+        response = RedirectResponse(signed_out, status_code=303)
+        response.delete_cookie(COOKIE, path=f"{web.mount_path(request)}/")
         return response
 
     return Starlette(
@@ -302,6 +396,9 @@ def create_app(
             Route("/jobs/{job_id}/cancel", guarded(cancel, change=True), methods=["POST"]),
             Route("/queues/{name}/pause", guarded(pause, change=True), methods=["POST"]),
             Route("/queues/{name}/resume", guarded(resume, change=True), methods=["POST"]),
+            Route("/bulk/{action}", guarded(bulk_confirm), methods=["GET"]),
+            Route("/bulk/{action}", guarded(bulk_act, change=True), methods=["POST"]),
+            Route("/live", guarded(live), methods=["GET"]),
             Route("/sign-in", sign_in_form, methods=["GET"]),
             Route("/sign-in", sign_in, methods=["POST"]),
             Route("/sign-out", sign_out, methods=["POST"]),
@@ -310,49 +407,34 @@ def create_app(
     )
 
 
-def _base(request: Request) -> str:
-    """The path the dashboard is mounted at, without a trailing slash ('' at the root)."""
-    return str(request.scope.get("root_path", "")).rstrip("/")
+def _filter(values: Any) -> models.JobFilter:
+    """The jobs filter of a query string or form; a bad one answers 400, naming it."""
+    try:
+        return filters.read(values)
+    except filters.BadFilter as exc:
+        raise _Refused(400, str(exc)) from None
 
 
-def _here(request: Request) -> str:
-    """This page's path and query, where an action on it comes back to."""
-    query = request.url.query
-    return request.url.path + (f"?{query}" if query else "")
+def _before(request: Request) -> int | None:
+    """The listing's page: only jobs below this id (None: the newest)."""
+    before = request.query_params.get("before", "").strip()
+    if not before:
+        return None
+    job_id = params.whole_number(before, 1, MAX_JOB_ID)
+    if job_id is None:
+        raise _Refused(400, f"before must be a job id, got {before[:40]!r}")
+    return job_id
 
 
-def _query(request: Request, **changes: Any) -> str:
-    """This page's query string with `changes` (None removes a parameter)."""
-    kept = {k: v for k, v in request.query_params.items() if k not in ("done", "job", "queue")}
-    kept.update({k: str(v) for k, v in changes.items() if v is not None})
-    for key in [k for k, v in changes.items() if v is None]:
-        kept.pop(key, None)
-    return "?" + urlencode(kept) if kept else "?"
-
-
-def _filters(request: Request) -> dict[str, Any]:
-    """The listing's filters from the query string; a bad one answers 400, naming it."""
-    query = request.query_params
-    filters: dict[str, Any] = {}
-    for name in ("queue", "kind"):
-        value = query.get(name, "").strip()
-        if value:
-            if not params.is_name(value):
-                raise _Refused(400, f"{name} must be 1-128 characters, with no NUL byte")
-            filters[name] = value
-    state = query.get("state", "").strip()
-    if state:
-        if state not in {s.value for s in models.JobState}:
-            names = ", ".join(s.value for s in models.JobState)
-            raise _Refused(400, f"state must be one of {names}; got {state[:40]!r}")
-        filters["state"] = state
-    before = query.get("before", "").strip()
-    if before:
-        job_id = params.whole_number(before, 1, MAX_JOB_ID)
-        if job_id is None:
-            raise _Refused(400, f"before must be a job id, got {before[:40]!r}")
-        filters["before"] = job_id
-    return filters
+def _job_ids(text: str) -> list[int]:
+    """The comma-separated job ids of a live poll; a bad one answers 400."""
+    parts = [part for part in text.split(",") if part]
+    if len(parts) > MAX_LIVE_JOBS:
+        raise _Refused(400, f"ids: at most {MAX_LIVE_JOBS} job ids")
+    ids = [params.whole_number(part, 1, MAX_JOB_ID) for part in parts]
+    if any(job_id is None for job_id in ids):
+        raise _Refused(400, "ids must be job ids separated by commas")
+    return [job_id for job_id in ids if job_id is not None]
 
 
 def _job_id(request: Request) -> int:
@@ -369,76 +451,19 @@ def _queue_name(request: Request) -> str:
     return name
 
 
-async def _back(request: Request, **notice: Any) -> Response:
-    """303 to the page the action was sent from (its form's `next`, a path of this dashboard
-    only: never an address elsewhere), with what was done."""
-    form = await _form(request)
-    target = form.get("next", "")
-    base = _base(request)
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not parts.path.startswith(f"{base}/") or "\\" in target:
-        target = f"{base}/"
-        parts = urlsplit(target)
-    params = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("done", "job", "queue")]
-    params += [(k, str(v)) for k, v in notice.items()]
-    return RedirectResponse(f"{parts.path}?{urlencode(params)}", status_code=303)
-
-
-async def _form(request: Request) -> dict[str, str]:
-    """The fields of a small url-encoded form (every form here is one). Parsed here rather than
-    by Starlette's `request.form()`, which needs python-multipart for this too; a body larger
-    than any of ours, or of another type, reads as no fields."""
-    declared = request.headers.get("content-length", "0")
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind != "application/x-www-form-urlencoded":
-        return {}
-    if params.whole_number(declared, 0, MAX_FORM_BYTES) is None:
-        return {}
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_FORM_BYTES:
-            return {}
-    try:
-        return dict(parse_qsl(body.decode(), max_num_fields=20))
-    except (UnicodeDecodeError, ValueError):  # not text, or more fields than any form here
-        return {}
-
-
-def _same_origin(request: Request) -> bool:
-    """False for a POST whose Origin names another site (None or absent: not a browser's
-    cross-site form, which always sends one)."""
-    origin = request.headers.get("origin")
-    if origin is None or origin == "null":
-        return origin is None
-    host = request.headers.get("host", "")
-    return urlsplit(origin).netloc == host
-
-
 def _notice(request: Request) -> str | None:
     template = NOTICES.get(request.query_params.get("done", ""))
     if template is None:
         return None
+    numbers = {
+        name: params.whole_number(request.query_params.get(name), 0, MAX_JOB_ID) or 0
+        for name in ("count", "stopping")
+    }
     return template.format(
         job=request.query_params.get("job", "")[:20],
         queue=request.query_params.get("queue", "")[:128],
+        **numbers,
     )
-
-
-def _when(moment: datetime | None) -> str:
-    return "" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "-"
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def _pretty(value: Any) -> str:

@@ -24,6 +24,8 @@ here (callers say `queries.CLAIM_JOBS`):
     leases        held jobs: renew, progress, the handler's transaction
     admin         get, cancel, list, retry, pause and resume, queue stats and overview
     operations    the command line's listing by payload, bulk retry
+    bulk          every job of a filter: a bounded payload search, bulk retry and cancel
+    live          what the dashboard polls: listed jobs' states, per-kind durations
     attempts      a job's attempt history
     workers       the workers' presence
     maintenance   the reaper, idle concurrency slots, counters, retention purges, vacuum
@@ -56,6 +58,14 @@ from pgqueue.queries.admin import (
 )
 from pgqueue.queries.attempts import (
     LIST_ATTEMPTS,
+)
+from pgqueue.queries.bulk import (
+    CANCEL_MATCHING,
+    COUNT_CANCELLABLE,
+    COUNT_RETRYABLE,
+    JOB_ID_CEILING,
+    LIST_JOBS_CONTAINING,
+    RETRY_MATCHING,
 )
 from pgqueue.queries.checkpoints import (
     READ_CHECKPOINT,
@@ -92,6 +102,7 @@ from pgqueue.queries.leases import (
     RENEW_LEASES,
     SET_PROGRESS,
 )
+from pgqueue.queries.live import JOB_STATES, KIND_DURATIONS
 from pgqueue.queries.maintenance import (
     FOLD_FINISHED_COUNTS,
     LOCK_IDLE_CONCURRENCY_SLOTS,
@@ -109,7 +120,6 @@ from pgqueue.queries.metrics import (
 )
 from pgqueue.queries.operations import (
     LIST_JOBS_MATCHING,
-    RETRY_ENDED_BADLY,
 )
 from pgqueue.queries.outcomes import (
     CANCEL_HELD_JOB,
@@ -157,6 +167,7 @@ __all__ = [
     "BEAT_WORKER",
     "CANCEL_HELD_JOB",
     "CANCEL_JOB",
+    "CANCEL_MATCHING",
     "CHARGE_ATTEMPT",
     "CLAIM_JOBS",
     "CLEAR_ADAPTIVE",
@@ -164,6 +175,8 @@ __all__ = [
     "COMPLETE_AND_CLAIM_JOBS",
     "COMPLETE_JOB",
     "COMPLETE_JOBS",
+    "COUNT_CANCELLABLE",
+    "COUNT_RETRYABLE",
     "COUNT_WAITING",
     "DATABASE_NOW",
     "ENQUEUE_JOBS",
@@ -177,9 +190,13 @@ __all__ = [
     "GET_JOB",
     "GET_JOBS",
     "INSERT_SCHEDULE",
+    "JOB_ID_CEILING",
+    "JOB_STATES",
+    "KIND_DURATIONS",
     "LIST_ATTEMPTS",
     "LIST_BUDGETS",
     "LIST_JOBS",
+    "LIST_JOBS_CONTAINING",
     "LIST_JOBS_ENDED_BADLY",
     "LIST_JOBS_MATCHING",
     "LIST_JOBS_OF_KIND",
@@ -213,8 +230,8 @@ __all__ = [
     "REMOVE_WORKER",
     "RENEW_LEASES",
     "RESUME_QUEUE",
-    "RETRY_ENDED_BADLY",
     "RETRY_JOB",
+    "RETRY_MATCHING",
     "SAVE_CHECKPOINT",
     "SECONDS_UNTIL_DUE",
     "SECONDS_UNTIL_KEY_ALLOWS",

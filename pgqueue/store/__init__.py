@@ -16,6 +16,8 @@ One module per concept, each name re-exported here (callers say `store.claim`):
     leases        held jobs: renew, progress, the handler's transaction
     admin         get, cancel, list, retry, pause and resume, queue stats
     operations    the command line's listing by payload, bulk retry, purge by age
+    bulk          every job of a filter: a bounded payload search, bulk retry and cancel
+    live          what the dashboard polls: listed jobs' states, per-kind durations
     attempts      a job's attempt history
     workers       the workers' presence: beats, clean exits, the listing
     maintenance   the reaper, retention purges, vacuum
@@ -46,6 +48,14 @@ from pgqueue.store.admin import (
     retry_job,
 )
 from pgqueue.store.attempts import list_attempts
+from pgqueue.store.bulk import (
+    SEARCH_WINDOW_IDS,
+    cancel_matching,
+    count_cancellable,
+    count_retryable,
+    list_jobs_containing,
+    retry_matching,
+)
 from pgqueue.store.checkpoints import CheckpointRead, read_checkpoint, save_checkpoint
 from pgqueue.store.claims import (
     ClaimRequest,
@@ -73,6 +83,7 @@ from pgqueue.store.leases import (
     renew,
     set_progress,
 )
+from pgqueue.store.live import DURATION_WINDOW_S, job_states, kind_durations
 from pgqueue.store.maintenance import (
     PURGE_BATCH,
     PURGE_MAX_BATCHES,
@@ -124,6 +135,7 @@ from pgqueue.store.workers import (
 )
 
 __all__ = [
+    "DURATION_WINDOW_S",
     "GROUP_MAX_ROWS",
     "GROUP_MAX_SPECS",
     "LINE_READ_LIMIT",
@@ -134,6 +146,7 @@ __all__ = [
     "REAPER_IDLE_LIMIT_S",
     "SCHEDULE_PRUNE_AFTER_S",
     "SCHEDULE_STALE_AFTER_S",
+    "SEARCH_WINDOW_IDS",
     "STALE_KEPT_S",
     "CheckpointRead",
     "ClaimRequest",
@@ -146,6 +159,7 @@ __all__ = [
     "beat_worker",
     "cancel_held",
     "cancel_job",
+    "cancel_matching",
     "capped_delay_s",
     "charge_attempt",
     "claim",
@@ -153,6 +167,8 @@ __all__ = [
     "complete",
     "complete_and_claim",
     "complete_held",
+    "count_cancellable",
+    "count_retryable",
     "count_waiting",
     "database_now",
     "enqueue",
@@ -165,9 +181,12 @@ __all__ = [
     "fire_schedule",
     "get_job",
     "get_jobs",
+    "job_states",
+    "kind_durations",
     "list_attempts",
     "list_budgets",
     "list_jobs",
+    "list_jobs_containing",
     "list_jobs_matching",
     "list_rate_limits",
     "list_schedules",
@@ -198,6 +217,7 @@ __all__ = [
     "resume_queue",
     "retry_ended_badly",
     "retry_job",
+    "retry_matching",
     "save_checkpoint",
     "seconds_until_due",
     "seconds_until_key_allows",

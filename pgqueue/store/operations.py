@@ -9,6 +9,7 @@ from typing import Any
 from pgqueue import models, queries
 from pgqueue.store._common import Executor, _connection, _jobs
 from pgqueue.store.admin import MAX_JOB_ID
+from pgqueue.store.bulk import retry_matching
 from pgqueue.store.maintenance import PURGE_BATCH
 
 
@@ -41,10 +42,12 @@ async def retry_ended_badly(
     queue: str | None = None,
     kind: str | None = None,
     include_cancelled: bool = False,
-) -> list[int]:
-    """Every failed (and cancelled, if asked) job of the filter back to queued; their ids."""
-    records = await db.fetch(queries.RETRY_ENDED_BADLY, queue, kind, include_cancelled)
-    return [r["id"] for r in records]
+) -> int:
+    """Every failed (and cancelled, if asked) job of the filter back to queued; how many. The
+    dashboard's bulk retry, by the same statement, over every job there is."""
+    state = None if include_cancelled else models.JobState.FAILED
+    found = models.JobFilter(queue=queue, state=state, kind=kind)
+    return await retry_matching(db, found, MAX_JOB_ID)
 
 
 async def purge_older_than(

@@ -117,7 +117,9 @@ async def test_an_admin_retries_cancels_pauses_and_resumes(
         await expect(page.locator(".notice")).to_contain_text(f"Job {refused} is queued again")
         assert questions[-1].startswith(f"Retry job {refused}")
         await _wait_state(client, refused, "succeeded")
-        await page.reload()
+        # The open page follows it (no reload) and offers to reload for the new details.
+        await expect(page.locator('#job [data-part="state"]')).to_have_text("succeeded")
+        await page.locator("#refresh").click()
         await expect(page.locator('#job [data-part="state"]')).to_have_text("succeeded")
         # Its refusal moved to the attempt history; the succeeded job shows no current error.
         history = page.locator('[data-part="attempt-history"]')

@@ -298,7 +298,21 @@ async def _counts(url: str) -> tuple[int, int]:
 
 # Every query parameter a route of the application reads (the dashboard's notice reads
 # done, job, queue), plus one none does.
-QUERY_NAMES = ("queue", "state", "kind", "limit", "before", "budget_s", "done", "job", "x")
+QUERY_NAMES = (
+    "queue",
+    "state",
+    "kind",
+    "limit",
+    "before",
+    "budget_s",
+    "done",
+    "job",
+    "payload",
+    "ids",
+    "count",
+    "stopping",
+    "x",
+)
 NASTY = (
     "²",
     "①",
@@ -359,19 +373,29 @@ def _fill(template: str, segment: str) -> str:
 @pytest.fixture(scope="module")
 def dashboard_cookies(callers: dict[str, dict[str, str]], api_url: str) -> dict[str, str]:
     """The cookies of a browser signed in to the dashboard with the admin's token."""
-    token = callers["admin"]["Authorization"].removeprefix("Bearer ")
     with httpx.Client(base_url=api_url, timeout=REQUEST_TIMEOUT_S) as client:
-        answer = client.post("/dashboard/sign-in", data={"token": token})
-        assert answer.status_code == 303, answer.text[:300]
-        assert client.get("/dashboard/").status_code == 200
+        _sign_in(client, callers)
         return dict(client.cookies)
+
+
+def _sign_in(client: httpx.Client, callers: dict[str, dict[str, str]]) -> str:
+    """Signs the admin in to the dashboard; the Cookie header of the session."""
+    token = callers["admin"]["Authorization"].removeprefix("Bearer ")
+    client.cookies.clear()
+    answer = client.post("/dashboard/sign-in", data={"token": token})
+    assert answer.status_code == 303, answer.text[:300]
+    assert client.get("/dashboard/").status_code == 200
+    cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+    client.cookies.clear()  # sent by `send` as a header, for the admin only
+    return cookie
 
 
 # The query parameters each route reads; every other route reads none, and gets them all.
 READS = {
     "/api/jobs": ("queue", "state", "kind", "limit", "before"),
     "/api/worker/drain": ("budget_s",),
-    "/dashboard/": ("queue", "state", "kind", "before", "done", "job"),
+    "/dashboard/": ("queue", "state", "kind", "payload", "before", "done", "count", "stopping"),
+    "/dashboard/live": ("ids",),
     "/dashboard/sign-in": ("done", "job", "queue"),
 }
 
@@ -384,16 +408,26 @@ class _Sender:
         self.callers = callers
         self.cookie = "; ".join(f"{k}={v}" for k, v in cookies.items())
 
-    def send(self, method: str, path: str, query: str, caller: str) -> None:
+    def send(
+        self, method: str, path: str, query: str, caller: str, form: str | None = None
+    ) -> None:
         headers = dict(self.callers[caller])
         if caller == "admin":
             headers["Cookie"] = self.cookie
+        if form is not None:
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
         url = f"{self.client.base_url}".rstrip("/") + path + (f"?{query}" if query else "")
-        response = self.client.request(method, httpx.URL(url), headers=headers)
+        response = self.client.request(
+            method, httpx.URL(url), headers=headers, content=None if form is None else form
+        )
         # A fuzzed sign-out deletes the cookie: the next request still sends it.
         self.client.cookies.clear()
         request = f"{caller}: {method} {path[:200]}?{query[:200]} -> {response.status_code}"
         assert response.status_code < 500, f"{request}: {response.text[:300]}"
+        if caller == "admin" and method == "POST" and path.endswith("/sign-out"):
+            # It ended the admin's session in the database: every later request as the admin
+            # would meet the sign-in page, not the dashboard it means to fuzz. Sign in again.
+            self.cookie = _sign_in(self.client, self.callers)
         if path.startswith("/api/") and response.status_code >= 400:
             error = response.json()["error"]  # the contract's shape on the JSON API
             assert isinstance(error["code"], str) and isinstance(error["message"], str), request
@@ -421,6 +455,30 @@ def test_every_route_refuses_nasty_query_values_with_4xx(caller: str, sender: _S
                 continue
             for name in reads:
                 sender.send(method, path, f"{name}={value}", caller)
+
+
+# The dashboard's bulk actions, whose path names the action (the fill above gives "0": a 404
+# before any filter is read): their filter in the query (the confirmation) and in the form.
+BULK_PATHS = ("/dashboard/bulk/retry", "/dashboard/bulk/cancel")
+BULK_FIELDS = ("queue", "state", "kind", "payload", "up_to")
+NASTY_JSON = (
+    '{"a": 1e400}',
+    '{"a": NaN}',
+    '{"a": "\\u0000"}',
+    '{"a": "\\ud800"}',
+    "[1]",
+    "[" * 600,
+)
+
+
+@pytest.mark.parametrize("caller", ["alice", "admin", "anonymous"])
+def test_the_bulk_actions_refuse_nasty_filters_with_4xx(caller: str, sender: _Sender) -> None:
+    values = [quote(v, safe="") for v in (*NASTY, *NASTY_JSON)] + list(RAW_ESCAPES)
+    for path in BULK_PATHS:
+        for name in BULK_FIELDS:
+            for value in values:
+                sender.send("GET", path, f"{name}={value}", caller)
+                sender.send("POST", path, "", caller, form=f"{name}={value}&up_to=1")
 
 
 @pytest.mark.parametrize("caller", ["alice", "admin", "anonymous"])
