@@ -86,16 +86,29 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 async def list_jobs(args: argparse.Namespace, conn: asyncpg.Connection) -> Exit:
-    """`jobs`: newest first, filtered."""
-    jobs = await store.list_jobs_matching(
-        conn,
-        queue=args.queue,
-        state=None if args.state is None else models.JobState(args.state),
-        kind=args.kind,
-        payload=args.payload,
-        limit=args.limit,
-        before=args.before,
-    )
+    """`jobs`: newest first, filtered. A payload filter searches a bounded window of job ids
+    (payloads have no index), as the dashboard does, and says where the next window starts."""
+    state = None if args.state is None else models.JobState(args.state)
+    older: int | None = None
+    if args.payload is None:
+        jobs = await store.list_jobs_matching(
+            conn,
+            queue=args.queue,
+            state=state,
+            kind=args.kind,
+            limit=args.limit,
+            before=args.before,
+        )
+    else:
+        found = models.JobFilter(args.queue, state, args.kind, args.payload)
+        jobs, older = await store.list_jobs_containing(
+            conn, found, limit=args.limit, before=args.before
+        )
+    if older is not None and len(jobs) < args.limit:
+        print(
+            f"(searched {store.SEARCH_WINDOW_IDS:,} job ids; for older ones: --before {older})",
+            file=sys.stderr,
+        )
     if args.json:
         for job in jobs:
             print(json_line(job_fields(job)))
