@@ -13,8 +13,9 @@ nothing else in pgqueue imports it, so a queue without metrics pays nothing for 
   governor's state per key: `pgqueue_rate_limit_allowed` (a learnt rate too),
   `pgqueue_breaker_state{state}` (every state present, 0 or 1), `pgqueue_budget_spent`,
   `pgqueue_budget_amount`, `pgqueue_budget_reserved`.
-- `MetricsServer`: `GET /metrics` on a port, inside the worker's event loop (no thread: the
-  collectors read the worker's state on the loop that changes it).
+- `MetricsServer` (metrics_server.py): `GET /metrics` on a port, inside the worker's event
+  loop (no thread: the collectors read the worker's state on the loop that changes it);
+  `serve_worker` registers a worker's metrics and starts one.
 
 One name per meaning: a job finished as the database sees it (`pgqueue_jobs_finished_total`,
 the API's) and an attempt as a worker sees it (`pgqueue_attempts_finished_total`) are
@@ -28,11 +29,9 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
 import dataclasses
 import datetime
 import logging
-import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -54,6 +53,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
     ) from exc
 
 from pgqueue import governor_metrics, models, store
+from pgqueue.metrics_server import MetricsServer
 from pgqueue.queue import Queue
 from pgqueue.worker import events
 from pgqueue.worker.transient import TRANSIENT_ERRORS
@@ -71,30 +71,10 @@ DURATION_BUCKETS_S: tuple[float, ...] = (
 # stays open longer than this (a pg_dump, a forgotten session) no longer holds the counts back:
 # past it, a job finished by a transaction still open may be missed (never counted twice).
 MAX_SETTLE_LAG_S = 300.0
-# The classic text format, which every Prometheus (2.x and 3.x) reads. prometheus-client's
-# CONTENT_TYPE_LATEST moved to version=1.0.0 in 0.22, which a 2.x server does not know; what
-# generate_latest writes (metric names escaped to underscores) is valid 0.0.4 either way.
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-REQUEST_TIMEOUT_S = 10.0  # seconds a scraper may take to send its request line and headers
-MAX_REQUEST_BYTES = 16 * 1024
-
 QUEUE_STATES = ("waiting", "delayed", "active", "completed", "failed", "cancelled")
 JOB_OUTCOMES = ("succeeded", "failed", "cancelled")  # a job's end, as the database records it
 ATTEMPT_OUTCOMES = ("succeeded", "failed", "cancelled", "retried")  # an attempt's, a worker's
 REAPED_OUTCOMES = ("requeued", "failed", "cancelled")
-CREATED_SERIES_ENV = "PROMETHEUS_DISABLE_CREATED_SERIES"
-
-
-def quiet_created_series() -> None:
-    """No `*_created` series on the pages made here, unless the environment asks for them.
-
-    prometheus-client adds a `_created` sample (the time a counter was made) to every
-    counter and histogram child: noise to most dashboards, and a series per child. Its own
-    switch is process-wide and read at scrape time; an explicit `PROMETHEUS_DISABLE_CREATED_SERIES`
-    (which prometheus-client reads itself) wins over this default.
-    """
-    if CREATED_SERIES_ENV not in os.environ:
-        prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 @dataclasses.dataclass(slots=True)
@@ -446,90 +426,6 @@ class DatabaseMetrics:
             paused.add_metric([name], 1.0 if info is not None and info.paused else 0.0)
         yield oldest
         yield paused
-
-
-class MetricsServer:
-    """`GET /metrics` of `registry` on `host:port`, served by the running event loop.
-
-    Args:
-        registry: what to serve (default: prometheus-client's global registry, where a
-            service's own metrics go).
-        host: the address to listen on; loopback by default, as a scraper on the same host
-            or a sidecar reaches it (put a proxy in front to expose it).
-        port: the port; 0 picks a free one (see `port` once started).
-    """
-
-    def __init__(
-        self,
-        registry: prometheus_registry.CollectorRegistry | None = None,
-        *,
-        host: str = "127.0.0.1",
-        port: int = 0,
-    ) -> None:
-        if not 0 <= port <= 65535:
-            raise ValueError(f"port must be 0-65535, got {port}")
-        quiet_created_series()
-        self.registry = registry or prometheus_client.REGISTRY
-        self.host = host
-        self._port = port
-        self._server: asyncio.Server | None = None
-
-    @property
-    def port(self) -> int:
-        """The port it listens on (the one picked, when started with 0)."""
-        if self._server is None:
-            return self._port
-        return int(self._server.sockets[0].getsockname()[1])
-
-    async def start(self) -> None:
-        """Listen (raises `OSError` when the port is taken)."""
-        self._server = await asyncio.start_server(
-            self._serve, self.host, self._port, limit=MAX_REQUEST_BYTES
-        )
-        logger.info(
-            "metrics on http://%s:%d/metrics",
-            self.host,
-            self.port,
-            extra={"action": "metrics_listening"},
-        )
-
-    async def close(self) -> None:
-        """Stop listening and end the connections still open."""
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            try:
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT_S)
-            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
-                return
-            method, _, rest = head.split(b"\r\n", 1)[0].decode("latin-1").partition(" ")
-            path = rest.partition(" ")[0].partition("?")[0]
-            if path != "/metrics":
-                status, content_type, body = "404 Not Found", "text/plain", b"see /metrics\n"
-            elif method not in ("GET", "HEAD"):
-                status, content_type, body = "405 Method Not Allowed", "text/plain", b"GET only\n"
-            else:
-                status = "200 OK"
-                content_type = CONTENT_TYPE
-                body = prometheus_client.generate_latest(self.registry)
-            headers = (
-                f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-            )
-            writer.write(headers.encode("latin-1") + (b"" if method == "HEAD" else body))
-            await writer.drain()
-        except ConnectionError:
-            pass  # the scraper went away; it will come back at its next interval
-        except Exception:  # a collector's bug must not stop the worker: log it, answer nothing
-            logger.exception("metrics: scrape failed", extra={"action": "metrics_failed"})
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
 
 
 async def serve_worker(

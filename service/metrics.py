@@ -36,6 +36,7 @@ from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pgqueue import metrics as pgqueue_metrics
+from pgqueue import metrics_server
 from service.errors import ApiError
 
 SCOPE_KEY = "service.metrics"  # where the middleware leaves this app's metrics for /metrics
@@ -131,7 +132,7 @@ class ApiMetrics:
     """
 
     def __init__(self, known_jobs: Iterable[tuple[str, str]] = ()) -> None:
-        pgqueue_metrics.quiet_created_series()
+        metrics_server.quiet_created_series()
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "http_requests",
@@ -261,7 +262,7 @@ async def metrics_page(request: Request) -> Response:
     await metrics.queue.refresh(state["pool"])
     return Response(
         prometheus_client.generate_latest(metrics.registry),
-        media_type=pgqueue_metrics.CONTENT_TYPE,
+        media_type=metrics_server.CONTENT_TYPE,
     )
 
 
