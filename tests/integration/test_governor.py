@@ -21,6 +21,7 @@ from pgqueue import (
     Registry,
     RetryLater,
     UpstreamDown,
+    retry,
     store,
 )
 from tests.integration.conftest import WorkerFactory
@@ -255,7 +256,14 @@ async def test_an_outage_opens_the_breaker_and_waiting_jobs_spend_no_attempt(
     await queue.enqueue_many(
         [JobSpec("k", {"n": n}, rate_limit_key=KEY, max_attempts=2) for n in range(6)]
     )
-    async with running_worker(registry, concurrency=3), running_worker(registry, concurrency=3):
+    # The failures before the threshold spend an attempt and retry after their backoff: 1 s,
+    # so that a retry cannot race the breaker's opening (with the tests' 0.1 s, a loaded
+    # machine let one through before the third failure's write committed).
+    slow_retry = retry.RetryPolicy(base_s=1.0, cap_s=1.0)
+    async with (
+        running_worker(registry, concurrency=3, retry_policy=slow_retry),
+        running_worker(registry, concurrency=3, retry_policy=slow_retry),
+    ):
         await wait_for(lambda: _succeeded(pool, 6), timeout=20, message="all after the outage")
     outage = [c for c in calls if c < down_until]
     # The threshold's calls (and what was in flight with them), then one probe per open
