@@ -17,12 +17,15 @@
 --   none cuts again). The cut stays: half of what got the 429, or less.
 -- * climbs back in three steps, each additive: within half a period to the rate last held a
 --   whole period without a 429 (`sustained`); then, within one period, to 95% of the quota
---   seen; there it holds for eight periods (`probe_after`). Past that it probes upwards, by
+--   seen; there it holds for five periods (`probe_after`). Past that it probes upwards, by
 --   `probe_step` starts per period, doubling each period the upstream keeps accepting (a
 --   quota that rose is found within a few periods; one that did not costs one 429 and one
---   pause per eight periods).
--- * climbs only while the pace binds: a start that came within half a spacing of the time it
---   was allowed (`bound_at`); an idle key keeps its rate.
+--   pause per five periods).
+-- * climbs only while the limit binds: a start that came within half a spacing of the time the
+--   key allowed it (`bound_at`); an idle key keeps its rate.
+-- * starts with no ceiling at one start per period (schema v8: no limit until the first 429),
+--   climbing as a probe does, its step doubling each period: TCP's slow start. A burst at a
+--   key with no limit drew a 429 for each start past the quota, a dozen at once.
 -- Fixed limits are untouched.
 
 -- migrate:up
@@ -69,11 +72,12 @@ DECLARE
     paced timestamptz;
     bound timestamptz;
     spacing interval;
+    allowed timestamptz;
     started timestamptz;
 BEGIN
     SELECT r.starts, r.capacity, r.period_s, r.breaker_state, r.adaptive, r.learnt, r.paced_at,
-           r.bound_at
-    INTO kept, cap, period, breaker, learning, rate, paced, bound
+           r.bound_at, r.next_start_at
+    INTO kept, cap, period, breaker, learning, rate, paced, bound, allowed
     FROM pgqueue.rate_limits AS r
     WHERE r.key = job.rate_limit_key
     FOR NO KEY UPDATE;
@@ -96,7 +100,9 @@ BEGIN
     IF cap IS NULL AND NOT learning THEN
         RETURN;
     END IF;
-    horizon := started - make_interval(secs => period);
+    -- Kept 50 ms past the window (throttle_rate_limit_key looks that far back); the window's
+    -- counts filter by the period.
+    horizon := started - make_interval(secs => period + 0.05);
     -- The array is oldest first, so only a stale head means there is anything to drop; the
     -- other starts of the same claim append without rereading the window.
     IF cardinality(kept) > 0 AND kept[1] <= horizon THEN
@@ -109,9 +115,10 @@ BEGIN
     kept := kept || greatest(started, kept[cardinality(kept)]);
     IF learning AND rate IS NOT NULL THEN
         spacing := make_interval(secs => period / rate);
-        -- Started within half a spacing of when the pace allowed it: work was waiting for the
-        -- pace, the evidence that a higher rate would be used.
-        IF paced IS NOT NULL AND started < paced + spacing / 2 THEN
+        -- Started within half a spacing of when the key allowed it (its pace or its window,
+        -- whichever held it): work was waiting for the limit, the evidence that a higher rate
+        -- would be used. A start the key did not hold back is no such evidence.
+        IF allowed IS NOT NULL AND started < allowed + spacing / 2 THEN
             bound := started;
         END IF;
         -- One spacing of slack at most: a key that idled banks no burst.
@@ -214,7 +221,7 @@ END $$;
 -- rate, or the starts of the window when fewer were made) and notes the quota seen (the
 -- window's starts but this one); the next 429s of that period are the same signal, but each
 -- says one more of the window's starts was refused: the quota seen, what it held and its rate
--- follow that down. It holds below the quota seen for eight periods after the pause.
+-- follow that down. It holds below the quota seen for five periods after the pause.
 CREATE OR REPLACE FUNCTION pgqueue.throttle_rate_limit_key(k text, pause_s float8)
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
@@ -246,8 +253,13 @@ BEGIN
         WHERE key = k;
         RETURN;
     END IF;
+    -- The starts of the window that drew the 429, the upstream's: ours are dated when claimed,
+    -- a few milliseconds before the upstream sees them, so its window reaches a little further
+    -- back than ours does now (up to 50 ms, or half a spacing when that is less: counting one
+    -- start too many would aim past the quota).
     tried := greatest(1, (SELECT count(*) FROM unnest(r.starts) AS s
-                          WHERE s > now() - make_interval(secs => r.period_s)));
+                          WHERE s > now() - make_interval(secs => r.period_s + least(
+                              0.05, 0.5 * r.period_s / coalesce(r.learnt, 1e9)))));
     seen := greatest(1, least(tried - 1, coalesce(r.learnt, tried)));
     cut := greatest(1, least(coalesce(r.learnt, tried), tried) / 2);
     UPDATE pgqueue.rate_limits
@@ -259,7 +271,7 @@ BEGIN
         cut_starts = tried,
         cut_throttles = 1,
         good_since = r.paused_until,
-        probe_after = r.paused_until + make_interval(secs => 8 * r.period_s),
+        probe_after = r.paused_until + make_interval(secs => 5 * r.period_s),
         probe_step = 1,
         probe_step_at = r.paused_until,
         paced_at = greatest(paced_at, r.paused_until),
