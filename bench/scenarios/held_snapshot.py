@@ -75,13 +75,33 @@ SELECT n_dead_tup FROM pg_stat_user_tables WHERE schemaname = 'pgqueue' AND reln
 """
 
 # -- probe: the first runnable job of the queue, the way the claim's scan finds it (the claim's
-# -- index, its order); the claim itself would also lock it
+# -- index, its order; the claim itself would also lock it)
 PROBE = """
 SELECT id FROM pgqueue.jobs
 WHERE state = 'queued' AND queue = 'default' AND run_at <= now()
 ORDER BY priority, run_at, id
 LIMIT 1
 """
+
+# -- probe_from_marks: the same where claims start at a mark per queue and priority (schema
+# -- v14)
+PROBE_FROM_MARKS = """
+SELECT j.id
+FROM pgqueue.claim_marks AS m
+CROSS JOIN LATERAL (
+    SELECT id FROM pgqueue.jobs
+    WHERE state = 'queued' AND queue = m.queue AND priority = m.priority
+      AND (run_at, id) >= (m.run_at, m.id) AND run_at <= now()
+    ORDER BY run_at, id
+    LIMIT 1
+) AS j
+WHERE m.queue = 'default'
+ORDER BY m.priority
+LIMIT 1
+"""
+
+# -- has_marks: whether the schema has claim marks
+HAS_MARKS = "SELECT to_regclass('pgqueue.claim_marks') IS NOT NULL"
 
 # -- queue_tables: the tables autovacuum would visit
 QUEUE_TABLES = """
@@ -150,9 +170,10 @@ async def _sample(dsn: str, t0: float, samples: list[_Sample]) -> None:
     """Every second: dead tuples and one probe's time, until cancelled."""
     conn = await asyncpg.connect(dsn)
     try:
+        probe = PROBE_FROM_MARKS if await conn.fetchval(HAS_MARKS) else PROBE
         while True:
             started = time.perf_counter()
-            await conn.fetchval(PROBE)
+            await conn.fetchval(probe)
             probe_ms = (time.perf_counter() - started) * 1000
             dead = await conn.fetchval(DEAD_TUPLES)
             samples.append(_Sample(time.monotonic() - t0, int(dead or 0), probe_ms))
