@@ -84,7 +84,7 @@ LIMIT 1
 """
 
 # -- probe_from_marks: the same where claims start at a mark per queue and priority (schema
-# -- v14)
+# -- v15)
 PROBE_FROM_MARKS = """
 SELECT j.id
 FROM pgqueue.claim_marks AS m

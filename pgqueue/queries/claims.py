@@ -4,7 +4,7 @@ from __future__ import annotations
 
 # -- claim_jobs: take up to $2 runnable jobs of the queues $1 whose kinds $5 this worker has
 # -- handlers for, in priority, run_at, id order. The lateral subquery scans jobs_claim_idx once
-# -- per queue and priority, from that priority's claim mark (schema v14: no runnable job lies
+# -- per queue and priority, from that priority's claim mark (schema v15: no runnable job lies
 # -- before it, and the entries a held snapshot keeps dead do), skipping rows other workers
 # -- hold and keys already at their limit. The marks are read in priority order (their primary
 # -- key) and the nested loop keeps it, so the outer LIMIT stops at the first priorities that

@@ -1,9 +1,9 @@
-"""Statements of the claim marks (schema v14): where claims start, moved past claimed jobs."""
+"""Statements of the claim marks (schema v15): where claims start, moved past claimed jobs."""
 
 from __future__ import annotations
 
 # -- lock_claim_marks: the marks of the queues $1 that may move forward now: their last move
-# -- is $2 seconds old, and every transaction that held an xid then has ended (schema v14).
+# -- is $2 seconds old, and every transaction that held an xid then has ended (schema v15).
 # -- SKIP LOCKED passes the marks a late enqueue holds (it may land before where the advance
 # -- would go) and those another worker is advancing. Run in ADVANCE_CLAIM_MARKS's transaction,
 # -- before it: the advance's own snapshot, taken after these locks, sees every job whose
@@ -20,7 +20,7 @@ FOR NO KEY UPDATE SKIP LOCKED
 # -- advance_claim_marks: move the locked marks ($1 queues, $2 priorities, pairwise) to the
 # -- first job of theirs still queued as this statement sees it (one still being claimed
 # -- counts), but never past the previous move's horizon_at - claim_mark_lag(): an enqueue
-# -- in flight started after that and its job lies after it (schema v14). With $3, the search
+# -- in flight started after that and its job lies after it (schema v15). With $3, the search
 # -- starts at the index's front rather than at the mark: a periodic check that nothing was
 # -- left behind (it only ever lowers a mark that was wrong). Records the next xid and this
 # -- statement's start for the next move.

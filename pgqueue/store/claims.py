@@ -86,7 +86,7 @@ async def seconds_until_key_allows(
 async def advance_claim_marks(
     db: Executor, queues: Sequence[str], *, every_s: float, from_front: bool = False
 ) -> int:
-    """Move the claim marks of these queues forward (schema v14); returns how many moved.
+    """Move the claim marks of these queues forward (schema v15); returns how many moved.
 
     A mark moves at most once per `every_s`, and only past jobs no transaction can still put
     before it (see ADVANCE_CLAIM_MARKS). The locks come first, in their own statement, so the

@@ -1,4 +1,4 @@
-"""`MarkAdvancer`: moves the claim marks of the worker's queues forward (schema v14).
+"""`MarkAdvancer`: moves the claim marks of the worker's queues forward (schema v15).
 
 A claim scans each (queue, priority) from its mark, so that the entries of jobs claimed while a
 long snapshot is held (dead, but not yet removable) are not walked by every claim. Something

@@ -1,4 +1,4 @@
-"""Claim marks (schema v14): claims start at a mark per queue and priority, the marks move past
+"""Claim marks (schema v15): claims start at a mark per queue and priority, the marks move past
 claimed jobs, and no job that lands before its mark is ever left behind."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""Schema version 14 (claim marks) migrates in place from version 13 with jobs queued and
+"""Schema version 15 (claim marks) migrates in place from version 14 with jobs queued and
 running: the queued ones are claimed, the running ones complete or go back to the queue and run;
-down to version 13 and up again, the jobs queued meanwhile run too."""
+down to version 14 and up again, the jobs queued meanwhile run too."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ SELECT 'default', 'k', (n % 2) * 5, now() - make_interval(secs => n * 60)
 FROM generate_series(1, 30) AS n
 """
 
-# -- take: 10 of them running, as a version-13 worker's claim left them
+# -- take: 10 of them running, as a version-14 worker's claim left them
 TAKE = """
 UPDATE pgqueue.jobs
 SET state = 'running', attempts = 1, worker_id = 'old-worker', started_at = now(),
@@ -51,10 +51,10 @@ async def _drain(url: str) -> None:
 async def test_upgrade_in_place_with_jobs_queued_and_running(
     conn: asyncpg.Connection, empty_url: str
 ) -> None:
-    await schema.upgrade(conn, to=13)
+    await schema.upgrade(conn, to=14)
     await conn.execute(QUEUE_JOBS)
     running = await conn.fetch(TAKE)
-    await schema.upgrade(conn, to=14)
+    await schema.upgrade(conn, to=15)
     marks = await conn.fetch("SELECT queue, priority FROM pgqueue.claim_marks ORDER BY 2")
     assert [(m["queue"], m["priority"]) for m in marks] == [("default", 0), ("default", 5)]
     # The old worker's handlers finish half their jobs; the other half go back to the queue.
@@ -66,10 +66,10 @@ async def test_upgrade_in_place_with_jobs_queued_and_running(
 
 
 async def test_down_and_up_again_with_jobs_queued(conn: asyncpg.Connection, empty_url: str) -> None:
-    await schema.upgrade(conn, to=14)
+    await schema.upgrade(conn, to=15)
     await conn.execute(QUEUE_JOBS)
-    await schema.downgrade(conn, to=13)
+    await schema.downgrade(conn, to=14)
     assert await conn.fetchval("SELECT to_regclass('pgqueue.claim_marks')") is None
-    await schema.upgrade(conn, to=14)
+    await schema.upgrade(conn, to=15)
     await _drain(empty_url)
     assert [tuple(r) for r in await conn.fetch(STATES)] == [("succeeded", 30)]

@@ -1,4 +1,4 @@
--- pgqueue schema version 14: claims start past the jobs a held snapshot keeps dead.
+-- pgqueue schema version 15: claims start past the jobs a held snapshot keeps dead.
 --
 -- A claim scanned jobs_claim_idx from its front. Every job claimed leaves its 'queued'
 -- version's entry there, pointing at a heap tuple that is dead but, while any transaction
