@@ -76,6 +76,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, C
     parser.add_argument(
         "--sustained-runs", type=_positive, help="sustained runs; the median is reported (3)"
     )
+    parser.add_argument("--held-rate", type=int, help="jobs/s in held_snapshot (5000)")
+    parser.add_argument("--held-s", type=float, help="seconds the snapshot is held (120)")
     parser.add_argument(
         "--makespan-latency-s", type=float, help="the fake upstream's latency per image (0.5)"
     )
@@ -107,6 +109,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, C
         "sustained_s": args.sustained_s,
         "sustained_concurrency": args.sustained_concurrency,
         "sustained_runs": args.sustained_runs,
+        "held_rate": args.held_rate,
+        "held_s": args.held_s,
         "makespan_latency_s": args.makespan_latency_s,
         "makespan_concurrencies": args.makespan_concurrency,
         "adaptive_phase_s": args.adaptive_phase_s,

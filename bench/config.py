@@ -30,6 +30,10 @@ class Config:
     sustained_s: float = 60.0
     sustained_concurrency: int | None = None  # default: the fastest found by `throughput`
     sustained_runs: int = 3  # the figure is the median run's
+    held_rate: int = 5_000  # jobs/s the producer enqueues in `held_snapshot`
+    held_before_s: float = 15.0  # seconds before the snapshot is taken
+    held_s: float = 120.0  # seconds the snapshot is held
+    held_after_s: float = 30.0  # seconds after it is released
     makespan_shots: int = 30  # shots of the one storyboard project
     makespan_cap: int = 3  # STORYBOARD_CONCURRENCY: most shots of the project generating at once
     makespan_latency_s: float = 0.5  # seconds the fake upstream takes per image
@@ -58,6 +62,7 @@ class Config:
             claim_samples=50,
             sustained_s=12.0,
             sustained_runs=1,
+            held_s=20.0,
             adaptive_phase_s=5.0,
             fairness_big_shots=60,
             rss_jobs=10_000,

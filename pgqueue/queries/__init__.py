@@ -20,6 +20,7 @@ here (callers say `queries.CLAIM_JOBS`):
 
     enqueueing    enqueue (plain, or notifying inside a caller's transaction), duplicates, NOTIFY
     claims        claim, the claim fused with completions, the next due time
+    marks         the claim marks: where claims start, moved past the jobs claimed
     outcomes      an attempt's end: complete, fail, throttle, cancel, release
     leases        held jobs: renew, progress, the handler's transaction
     admin         get, cancel, list, retry, pause and resume, queue stats and overview
@@ -104,6 +105,7 @@ from pgqueue.queries.leases import (
 )
 from pgqueue.queries.live import JOB_STATES, KIND_DURATIONS
 from pgqueue.queries.maintenance import (
+    DEAD_JOBS_LEFT,
     FOLD_FINISHED_COUNTS,
     LOCK_IDLE_CONCURRENCY_SLOTS,
     PURGE_FINISHED,
@@ -113,6 +115,10 @@ from pgqueue.queries.maintenance import (
     SELECT_EXPIRED_LEASES,
     TRY_REAPER_LOCK,
     VACUUM_QUEUE_TABLES,
+)
+from pgqueue.queries.marks import (
+    ADVANCE_CLAIM_MARKS,
+    LOCK_CLAIM_MARKS,
 )
 from pgqueue.queries.metrics import (
     FINISHED_BETWEEN,
@@ -163,6 +169,7 @@ from pgqueue.queries.workers import (
 )
 
 __all__ = [
+    "ADVANCE_CLAIM_MARKS",
     "ADVANCE_SCHEDULE",
     "BEAT_WORKER",
     "CANCEL_HELD_JOB",
@@ -179,6 +186,7 @@ __all__ = [
     "COUNT_RETRYABLE",
     "COUNT_WAITING",
     "DATABASE_NOW",
+    "DEAD_JOBS_LEFT",
     "ENQUEUE_JOBS",
     "ENQUEUE_JOBS_NOTIFY",
     "EXPLAIN_WAITS",
@@ -203,6 +211,7 @@ __all__ = [
     "LIST_RATE_LIMITS",
     "LIST_SCHEDULES",
     "LIST_WORKERS",
+    "LOCK_CLAIM_MARKS",
     "LOCK_HELD_JOB",
     "LOCK_IDLE_CONCURRENCY_SLOTS",
     "MARK_SCHEDULES_SEEN",

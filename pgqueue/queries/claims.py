@@ -4,7 +4,11 @@ from __future__ import annotations
 
 # -- claim_jobs: take up to $2 runnable jobs of the queues $1 whose kinds $5 this worker has
 # -- handlers for, in priority, run_at, id order. The lateral subquery scans jobs_claim_idx once
-# -- per queue, skipping rows other workers hold and keys already at their limit. The slots CTE
+# -- per queue and priority, from that priority's claim mark (schema v15: no runnable job lies
+# -- before it, and the entries a held snapshot keeps dead do), skipping rows other workers
+# -- hold and keys already at their limit. The marks are read in priority order (their primary
+# -- key) and the nested loop keeps it, so the outer LIMIT stops at the first priorities that
+# -- fill it; chosen orders the candidates exactly. The slots CTE
 # -- then locks the concurrency rows of the candidates' keys: FOR NO KEY UPDATE waits for a
 # -- concurrent claimer and returns the count it committed, so the final check below is exact
 # -- across workers (and, unlike FOR UPDATE, it does not wait for an enqueue, whose trigger
@@ -54,28 +58,36 @@ WITH candidates AS MATERIALIZED (
     SELECT c.*
     FROM unnest($1::text[]) AS q(name)
     CROSS JOIN LATERAL (
-        SELECT j.id, j.priority, j.run_at, j.concurrency_key, j.concurrency_limit,
-               j.rate_limit_key, j.budget_keys, j.cost
-        FROM pgqueue.jobs AS j
-        WHERE j.state = 'queued' AND j.queue = q.name AND j.run_at <= now()
-          AND j.kind = ANY ($5::text[])
-          AND (j.concurrency_key IS NULL OR NOT EXISTS (
-                SELECT 1 FROM pgqueue.concurrency_slots AS s
-                WHERE s.key = j.concurrency_key AND s.running >= j.concurrency_limit))
-          AND (j.rate_limit_key IS NULL OR NOT EXISTS (
-                SELECT 1 FROM pgqueue.rate_limits AS r
-                WHERE r.key = j.rate_limit_key
-                  AND (r.next_start_at > now() OR r.paused_until > now()
-                       OR r.breaker_until > now())))
-          AND (j.budget_keys IS NULL OR NOT EXISTS (
-                SELECT 1 FROM pgqueue.budgets AS b
-                WHERE b.key = ANY (j.budget_keys)
-                  AND b.reserved + j.cost
-                      + CASE WHEN b.window_start = pgqueue.budget_window(b.period_s, now())
-                             THEN b.spent ELSE 0 END > b.amount))
-        ORDER BY j.priority, j.run_at, j.id
+        SELECT j.*
+        FROM pgqueue.claim_marks AS m
+        CROSS JOIN LATERAL (
+            SELECT j.id, j.priority, j.run_at, j.concurrency_key, j.concurrency_limit,
+                   j.rate_limit_key, j.budget_keys, j.cost
+            FROM pgqueue.jobs AS j
+            WHERE j.state = 'queued' AND j.queue = m.queue AND j.priority = m.priority
+              AND (j.run_at, j.id) >= (m.run_at, m.id) AND j.run_at <= now()
+              AND j.kind = ANY ($5::text[])
+              AND (j.concurrency_key IS NULL OR NOT EXISTS (
+                    SELECT 1 FROM pgqueue.concurrency_slots AS s
+                    WHERE s.key = j.concurrency_key AND s.running >= j.concurrency_limit))
+              AND (j.rate_limit_key IS NULL OR NOT EXISTS (
+                    SELECT 1 FROM pgqueue.rate_limits AS r
+                    WHERE r.key = j.rate_limit_key
+                      AND (r.next_start_at > now() OR r.paused_until > now()
+                           OR r.breaker_until > now())))
+              AND (j.budget_keys IS NULL OR NOT EXISTS (
+                    SELECT 1 FROM pgqueue.budgets AS b
+                    WHERE b.key = ANY (j.budget_keys)
+                      AND b.reserved + j.cost
+                          + CASE WHEN b.window_start = pgqueue.budget_window(b.period_s, now())
+                                 THEN b.spent ELSE 0 END > b.amount))
+            ORDER BY j.run_at, j.id
+            LIMIT $2
+            FOR UPDATE OF j SKIP LOCKED
+        ) AS j
+        WHERE m.queue = q.name
+        ORDER BY m.priority
         LIMIT $2
-        FOR UPDATE OF j SKIP LOCKED
     ) AS c
     WHERE NOT EXISTS (SELECT 1 FROM pgqueue.paused_queues AS p WHERE p.queue = q.name)
 ), slots AS (
@@ -188,30 +200,38 @@ WITH completed AS (
     SELECT c.*
     FROM unnest($3::text[]) AS q(name)
     CROSS JOIN LATERAL (
-        SELECT j.id, j.priority, j.run_at, j.concurrency_key, j.concurrency_limit,
-               j.rate_limit_key, j.budget_keys, j.cost
-        FROM pgqueue.jobs AS j
-        WHERE j.state = 'queued' AND j.queue = q.name AND j.run_at <= now()
-          AND j.kind = ANY ($7::text[])
-          AND (j.concurrency_key IS NULL OR NOT EXISTS (
-                SELECT 1 FROM pgqueue.concurrency_slots AS s
-                WHERE s.key = j.concurrency_key
-                  AND s.running - coalesce((SELECT f.n FROM freed AS f WHERE f.key = s.key), 0)
-                      >= j.concurrency_limit))
-          AND (j.rate_limit_key IS NULL OR NOT EXISTS (
-                SELECT 1 FROM pgqueue.rate_limits AS r
-                WHERE r.key = j.rate_limit_key
-                  AND (r.next_start_at > now() OR r.paused_until > now()
-                       OR r.breaker_until > now())))
-          AND (j.budget_keys IS NULL OR NOT EXISTS (
-                SELECT 1 FROM pgqueue.budgets AS b
-                WHERE b.key = ANY (j.budget_keys)
-                  AND b.reserved + j.cost
-                      + CASE WHEN b.window_start = pgqueue.budget_window(b.period_s, now())
-                             THEN b.spent ELSE 0 END > b.amount))
-        ORDER BY j.priority, j.run_at, j.id
+        SELECT j.*
+        FROM pgqueue.claim_marks AS m
+        CROSS JOIN LATERAL (
+            SELECT j.id, j.priority, j.run_at, j.concurrency_key, j.concurrency_limit,
+                   j.rate_limit_key, j.budget_keys, j.cost
+            FROM pgqueue.jobs AS j
+            WHERE j.state = 'queued' AND j.queue = m.queue AND j.priority = m.priority
+              AND (j.run_at, j.id) >= (m.run_at, m.id) AND j.run_at <= now()
+              AND j.kind = ANY ($7::text[])
+              AND (j.concurrency_key IS NULL OR NOT EXISTS (
+                    SELECT 1 FROM pgqueue.concurrency_slots AS s
+                    WHERE s.key = j.concurrency_key
+                      AND s.running - coalesce((SELECT f.n FROM freed AS f WHERE f.key = s.key), 0)
+                          >= j.concurrency_limit))
+              AND (j.rate_limit_key IS NULL OR NOT EXISTS (
+                    SELECT 1 FROM pgqueue.rate_limits AS r
+                    WHERE r.key = j.rate_limit_key
+                      AND (r.next_start_at > now() OR r.paused_until > now()
+                           OR r.breaker_until > now())))
+              AND (j.budget_keys IS NULL OR NOT EXISTS (
+                    SELECT 1 FROM pgqueue.budgets AS b
+                    WHERE b.key = ANY (j.budget_keys)
+                      AND b.reserved + j.cost
+                          + CASE WHEN b.window_start = pgqueue.budget_window(b.period_s, now())
+                                 THEN b.spent ELSE 0 END > b.amount))
+            ORDER BY j.run_at, j.id
+            LIMIT $4
+            FOR UPDATE OF j SKIP LOCKED
+        ) AS j
+        WHERE m.queue = q.name
+        ORDER BY m.priority
         LIMIT $4
-        FOR UPDATE OF j SKIP LOCKED
     ) AS c
     WHERE NOT EXISTS (SELECT 1 FROM pgqueue.paused_queues AS p WHERE p.queue = q.name)
 ), slots AS (

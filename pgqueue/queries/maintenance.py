@@ -121,5 +121,12 @@ WHERE key = ANY (ARRAY(
 # -- vacuum_queue_tables: what a busy worker runs between autovacuum's visits (outside any
 # -- transaction; skips tables another VACUUM holds)
 VACUUM_QUEUE_TABLES = """
-VACUUM (SKIP_LOCKED) pgqueue.jobs, pgqueue.concurrency_slots, pgqueue.finished_counts
+VACUUM (SKIP_LOCKED) pgqueue.jobs, pgqueue.concurrency_slots, pgqueue.finished_counts,
+    pgqueue.claim_marks
+"""
+
+# -- dead_jobs_left: the dead row versions of pgqueue.jobs as the last VACUUM left them (those
+# -- some snapshot may still see; NULL without statistics)
+DEAD_JOBS_LEFT = """
+SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = 'pgqueue.jobs'::regclass
 """

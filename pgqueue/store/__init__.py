@@ -59,6 +59,7 @@ from pgqueue.store.bulk import (
 from pgqueue.store.checkpoints import CheckpointRead, read_checkpoint, save_checkpoint
 from pgqueue.store.claims import (
     ClaimRequest,
+    advance_claim_marks,
     claim,
     complete_and_claim,
     seconds_until_due,
@@ -156,6 +157,7 @@ __all__ = [
     "ScheduleTick",
     "Success",
     "WorkerBeat",
+    "advance_claim_marks",
     "beat_worker",
     "cancel_held",
     "cancel_job",

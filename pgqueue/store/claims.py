@@ -7,7 +7,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from pgqueue import models, queries
-from pgqueue.store._common import Executor, _jobs
+from pgqueue.store._common import Executor, _connection, _jobs
 from pgqueue.store.outcomes import Success, _success_fields
 
 
@@ -81,3 +81,26 @@ async def seconds_until_key_allows(
     allows a start again; None if no key holds any back."""
     value = await db.fetchval(queries.SECONDS_UNTIL_KEY_ALLOWS, list(queues), list(kinds))
     return None if value is None else float(value)
+
+
+async def advance_claim_marks(
+    db: Executor, queues: Sequence[str], *, every_s: float, from_front: bool = False
+) -> int:
+    """Move the claim marks of these queues forward (schema v15); returns how many moved.
+
+    A mark moves at most once per `every_s`, and only past jobs no transaction can still put
+    before it (see ADVANCE_CLAIM_MARKS). The locks come first, in their own statement, so the
+    advance's snapshot sees every enqueue that held them. `from_front` searches from the
+    index's front instead of from the mark: a check that no job was left behind.
+    """
+    async with _connection(db) as conn, conn.transaction():
+        locked = await conn.fetch(queries.LOCK_CLAIM_MARKS, list(queues), every_s)
+        if not locked:
+            return 0
+        await conn.execute(
+            queries.ADVANCE_CLAIM_MARKS,
+            [row["queue"] for row in locked],
+            [row["priority"] for row in locked],
+            from_front,
+        )
+    return len(locked)

@@ -82,7 +82,14 @@ async def purge_idle_rate_limits(db: Executor, *, batch_size: int = PURGE_BATCH)
     return int(status.split()[-1])
 
 
-async def vacuum(db: Executor) -> None:
-    """VACUUM the queue's tables (outside any transaction; skips tables being vacuumed)."""
+async def vacuum(db: Executor) -> int | None:
+    """VACUUM the queue's tables (outside any transaction; skips tables being vacuumed).
+
+    Returns the dead row versions of pgqueue.jobs the VACUUM had to leave (some snapshot may
+    still see them), or None when the server keeps no statistics of it.
+    """
     # A role that does not own the tables gets a warning from the server, not an error.
-    await db.execute(queries.VACUUM_QUEUE_TABLES)
+    async with _connection(db) as conn:
+        await conn.execute(queries.VACUUM_QUEUE_TABLES)
+        left = await conn.fetchval(queries.DEAD_JOBS_LEFT)
+    return None if left is None else int(left)

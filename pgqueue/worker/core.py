@@ -4,6 +4,7 @@ listener ──wake──▶ producer ──claims──▶ runner (a task per j
                       ▲                                                         │
                       └──────────── freed slots (or the hand-off's claims) ─────┘
 heartbeat: renews every held lease       maintenance: reaper, retention, backlog, vacuum
+claim marks: move where claims start past the jobs claimed (pgqueue.worker.marks)
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pgqueue.worker.heartbeat import Heartbeat
 from pgqueue.worker.held import Phase, RunningJob, StopReason
 from pgqueue.worker.listener import Listener
 from pgqueue.worker.maintenance import Maintenance
+from pgqueue.worker.marks import MarkAdvancer
 from pgqueue.worker.outcomes import Outcomes
 from pgqueue.worker.producer import ClaimTemplate, Producer
 from pgqueue.worker.runner import JobRunner
@@ -219,6 +221,9 @@ class Worker:
                     asyncio.create_task(completer.run(), name="pgqueue-completer"),
                     asyncio.create_task(heartbeat.run(), name="pgqueue-heartbeat"),
                     asyncio.create_task(maintenance.run(), name="pgqueue-maintenance"),
+                    asyncio.create_task(
+                        MarkAdvancer(pool, config.queues).run(), name="pgqueue-claim-marks"
+                    ),
                 ]
                 if self._ends_at is not None:
                     side_tasks.append(

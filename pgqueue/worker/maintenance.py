@@ -37,6 +37,8 @@ REAP_BATCH = 500  # expired leases handled per transaction
 BACKLOG_CHECK_INTERVAL_S = 10.0
 BACKLOG_WARN_EVERY_S = 60.0
 VACUUM_CHECK_INTERVAL_S = 2.0
+VACUUM_BACKOFF_MAX = 32  # a futile VACUUM waits at most this many times the usual jobs
+VACUUM_FUTILE_FACTOR = 4  # dead versions left, in vacuum_every_jobs, that make one futile
 ERROR_DELAY_S = 1.0  # seconds a failed chore waits before its next try
 
 
@@ -77,6 +79,7 @@ class Maintenance:
         self._jobs_done = jobs_done
         self._presence = presence
         self._vacuumed_at_jobs = 0
+        self._vacuum_every_jobs = config.vacuum_every_jobs
         self._last_backlog_warning = float("-inf")
         self._chores = [
             _Chore("reaper", config.reap_every_s, self.reap_once),
@@ -203,15 +206,29 @@ class Maintenance:
             )
 
     async def vacuum_if_busy(self) -> None:
-        """VACUUM the queue's tables once this worker finished enough jobs since the last."""
+        """VACUUM the queue's tables once this worker finished enough jobs since the last.
+
+        A VACUUM that had to leave several times more dead row versions than the jobs run
+        between two of them (VACUUM_FUTILE_FACTOR: a long transaction holds the horizon, so it
+        could remove nothing; fewer are those that died while it ran) doubles the jobs to the
+        next one, up to VACUUM_BACKOFF_MAX times: each such VACUUM reads again the whole region
+        the snapshot pins and removes nothing. One that removes them resets it.
+        """
         done = self._jobs_done()
-        if done - self._vacuumed_at_jobs < self._config.vacuum_every_jobs:
+        if done - self._vacuumed_at_jobs < self._vacuum_every_jobs:
             return
         self._vacuumed_at_jobs = done
         started = time.monotonic()
-        await store.vacuum(self._db)
+        left = await store.vacuum(self._db)
+        base = self._config.vacuum_every_jobs
+        if left is not None and left > VACUUM_FUTILE_FACTOR * base:
+            self._vacuum_every_jobs = min(2 * self._vacuum_every_jobs, VACUUM_BACKOFF_MAX * base)
+        else:
+            self._vacuum_every_jobs = base
         logger.info(
-            "vacuumed the queue's tables in %.2fs",
+            "vacuumed the queue's tables in %.2fs (%s dead row versions left; next after %d jobs)",
             time.monotonic() - started,
+            left,
+            self._vacuum_every_jobs,
             extra={"action": "vacuum"},
         )

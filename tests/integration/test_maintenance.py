@@ -8,6 +8,9 @@ import asyncpg
 
 from pgqueue import JobContext, JobSpec, Queue, Registry, RetryLater, queries, store
 from pgqueue.models import QueueStats
+from pgqueue.worker.config import WorkerConfig
+from pgqueue.worker.events import Hooks
+from pgqueue.worker.maintenance import Maintenance
 from tests.integration.conftest import WorkerFactory
 from tests.support.wait import wait_for
 
@@ -180,3 +183,46 @@ async def test_retention_deletes_the_rows_nothing_else_deletes(
     assert sorted(s["name"] for s in await queue.schedules()) == ["live", "resting"]
     assert await store.read_session(pool, b"c" * 32) == b"sealed"
     assert await pool.fetchval("SELECT count(*) FROM pgqueue.dashboard_sessions") == 1
+
+
+async def test_a_vacuum_that_removes_nothing_backs_off_until_one_does(
+    queue: Queue, pool: asyncpg.Pool, db_url: str
+) -> None:
+    # While a snapshot is held, the dead versions the claims leave stay: a VACUUM removes
+    # nothing and reads them all again. The worker waits twice as many jobs before the next.
+    done = 0
+    maintenance = Maintenance(
+        pool,
+        WorkerConfig(vacuum_every_jobs=10),
+        Hooks(),
+        on_requeued=lambda: None,
+        jobs_done=lambda: done,
+    )
+    jobs = await queue.enqueue_many([JobSpec(kind="k")] * 100)
+    holder = await asyncpg.connect(db_url)
+    try:
+        async with holder.transaction(isolation="repeatable_read", readonly=True):
+            await holder.fetchval("SELECT count(*) FROM pgqueue.jobs")
+            await pool.execute(
+                "UPDATE pgqueue.jobs SET priority = 1 WHERE id = ANY ($1::bigint[])",
+                [job.id for job in jobs],
+            )
+            done = 10
+            await maintenance.vacuum_if_busy()
+            done = 29  # 19 since: not due any more
+            await maintenance.vacuum_if_busy()
+            assert await _vacuum_count(pool) == 1
+        done = 30
+        await maintenance.vacuum_if_busy()  # the snapshot is gone: this one removes them
+        done = 40
+        await maintenance.vacuum_if_busy()  # and the usual interval is back
+        assert await _vacuum_count(pool) == 3
+    finally:
+        await holder.close()
+
+
+async def _vacuum_count(pool: asyncpg.Pool) -> int:
+    count: int = await pool.fetchval(
+        "SELECT vacuum_count FROM pg_stat_user_tables WHERE relid = 'pgqueue.jobs'::regclass"
+    )
+    return count
