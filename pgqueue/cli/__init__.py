@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import select
 import sys
 from collections.abc import Sequence
 
@@ -85,6 +86,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CommandError as exc:
         print(exc, file=sys.stderr)
         return exc.status
+    except BrokenPipeError as exc:
+        if not _stdout_reader_gone():  # the database's socket, say: an error like any other
+            print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return Exit.REFUSED
+        # The reader went away (`python -m pgqueue jobs | head`): what it wanted was written.
+        # Quiet, as Unix tools are; stdout goes to /dev/null so that the interpreter's final
+        # flush does not fail on the closed pipe again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return Exit.OK
     except (
         OSError,
         asyncpg.PostgresError,
@@ -100,3 +111,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return Exit.REFUSED
     except KeyboardInterrupt:
         return Exit.OK
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reading end is closed (poll reports an error on it)."""
+    if not hasattr(select, "poll"):
+        return True  # no poll (Windows): take the broken pipe to be stdout's, the usual case
+    poller = select.poll()
+    poller.register(sys.stdout.fileno(), select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))

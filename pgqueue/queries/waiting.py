@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 # -- explain_waits: for each job of ids $1 that exists, its state, what it was charged
-# -- (`spent`), why it has not started yet (`reason`, NULL unless queued), when its next
+# -- (`spent`), what its running attempt will be charged when it ends (`charging`: what the
+# -- handler reported, else the job's cost, as charge_attempt() records it; NULL unless
+# -- running), why it has not started yet (`reason`, NULL unless queued), when its next
 # -- attempt may start (`next_attempt_at`, NULL when nothing says) and an estimate of the
 # -- seconds until it is done (`done_in_s`).
 # --
@@ -37,7 +39,7 @@ EXPLAIN_WAITS = """
 WITH asked AS (
     SELECT j.id, j.queue, j.state, j.priority, j.run_at, j.attempts, j.started_at,
            j.concurrency_key, j.concurrency_limit, j.rate_limit_key, j.budget_keys, j.cost,
-           j.spent,
+           j.spent, j.attempt_cost,
            -- Delayed: its run_at is ahead. A fair turn's run_at is a few microseconds ahead
            -- at most (schema v8), which is no delay a person would be told of.
            j.run_at > now() + CASE WHEN j.fairness_key IS NULL THEN interval '0'
@@ -95,7 +97,9 @@ queue_state AS (
            ) AS rate
     FROM queues AS q
 )
-SELECT a.id, a.state::text AS state, a.spent, w.reason, w.next_attempt_at,
+SELECT a.id, a.state::text AS state, a.spent,
+       CASE WHEN a.state = 'running' THEN coalesce(a.attempt_cost, a.cost) END AS charging,
+       w.reason, w.next_attempt_at,
        CASE
            WHEN a.state NOT IN ('queued', 'running') THEN 0
            WHEN qs.rate IS NULL OR qs.rate <= 0 THEN NULL

@@ -103,8 +103,18 @@
 
   // -- the project form ---------------------------------------------------------------------
 
+  let rowsAdded = 0;
+
   function addRow(kind, values) {
     const row = $(kind + "-row").content.firstElementChild.cloneNode(true);
+    // Each label names its field (screen readers, a click on the label focuses the field):
+    // the template cannot carry ids, since every row is a copy of it.
+    rowsAdded += 1;
+    for (const field of row.querySelectorAll(".field")) {
+      const input = field.querySelector("[data-part]");
+      input.id = kind + "-" + rowsAdded + "-" + input.dataset.part;
+      field.querySelector("label").htmlFor = input.id;
+    }
     for (const [part, value] of Object.entries(values || {})) {
       row.querySelector('[data-part="' + part + '"]').value = value;
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -111,6 +112,23 @@ async def _check_second_terminal(run: Process, workdir: Path, url: str) -> None:
     assert psql.returncode == 0 and re.search(r"^\s*2$", psql.stdout, re.M), psql.stderr
 
 
+async def test_a_port_in_use_is_named_with_the_way_out(
+    db_url: str, tmp_path: Path, processes: Processes
+) -> None:
+    port = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        run = processes.service(
+            "run", env=_env(port, tmp_path / "media", DATABASE_URL=db_url), cwd=tmp_path
+        )
+        await run.exited(20, expect=1)
+    output = run.output()
+    assert f"127.0.0.1:{port} is already in use" in output
+    assert f"PORT={port + 1} make run" in output
+    assert not CHILD.search(output)  # nothing was started
+
+
 def test_the_database_url_command_says_what_to_do_without_a_server(tmp_path: Path) -> None:
     bare = {k: v for k, v in settings.child_env().items() if k != "DATABASE_URL"}
     done = completed([*PYTHON, "-m", "service", "database-url"], env=bare, cwd=tmp_path)
@@ -137,6 +155,7 @@ async def test_run_on_embedded_postgres_stops_it_too(workdir: Path, processes: P
     assert (data_dir / "postmaster.pid").exists()
     output = await _stop_and_check(run)
     assert "stopping embedded Postgres" in output
+    assert f"the data stays in {data_dir}" in output
     assert not (data_dir / "postmaster.pid").exists()  # the server is down
 
     # Data survives a restart: the project of the first run is still there.

@@ -86,6 +86,10 @@ async def test_an_admin_retries_cancels_pauses_and_resumes(
         # Signed out, the dashboard asks for a token; an admin's opens it.
         await page.goto(f"{studio.url}/dashboard/")
         await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+        # An inline icon: no /favicon.ico request, which would 404 beside the dashboard.
+        await expect(page.locator('link[rel="icon"]')).to_have_attribute(
+            "href", re.compile(r"^data:image/svg\+xml,")
+        )
         await page.locator("#token").fill(admin["Authorization"].removeprefix("Bearer "))
         await page.get_by_role("button", name="Sign in").click()
         queue_row = page.locator('#queues tr[data-queue="default"]')

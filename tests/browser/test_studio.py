@@ -405,3 +405,31 @@ async def test_the_offline_renderer_regenerates_a_new_picture_and_all_of_them(
         await expect(_card(page, shot).locator(".frame-note")).to_be_empty()
     await expect(page.locator("#generate")).to_have_text("Regenerate all")
     await expect(page.locator("#generate")).to_be_enabled()
+
+
+async def test_the_form_fields_are_named_by_their_labels_and_the_page_loads_cleanly(
+    start_studio: StartStudio, page: Page
+) -> None:
+    studio = await start_studio()
+    failed: list[str] = []
+    page.on("console", lambda message: message.type == "error" and failed.append(message.text))
+    await page.goto(f"{studio.url}/#token={studio.token}")
+    await page.get_by_role("button", name="New project").click()
+    await page.get_by_role("button", name="Add shot").click()
+
+    # A row's fields are reached by their labels, as a screen reader names them.
+    second = page.locator("#shots .row").nth(1)
+    await second.get_by_label("Description").fill("Ann lights a cigarette")
+    await second.get_by_label("Characters (comma separated)").fill("Ann")
+    await expect(second.locator('[data-part="description"]')).to_have_value(
+        "Ann lights a cigarette"
+    )
+    await expect(page.get_by_label("Description")).to_have_count(3)  # a character, two shots
+    await page.locator("#characters .row").get_by_text("Name", exact=True).click()
+    await expect(page.locator('#characters [data-part="name"]')).to_be_focused()
+
+    # The icon is inline: the browser asks for no /favicon.ico, so nothing fails to load.
+    icon = await page.locator('link[rel="icon"]').get_attribute("href")
+    assert icon is not None and icon.startswith("data:image/svg+xml,")
+    await page.wait_for_load_state("networkidle")
+    assert not failed, failed

@@ -3,12 +3,17 @@ database, bad arguments. One line on stderr each, no traceback, the documented e
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import asyncpg
 import pytest
 
 from pgqueue import schema
 from tests.cli.conftest import run_cli
 from tests.support import db
+from tests.support.settings import child_env
 
 # Every command that reads or changes pgqueue's data, with valid arguments.
 COMMANDS = [
@@ -103,3 +108,23 @@ def test_bad_arguments_exit_2_before_connecting(command: tuple[str, ...]) -> Non
     done = run_cli("postgresql://nobody@127.0.0.1:1/none", *command)
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr and "usage:" in done.stderr
+
+
+@pytest.mark.parametrize("command", [("jobs",), ("jobs", "--json"), ("show", "1"), ("queues",)])
+async def test_a_reader_that_goes_away_ends_the_command_quietly(
+    db_url: str, pool: asyncpg.Pool, command: tuple[str, ...]
+) -> None:
+    # `python -m pgqueue jobs | head`: once head has what it wants and exits, the command's
+    # next write finds the pipe closed. Here the pipe is closed before the command starts.
+    await pool.execute("SELECT pgqueue.enqueue('k', '{}'::jsonb)")
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "pgqueue", *command],
+            env={**child_env(), "DATABASE_URL": db_url},
+            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert done.returncode == 0 and done.stderr == "", done.stderr

@@ -211,6 +211,21 @@ async def test_spent_is_what_the_attempts_were_charged(queue: Queue, pool: async
     await store.complete(pool, [store.Success(claimed.id, claimed.lease_token, "null")])
     wait = await _explain(queue, job.id)
     assert wait.state is JobState.SUCCEEDED and wait.spent == Decimal("2.5")
+    assert wait.charging is None
+
+
+async def test_charging_is_what_the_running_attempt_will_be_charged(
+    queue: Queue, pool: asyncpg.Pool
+) -> None:
+    job = await queue.enqueue("k")
+    await _cost(pool, job.id, "2.5", ["daily"])
+    await _set_budget(pool, "daily", amount="100", spent="0")
+    assert (await _explain(queue, job.id)).charging is None  # queued: no attempt runs
+    assert len(await store.claim(pool, _claim())) == 1
+    wait = await _explain(queue, job.id)
+    assert wait.charging == Decimal("2.5") and wait.spent is None
+    await pool.execute("UPDATE pgqueue.jobs SET attempt_cost = 1 WHERE id = $1", job.id)
+    assert (await _explain(queue, job.id)).charging == Decimal("1")  # what ctx.charge said
 
 
 @pytest.mark.parametrize("busy", [0, 2])

@@ -191,6 +191,32 @@ async def test_spent_sums_the_charges_and_a_done_project_has_no_eta_left(
     assert status["eta_s"] == 0
 
 
+async def test_a_shot_stored_before_its_job_completes_counts_its_charge(
+    client: httpx.AsyncClient, alice: dict[str, str], pool: asyncpg.Pool
+) -> None:
+    # The handler marks the shot `success` in its own transaction; pgqueue completes the job,
+    # and records its charge, just after (in a batch). A read in between - the stream's
+    # `done` is one - says what the same read says a moment later.
+    project_id = await _generate(client, alice, shots=1)
+    await pool.execute("UPDATE pgqueue.jobs SET cost = 0.04")
+    (claimed,) = await store.claim(pool, _claim(1))
+    await pool.execute(
+        "UPDATE storyboard.storyboards SET status = 'success', image_url = '/media/x.png'"
+        " WHERE job_id = $1",
+        claimed.id,
+    )
+    status = await _status(client, project_id, alice)
+    assert status["done"] and status["spent"] == pytest.approx(0.04)
+
+    # An attempt that reported it bought nothing (a checkpoint's image) is charged that.
+    await pool.execute("UPDATE pgqueue.jobs SET attempt_cost = 0 WHERE id = $1", claimed.id)
+    assert (await _status(client, project_id, alice))["spent"] == 0
+
+    assert claimed.lease_token is not None
+    await store.complete(pool, [store.Success(claimed.id, claimed.lease_token, "null")])
+    assert (await _status(client, project_id, alice))["spent"] == 0
+
+
 async def test_the_openapi_document_describes_the_new_fields(client: httpx.AsyncClient) -> None:
     document = (await client.get("/openapi.json")).json()
     components = document["components"]["schemas"]
