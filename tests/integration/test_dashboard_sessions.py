@@ -130,3 +130,25 @@ async def test_a_schedule_no_worker_has_any_more_shows_as_stale(
     assert page.count('data-part="stale"') == 1
     # By name: live, then removed with its mark.
     assert page.index("<td>live") < page.index("<td>removed") < page.index('data-part="stale"')
+
+
+async def test_a_schedule_that_never_fired_shows_no_last_tick(
+    client: httpx.AsyncClient, pool: asyncpg.Pool
+) -> None:
+    # A schedule's last_tick starts at the due time before it was registered (so that it does
+    # not fire at once): until it fires, that is no tick a person should read as one.
+    await pool.execute(
+        "INSERT INTO pgqueue.schedules (name, kind, queue, schedule, last_tick, next_tick)"
+        " VALUES ('hourly', 'k', 'default', '17 * * * *', now() - interval '40 min',"
+        " now() + interval '20 min')"
+    )
+    await _sign_in(client)
+    page = (await client.get("/dashboard/")).text
+    row = page[page.index("<td>hourly") :]
+    row = row[: row.index("</tr>")]
+    assert "40 min ago" not in row and row.count("none yet") == 2  # last tick, last job
+    job = await pool.fetchval("INSERT INTO pgqueue.jobs (kind) VALUES ('k') RETURNING id")
+    await pool.execute("UPDATE pgqueue.schedules SET last_job_id = $1", job)
+    page = (await client.get("/dashboard/")).text
+    row = page[page.index("<td>hourly") :]
+    assert "40 min ago" in row[: row.index("</tr>")]
