@@ -451,7 +451,9 @@ async def test_on_a_black_holed_database_heartbeats_and_stream_max_s_still_hold(
     max_s = 4.0
     target = urlsplit(settings.database_url or "")
     async with freezable_proxy(target.hostname or "127.0.0.1", target.port or 5432) as proxy:
-        proxied = target._replace(netloc=f"{target.username}@127.0.0.1:{proxy.port}").geturl()
+        # The user and password as given (the embedded server has a password), the proxy's port.
+        userinfo = target.netloc.rpartition("@")[0]
+        proxied = target._replace(netloc=f"{userinfo}@127.0.0.1:{proxy.port}").geturl()
         cut = settings.model_copy(update={"database_url": proxied, "stream_max_s": max_s})
         async with (
             serve(cut) as app,
