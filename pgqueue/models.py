@@ -7,8 +7,9 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import operator
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -81,16 +82,57 @@ class Job(NamedTuple):
     def from_record(cls, record: Mapping[str, Any], *, is_new: bool = True) -> Job:
         """Build a Job from an asyncpg record of `SELECT *` / `RETURNING *`."""
         values = [record[name] for name in _JOB_COLUMNS]
-        values[_STATE] = JobState(values[_STATE])
+        values[_STATE] = _STATES[values[_STATE]]
         for index in _JSON_COLUMNS:
             values[index] = _json(values[index])
         values.append(is_new)
         return cls._make(values)
 
+    @classmethod
+    def from_records(cls, records: Sequence[Any]) -> list[Job]:
+        """`from_record` of each of these records, which all have the same columns (one
+        statement's rows): the columns are found once, then read by position, in C."""
+        if not records:
+            return []
+        # By position only for asyncpg's records (a dict, say, is read by name).
+        read = None if isinstance(records[0], Mapping) else _reader(tuple(records[0].keys()))
+        if read is None:
+            return [cls.from_record(record) for record in records]
+        make = tuple.__new__
+        jobs = []
+        for record in records:
+            values = list(read(record))
+            values[_STATE] = _STATES[values[_STATE]]
+            for index in _JSON_COLUMNS:
+                value = values[index]
+                if value is not None:
+                    values[index] = _json(value)
+            values.append(True)
+            jobs.append(make(cls, values))
+        return jobs
+
 
 _JOB_COLUMNS = Job._fields[:-1]  # all but is_new
 _STATE = _JOB_COLUMNS.index("state")
 _JSON_COLUMNS = tuple(_JOB_COLUMNS.index(name) for name in ("payload", "progress", "result"))
+# JobState(value) runs the enum's metaclass __call__; a dict lookup is a fifth of it.
+_STATES: dict[str, JobState] = {state.value: state for state in JobState}
+_readers: dict[tuple[str, ...], Callable[[Any], tuple[Any, ...]] | None] = {}
+
+
+def _reader(columns: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]] | None:
+    """Reads a record with these columns as the values of `_JOB_COLUMNS`, in their order (None
+    when one is missing). Cached: a statement's rows always have the same columns."""
+    try:
+        return _readers[columns]
+    except KeyError:
+        pass
+    reader = None
+    if set(_JOB_COLUMNS) <= set(columns):
+        reader = operator.itemgetter(*(columns.index(name) for name in _JOB_COLUMNS))
+    if len(_readers) < 64:
+        _readers[columns] = reader
+    return reader
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

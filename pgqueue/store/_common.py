@@ -25,7 +25,7 @@ async def _connection(db: Executor) -> AsyncIterator[asyncpg.Connection]:
 
 
 def _jobs(records: Iterable[asyncpg.Record]) -> list[models.Job]:
-    return [models.Job.from_record(record) for record in records]
+    return models.Job.from_records(records if isinstance(records, list) else list(records))
 
 
 def _job_or_none(record: asyncpg.Record | None) -> models.Job | None:

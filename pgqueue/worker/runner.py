@@ -51,58 +51,60 @@ class JobRunner:
 
     async def run(self, running: RunningJob) -> None:
         """Run one attempt to its end; never raises (outcomes are written, not thrown)."""
+        # One coroutine per job besides the handler's: a no-op job's own cost is mostly frames.
         started = time.monotonic()
         self.outcomes.ran += 1
         try:
-            await self._run(running, started)
+            job = running.job
+            # Guarded: building the log record's extras costs more than a no-op job's handler.
+            if logger.isEnabledFor(logging.INFO):
+                logger.info(
+                    "job %s started: kind=%s attempt=%d/%d",
+                    job.id,
+                    job.kind,
+                    job.attempts,
+                    job.max_attempts,
+                    extra={"action": "job_started", **attempt.log_fields(job)},
+                )
+            ending: attempt.Ending
+            try:
+                if self._hooks.wants("active"):
+                    await self._hooks.emit(events.Event("active", job.id, job=job))
+                spec = self._registry.get(job.kind)
+                if spec is not None and job.timeout_s is None:  # the common case, inline
+                    ending = attempt.Returned(await spec.handler(running.context))
+                else:
+                    ending = attempt.Returned(await self._call(running))
+            except asyncio.CancelledError:
+                # Only the worker cancels a handler's task, and it always says why first.
+                ending = attempt.Stopped(running.stop_reason or StopReason.SHUTDOWN)
+            except errors.JobCancelled:
+                ending = attempt.Stopped(StopReason.CANCEL_REQUESTED)
+            except Exception as exc:  # the job boundary: every failure becomes an outcome
+                ending = attempt.Raised(exc)
+            # Before any await: from here on the heartbeat leaves the job's handler alone, since
+            # its outcome is decided (a renewal that crosses the write reads as "lost").
+            running.phase = Phase.FINISHING
+            duration_s = time.monotonic() - started
+            if (
+                isinstance(ending, attempt.Returned)
+                and running.context.completed_in_transaction
+                and await self._completed_by_handler(running)
+            ):
+                ending = attempt.CompletedInTransaction(running.context.completed_result)
+            outcome = attempt.decide(job, ending, self._policy)
+            written = await self._completer.finish(running, outcome)
+            running.phase = Phase.DONE
+            end, line, event = attempt.report(
+                job, outcome, written, duration_s, logs=self._logs, wants=self._wants
+            )
+            self.outcomes.count(end)
+            if line is not None:
+                logger.log(line.level, line.message, *line.args, extra=line.extra)
+            if event is not None:
+                await self._hooks.emit(event)
         finally:
             self.outcomes.busy_s += time.monotonic() - started
-
-    async def _run(self, running: RunningJob, started: float) -> None:
-        job = running.job
-        # Guarded: building the log record's extras costs more than a no-op job's handler.
-        if logger.isEnabledFor(logging.INFO):
-            logger.info(
-                "job %s started: kind=%s attempt=%d/%d",
-                job.id,
-                job.kind,
-                job.attempts,
-                job.max_attempts,
-                extra={"action": "job_started", **attempt.log_fields(job)},
-            )
-        ending: attempt.Ending
-        try:
-            if self._hooks.wants("active"):
-                await self._hooks.emit(events.Event("active", job.id, job=job))
-            ending = attempt.Returned(await self._call(running))
-        except asyncio.CancelledError:
-            # Only the worker cancels a handler's task, and it always says why first.
-            ending = attempt.Stopped(running.stop_reason or StopReason.SHUTDOWN)
-        except errors.JobCancelled:
-            ending = attempt.Stopped(StopReason.CANCEL_REQUESTED)
-        except Exception as exc:  # the job boundary: every failure becomes an outcome
-            ending = attempt.Raised(exc)
-        # Before any await: from here on the heartbeat leaves the job's handler alone, since
-        # its outcome is decided (a renewal that crosses the write reads as "lost").
-        running.phase = Phase.FINISHING
-        duration_s = time.monotonic() - started
-        if (
-            isinstance(ending, attempt.Returned)
-            and running.context.completed_in_transaction
-            and await self._completed_by_handler(running)
-        ):
-            ending = attempt.CompletedInTransaction(running.context.completed_result)
-        outcome = attempt.decide(job, ending, self._policy)
-        written = await self._completer.finish(running, outcome)
-        running.phase = Phase.DONE
-        end, line, event = attempt.report(
-            job, outcome, written, duration_s, logs=self._logs, wants=self._wants
-        )
-        self.outcomes.count(end)
-        if line is not None:
-            logger.log(line.level, line.message, *line.args, extra=line.extra)
-        if event is not None:
-            await self._hooks.emit(event)
 
     async def _call(self, running: RunningJob) -> Any:
         job = running.job

@@ -260,8 +260,9 @@ async def test_flush_waits_for_every_outcome_handed_in(
 
 def test_a_big_worker_keeps_two_statements_in_flight() -> None:
     assert pipeline_for(3) == (1, 2000)
-    assert pipeline_for(31) == (1, 2000)
-    assert pipeline_for(32) == (2, 16)
+    assert pipeline_for(50) == (1, 2000)
+    assert pipeline_for(127) == (1, 2000)
+    assert pipeline_for(128) == (2, 64)
     assert pipeline_for(500) == (2, 250)
     assert pipeline_for(10_000) == (2, 2000)
 
