@@ -6,11 +6,8 @@ held across the commit's WAL flush, group commit included. Measured with pgbench
 inserting one row per transaction: 15,238 commits/s into a plain table, 5,397/s with a NOTIFY
 trigger; one caller of `enqueue` or fifty made almost no difference.
 
-So a statement grouping the enqueues of several callers (`store.enqueueing._Group`) commits
-without a notification, and then asks this module for one. A lone caller's statement carries
-its own NOTIFY instead: one round trip rather than two (measured, one caller on a pool: about
-1.6x the enqueues a second), and the lock it holds across its flush is waited for by nobody in
-its process, whose group runs one statement at a time. A NOTIFY sent on its own has no WAL to flush,
+So an enqueue in autocommit (or in a transaction pgqueue opened itself) commits without a
+notification, and then asks this module for one. A NOTIFY sent on its own has no WAL to flush,
 so the lock is held for microseconds, and callers that ask while one is in flight share the
 next one: however many callers enqueue at once, a process sends at most one NOTIFY at a time
 per database, one statement naming every queue that was asked for.

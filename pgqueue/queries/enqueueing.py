@@ -13,12 +13,11 @@ ENQUEUE_JOBS = """
 SELECT id, idempotency_key, run_at, created_at FROM pgqueue.enqueue_batch($1::jsonb, $2, $3)
 """
 
-# -- enqueue_jobs_notify: ENQUEUE_JOBS that also queues the notification of each queue that got
-# -- a job in its transaction; Postgres delivers it at commit (and drops it on a rollback). Used
-# -- inside a caller's own transaction, which pgqueue cannot see commit, and by one caller's
-# -- statement: one round trip instead of two. Such a commit takes the notification lock
-# -- (see pgqueue.notify); a statement grouping several callers uses ENQUEUE_JOBS and
-# -- NOTIFY_QUEUES after its commit instead.
+# -- enqueue_jobs_notify: ENQUEUE_JOBS inside a caller's own transaction, which pgqueue cannot see
+# -- commit: the notification of each queue that got a job is queued in that transaction, and
+# -- Postgres delivers it when the caller commits (and drops it on a rollback). Such a commit
+# -- takes the notification lock (see pgqueue.notify); enqueues outside a caller's transaction
+# -- use ENQUEUE_JOBS and NOTIFY_QUEUES after their commit instead.
 ENQUEUE_JOBS_NOTIFY = """
 WITH inserted AS (
     SELECT * FROM pgqueue.enqueue_batch($1::jsonb, $2, $3)

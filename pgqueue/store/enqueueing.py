@@ -29,9 +29,8 @@ async def enqueue(
       the NOTIFY of its queues, which Postgres sends when the caller commits;
     * on a pool: the call joins the other small enqueues of this process on the same pool
       (`_Group`): one statement and one commit for all that arrived while the previous one
-      ran; a lone request's statement carries its NOTIFY, a grouped one is followed by one
-      NOTIFY after its commit (`pgqueue.notify`);
-    * on a connection in autocommit: its own statement, carrying its NOTIFY.
+      ran, then one NOTIFY after that commit (`pgqueue.notify`);
+    * on a connection in autocommit: its own statement, then the NOTIFY after its commit.
 
     A batch with idempotency keys commits in a transaction of its own (pool, group), so that
     the read of the existing jobs sees what the insert skipped; on a bare connection in
@@ -43,13 +42,28 @@ async def enqueue(
     if isinstance(db, asyncpg.Pool) and len(specs) <= GROUP_MAX_SPECS:
         return await _group_for(db, default_queue, max_attempts).submit(specs, rows_json)
     keys = [spec.idempotency_key for spec in specs if spec.idempotency_key is not None]
-    args = (specs, rows_json, keys, default_queue, max_attempts, queries.ENQUEUE_JOBS_NOTIFY)
     async with _connection(db) as conn:
-        # One caller's statement: its NOTIFY rides in its own transaction (see `_Group`).
-        if keys and isinstance(db, asyncpg.Pool) and not conn.is_in_transaction():
+        if conn.is_in_transaction():
+            return await _enqueue(
+                conn,
+                specs,
+                rows_json,
+                keys,
+                default_queue,
+                max_attempts,
+                queries.ENQUEUE_JOBS_NOTIFY,
+            )
+        if keys and isinstance(db, asyncpg.Pool):
             async with conn.transaction():
-                return await _enqueue(conn, *args)
-        return await _enqueue(conn, *args)
+                jobs = await _enqueue(
+                    conn, specs, rows_json, keys, default_queue, max_attempts, queries.ENQUEUE_JOBS
+                )
+        else:
+            jobs = await _enqueue(
+                conn, specs, rows_json, keys, default_queue, max_attempts, queries.ENQUEUE_JOBS
+            )
+        await _notify_new(conn, jobs)
+        return jobs
 
 
 GROUP_MAX_SPECS = 100  # a larger enqueue_many is a batch already: it runs on its own
@@ -155,8 +169,7 @@ class _Group:
             return
         jobs = [job for part in results for job in part]
         try:
-            if split and len(batch) > 1:  # a statement alone carried its own NOTIFY
-                await _notify_new(conn, jobs)
+            await _notify_new(conn, jobs)
         finally:
             offset = 0
             for index, request in enumerate(batch):
@@ -177,17 +190,11 @@ class _Group:
             else "[" + ",".join(r.rows_json[1:-1] for r in batch if len(r.specs)) + "]"
         )
         keys = [spec.idempotency_key for spec in specs if spec.idempotency_key is not None]
-        # A lone request's NOTIFY rides in its statement: one round trip, what a single caller
-        # waits for (its commit then holds the notification lock across its WAL flush, which
-        # nobody else in this process waits for: the group runs one statement at a time). A
-        # grouped statement, a sign of load, commits without one and `_run` notifies after:
-        # notifying commits of several processes would otherwise flush one at a time.
-        statement = queries.ENQUEUE_JOBS_NOTIFY if len(batch) == 1 else queries.ENQUEUE_JOBS
-        args = (conn, specs, rows_json, keys, self._default_queue, self._max_attempts, statement)
+        args = (conn, specs, rows_json, keys, self._default_queue, self._max_attempts)
         if not keys:
-            return await _enqueue(*args)
+            return await _enqueue(*args, queries.ENQUEUE_JOBS)
         async with conn.transaction():
-            return await _enqueue(*args)
+            return await _enqueue(*args, queries.ENQUEUE_JOBS)
 
 
 # (id of the loop, id of the pool, default queue, max attempts) -> its group. The loop and the
