@@ -38,8 +38,20 @@ class Config:
     fairness_big_shots: int = 150  # the first user's queued shots in `fairness`
     rss_jobs: int = 100_000
     rss_concurrency: int = 3
-    peers: tuple[str, ...] = ("pgqueuer", "procrastinate", "dbos")
-    peer_jobs: int = 20_000  # no-op jobs per peer throughput run (procrastinate, dbos: a quarter)
+    peers: tuple[str, ...] = (
+        "pgqueuer",
+        "procrastinate",
+        "dbos",
+        "graphile-worker",
+        "pg-boss",
+        "bullmq",
+        "bullmq-postgres",
+    )
+    peer_jobs: int = 20_000  # no-op jobs per peer throughput run (some peers: a quarter)
+    peer_sweep: bool = True  # every setting of each peer; False: its documented fast one only
+    peer_rounds: int = 3  # interleaved rounds of ours and each peer at its fastest (medians)
+    peer_big_jobs: int = 100_000  # one more such round at this size; 0 skips it
+    peer_our_concurrency: int = 50  # ours in those rounds, unless `throughput` found better
     peer_upgrade: bool = False  # reinstall the peers' latest releases even when present
 
     @classmethod
@@ -61,4 +73,7 @@ class Config:
             fairness_big_shots=60,
             rss_jobs=10_000,
             peer_jobs=3_000,
+            peer_sweep=False,
+            peer_rounds=1,
+            peer_big_jobs=0,
         )

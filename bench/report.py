@@ -119,14 +119,19 @@ ROWS: tuple[tuple[str, str, str, str], ...] = (
     ("worker_rss_mb", "worker RSS, 100k queued", "MiB", "<= 80"),
 )
 
-# The figures compared with each peer: ours / theirs.
-PEER_KEYS: tuple[tuple[str, str], ...] = (
-    ("throughput_jobs_s", "no-op throughput, fastest (jobs/s)"),
-    ("throughput_c3_jobs_s", "no-op throughput, baseline setting (jobs/s)"),
-    ("batch_enqueue_jobs_s", "batch enqueue (jobs/s)"),
-    ("single_enqueue_c50_jobs_s", "enqueue, one per call, 50 at once (jobs/s)"),
-    ("latency_p50_ms", "latency p50 (ms)"),
-    ("latency_p99_ms", "latency p99 (ms)"),
+# The figures compared with each peer, ours / theirs: (their key, our key, label). Ours is the
+# peers scenario's own measurement (`peers_ours`, taken in rounds interleaved with theirs) when
+# there is one, else the figure of our scenario under that key.
+PEER_KEYS: tuple[tuple[str, str, str], ...] = (
+    ("throughput_jobs_s", "throughput_jobs_s", "no-op drain, fastest setting (jobs/s)"),
+    ("throughput_default_jobs_s", "throughput_c3_jobs_s", "no-op drain, its defaults (jobs/s)"),
+    ("throughput_100k_jobs_s", "throughput_100k_jobs_s", "no-op drain, big round (jobs/s)"),
+    ("batch_enqueue_jobs_s", "batch_enqueue_jobs_s", "batch enqueue (jobs/s)"),
+    ("single_enqueue_c50_jobs_s", "single_enqueue_c50_jobs_s", "enqueue, 50 at once (jobs/s)"),
+    ("latency_p50_ms", "latency_p50_ms", "pickup p50, fastest setting (ms)"),
+    ("latency_p99_ms", "latency_p99_ms", "pickup p99, fastest setting (ms)"),
+    ("latency_default_p50_ms", "latency_p50_ms", "pickup p50, its defaults (ms)"),
+    ("latency_default_p99_ms", "latency_p99_ms", "pickup p99, its defaults (ms)"),
 )
 
 
@@ -152,14 +157,32 @@ def table(results: dict[str, Any]) -> list[list[str]]:
     for key, label, unit, target in ROWS:
         if key in results:
             rows.append([label, _fmt(results[key]), unit, target])
+    ours_here = results.get("peers_ours", {})
+    if ours_here:
+        rows.append(
+            [
+                f"pgqueue in the peers' rounds (concurrency {ours_here.get('concurrency')})",
+                _fmt(ours_here.get("throughput_jobs_s")),
+                "jobs/s",
+                "",
+            ]
+        )
+        for key, label in (
+            ("throughput_c3_jobs_s", "  at its default concurrency 3"),
+            ("throughput_100k_jobs_s", f"  big round, {ours_here.get('big_jobs')} jobs"),
+            ("latency_p50_ms", "  pickup p50"),
+            ("latency_p99_ms", "  pickup p99"),
+        ):
+            if key in ours_here:
+                rows.append([label, _fmt(ours_here[key]), "ms" if "ms" in key else "jobs/s", ""])
     for name, peer in sorted(results.get("peers", {}).items()):
         if "error" in peer:
             rows.append([f"{name}: failed", peer["error"][:60], "", ""])
             continue
-        for key, label in PEER_KEYS:
+        for key, our_key, label in PEER_KEYS:
             if key not in peer:
                 continue
-            ours, theirs = results.get(key), peer[key]
+            ours, theirs = ours_here.get(our_key, results.get(our_key)), peer[key]
             ratio = f"ours/theirs {ours / theirs:.2f}" if ours and theirs else ""
             rows.append([f"{name} {peer.get('version', '')}: {label}", _fmt(theirs), ratio, ""])
     return rows
