@@ -23,6 +23,7 @@ class Config:
     pgbench_notify: bool = True  # also the NOTIFY-trigger ceiling (what notifying commits cost)
     latency_jobs: int = 200
     latency_interval_ms: float = 20.0
+    floor_rounds: int = 2  # floor and ours alternated this many times, samples pooled
     claim_history_rows: int = 1_000_000  # finished rows behind the claim; 0 skips that half
     claim_queued_rows: int = 10_000
     claim_samples: int = 300  # claims timed per table size
@@ -36,6 +37,8 @@ class Config:
     makespan_concurrencies: tuple[int, ...] = (3, 10)  # worker slots; the first is the headline
     adaptive_phase_s: float = 20.0  # seconds of each of the quota's three phases (8, 3, 12/s)
     fairness_big_shots: int = 150  # the first user's queued shots in `fairness`
+    crash_jobs: int = 10_000  # acknowledged enqueues before the kill -9
+    crash_callers: int = 10  # enqueueing at once (ours and BullMQ's alike)
     rss_jobs: int = 100_000
     rss_concurrency: int = 3
     peers: tuple[str, ...] = (
@@ -64,6 +67,7 @@ class Config:
             single_enqueue_jobs=500,
             pgbench_seconds=1.0,
             latency_jobs=50,
+            floor_rounds=1,
             claim_history_rows=100_000,
             claim_queued_rows=2_000,
             claim_samples=50,
@@ -72,6 +76,7 @@ class Config:
             adaptive_phase_s=5.0,
             fairness_big_shots=60,
             rss_jobs=10_000,
+            crash_jobs=2_000,
             peer_jobs=3_000,
             peer_sweep=False,
             peer_rounds=1,

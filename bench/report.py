@@ -29,6 +29,12 @@ ROWS: tuple[tuple[str, str, str, str], ...] = (
     ("latency_p50_ms", "enqueue-to-start latency p50 (idle worker)", "ms", "<= 2.5"),
     ("latency_p95_ms", "enqueue-to-start latency p95", "ms", ""),
     ("latency_p99_ms", "enqueue-to-start latency p99", "ms", "<= 6"),
+    ("floor_p50_ms", "raw notify-and-claim floor, pickup p50 (asyncpg, one claim)", "ms", ""),
+    ("floor_p99_ms", "  floor pickup p99", "ms", ""),
+    ("floor_ours_p50_ms", "  ours in the same run, pickup p50", "ms", ""),
+    ("floor_ours_p99_ms", "  ours in the same run, pickup p99", "ms", ""),
+    ("floor_ratio_p50", "  ratio ours / floor, p50", "x", "<= 1.2"),
+    ("floor_ratio_p99", "  ratio ours / floor, p99", "x", ""),
     ("claim_nothing_ms", "claim p50, empty table, nothing to claim", "ms", ""),
     ("claim_empty_ms", "claim p50, empty table but the claimed jobs", "ms", ""),
     ("claim_queued_only_ms", "claim p50, 10k queued", "ms", ""),
@@ -117,6 +123,11 @@ ROWS: tuple[tuple[str, str, str, str], ...] = (
     ),
     ("fairness_none_makespan_ratio", "  ratio makespan / ideal, STORYBOARD_FAIRNESS=none", "x", ""),
     ("worker_rss_mb", "worker RSS, 100k queued", "MiB", "<= 80"),
+    ("crash_pg_acknowledged", "crash test: acknowledged enqueues, private Postgres", "jobs", ""),
+    ("crash_pg_lost", "  lost after kill -9 of the postmaster (fsync on)", "jobs", "0"),
+    ("crash_bullmq_acknowledged", "  BullMQ: acknowledged adds, Redis AOF everysec", "jobs", ""),
+    ("crash_bullmq_lost", "  BullMQ: lost after kill -9 of redis-server", "jobs", ""),
+    ("crash_bullmq_error", "  BullMQ crash test not run", "", ""),
 )
 
 # The figures compared with each peer, ours / theirs: (their key, our key, label). Ours is the

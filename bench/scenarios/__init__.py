@@ -9,9 +9,11 @@ from bench.context import Context
 from bench.scenarios import (
     adaptive,
     claim,
+    crash,
     enqueue,
     fairness,
     fleet,
+    floor,
     latency,
     makespan,
     memory,
@@ -28,6 +30,7 @@ SCENARIOS: dict[str, Scenario] = {
     "throughput": throughput.run,
     "enqueue": enqueue.run,
     "latency": latency.run,
+    "floor": floor.run,
     "claim": claim.run,
     "sustained": sustained.run,
     "makespan": makespan.run,
@@ -37,4 +40,5 @@ SCENARIOS: dict[str, Scenario] = {
     "fairness": fairness.run,
     "memory": memory.run,
     "peers": peers.run,
+    "crash": crash.run,
 }

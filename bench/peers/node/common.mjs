@@ -7,6 +7,7 @@
 //   worker DSN SETTING [--drain] [--stamps FILE] [--max-seconds S]
 //                                         -> with --drain, last line {"jobs": n, "seconds": s}
 //   latency DSN JOBS INTERVAL_MS STAMPS   -> {"<seq>": wall clock just before the enqueue}
+//   (a runner may add commands of its own: `commands` below)
 //
 // SETTING is `default` (the peer's own defaults) or `key=value,...` (see each runner). The
 // packages come from bench/.peers/node (installed there by tools/bench-deps.sh), not from a
@@ -110,6 +111,8 @@ export async function main(peer) {
     if (flags.drain) console.log(JSON.stringify(figures));
   } else if (command === "latency") {
     await latency(peer, dsn, Number(rest[0]), Number(rest[1]), rest[2]);
+  } else if (peer.commands?.[command]) {
+    await peer.commands[command](dsn, ...rest);
   } else {
     throw new Error(`unknown command ${command}`);
   }

@@ -106,4 +106,25 @@ async function client(dsn) {
   };
 }
 
-await main({ install, enqueue, worker, client });
+// crash DSN JOBS CALLERS PID: `add` JOBS jobs one per call, CALLERS calls in flight, then
+// SIGKILL the Redis server (PID) the moment the last add is acknowledged: the crash test's
+// half on BullMQ. Prints {"acknowledged": n} (the bench counts what survives the restart).
+async function crash(dsn, jobs, callers, pid) {
+  const { Queue, connection } = backend(dsn);
+  const queue = new Queue(QUEUE, { connection });
+  await queue.waitUntilReady();
+  let next = 0;
+  let acknowledged = 0;
+  const caller = async () => {
+    while (next < Number(jobs)) {
+      next++;
+      await queue.add(NOOP, {});
+      acknowledged++;
+    }
+  };
+  await Promise.all(Array.from({ length: Number(callers) }, caller));
+  process.kill(Number(pid), "SIGKILL");
+  console.log(JSON.stringify({ acknowledged }));
+}
+
+await main({ install, enqueue, worker, client, commands: { crash } });
