@@ -95,8 +95,12 @@ test-embedded: $(STAMP) system-deps node-deps ## run the suite on the embedded s
 screenshots: $(STAMP) system-deps ## run the browser tests (studio, dashboard), keeping their screenshots in docs/screenshots/*.png
 	STUDIO_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q tests/browser/test_studio.py tests/browser/test_dashboard.py
 
+.PHONY: bench-deps
+bench-deps: ## install what the bench's peers need: redis-server (as root) and the Node peers (npm ci into bench/.peers/node)
+	@tools/bench-deps.sh
+
 .PHONY: bench
-bench: $(STAMP) ## run the benchmarks and print their figures
+bench: $(STAMP) bench-deps ## run the benchmarks and print their figures
 	$(BIN)/python -m bench
 
 .PHONY: lint

@@ -36,7 +36,6 @@ async def main(dsn: str, stamps_path: str) -> None:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     await conn.add_listener(CHANNEL, lambda *_: wake.set())
-    claim = await conn.prepare(CLAIM)
     print("ready", flush=True)
     with open(stamps_path, "a", buffering=1) as stamps:
         while not stop.is_set():
@@ -47,7 +46,7 @@ async def main(dsn: str, stamps_path: str) -> None:
             stopper.cancel()
             wake.clear()
             # Claim until empty: notifications that arrived meanwhile are covered by this loop.
-            while (job_id := await claim.fetchval()) is not None:
+            while (job_id := await conn.fetchval(CLAIM)) is not None:
                 stamps.write(f"{job_id} {time.time()}\n")
     await conn.close()
 
