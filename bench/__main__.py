@@ -85,6 +85,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, C
     parser.add_argument(
         "--adaptive-phase-s", type=float, help="seconds of each quota phase in adaptive (20)"
     )
+    parser.add_argument(
+        "--crash-jobs", type=_positive, help="acknowledged enqueues before the crash (10000)"
+    )
     parser.add_argument("--rss-jobs", type=int, help="queued jobs behind the RSS reading (100000)")
     parser.add_argument(
         "--peers",
@@ -115,6 +118,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, C
         "makespan_concurrencies": args.makespan_concurrency,
         "adaptive_phase_s": args.adaptive_phase_s,
         "rss_jobs": args.rss_jobs,
+        "crash_jobs": args.crash_jobs,
         "peer_jobs": args.peer_jobs,
         "peer_rounds": args.peer_rounds,
         "peer_big_jobs": args.peer_big_jobs,

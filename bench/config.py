@@ -55,6 +55,7 @@ class Config:
     peer_rounds: int = 3  # interleaved rounds of ours and each peer at its fastest (medians)
     peer_big_jobs: int = 100_000  # one more such round at this size; 0 skips it
     peer_our_concurrency: int = 50  # ours in those rounds, unless `throughput` found better
+    peer_max_seconds: float | None = None  # caps each peer's own drain time limit (see catalog)
     peer_upgrade: bool = False  # reinstall the peers' latest releases even when present
 
     @classmethod
@@ -81,4 +82,5 @@ class Config:
             peer_sweep=False,
             peer_rounds=1,
             peer_big_jobs=0,
+            peer_max_seconds=5.0,
         )

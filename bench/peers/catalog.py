@@ -33,9 +33,11 @@ class PeerSpec:
         default_setting: the peer's own defaults, measured apart (throughput, and latency when
             `latency_at_default`); None: not measured, or already among `settings`.
         latency_at_default: also time the paced latency workload at `default_setting`.
-        max_seconds: a drain may stop after this long (Node runners' `--max-seconds`); its
-            figure is then the jobs finished by then over the time taken (for peers whose
-            defaults or backend drain a few hundred jobs a second or fewer).
+        max_seconds: every drain may stop after this long (Node runners' `--max-seconds`); its
+            figure is then the jobs finished by then over the time taken (for a backend that
+            drains a few hundred jobs a second or fewer).
+        default_max_seconds: the same for the drain at `default_setting` alone (defaults
+            that take minutes over a drain).
         store: `postgres` (a fresh database per run) or `redis` (the bench's own Redis).
     """
 
@@ -51,6 +53,7 @@ class PeerSpec:
     default_setting: str | None = None
     latency_at_default: bool = False
     max_seconds: float | None = None
+    default_max_seconds: float | None = None
     store: str = "postgres"
 
     @property
@@ -124,7 +127,7 @@ PEERS: dict[str, PeerSpec] = {
         throughput_sql=None,  # it deletes finished jobs: the runner times the drain
         default_setting="default",  # concurrentJobs 1, no local queue, no batching
         latency_at_default=True,
-        max_seconds=30.0,
+        default_max_seconds=30.0,
     ),
     "pg-boss": PeerSpec(
         name="pg-boss",
@@ -137,7 +140,7 @@ PEERS: dict[str, PeerSpec] = {
         # One job per fetch and a poll every 2 s (0.5 jobs/s): timed for 10 s; its paced
         # latency would take minutes, so it is not timed at the defaults.
         default_setting="default",
-        max_seconds=10.0,
+        default_max_seconds=10.0,
     ),
     "bullmq": PeerSpec(
         name="bullmq",
@@ -148,7 +151,7 @@ PEERS: dict[str, PeerSpec] = {
         throughput_sql=None,  # the runner times first start to last `completed` event
         default_setting="default",  # concurrency 1
         latency_at_default=True,
-        max_seconds=60.0,
+        default_max_seconds=60.0,
         store="redis",
     ),
     "bullmq-postgres": PeerSpec(
