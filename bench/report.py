@@ -196,6 +196,16 @@ def table(results: dict[str, Any]) -> list[list[str]]:
             ours, theirs = ours_here.get(our_key, results.get(our_key)), peer[key]
             ratio = f"ours/theirs {ours / theirs:.2f}" if ours and theirs else ""
             rows.append([f"{name} {peer.get('version', '')}: {label}", _fmt(theirs), ratio, ""])
+            if key == "throughput_jobs_s" and "throughput_ratio_median" in peer:
+                by_round = ", ".join(f"{r:.2f}" for r in peer["throughput_ratio_by_round"])
+                rows.append(
+                    [
+                        f"{name}: ours/theirs round by round ({by_round}), median",
+                        _fmt(peer["throughput_ratio_median"]),
+                        "x",
+                        "",
+                    ]
+                )
     return rows
 
 

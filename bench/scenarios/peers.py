@@ -296,6 +296,13 @@ async def run(ctx: Context) -> dict[str, Any]:
             continue
         rounds = figures.get("throughput_rounds") or list(figures["throughput_by_setting"].values())
         figures["throughput_jobs_s"] = round(statistics.median(rounds))
+        if figures.get("throughput_rounds") and len(figures["throughput_rounds"]) == len(
+            ours["throughput_rounds"]
+        ):
+            # Round by round, ours and theirs met the same machine: the steadiest ratio.
+            ratios = [a / b for a, b in zip(ours["throughput_rounds"], rounds, strict=True)]
+            figures["throughput_ratio_by_round"] = [round(r, 2) for r in ratios]
+            figures["throughput_ratio_median"] = round(statistics.median(ratios), 2)
         if figures.get("throughput_100k_rounds"):
             figures["throughput_100k_jobs_s"] = figures["throughput_100k_rounds"][0]
         figures[spec.enqueue_key] = round(statistics.median(comparison.enqueue_rates[spec.name]))
