@@ -52,6 +52,7 @@ class Config:
     )
     peer_jobs: int = 20_000  # no-op jobs per peer throughput run (some peers: a quarter)
     peer_sweep: bool = True  # every setting of each peer; False: its documented fast one only
+    peer_defaults: bool = True  # also each peer at its own defaults (drain and pickup)
     peer_rounds: int = 3  # interleaved rounds of ours and each peer at its fastest (medians)
     peer_big_jobs: int = 100_000  # one more such round at this size; 0 skips it
     peer_our_concurrency: int = 50  # ours in those rounds, unless `throughput` found better
@@ -80,6 +81,7 @@ class Config:
             crash_jobs=2_000,
             peer_jobs=3_000,
             peer_sweep=False,
+            peer_defaults=False,
             peer_rounds=1,
             peer_big_jobs=0,
             peer_max_seconds=5.0,

@@ -216,7 +216,7 @@ class Comparison:
         self.fastest[spec.name] = max(by_setting, key=lambda s: by_setting[s])
         figures["throughput_by_setting"] = {s: round(r) for s, r in by_setting.items()}
         figures["throughput_setting"] = f"{spec.setting} {self.fastest[spec.name]}"
-        default = spec.default_setting
+        default = spec.default_setting if ctx.config.peer_defaults else None
         if default is not None:
             if default in by_setting:
                 rate, done = by_setting[default], jobs
@@ -244,7 +244,8 @@ class Comparison:
         setting = spec.latency_setting or self.fastest[spec.name]
         figures.update(_percentiles(await latency(self.ctx, spec, setting, self.server)))
         figures["latency_setting"] = f"{spec.setting} {setting}"
-        if spec.latency_at_default and spec.default_setting is not None:
+        at_default = spec.latency_at_default and self.ctx.config.peer_defaults
+        if at_default and spec.default_setting is not None:
             latencies = await latency(self.ctx, spec, spec.default_setting, self.server)
             figures.update(_percentiles(latencies, "latency_default"))
         self.ctx.say(
