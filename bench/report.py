@@ -188,8 +188,10 @@ def table(results: dict[str, Any]) -> list[list[str]]:
                 rows.append([label, _fmt(ours_here[key]), "ms" if "ms" in key else "jobs/s", ""])
     for name, peer in sorted(results.get("peers", {}).items()):
         if "error" in peer:
+            # A peer that failed late (e.g. the big round) keeps the figures it had.
             rows.append([f"{name}: failed", peer["error"][:60], "", ""])
-            continue
+            if "throughput_jobs_s" not in peer:
+                continue
         for key, our_key, label in PEER_KEYS:
             if key not in peer:
                 continue

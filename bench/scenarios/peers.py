@@ -293,8 +293,10 @@ async def run(ctx: Context) -> dict[str, Any]:
     for spec in specs:
         figures = comparison.peers[spec.name]
         if spec.name in comparison.failed:
-            peers[spec.name] = {"error": comparison.failed[spec.name], **figures}
-            continue
+            figures["error"] = comparison.failed[spec.name]
+            if "throughput_by_setting" not in figures:  # failed before any figure
+                peers[spec.name] = {"version": versions.get(spec.name), **figures}
+                continue
         rounds = figures.get("throughput_rounds") or list(figures["throughput_by_setting"].values())
         figures["throughput_jobs_s"] = round(statistics.median(rounds))
         if figures.get("throughput_rounds") and len(figures["throughput_rounds"]) == len(
