@@ -103,8 +103,12 @@ screenshots: $(STAMP) system-deps ## run the browser tests (studio, dashboard), 
 docs: $(STAMP) ## build the docs site into site/ (MkDocs, strict: a broken link fails; open site/index.html)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
+.PHONY: bench-deps
+bench-deps: ## install what the bench's peers need: redis-server (as root) and the Node peers (npm ci into bench/.peers/node)
+	@tools/bench-deps.sh
+
 .PHONY: bench
-bench: $(STAMP) ## run the benchmarks and print their figures
+bench: $(STAMP) bench-deps ## run the benchmarks and print their figures
 	$(BIN)/python -m bench
 
 .PHONY: lint

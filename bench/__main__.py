@@ -91,11 +91,22 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, C
         "--adaptive-variants",
         help="runs of adaptive to make: adaptive,adaptive_c20,adaptive_fixed8 (default: all)",
     )
+    parser.add_argument(
+        "--crash-jobs", type=_positive, help="acknowledged enqueues before the crash (10000)"
+    )
     parser.add_argument("--rss-jobs", type=int, help="queued jobs behind the RSS reading (100000)")
     parser.add_argument(
-        "--peers", help="peers to compare with: pgqueuer,procrastinate,dbos (or 'none')"
+        "--peers",
+        help="peers to compare with: pgqueuer,procrastinate,dbos,graphile-worker,pg-boss,bullmq,"
+        "bullmq-postgres (or 'none')",
     )
     parser.add_argument("--peer-jobs", type=int, help="no-op jobs per peer throughput run")
+    parser.add_argument(
+        "--peer-rounds", type=_positive, help="interleaved rounds, ours and peers' fastest (3)"
+    )
+    parser.add_argument(
+        "--peer-big-jobs", type=int, help="jobs of the big round (100000; 0 skips it)"
+    )
     parser.add_argument(
         "--peer-upgrade", action="store_true", help="reinstall the peers' latest releases"
     )
@@ -115,7 +126,10 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, C
         "makespan_concurrencies": args.makespan_concurrency,
         "adaptive_phase_s": args.adaptive_phase_s,
         "rss_jobs": args.rss_jobs,
+        "crash_jobs": args.crash_jobs,
         "peer_jobs": args.peer_jobs,
+        "peer_rounds": args.peer_rounds,
+        "peer_big_jobs": args.peer_big_jobs,
     }
     if args.peers is not None:
         overrides["peers"] = tuple(

@@ -23,6 +23,7 @@ class Config:
     pgbench_notify: bool = True  # also the NOTIFY-trigger ceiling (what notifying commits cost)
     latency_jobs: int = 200
     latency_interval_ms: float = 20.0
+    floor_rounds: int = 2  # floor and ours alternated this many times, samples pooled
     claim_history_rows: int = 1_000_000  # finished rows behind the claim; 0 skips that half
     claim_queued_rows: int = 10_000
     claim_samples: int = 300  # claims timed per table size
@@ -41,10 +42,26 @@ class Config:
     adaptive_phase_s: float = 20.0  # seconds of each of the quota's three phases (8, 3, 12/s)
     adaptive_variants: tuple[str, ...] = ()  # the runs of `adaptive` to make (empty: all)
     fairness_big_shots: int = 150  # the first user's queued shots in `fairness`
+    crash_jobs: int = 10_000  # acknowledged enqueues before the kill -9
+    crash_callers: int = 10  # enqueueing at once (ours and BullMQ's alike)
     rss_jobs: int = 100_000
     rss_concurrency: int = 3
-    peers: tuple[str, ...] = ("pgqueuer", "procrastinate", "dbos")
-    peer_jobs: int = 20_000  # no-op jobs per peer throughput run (procrastinate, dbos: a quarter)
+    peers: tuple[str, ...] = (
+        "pgqueuer",
+        "procrastinate",
+        "dbos",
+        "graphile-worker",
+        "pg-boss",
+        "bullmq",
+        "bullmq-postgres",
+    )
+    peer_jobs: int = 20_000  # no-op jobs per peer throughput run (some peers: a quarter)
+    peer_sweep: bool = True  # every setting of each peer; False: its documented fast one only
+    peer_defaults: bool = True  # also each peer at its own defaults (drain and pickup)
+    peer_rounds: int = 3  # interleaved rounds of ours and each peer at its fastest (medians)
+    peer_big_jobs: int = 100_000  # one more such round at this size; 0 skips it
+    peer_our_concurrency: int = 50  # ours in those rounds, unless `throughput` found better
+    peer_max_seconds: float | None = None  # caps each peer's own drain time limit (see catalog)
     peer_upgrade: bool = False  # reinstall the peers' latest releases even when present
 
     @classmethod
@@ -57,6 +74,7 @@ class Config:
             single_enqueue_jobs=500,
             pgbench_seconds=1.0,
             latency_jobs=50,
+            floor_rounds=1,
             claim_history_rows=100_000,
             claim_queued_rows=2_000,
             claim_samples=50,
@@ -66,5 +84,11 @@ class Config:
             adaptive_phase_s=5.0,
             fairness_big_shots=60,
             rss_jobs=10_000,
+            crash_jobs=2_000,
             peer_jobs=3_000,
+            peer_sweep=False,
+            peer_defaults=False,
+            peer_rounds=1,
+            peer_big_jobs=0,
+            peer_max_seconds=5.0,
         )

@@ -29,6 +29,12 @@ ROWS: tuple[tuple[str, str, str, str], ...] = (
     ("latency_p50_ms", "enqueue-to-start latency p50 (idle worker)", "ms", "<= 2.5"),
     ("latency_p95_ms", "enqueue-to-start latency p95", "ms", ""),
     ("latency_p99_ms", "enqueue-to-start latency p99", "ms", "<= 6"),
+    ("floor_p50_ms", "raw notify-and-claim floor, pickup p50 (asyncpg, one claim)", "ms", ""),
+    ("floor_p99_ms", "  floor pickup p99", "ms", ""),
+    ("floor_ours_p50_ms", "  ours in the same run, pickup p50", "ms", ""),
+    ("floor_ours_p99_ms", "  ours in the same run, pickup p99", "ms", ""),
+    ("floor_ratio_p50", "  ratio ours / floor, p50", "x", "<= 1.2"),
+    ("floor_ratio_p99", "  ratio ours / floor, p99", "x", ""),
     ("claim_nothing_ms", "claim p50, empty table, nothing to claim", "ms", ""),
     ("claim_empty_ms", "claim p50, empty table but the claimed jobs", "ms", ""),
     ("claim_queued_only_ms", "claim p50, 10k queued", "ms", ""),
@@ -123,16 +129,26 @@ ROWS: tuple[tuple[str, str, str, str], ...] = (
     ),
     ("fairness_none_makespan_ratio", "  ratio makespan / ideal, STORYBOARD_FAIRNESS=none", "x", ""),
     ("worker_rss_mb", "worker RSS, 100k queued", "MiB", "<= 80"),
+    ("crash_pg_acknowledged", "crash test: acknowledged enqueues, private Postgres", "jobs", ""),
+    ("crash_pg_lost", "  lost after kill -9 of the postmaster (fsync on)", "jobs", "0"),
+    ("crash_bullmq_acknowledged", "  BullMQ: acknowledged adds, Redis AOF everysec", "jobs", ""),
+    ("crash_bullmq_lost", "  BullMQ: lost after kill -9 of redis-server", "jobs", ""),
+    ("crash_bullmq_error", "  BullMQ crash test not run", "", ""),
 )
 
-# The figures compared with each peer: ours / theirs.
-PEER_KEYS: tuple[tuple[str, str], ...] = (
-    ("throughput_jobs_s", "no-op throughput, fastest (jobs/s)"),
-    ("throughput_c3_jobs_s", "no-op throughput, baseline setting (jobs/s)"),
-    ("batch_enqueue_jobs_s", "batch enqueue (jobs/s)"),
-    ("single_enqueue_c50_jobs_s", "enqueue, one per call, 50 at once (jobs/s)"),
-    ("latency_p50_ms", "latency p50 (ms)"),
-    ("latency_p99_ms", "latency p99 (ms)"),
+# The figures compared with each peer, ours / theirs: (their key, our key, label). Ours is the
+# peers scenario's own measurement (`peers_ours`, taken in rounds interleaved with theirs) when
+# there is one, else the figure of our scenario under that key.
+PEER_KEYS: tuple[tuple[str, str, str], ...] = (
+    ("throughput_jobs_s", "throughput_jobs_s", "no-op drain, fastest setting (jobs/s)"),
+    ("throughput_default_jobs_s", "throughput_c3_jobs_s", "no-op drain, its defaults (jobs/s)"),
+    ("throughput_100k_jobs_s", "throughput_100k_jobs_s", "no-op drain, big round (jobs/s)"),
+    ("batch_enqueue_jobs_s", "batch_enqueue_jobs_s", "batch enqueue (jobs/s)"),
+    ("single_enqueue_c50_jobs_s", "single_enqueue_c50_jobs_s", "enqueue, 50 at once (jobs/s)"),
+    ("latency_p50_ms", "latency_p50_ms", "pickup p50, fastest setting (ms)"),
+    ("latency_p99_ms", "latency_p99_ms", "pickup p99, fastest setting (ms)"),
+    ("latency_default_p50_ms", "latency_p50_ms", "pickup p50, its defaults (ms)"),
+    ("latency_default_p99_ms", "latency_p99_ms", "pickup p99, its defaults (ms)"),
 )
 
 
@@ -158,16 +174,46 @@ def table(results: dict[str, Any]) -> list[list[str]]:
     for key, label, unit, target in ROWS:
         if key in results:
             rows.append([label, _fmt(results[key]), unit, target])
+    ours_here = results.get("peers_ours", {})
+    if ours_here:
+        rows.append(
+            [
+                f"pgqueue in the peers' rounds (concurrency {ours_here.get('concurrency')})",
+                _fmt(ours_here.get("throughput_jobs_s")),
+                "jobs/s",
+                "",
+            ]
+        )
+        for key, label in (
+            ("throughput_c3_jobs_s", "  at its default concurrency 3"),
+            ("throughput_100k_jobs_s", f"  big round, {ours_here.get('big_jobs')} jobs"),
+            ("latency_p50_ms", "  pickup p50"),
+            ("latency_p99_ms", "  pickup p99"),
+        ):
+            if key in ours_here:
+                rows.append([label, _fmt(ours_here[key]), "ms" if "ms" in key else "jobs/s", ""])
     for name, peer in sorted(results.get("peers", {}).items()):
         if "error" in peer:
+            # A peer that failed late (e.g. the big round) keeps the figures it had.
             rows.append([f"{name}: failed", peer["error"][:60], "", ""])
-            continue
-        for key, label in PEER_KEYS:
+            if "throughput_jobs_s" not in peer:
+                continue
+        for key, our_key, label in PEER_KEYS:
             if key not in peer:
                 continue
-            ours, theirs = results.get(key), peer[key]
+            ours, theirs = ours_here.get(our_key, results.get(our_key)), peer[key]
             ratio = f"ours/theirs {ours / theirs:.2f}" if ours and theirs else ""
             rows.append([f"{name} {peer.get('version', '')}: {label}", _fmt(theirs), ratio, ""])
+            if key == "throughput_jobs_s" and "throughput_ratio_median" in peer:
+                by_round = ", ".join(f"{r:.2f}" for r in peer["throughput_ratio_by_round"])
+                rows.append(
+                    [
+                        f"{name}: ours/theirs round by round ({by_round}), median",
+                        _fmt(peer["throughput_ratio_median"]),
+                        "x",
+                        "",
+                    ]
+                )
     return rows
 
 

@@ -9,9 +9,11 @@ from bench.context import Context
 from bench.scenarios import (
     adaptive,
     claim,
+    crash,
     enqueue,
     fairness,
     fleet,
+    floor,
     held_snapshot,
     latency,
     makespan,
@@ -29,6 +31,7 @@ SCENARIOS: dict[str, Scenario] = {
     "throughput": throughput.run,
     "enqueue": enqueue.run,
     "latency": latency.run,
+    "floor": floor.run,
     "claim": claim.run,
     "sustained": sustained.run,
     "held_snapshot": held_snapshot.run,
@@ -39,4 +42,5 @@ SCENARIOS: dict[str, Scenario] = {
     "fairness": fairness.run,
     "memory": memory.run,
     "peers": peers.run,
+    "crash": crash.run,
 }

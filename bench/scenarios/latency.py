@@ -58,15 +58,16 @@ async def paced_enqueues(
     return sent
 
 
-async def run(ctx: Context) -> dict[str, Any]:
-    """Start the daemon, wait until it idles, then time `latency_jobs` paced enqueues."""
+async def measure(ctx: Context, label: str = "latency") -> list[float]:
+    """Start the daemon, wait until it idles, then time `latency_jobs` paced enqueues: the
+    latencies in ms."""
     config = ctx.config
-    async with ctx.databases.fresh("latency") as dsn:
+    async with ctx.databases.fresh(label) as dsn:
         conn = await asyncpg.connect(dsn)
         try:
             with ops.start_worker(
                 ctx,
-                "latency",
+                label,
                 dsn,
                 concurrency=CONCURRENCY,
                 env={"PGQUEUE_POLL_INTERVAL_S": str(POLL_INTERVAL_S)},
@@ -84,7 +85,12 @@ async def run(ctx: Context) -> dict[str, Any]:
             rows = await conn.fetch(HANDLER_STARTED, handlers.LATENCY)
         finally:
             await conn.close()
-    latencies_ms = [(row["t"] - sent[row["id"]]) * 1000 for row in rows]
+    return [(row["t"] - sent[row["id"]]) * 1000 for row in rows]
+
+
+async def run(ctx: Context) -> dict[str, Any]:
+    """Our pickup latency: p50/p95/p99 and max."""
+    latencies_ms = await measure(ctx)
     result = {
         "latency_p50_ms": round(percentile(latencies_ms, 0.50), 2),
         "latency_p95_ms": round(percentile(latencies_ms, 0.95), 2),
