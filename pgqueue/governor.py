@@ -69,11 +69,11 @@ class GovernorMethods:
         429s). While the pace binds, successes climb back additively: to the rate last held
         a whole window, then to 95% of the quota seen, where it holds for five windows before
         probing upwards with a step that doubles each window the upstream keeps accepting. It
-        never exceeds `ceiling` starts a window; with no ceiling the key starts at one start a
-        window and climbs as a probe does, its step doubling each window (a slow start). A
-        rate already learnt is kept when this is called again with the same ceiling and window
-        (every worker calls it as it starts); a new ceiling or window starts the learning
-        anew, from the ceiling (or from one start a window). `set_rate_limit` or
+        never exceeds `ceiling` starts a window; with no ceiling the key has no limit until
+        its first 429 (nothing is held back before the upstream says so). A rate already
+        learnt is kept when this is called again with the same ceiling and window (every
+        worker calls it as it starts); a new ceiling or window starts the learning anew, from
+        the ceiling. `set_rate_limit` or
         `remove_rate_limit` end the learning.
 
         Raises:

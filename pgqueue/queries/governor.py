@@ -25,14 +25,12 @@ WHERE key = $1
 """
 
 # -- set_adaptive_rate: key $1's start rate is learnt over windows of $3 seconds, never above
-# -- $2 starts a window; from $2, or with no ceiling ($2 NULL) from one start a window,
-# -- climbing as a probe does (its step doubling each window the upstream accepts: TCP's slow
-# -- start) until the first 429. A rate already
+# -- $2 starts a window (NULL: no ceiling; no limit until the first 429). A rate already
 # -- learnt under the same ceiling and window stays (every worker sets this as it starts);
 # -- a new ceiling or window starts the learning anew, from the ceiling.
 SET_ADAPTIVE_RATE = """
 INSERT INTO pgqueue.rate_limits AS r (key, capacity, period_s, adaptive, ceiling, learnt)
-VALUES ($1, coalesce($2::integer, 1), $3::float8, true, $2::integer, coalesce($2::integer, 1))
+VALUES ($1, $2::integer, $3::float8, true, $2::integer, $2::integer)
 ON CONFLICT (key) DO UPDATE
 SET adaptive = true,
     ceiling = EXCLUDED.ceiling,

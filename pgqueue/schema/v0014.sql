@@ -23,9 +23,6 @@
 --   pause per five periods).
 -- * climbs only while the limit binds: a start that came within half a spacing of the time the
 --   key allowed it (`bound_at`); an idle key keeps its rate.
--- * starts with no ceiling at one start per period (schema v8: no limit until the first 429),
---   climbing as a probe does, its step doubling each period: TCP's slow start. A burst at a
---   key with no limit drew a 429 for each start past the quota, a dozen at once.
 -- Fixed limits are untouched.
 
 -- migrate:up
