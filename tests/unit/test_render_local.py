@@ -18,7 +18,7 @@ from service.images import CharacterRef, ImageRequest
 from service.images.base import SIZES
 from service.images.local import render
 from service.images.render_scene import figure_colour
-from service.images.render_style import COMIC, NOIR, look_for
+from service.images.render_style import COMIC, NOIR, PLAIN, look_for
 
 BUDGET_MS = 100  # what one frame may cost at most (CPU time, median of a run)
 
@@ -94,7 +94,9 @@ def test_without_characters_style_or_seed_it_still_draws() -> None:
 def test_the_style_picks_the_look() -> None:
     assert look_for("Film Noir, charcoal") is NOIR
     assert look_for("comic book") is COMIC
-    assert look_for("some style of my own") is look_for("some style of my own")
+    # Any other style gets a look of its own text: not one look for all of them.
+    assert len({look_for(f"a style of my own, number {n}") for n in range(20)}) > 1
+    assert look_for("  ") is PLAIN
     # A noir frame is grey: no channel strays far from the others anywhere.
     noir = _image(render(_request(style="noir")))
     assert all(max(p) - min(p) <= 12 for p in noir.get_flattened_data())
