@@ -29,18 +29,14 @@ from pgqueue.errors import (
 from pgqueue.logs import configure as configure_logging
 from pgqueue.models import (
     Breaker,
-    FinishedMinute,
     Job,
     JobSpec,
     JobState,
-    QueueInfo,
-    QueueStats,
     RateLimit,
-    Wait,
-    WaitReason,
 )
 from pgqueue.queue import Queue
 from pgqueue.registry import Registry
+from pgqueue.reports import FinishedMinute, QueueInfo, QueueStats, Wait, WaitReason
 from pgqueue.retry import RetryPolicy
 from pgqueue.settings import QueueSettings
 from pgqueue.worker import Event, JobContext, Worker, WorkerConfig

@@ -52,7 +52,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
         "pgqueue's metrics need prometheus-client: pip install 'pgqueue-durable[metrics]'"
     ) from exc
 
-from pgqueue import governor_metrics, models, store
+from pgqueue import governor_metrics, models, reports, store
 from pgqueue.metrics_server import MetricsServer
 from pgqueue.queue import Queue
 from pgqueue.worker import events
@@ -314,8 +314,8 @@ class DatabaseMetrics:
         self._bounds = tuple(buckets)
         # The client's clock, once: only the counters' origin depends on it, never a lease.
         self._settled = since or datetime.datetime.now(datetime.UTC)
-        self._stats: dict[str, models.QueueStats] | None = None
-        self._overview: list[models.QueueInfo] = []
+        self._stats: dict[str, reports.QueueStats] | None = None
+        self._overview: list[reports.QueueInfo] = []
         self._finished: dict[tuple[str, ...], int] = {}
         self._durations: dict[tuple[str, str], _Durations] = {}
         self._known_queues: set[str] = set()

@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 
-from pgqueue import errors, models, schema, store
+from pgqueue import errors, models, reports, schema, store
 from pgqueue.governor import GovernorMethods
 
 DEFAULT_QUEUE = "default"
@@ -149,16 +149,16 @@ class Queue(GovernorMethods):
 
     async def attempts(
         self, job_id: int, *, conn: asyncpg.Connection | None = None
-    ) -> list[models.Attempt]:
+    ) -> list[reports.Attempt]:
         """The attempts of a job, oldest first (its running one last): who ran each, when, how
         it ended and its error. Empty for a job that never ran or does not exist."""
         return await store.list_attempts(self._db(conn), job_id)
 
-    async def workers(self) -> list[models.WorkerInfo]:
+    async def workers(self) -> list[reports.WorkerInfo]:
         """The workers that reported themselves, live ones first, then stale ones (`stale`)."""
         return await store.list_workers(self._db(None))
 
-    async def stats(self) -> dict[str, models.QueueStats]:
+    async def stats(self) -> dict[str, reports.QueueStats]:
         """Counts per queue, from the `pgqueue.queue_stats` view (cheap at any table size)."""
         return await store.queue_stats(self._pool)
 
@@ -176,7 +176,7 @@ class Queue(GovernorMethods):
         before: int | None = None,
         payload_match: tuple[str, Sequence[str]] | None = None,
     ) -> list[models.Job]:
-        """A page of jobs, newest first; see `models.JobPage` for the filters.
+        """A page of jobs, newest first; see `reports.JobPage` for the filters.
 
         Pages by id (keyset): pass the last job's id as `before` for the next page, which
         costs the same at any depth and is not shifted by jobs enqueued meanwhile.
@@ -184,7 +184,7 @@ class Queue(GovernorMethods):
         Raises:
             ValueError: a filter is out of range, or `state` names no state.
         """
-        page = models.JobPage(
+        page = reports.JobPage(
             queue=queue,
             state=None if state is None else _state(state),
             kind=kind,
@@ -217,7 +217,7 @@ class Queue(GovernorMethods):
             job=current,
         )
 
-    async def pause(self, queue: str) -> models.QueueInfo:
+    async def pause(self, queue: str) -> reports.QueueInfo:
         """Pause a queue: from the time this returns, no worker or drain starts its jobs (those
         running finish) until `resume`. Pausing a paused queue changes nothing.
 
@@ -227,7 +227,7 @@ class Queue(GovernorMethods):
         await store.pause_queue(self._pool, _queue_name(queue))
         return await self._queue_info(queue)
 
-    async def resume(self, queue: str) -> models.QueueInfo:
+    async def resume(self, queue: str) -> reports.QueueInfo:
         """Resume a paused queue: its workers are woken and claim its jobs again.
 
         Returns:
@@ -236,7 +236,7 @@ class Queue(GovernorMethods):
         await store.resume_queue(self._pool, _queue_name(queue))
         return await self._queue_info(queue)
 
-    async def queues(self) -> list[models.QueueInfo]:
+    async def queues(self) -> list[reports.QueueInfo]:
         """Every queue with jobs, finished-job counts or a pause, by name: its counts, whether
         it is paused, how long its oldest runnable job has waited, and how many jobs finished
         in the last five minutes."""
@@ -249,20 +249,20 @@ class Queue(GovernorMethods):
 
     async def finished_per_minute(
         self, *, queue: str | None = None, minutes: int = 60
-    ) -> list[models.FinishedMinute]:
+    ) -> list[reports.FinishedMinute]:
         """Jobs finished in each of the last `minutes` minutes (1-60), by outcome, oldest first
         and the current minute last; of one queue, or of all when `queue` is None."""
         if not 1 <= minutes <= MAX_SERIES_MINUTES:
             raise ValueError(f"minutes must be 1-{MAX_SERIES_MINUTES}, got {minutes}")
         return await store.finished_per_minute(self._pool, queue, minutes)
 
-    async def _queue_info(self, queue: str) -> models.QueueInfo:
+    async def _queue_info(self, queue: str) -> reports.QueueInfo:
         for info in await store.queue_overview(self._pool):
             if info.queue == queue:
                 return info
         # Resumed, with no job and no counter yet: a queue nothing has used.
-        empty = models.QueueStats(queue, 0, 0, 0, 0, 0, 0)
-        return models.QueueInfo(queue, False, None, empty, None, 0)
+        empty = reports.QueueStats(queue, 0, 0, 0, 0, 0, 0)
+        return reports.QueueInfo(queue, False, None, empty, None, 0)
 
     async def purge_finished(
         self,
@@ -290,7 +290,7 @@ class Queue(GovernorMethods):
 
     async def explain_waits(
         self, job_ids: Sequence[int], *, conn: asyncpg.Connection | None = None
-    ) -> dict[int, models.Wait]:
+    ) -> dict[int, reports.Wait]:
         """Why each of these jobs waits, when its next attempt may start and when it may be done.
 
         One statement, whatever the number of jobs: a queued job's `reason` is the first of
@@ -306,7 +306,7 @@ class Queue(GovernorMethods):
             conn: read inside this connection's transaction.
 
         Returns:
-            A `models.Wait` per existing job, by id.
+            A `reports.Wait` per existing job, by id.
         """
         return await store.explain_waits(self._db(conn), job_ids)
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import asyncpg
 
-from pgqueue import JobSpec, Queue, models
+from pgqueue import JobSpec, Queue, reports
 from service import budgets, queries
 from service.auth import User
 from service.errors import ApiError, not_found
@@ -270,7 +270,7 @@ async def project_status(
     }
 
 
-def _spent(records: Sequence[Mapping[str, Any]], waits: Mapping[int, models.Wait]) -> float:
+def _spent(records: Sequence[Mapping[str, Any]], waits: Mapping[int, reports.Wait]) -> float:
     """What the storyboards' current jobs were charged. A shot stored by a job not yet
     completed counts its attempt's charge already: the handler marks the shot `success`
     before pgqueue completes the job and records the charge, and a status read in between
@@ -287,7 +287,7 @@ def _spent(records: Sequence[Mapping[str, Any]], waits: Mapping[int, models.Wait
     return float(total)
 
 
-def _wait_json(record: Mapping[str, Any], wait: models.Wait | None) -> dict[str, Any]:
+def _wait_json(record: Mapping[str, Any], wait: reports.Wait | None) -> dict[str, Any]:
     """A storyboard's `wait_reason` and `next_attempt_at`: only a generating shot whose job
     is queued waits; a call in flight, a finished shot or one never asked for does not."""
     if record["status"] != "generating" or wait is None or wait.reason is None:
@@ -300,7 +300,7 @@ def _wait_json(record: Mapping[str, Any], wait: models.Wait | None) -> dict[str,
 
 
 def _eta_s(
-    records: Sequence[Mapping[str, Any]], waits: Mapping[int, models.Wait], *, attempted: int
+    records: Sequence[Mapping[str, Any]], waits: Mapping[int, reports.Wait], *, attempted: int
 ) -> int | None:
     """Estimated seconds until the project is done: 0 once it is (after a generation), else
     the latest of its generating shots' `done_in_s` (pgqueue's estimate: the shot's place in

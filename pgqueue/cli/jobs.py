@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from pgqueue import errors, models, store
+from pgqueue import errors, models, reports, store
 from pgqueue.cli.common import (
     CommandError,
     Exit,
@@ -100,7 +100,7 @@ async def list_jobs(args: argparse.Namespace, conn: asyncpg.Connection) -> Exit:
             before=args.before,
         )
     else:
-        found = models.JobFilter(args.queue, state, args.kind, args.payload)
+        found = reports.JobFilter(args.queue, state, args.kind, args.payload)
         jobs, older = await store.list_jobs_containing(
             conn, found, limit=args.limit, before=args.before
         )
@@ -242,7 +242,7 @@ def job_fields(job: models.Job) -> dict[str, Any]:
     return {name: getattr(job, name) for name in JOB_FIELDS}
 
 
-def attempt_fields(attempt: models.Attempt) -> dict[str, Any]:
+def attempt_fields(attempt: reports.Attempt) -> dict[str, Any]:
     """An attempt as `show --json` prints it."""
     return {
         "attempt": attempt.attempt,

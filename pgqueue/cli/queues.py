@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from pgqueue import models
+from pgqueue import reports
 from pgqueue.cli.common import Exit, json_line, seconds_text, table
 from pgqueue.queue import Queue
 
@@ -77,7 +77,7 @@ async def resume_queue(args: argparse.Namespace, conn: asyncpg.Connection) -> Ex
     return Exit.OK
 
 
-def queue_fields(info: models.QueueInfo) -> dict[str, Any]:
+def queue_fields(info: reports.QueueInfo) -> dict[str, Any]:
     """A queue as `--json` prints it: `queue` (also as `name`, the HTTP API's key), the counts
     of `pgqueue.queue_stats`, `paused`, and the overview's two figures."""
     stats = info.stats

@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from pgqueue import models, store
+from pgqueue import reports, store
 from pgqueue.cli.common import Exit, json_line, table
 
 
@@ -45,7 +45,7 @@ async def list_workers(args: argparse.Namespace, conn: asyncpg.Connection) -> Ex
     return Exit.OK
 
 
-def worker_fields(worker: models.WorkerInfo) -> dict[str, Any]:
+def worker_fields(worker: reports.WorkerInfo) -> dict[str, Any]:
     """A worker as `--json` prints it."""
     return {
         "id": worker.id,

@@ -55,7 +55,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from pgqueue import errors, models, params, store
+from pgqueue import errors, models, params, reports, store
 from pgqueue.dashboard import filters, sessions, timefmt, web
 from pgqueue.dashboard.chart import finished_chart
 from pgqueue.dashboard.live import live_answer
@@ -407,7 +407,7 @@ def create_app(
     )
 
 
-def _filter(values: Any) -> models.JobFilter:
+def _filter(values: Any) -> reports.JobFilter:
     """The jobs filter of a query string or form; a bad one answers 400, naming it."""
     try:
         return filters.read(values)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from html import escape
 
-from pgqueue.models import FinishedMinute
+from pgqueue.reports import FinishedMinute
 
 WIDTH = 240  # px of the drawing; the page may scale it
 HEIGHT = 40

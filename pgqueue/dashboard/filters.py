@@ -8,7 +8,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from pgqueue import models, params
+from pgqueue import models, params, reports
 
 FIELDS = ("queue", "state", "kind", "payload")
 
@@ -17,7 +17,7 @@ class BadFilter(ValueError):
     """A filter's value is malformed; the message says which and what is expected."""
 
 
-def read(values: Mapping[str, str]) -> models.JobFilter:
+def read(values: Mapping[str, str]) -> reports.JobFilter:
     """The filter of `values` (missing or blank fields: any)."""
     found: dict[str, Any] = {}
     for name in ("queue", "kind"):
@@ -36,10 +36,10 @@ def read(values: Mapping[str, str]) -> models.JobFilter:
     payload = values.get("payload", "").strip()
     if payload:
         found["payload"] = _json_object(payload)
-    return models.JobFilter(**found)
+    return reports.JobFilter(**found)
 
 
-def as_fields(found: models.JobFilter) -> dict[str, str]:
+def as_fields(found: reports.JobFilter) -> dict[str, str]:
     """The query-string (or hidden form) fields that read back as `found`."""
     fields = {
         "queue": found.queue or "",
@@ -50,7 +50,7 @@ def as_fields(found: models.JobFilter) -> dict[str, str]:
     return {k: v for k, v in fields.items() if v}
 
 
-def describe(found: models.JobFilter) -> str:
+def describe(found: reports.JobFilter) -> str:
     """The filter in words, for a confirmation ("every job" when it has none)."""
     parts = [f"{name} {value}" for name, value in as_fields(found).items() if name != "payload"]
     if found.payload is not None:
@@ -61,8 +61,8 @@ def describe(found: models.JobFilter) -> str:
 def _json_object(text: str) -> dict[str, Any]:
     """A JSON object Postgres's jsonb accepts as it is: no NaN or infinity, no NUL character
     and no lone surrogate (jsonb refuses all three, which would be a 500 from the database)."""
-    if len(text) > models.MAX_PAYLOAD_FILTER_CHARS:
-        raise BadFilter(f"payload must be at most {models.MAX_PAYLOAD_FILTER_CHARS} characters")
+    if len(text) > reports.MAX_PAYLOAD_FILTER_CHARS:
+        raise BadFilter(f"payload must be at most {reports.MAX_PAYLOAD_FILTER_CHARS} characters")
     example = 'e.g. {"project_id": "p1"}'
     try:
         value = json.loads(text)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pgqueue import models, queries
+from pgqueue import models, queries, reports
 from pgqueue.store._common import Executor, _connection, _job_or_none, _jobs
 
 
@@ -30,10 +30,10 @@ async def cancel_job(db: Executor, job_id: int) -> models.Job | None:
     return _job_or_none(record)
 
 
-async def queue_stats(db: Executor) -> dict[str, models.QueueStats]:
+async def queue_stats(db: Executor) -> dict[str, reports.QueueStats]:
     """Counts per queue, from the `pgqueue.queue_stats` view."""
     records = await db.fetch(queries.QUEUE_STATS)
-    return {r["queue"]: models.QueueStats.from_record(r) for r in records}
+    return {r["queue"]: reports.QueueStats.from_record(r) for r in records}
 
 
 async def count_waiting(db: Executor, queues: Sequence[str]) -> int:
@@ -45,7 +45,7 @@ async def count_waiting(db: Executor, queues: Sequence[str]) -> int:
 MAX_JOB_ID = 2**63 - 1  # above every id: the first page of a listing reads below it
 
 
-async def list_jobs(db: Executor, page: models.JobPage) -> list[models.Job]:
+async def list_jobs(db: Executor, page: reports.JobPage) -> list[models.Job]:
     """The jobs `page` asks for, newest first (see `queries.LIST_JOBS`)."""
     payload_key, payload_values = page.payload_match or (None, [])
     # The statement whose index fits the filters: a state few rows are in, else a kind.
@@ -86,14 +86,14 @@ async def resume_queue(db: Executor, queue: str) -> None:
     await db.execute(queries.RESUME_QUEUE, queue)
 
 
-async def queue_overview(db: Executor) -> list[models.QueueInfo]:
+async def queue_overview(db: Executor) -> list[reports.QueueInfo]:
     """Every queue with jobs, counters or a pause: its counts, pause, oldest wait, recent rate."""
-    return [models.QueueInfo.from_record(r) for r in await db.fetch(queries.QUEUE_OVERVIEW)]
+    return [reports.QueueInfo.from_record(r) for r in await db.fetch(queries.QUEUE_OVERVIEW)]
 
 
 async def finished_per_minute(
     db: Executor, queue: str | None, minutes: int
-) -> list[models.FinishedMinute]:
+) -> list[reports.FinishedMinute]:
     """Jobs finished in each of the last `minutes` minutes, oldest first, the current last."""
     records = await db.fetch(queries.FINISHED_PER_MINUTE, queue, minutes)
-    return [models.FinishedMinute.from_record(r) for r in records]
+    return [reports.FinishedMinute.from_record(r) for r in records]

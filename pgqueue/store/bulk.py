@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pgqueue import models, queries
+from pgqueue import models, queries, reports
 from pgqueue.store._common import Executor, _connection, _jobs
 
 SEARCH_WINDOW_IDS = 100_000  # job ids one page of a payload search reads at most
@@ -14,14 +14,14 @@ RETRYABLE = (models.JobState.FAILED, models.JobState.CANCELLED)
 CANCELLABLE = (models.JobState.QUEUED, models.JobState.RUNNING)
 
 
-def _parameters(found: models.JobFilter, states: list[str]) -> tuple[Any, ...]:
+def _parameters(found: reports.JobFilter, states: list[str]) -> tuple[Any, ...]:
     payload = None if found.payload is None else json.dumps(found.payload)
     return (found.queue, states, found.kind, payload)
 
 
 async def list_jobs_containing(
     db: Executor,
-    found: models.JobFilter,
+    found: reports.JobFilter,
     *,
     limit: int = 50,
     before: int | None = None,
@@ -49,7 +49,7 @@ async def list_jobs_containing(
     return _jobs(records), floor if floor > 1 else None
 
 
-async def count_retryable(db: Executor, found: models.JobFilter) -> tuple[int, int | None]:
+async def count_retryable(db: Executor, found: reports.JobFilter) -> tuple[int, int | None]:
     """How many failed or cancelled jobs of `found` a bulk retry would queue again, and the
     newest one's id (None when there is none): pass it to `retry_matching` as `up_to`."""
     record = await db.fetchrow(
@@ -59,7 +59,7 @@ async def count_retryable(db: Executor, found: models.JobFilter) -> tuple[int, i
     return record["jobs"], record["newest"]
 
 
-async def retry_matching(db: Executor, found: models.JobFilter, up_to: int) -> int:
+async def retry_matching(db: Executor, found: reports.JobFilter, up_to: int) -> int:
     """Every failed or cancelled job of `found` with an id up to `up_to` back to queued, with a
     fresh attempt budget, in one statement; returns how many."""
     record = await db.fetchrow(
@@ -70,7 +70,7 @@ async def retry_matching(db: Executor, found: models.JobFilter, up_to: int) -> i
     return jobs
 
 
-async def count_cancellable(db: Executor, found: models.JobFilter) -> tuple[int, int | None]:
+async def count_cancellable(db: Executor, found: reports.JobFilter) -> tuple[int, int | None]:
     """How many queued jobs (and running ones not yet asked to stop) of `found` a bulk cancel
     would change, and the newest one's id (None when there is none)."""
     record = await db.fetchrow(
@@ -80,7 +80,7 @@ async def count_cancellable(db: Executor, found: models.JobFilter) -> tuple[int,
     return record["jobs"], record["newest"]
 
 
-async def cancel_matching(db: Executor, found: models.JobFilter, up_to: int) -> tuple[int, int]:
+async def cancel_matching(db: Executor, found: reports.JobFilter, up_to: int) -> tuple[int, int]:
     """Cancel every job `count_cancellable` counts with an id up to `up_to`, in one statement:
     the queued ones at once, the running ones within a heartbeat of their worker. Returns
     (cancelled now, running ones asked to stop)."""

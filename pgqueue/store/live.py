@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pgqueue import models, queries
+from pgqueue import queries, reports
 from pgqueue.store._common import Executor
 
 DURATION_WINDOW_S = 3600.0  # the recent jobs whose durations are summed up: the last hour's
@@ -33,8 +33,8 @@ async def kind_durations(
     *,
     window_s: float = DURATION_WINDOW_S,
     max_jobs: int = DURATION_MAX_JOBS,
-) -> list[models.KindDurations]:
+) -> list[reports.KindDurations]:
     """Per kind, the run time percentiles of the jobs that succeeded in the last `window_s`
     seconds (of the `max_jobs` that finished last, whatever their outcome), by kind."""
     records = await db.fetch(queries.KIND_DURATIONS, window_s, max_jobs)
-    return [models.KindDurations.from_record(r) for r in records]
+    return [reports.KindDurations.from_record(r) for r in records]

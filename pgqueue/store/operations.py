@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from pgqueue import models, queries
+from pgqueue import models, queries, reports
 from pgqueue.store._common import Executor, _connection, _jobs
 from pgqueue.store.admin import MAX_JOB_ID
 from pgqueue.store.bulk import retry_matching
@@ -46,7 +46,7 @@ async def retry_ended_badly(
     """Every failed (and cancelled, if asked) job of the filter back to queued; how many. The
     dashboard's bulk retry, by the same statement, over every job there is."""
     state = None if include_cancelled else models.JobState.FAILED
-    found = models.JobFilter(queue=queue, state=state, kind=kind)
+    found = reports.JobFilter(queue=queue, state=state, kind=kind)
     return await retry_matching(db, found, MAX_JOB_ID)
 
 

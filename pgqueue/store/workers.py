@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from pgqueue import models, queries
+from pgqueue import queries, reports
 from pgqueue.store._common import Executor
 
 STALE_KEPT_S = 3600.0  # seconds a stale worker's row is still shown before a worker prunes it
@@ -59,6 +59,6 @@ async def prune_workers(db: Executor, older_than_s: float = STALE_KEPT_S) -> int
     return int(status.split()[-1])
 
 
-async def list_workers(db: Executor) -> list[models.WorkerInfo]:
+async def list_workers(db: Executor) -> list[reports.WorkerInfo]:
     """Every known worker, live ones first (newest beat first), then stale ones."""
-    return [models.WorkerInfo.from_record(r) for r in await db.fetch(queries.LIST_WORKERS)]
+    return [reports.WorkerInfo.from_record(r) for r in await db.fetch(queries.LIST_WORKERS)]

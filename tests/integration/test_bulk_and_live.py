@@ -9,7 +9,7 @@ import json
 import asyncpg
 import pytest
 
-from pgqueue import JobState, Queue, models, queries, store
+from pgqueue import JobState, Queue, queries, reports, store
 
 LEASE_S = 30.0
 
@@ -40,7 +40,7 @@ async def test_bulk_retry_takes_the_filter_and_stops_at_the_newest_job_counted(
     cancelled = await queue.enqueue("render", {"user": "ann", "n": 9})
     await queue.cancel(cancelled.id)
 
-    found = models.JobFilter(queue="default", kind="render", payload={"user": "ann"})
+    found = reports.JobFilter(queue="default", kind="render", payload={"user": "ann"})
     count, newest = await store.count_retryable(pool, found)
     assert (count, newest) == (4, cancelled.id)  # 3 failed and 1 cancelled of ann's renders
 
@@ -57,9 +57,9 @@ async def test_bulk_retry_takes_the_filter_and_stops_at_the_newest_job_counted(
     assert again is not None and again.attempts == 0 and again.finished_at is None
 
     # The state filter narrows it: only failed ones (the late one), never a queued one.
-    only_failed = models.JobFilter(state=JobState.FAILED, payload={"user": "ann"})
+    only_failed = reports.JobFilter(state=JobState.FAILED, payload={"user": "ann"})
     assert await store.count_retryable(pool, only_failed) == (3, late.id)
-    queued = models.JobFilter(state=JobState.QUEUED)
+    queued = reports.JobFilter(state=JobState.QUEUED)
     assert await store.count_retryable(pool, queued) == (0, None)
 
 
@@ -74,7 +74,7 @@ async def test_bulk_cancel_cancels_queued_jobs_at_once_and_asks_running_ones_to_
     done = await queue.enqueue("render", {"project": "p1"})
     await _fail(pool, done.id)
 
-    found = models.JobFilter(payload={"project": "p1"})
+    found = reports.JobFilter(payload={"project": "p1"})
     count, newest = await store.count_cancellable(pool, found)
     assert count == 3 and newest == waiting[-1].id  # 2 queued + the running one (oldest)
     assert newest is not None
@@ -122,7 +122,7 @@ async def test_a_payload_search_reads_one_window_of_ids_per_page(
     match = await queue.enqueue("render", {"user": "ann", "tags": ["a", "b"]})
     for n in range(30):
         await queue.enqueue("render", {"user": "bob", "n": n})
-    found = models.JobFilter(payload={"tags": ["b"]})  # containment reaches into arrays
+    found = reports.JobFilter(payload={"tags": ["b"]})  # containment reaches into arrays
 
     # Windows of 10 ids from the newest down (ids 1-31: four of them), the match in the last.
     pages: list[list[int]] = []
@@ -138,7 +138,7 @@ async def test_a_payload_search_reads_one_window_of_ids_per_page(
     jobs, _ = await store.list_jobs_containing(pool, found)  # the default window holds all
     assert [j.id for j in jobs] == [match.id]
     with pytest.raises(ValueError, match="payload"):
-        await store.list_jobs_containing(pool, models.JobFilter(kind="render"))
+        await store.list_jobs_containing(pool, reports.JobFilter(kind="render"))
 
 
 async def test_job_states_and_kind_durations(queue: Queue, pool: asyncpg.Pool) -> None:

@@ -7,7 +7,7 @@ from datetime import timedelta
 import asyncpg
 
 from pgqueue import JobContext, JobSpec, Queue, Registry, RetryLater, queries, store
-from pgqueue.models import QueueStats
+from pgqueue.reports import QueueStats
 from pgqueue.worker.config import WorkerConfig
 from pgqueue.worker.events import Hooks
 from pgqueue.worker.maintenance import Maintenance

@@ -10,7 +10,8 @@ import asyncpg
 import pytest
 
 from pgqueue import JobSpec, Queue, store
-from pgqueue.models import JobState, Wait, WaitReason
+from pgqueue.models import JobState
+from pgqueue.reports import Wait, WaitReason
 
 KEY = "upstream"
 

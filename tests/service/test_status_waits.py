@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from pgqueue import Queue, Worker, store
-from pgqueue.models import WaitReason
+from pgqueue.reports import WaitReason
 from service import schemas
 from service.settings import IMAGE_RATE_LIMIT_KEY, ServiceSettings
 from tests.service.support import project_body, wait_done

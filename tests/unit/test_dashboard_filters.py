@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pgqueue import JobState, models
+from pgqueue import JobState, reports
 from pgqueue.dashboard import filters, timefmt
 
 
@@ -16,10 +16,10 @@ def test_a_filter_reads_back_from_its_own_fields() -> None:
     found = filters.read(
         {"queue": " default ", "state": "failed", "kind": "render", "payload": '{"b": [1], "a": 2}'}
     )
-    assert found == models.JobFilter("default", JobState.FAILED, "render", {"a": 2, "b": [1]})
+    assert found == reports.JobFilter("default", JobState.FAILED, "render", {"a": 2, "b": [1]})
     assert filters.read(filters.as_fields(found)) == found
-    assert filters.read({"queue": "", "payload": "  "}) == models.JobFilter()
-    assert filters.describe(models.JobFilter()) == "no filter: every job"
+    assert filters.read({"queue": "", "payload": "  "}) == reports.JobFilter()
+    assert filters.describe(reports.JobFilter()) == "no filter: every job"
     assert filters.describe(found) == (
         'queue default, state failed, kind render, payload containing {"a": 2, "b": [1]}'
     )
@@ -63,9 +63,9 @@ def test_a_deeply_nested_filter_is_read_or_refused_never_a_recursion_error() -> 
 
 def test_only_the_states_an_action_may_change_that_the_filter_allows() -> None:
     retryable = (JobState.FAILED, JobState.CANCELLED)
-    assert models.JobFilter().states(retryable) == ["failed", "cancelled"]
-    assert models.JobFilter(state=JobState.CANCELLED).states(retryable) == ["cancelled"]
-    assert models.JobFilter(state=JobState.QUEUED).states(retryable) == []
+    assert reports.JobFilter().states(retryable) == ["failed", "cancelled"]
+    assert reports.JobFilter(state=JobState.CANCELLED).states(retryable) == ["cancelled"]
+    assert reports.JobFilter(state=JobState.QUEUED).states(retryable) == []
 
 
 NOW = datetime(2026, 12, 3, 15, 0, 0, tzinfo=UTC)
