@@ -148,7 +148,15 @@ DECLARE
     aim float8;
     period interval;
 BEGIN
-    SELECT * INTO r FROM pgqueue.rate_limits WHERE key = k FOR NO KEY UPDATE;
+    -- Locked only when there is something to write: a breaker to close or its count to reset,
+    -- or an adaptive rate whose limit binds. A success of any other key (a fixed limit, an
+    -- idle adaptive one) takes no lock and writes nothing, as before this version.
+    SELECT * INTO r FROM pgqueue.rate_limits AS t
+    WHERE t.key = k
+      AND (t.breaker_state <> 'closed' OR t.breaker_failures > 0
+           OR (t.adaptive AND t.learnt IS NOT NULL
+               AND t.bound_at >= now() - make_interval(secs => t.period_s)))
+    FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RETURN;
     END IF;
