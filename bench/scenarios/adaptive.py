@@ -47,6 +47,7 @@ CAP = 20  # STORYBOARD_CONCURRENCY: not what holds the calls back
 LATENCY_S = (0.2, 0.5)  # an accepted call's latency, uniform
 SEED = 16
 SAMPLE_S = 0.1  # seconds between two reads of the key's row
+WINDOW_S = 1.1  # the key's window (1 s) and the 50 ms more it keeps, and a margin
 DRAIN_S = 0.6  # after the last phase: the calls it started are answered by then
 GOODPUT_TARGET = 0.9
 THROTTLED_TARGET = 0.05
@@ -211,6 +212,10 @@ async def _one_run(
                     for p in range(PROJECTS)
                 ]
                 await ops.settle(ctx)
+                # The warm-up's calls reached the fake before its quota counts anything: they
+                # leave the key's window too before the quota starts (else the key would count
+                # starts the upstream never saw when it measures its first 429's window).
+                await asyncio.sleep(WINDOW_S)
                 fake.reset()
                 fake.script = script
                 quota.start()

@@ -52,7 +52,8 @@ from __future__ import annotations
 # -- that could start, for one claim.
 # -- Schema v14: an adaptive key with a learnt rate is paced as well: `paced` admits a start
 # -- once `paced_at` passed, and a second one if it passed a whole spacing ago (the slack the
-# -- start trigger allows), at most what its window has room for.
+# -- start trigger allows), at most what its window has room for. Schema v16: so is one with
+# -- nothing learnt yet, at the first pace (it has no window limit then).
 CLAIM_JOBS = """
 WITH candidates AS MATERIALIZED (
     SELECT c.*
@@ -108,7 +109,8 @@ WITH candidates AS MATERIALIZED (
     FOR NO KEY UPDATE
 ), limits AS (
     SELECT r.key, r.capacity, r.paused_until, r.breaker_state, r.breaker_until, r.starts,
-           r.period_s, r.adaptive, r.learnt, r.paced_at
+           r.period_s, r.adaptive, r.paced_at,
+           coalesce(r.learnt, pgqueue.rate_limit_first_pace()) AS pace
     FROM pgqueue.rate_limits AS r
     WHERE r.key = ANY (ARRAY(SELECT rate_limit_key FROM candidates))
       AND (SELECT count(*) FROM budgets) >= 0
@@ -118,11 +120,11 @@ WITH candidates AS MATERIALIZED (
     SELECT l.key, l.capacity, l.paused_until, l.breaker_state, l.breaker_until,
            (SELECT count(*) FROM unnest(l.starts) AS t
             WHERE t > clock_timestamp() - make_interval(secs => l.period_s)) AS in_window,
-           CASE WHEN NOT l.adaptive OR l.learnt IS NULL THEN 2147483647
+           CASE WHEN NOT l.adaptive THEN 2147483647
                 WHEN l.paced_at IS NULL THEN 2
                 WHEN l.paced_at > clock_timestamp() THEN 0
                 ELSE 1 + floor(least(extract(epoch FROM clock_timestamp() - l.paced_at),
-                                     l.period_s / l.learnt) / (l.period_s / l.learnt))
+                                     l.period_s / l.pace) / (l.period_s / l.pace))
            END AS paced
     FROM limits AS l
 ), chosen AS (
@@ -139,7 +141,7 @@ WITH candidates AS MATERIALIZED (
                        <= CASE WHEN l.paused_until > now() OR l.breaker_until > now() THEN 0
                                WHEN l.breaker_state <> 'closed'
                                    THEN least(1, coalesce(l.capacity - l.in_window, 1))
-                               WHEN l.capacity IS NULL THEN 2147483647
+                               WHEN l.capacity IS NULL THEN l.paced
                                ELSE least(l.capacity - l.in_window, l.paced) END)
                AND (c.budget_keys IS NULL OR NOT EXISTS (
                     SELECT 1 FROM budgets AS b
@@ -258,7 +260,8 @@ WITH completed AS (
     FOR NO KEY UPDATE
 ), limits AS (
     SELECT r.key, r.capacity, r.paused_until, r.breaker_state, r.breaker_until, r.starts,
-           r.period_s, r.adaptive, r.learnt, r.paced_at
+           r.period_s, r.adaptive, r.paced_at,
+           coalesce(r.learnt, pgqueue.rate_limit_first_pace()) AS pace
     FROM pgqueue.rate_limits AS r
     WHERE r.key = ANY (ARRAY(
         SELECT rate_limit_key FROM candidates
@@ -271,11 +274,11 @@ WITH completed AS (
     SELECT l.key, l.capacity, l.paused_until, l.breaker_state, l.breaker_until,
            (SELECT count(*) FROM unnest(l.starts) AS t
             WHERE t > clock_timestamp() - make_interval(secs => l.period_s)) AS in_window,
-           CASE WHEN NOT l.adaptive OR l.learnt IS NULL THEN 2147483647
+           CASE WHEN NOT l.adaptive THEN 2147483647
                 WHEN l.paced_at IS NULL THEN 2
                 WHEN l.paced_at > clock_timestamp() THEN 0
                 ELSE 1 + floor(least(extract(epoch FROM clock_timestamp() - l.paced_at),
-                                     l.period_s / l.learnt) / (l.period_s / l.learnt))
+                                     l.period_s / l.pace) / (l.period_s / l.pace))
            END AS paced
     FROM limits AS l
 ), chosen AS (
@@ -293,7 +296,7 @@ WITH completed AS (
                        <= CASE WHEN l.paused_until > now() OR l.breaker_until > now() THEN 0
                                WHEN l.breaker_state <> 'closed'
                                    THEN least(1, coalesce(l.capacity - l.in_window, 1))
-                               WHEN l.capacity IS NULL THEN 2147483647
+                               WHEN l.capacity IS NULL THEN l.paced
                                ELSE least(l.capacity - l.in_window, l.paced) END)
                AND (c.budget_keys IS NULL OR NOT EXISTS (
                     SELECT 1 FROM budgets AS b
@@ -331,7 +334,10 @@ FROM (SELECT) AS one LEFT JOIN claimed ON true
 # -- becomes runnable, or a rate-limit key holding back runnable jobs of theirs allows a start
 # -- again (its window frees a start, its throttle ends, its breaker lets a probe through), or
 # -- the window of a budget that parks some of them ends, whichever comes first (NULL:
-# -- nothing waits), so an idle worker wakes for it, not at a poll. The keys are few (one
+# -- nothing waits), so an idle worker wakes for it, not at a poll. A key that allowed a start
+# -- again within the last $3 seconds (since the worker's last claim began) counts too, with
+# -- a due time in the past: the claim found it closed, this lookup would find it open and,
+# -- without it, the worker slept until its poll (up to 3 s of a paced key's starts lost). The keys are few (one
 # -- per upstream), and each asks jobs_queued_rate_limit_key_idx for one held-back job; the
 # -- budgets are those of the first hundred runnable budgeted jobs (an idle worker's queued
 # -- runnable jobs are all held back by something, so these are the parked ones).
@@ -343,7 +349,8 @@ SELECT extract(epoch FROM least(
        AND run_at > now()),
     (SELECT min(greatest(r.next_start_at, r.paused_until, r.breaker_until))
      FROM pgqueue.rate_limits AS r
-     WHERE greatest(r.next_start_at, r.paused_until, r.breaker_until) > now()
+     WHERE greatest(r.next_start_at, r.paused_until, r.breaker_until)
+           > now() - make_interval(secs => $3::float8)
        AND EXISTS (
            SELECT 1 FROM pgqueue.jobs AS j
            WHERE j.rate_limit_key = r.key AND j.state = 'queued'
@@ -362,13 +369,14 @@ SELECT extract(epoch FROM least(
 
 # -- seconds_until_key_allows: SECONDS_UNTIL_DUE's second half alone: how long until a
 # -- rate-limit key holding back runnable jobs of the queues $1 and kinds $2 allows a start
-# -- again (NULL: none holds any back). A budgeted burst run (a drain) waits that long rather
+# -- again (NULL: none holds any back; $3 as there). A budgeted burst run (a drain) waits that long rather
 # -- than end with work its budget could still do.
 SECONDS_UNTIL_KEY_ALLOWS = """
 SELECT extract(epoch FROM min(greatest(r.next_start_at, r.paused_until, r.breaker_until))
                - now())::float8
 FROM pgqueue.rate_limits AS r
-WHERE greatest(r.next_start_at, r.paused_until, r.breaker_until) > now()
+WHERE greatest(r.next_start_at, r.paused_until, r.breaker_until)
+      > now() - make_interval(secs => $3::float8)
   AND EXISTS (
       SELECT 1 FROM pgqueue.jobs AS j
       WHERE j.rate_limit_key = r.key AND j.state = 'queued'

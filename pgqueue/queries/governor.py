@@ -25,9 +25,9 @@ WHERE key = $1
 """
 
 # -- set_adaptive_rate: key $1's start rate is learnt over windows of $3 seconds, never above
-# -- $2 starts a window (NULL: no ceiling; no limit until the first 429). A rate already
-# -- learnt under the same ceiling and window stays (every worker sets this as it starts);
-# -- a new ceiling or window starts the learning anew, from the ceiling.
+# -- $2 starts a window (NULL: no ceiling; until the first 429 no limit but the first pace,
+# -- schema v16). A rate already learnt under the same ceiling and window stays (every worker
+# -- sets this as it starts); a new ceiling or window starts the learning anew, from the ceiling.
 SET_ADAPTIVE_RATE = """
 INSERT INTO pgqueue.rate_limits AS r (key, capacity, period_s, adaptive, ceiling, learnt)
 VALUES ($1, $2::integer, $3::float8, true, $2::integer, $2::integer)
@@ -50,11 +50,15 @@ SET adaptive = true,
     -- What the learning knew of the upstream (schema v14) stays with the rate it learnt, and
     -- goes with it (a sub-SELECT that yields no row sets NULLs).
     (paced_at, bound_at, quota_seen, cut_starts, cut_throttles, good_since, probe_after,
-     probe_step, probe_step_at)
+     probe_step, probe_step_at, probe_from, refused_at)
         = (SELECT r.paced_at, r.bound_at, r.quota_seen, r.cut_starts, r.cut_throttles,
-                  r.good_since, r.probe_after, r.probe_step, r.probe_step_at
+                  r.good_since, r.probe_after, r.probe_step, r.probe_step_at, r.probe_from,
+                  r.refused_at
            WHERE r.adaptive AND r.ceiling IS NOT DISTINCT FROM EXCLUDED.ceiling
                  AND r.period_s = EXCLUDED.period_s),
+    probe_refusals = CASE WHEN r.adaptive AND r.ceiling IS NOT DISTINCT FROM EXCLUDED.ceiling
+                               AND r.period_s = EXCLUDED.period_s
+                          THEN r.probe_refusals ELSE 0 END,
     updated_at = now()
 """
 
@@ -65,7 +69,7 @@ UPDATE pgqueue.rate_limits
 SET adaptive = false, ceiling = NULL, learnt = NULL, sustained = NULL, last_cut_at = NULL,
     paced_at = NULL, bound_at = NULL, quota_seen = NULL, cut_starts = NULL,
     cut_throttles = NULL, good_since = NULL, probe_after = NULL, probe_step = NULL,
-    probe_step_at = NULL
+    probe_step_at = NULL, probe_from = NULL, probe_refusals = 0, refused_at = NULL
 WHERE key = $1 AND adaptive
 """
 

@@ -66,20 +66,27 @@ async def complete_and_claim(
 
 
 async def seconds_until_due(
-    db: Executor, queues: Sequence[str], kinds: Sequence[str]
+    db: Executor, queues: Sequence[str], kinds: Sequence[str], since_claim_s: float = 0.0
 ) -> float | None:
     """Seconds until the next delayed job of these queues and kinds is due, or a rate-limit
-    key holding back runnable jobs of theirs allows a start again; None if nothing waits."""
-    value = await db.fetchval(queries.SECONDS_UNTIL_DUE, list(queues), list(kinds))
+    key holding back runnable jobs of theirs allows a start again; None if nothing waits.
+    A key that allowed a start again within `since_claim_s` (the time since the caller's last
+    claim began) is due now: its answer is <= 0."""
+    value = await db.fetchval(
+        queries.SECONDS_UNTIL_DUE, list(queues), list(kinds), max(since_claim_s, 0.0)
+    )
     return None if value is None else float(value)
 
 
 async def seconds_until_key_allows(
-    db: Executor, queues: Sequence[str], kinds: Sequence[str]
+    db: Executor, queues: Sequence[str], kinds: Sequence[str], since_claim_s: float = 0.0
 ) -> float | None:
     """Seconds until a rate-limit key holding back runnable jobs of these queues and kinds
-    allows a start again; None if no key holds any back."""
-    value = await db.fetchval(queries.SECONDS_UNTIL_KEY_ALLOWS, list(queues), list(kinds))
+    allows a start again; None if no key holds any back (`since_claim_s` as in
+    `seconds_until_due`)."""
+    value = await db.fetchval(
+        queries.SECONDS_UNTIL_KEY_ALLOWS, list(queues), list(kinds), max(since_claim_s, 0.0)
+    )
     return None if value is None else float(value)
 
 

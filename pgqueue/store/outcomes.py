@@ -107,8 +107,9 @@ async def throttle(
     error: str,
     progress_json: str | None,
 ) -> models.Job | None:
-    """The handler's upstream pushed back: requeue the job (fenced) after `delay_s` without
-    spending its attempt, and pause its key for `pause_s` on every worker, in one transaction
+    """The handler's upstream pushed back: requeue the job (fenced) after `delay_s` or
+    `pause_s`, whichever is longer, without spending its attempt, and pause its key for
+    `pause_s` on every worker (unless it is an adaptive key's refused probe), in one transaction
     (nothing else sees the job back in the queue with its key still open). Returns the row
     written (`cancelled` when a cancel was requested), None when the lease was lost."""
     async with _connection(db) as conn, conn.transaction():
@@ -116,7 +117,9 @@ async def throttle(
             queries.THROTTLE_JOB,
             job_id,
             lease_token,
-            capped_delay_s(delay_s),
+            # The job itself waits out the throttle even when its key is not paused (an
+            # adaptive key's refused probe pauses nobody else, schema v16).
+            capped_delay_s(max(delay_s, pause_s)),
             error,
             progress_json,
         )

@@ -100,6 +100,9 @@ class Producer:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self.idle = idle or asyncio.Event()  # set while waiting for work with free slots
+        # When the last claim (the loop's or a completion's hand-off) began, on the loop's
+        # clock: a key that opened since then is due now (see `_since_claim_s`).
+        self._claim_began = 0.0
 
     def wake(self) -> None:
         """Look for jobs now (a notification arrived, or jobs were requeued)."""
@@ -128,6 +131,7 @@ class Producer:
             # Slots are taken before the claim, so the worker never holds more jobs than its
             # concurrency, whatever a hand-off claims meanwhile.
             taken = self.slots.take_all()
+            self._claim_began = asyncio.get_running_loop().time()
             try:
                 jobs = await store.claim(self._db, self._template.request(taken))
                 failures = 0
@@ -173,7 +177,7 @@ class Producer:
         any back (or the lookup failed: the run ends as it would have)."""
         try:
             due_s = await store.seconds_until_key_allows(
-                self._db, self._template.queues, self._template.kinds
+                self._db, self._template.queues, self._template.kinds, self._since_claim_s()
             )
         except Exception as exc:  # ending the run is what would have happened without it
             logger.warning("held-back lookup failed: %s", exc, extra={"action": "lookup_failed"})
@@ -194,7 +198,9 @@ class Producer:
         # waiting, so that a notification arriving meanwhile is served at once: the lookup is
         # never on the path from an enqueue to its start.
         lookup = asyncio.ensure_future(
-            store.seconds_until_due(self._db, self._template.queues, self._template.kinds)
+            store.seconds_until_due(
+                self._db, self._template.queues, self._template.kinds, self._since_claim_s()
+            )
         )
         lookup.add_done_callback(_forget)
         self.idle.set()
@@ -211,6 +217,12 @@ class Producer:
         finally:
             self.idle.clear()
 
+    def _since_claim_s(self) -> float:
+        # A key that opened after the last claim began but before this lookup reads it would
+        # be neither seen open by the claim nor closed by the lookup: the worker would sleep
+        # until its poll. Passing this span makes the lookup count such a key as due now.
+        return asyncio.get_running_loop().time() - self._claim_began
+
     # -- the completer's side: slots come back with the outcomes that held them -------------
 
     def release(self, count: int) -> None:
@@ -223,6 +235,7 @@ class Producer:
         if self._stopping.is_set() or freed < 1:
             return None
         limit = freed + self.slots.take_all()
+        self._claim_began = asyncio.get_running_loop().time()
         return Handoff(self._template.request(limit), freed)
 
     def delivered(self, handoff: Handoff, jobs: list[models.Job]) -> None:
