@@ -337,10 +337,11 @@ FROM (SELECT) AS one LEFT JOIN claimed ON true
 # -- nothing waits), so an idle worker wakes for it, not at a poll. A key that allowed a start
 # -- again within the last $3 seconds (since the worker's last claim began) counts too, with
 # -- a due time in the past: the claim found it closed, this lookup would find it open and,
-# -- without it, the worker slept until its poll (up to 3 s of a paced key's starts lost). The keys are few (one
-# -- per upstream), and each asks jobs_queued_rate_limit_key_idx for one held-back job; the
-# -- budgets are those of the first hundred runnable budgeted jobs (an idle worker's queued
-# -- runnable jobs are all held back by something, so these are the parked ones).
+# -- without it, the worker slept until its poll (up to 3 s of a paced key's starts lost).
+# -- The keys are few (one per upstream), and each asks jobs_queued_rate_limit_key_idx for one
+# -- held-back job; the budgets are those of the first hundred runnable budgeted jobs (an idle
+# -- worker's queued runnable jobs are all held back by something, so these are the parked
+# -- ones).
 SECONDS_UNTIL_DUE = """
 SELECT extract(epoch FROM least(
     (SELECT min(run_at)
@@ -369,8 +370,8 @@ SELECT extract(epoch FROM least(
 
 # -- seconds_until_key_allows: SECONDS_UNTIL_DUE's second half alone: how long until a
 # -- rate-limit key holding back runnable jobs of the queues $1 and kinds $2 allows a start
-# -- again (NULL: none holds any back; $3 as there). A budgeted burst run (a drain) waits that long rather
-# -- than end with work its budget could still do.
+# -- again (NULL: none holds any back; $3 as there). A budgeted burst run (a drain) waits that
+# -- long rather than end with work its budget could still do.
 SECONDS_UNTIL_KEY_ALLOWS = """
 SELECT extract(epoch FROM min(greatest(r.next_start_at, r.paused_until, r.breaker_until))
                - now())::float8
