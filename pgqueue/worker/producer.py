@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import logging
 import random
+import time
 from collections.abc import Callable, Sequence
 
 from pgqueue import errors, models, store
@@ -100,7 +101,7 @@ class Producer:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self.idle = idle or asyncio.Event()  # set while waiting for work with free slots
-        # When the last claim (the loop's or a completion's hand-off) began, on the loop's
+        # When the last claim (the loop's or a completion's hand-off) began, on the monotonic
         # clock: a key that opened since then is due now (see `_since_claim_s`).
         self._claim_began = 0.0
 
@@ -131,7 +132,7 @@ class Producer:
             # Slots are taken before the claim, so the worker never holds more jobs than its
             # concurrency, whatever a hand-off claims meanwhile.
             taken = self.slots.take_all()
-            self._claim_began = asyncio.get_running_loop().time()
+            self._claim_began = time.monotonic()
             try:
                 jobs = await store.claim(self._db, self._template.request(taken))
                 failures = 0
@@ -221,7 +222,7 @@ class Producer:
         # A key that opened after the last claim began but before this lookup reads it would
         # be neither seen open by the claim nor closed by the lookup: the worker would sleep
         # until its poll. Passing this span makes the lookup count such a key as due now.
-        return asyncio.get_running_loop().time() - self._claim_began
+        return time.monotonic() - self._claim_began
 
     # -- the completer's side: slots come back with the outcomes that held them -------------
 
@@ -235,7 +236,7 @@ class Producer:
         if self._stopping.is_set() or freed < 1:
             return None
         limit = freed + self.slots.take_all()
-        self._claim_began = asyncio.get_running_loop().time()
+        self._claim_began = time.monotonic()
         return Handoff(self._template.request(limit), freed)
 
     def delivered(self, handoff: Handoff, jobs: list[models.Job]) -> None:

@@ -366,10 +366,10 @@ async def test_a_429_halves_an_adaptive_rate_and_its_window_says_what_the_upstre
     await _answered_429(pool, claimed[1], pause_s=0.0)
     row = await _key_row(pool)
     assert row["quota_seen"] == 6 and row["learnt"] == 3 and row["capacity"] == 3
-    # Successes while the pace binds climb toward 95% of what the upstream took, no further.
+    # Successes while the pace binds climb to 97% of what the upstream took, no further.
     await _succeed(pool, claimed[2:])
     learnt = (await _key_row(pool))["learnt"]
-    assert 3 < learnt <= 6 * 0.95
+    assert learnt == pytest.approx(6 * 0.97)
     # Setting it again (a worker restarting) keeps what was learnt, and what it knows.
     await queue.set_adaptive_rate_limit(KEY, ceiling=8, period_s=100.0)
     row = await _key_row(pool)
@@ -406,7 +406,7 @@ async def test_an_adaptive_key_climbs_back_holds_below_the_quota_then_probes(
     queue: Queue, pool: asyncpg.Pool
 ) -> None:
     await queue.set_adaptive_rate_limit(KEY, ceiling=100, period_s=1.0)
-    await queue.enqueue_many([JobSpec("k", rate_limit_key=KEY) for _ in range(4)])
+    await queue.enqueue_many([JobSpec("k", rate_limit_key=KEY) for _ in range(5)])
     jobs = await store.claim(pool, _claim(4))
     assert len(jobs) == 2
 
@@ -423,23 +423,32 @@ async def test_an_adaptive_key_climbs_back_holds_below_the_quota_then_probes(
     await state(learnt=4.0, sustained=8.0, quota_seen=10.0, good_since=later, probe_after=later)
     await _succeed(pool, jobs[:1])
     assert (await _key_row(pool))["learnt"] == 6.0
-    # Past it, toward 95% of the quota seen, within a period.
+    # Past it, to 97% of the quota seen, within a period (+aim/rate a success).
     await state(learnt=8.0)
     await _succeed(pool, jobs[1:2])
-    assert (await _key_row(pool))["learnt"] == pytest.approx(8 + 1.5 / 8)
+    assert (await _key_row(pool))["learnt"] == pytest.approx(8 + 9.7 / 8)
     # There it holds until probe_after.
     await pool.execute("UPDATE pgqueue.rate_limits SET paced_at = NULL, next_start_at = NULL")
     more = await store.claim(pool, _claim(2))
-    await state(learnt=9.5)
+    await state(learnt=9.7)
     await _succeed(pool, more[:1])
-    assert (await _key_row(pool))["learnt"] == 9.5
-    # Then it probes upwards, forgetting the quota seen, its step doubling each period.
-    await state(probe_after=datetime.now(UTC) - timedelta(seconds=1), probe_step=1.0)
-    await _succeed(pool, more[1:])
+    assert (await _key_row(pool))["learnt"] == pytest.approx(9.7)
+    # Then a probe begins: it climbs past the quota seen from where it was, one start per
+    # period a period of successes.
+    await state(probe_after=datetime.now(UTC) - timedelta(seconds=1))
+    await _succeed(pool, more[1:2])
     row = await _key_row(pool)
-    assert row["learnt"] == pytest.approx(9.5 + 1 / 9.5)
-    assert row["quota_seen"] is None and row["probe_step"] == 2.0
-    assert row["capacity"] == 10
+    assert row["learnt"] == pytest.approx(9.7 + 1 / 9.7)
+    assert row["probe_from"] == pytest.approx(9.7) and row["probe_step"] == 1.0
+    assert row["quota_seen"] == 10 and row["capacity"] == 10
+    # Half a period of it with no refusal: the step grows fourfold. (The quota seen would
+    # become what the last window took, but this window took less than it knows.)
+    await pool.execute("UPDATE pgqueue.rate_limits SET paced_at = NULL, next_start_at = NULL")
+    (last,) = await store.claim(pool, _claim(1))
+    await state(probe_step_at=datetime.now(UTC) - timedelta(seconds=1))
+    await _succeed(pool, [last])
+    row = await _key_row(pool)
+    assert row["probe_step"] == 4.0 and row["quota_seen"] == 10
 
 
 async def test_an_adaptive_key_without_a_ceiling_learns_from_its_first_429(
@@ -447,8 +456,15 @@ async def test_an_adaptive_key_without_a_ceiling_learns_from_its_first_429(
 ) -> None:
     await queue.set_adaptive_rate_limit(KEY, period_s=60.0)
     await queue.enqueue_many([JobSpec("k", rate_limit_key=KEY) for _ in range(30)])
+    # No limit yet but the first pace: 50 starts a period (here one per 1.2 s), one of slack.
     claimed = await store.claim(pool, _claim(10))
-    assert len(claimed) == 10  # no limit yet
+    assert len(claimed) == 2
+    (limit,) = await queue.rate_limits()
+    assert limit["capacity"] is None
+    for _ in range(4):
+        await _pace_passed(pool, "2 s")
+        claimed += await store.claim(pool, _claim(10))
+    assert len(claimed) == 10
     await _answered_429(pool, claimed[0], pause_s=0.0)
     (limit,) = await queue.rate_limits()
     assert limit["capacity"] == 5  # half of the ten that started in the window
@@ -459,6 +475,62 @@ async def test_an_adaptive_key_without_a_ceiling_learns_from_its_first_429(
         await _answered_429(pool, job, pause_s=0.0)
     row = await _key_row(pool)
     assert row["quota_seen"] == 6 and row["learnt"] == 3
+
+
+async def test_a_refused_probe_costs_one_429_and_no_pause(queue: Queue, pool: asyncpg.Pool) -> None:
+    await queue.set_adaptive_rate_limit(KEY, ceiling=100, period_s=1.0)
+    await queue.enqueue_many([JobSpec("k", rate_limit_key=KEY) for _ in range(6)])
+    jobs = await store.claim(pool, _claim(2))
+    # A key that measured a quota of 10 and probes past it, from 9.7.
+    await pool.execute(
+        "UPDATE pgqueue.rate_limits SET learnt = 10.5, capacity = 11, quota_seen = 10,"
+        " sustained = 10.5, probe_from = 9.7, probe_step = 2, probe_step_at = now()"
+        " WHERE key = $1",
+        KEY,
+    )
+    await _answered_429(pool, jobs[0], pause_s=30.0)
+    row = await _key_row(pool)
+    # The refusal: no pause, back to 97% of the quota seen, the probe over, and a hold of one
+    # period before the next; the refused start leaves the window (it never entered theirs).
+    assert row["paused_until"] is None
+    assert row["learnt"] == pytest.approx(9.7) and row["capacity"] == 10
+    assert row["sustained"] == pytest.approx(9.7) and row["probe_from"] is None
+    assert row["probe_refusals"] == 1 and len(row["starts"]) == 1
+    assert 0.5 < (row["probe_after"] - row["refused_at"]).total_seconds() <= 1.0
+    # The refused job alone waits out its Retry-After; the others still start.
+    job = await pool.fetchrow(
+        "SELECT state::text, run_at - now() AS wait FROM pgqueue.jobs WHERE id = $1", jobs[0].id
+    )
+    assert job["state"] == "queued" and job["wait"] > timedelta(seconds=29)
+    await pool.execute("UPDATE pgqueue.rate_limits SET paced_at = NULL, next_start_at = NULL")
+    assert len(await store.claim(pool, _claim(1))) == 1
+    # A second 429 within the period is no refusal: the quota fell. The key pauses and halves.
+    await _answered_429(pool, jobs[1], pause_s=30.0)
+    row = await _key_row(pool)
+    assert row["paused_until"] is not None and row["learnt"] <= 9.7 / 2
+    assert row["probe_refusals"] == 0
+
+
+async def test_refusals_in_a_row_hold_the_key_longer(queue: Queue, pool: asyncpg.Pool) -> None:
+    await queue.set_adaptive_rate_limit(KEY, ceiling=100, period_s=1.0)
+    await queue.enqueue_many([JobSpec("k", rate_limit_key=KEY) for _ in range(4)])
+    holds = []
+    for job in await store.claim(pool, _claim(2)) + [None]:
+        if job is None:
+            await pool.execute(
+                "UPDATE pgqueue.rate_limits SET paced_at = NULL, next_start_at = NULL"
+            )
+            (job,) = await store.claim(pool, _claim(1))
+        await pool.execute(
+            "UPDATE pgqueue.rate_limits SET learnt = 10.5, quota_seen = 10,"
+            " probe_from = 9.7, refused_at = now() - interval '2 s' WHERE key = $1",
+            KEY,
+        )
+        await _answered_429(pool, job, pause_s=1.0)
+        row = await _key_row(pool)
+        assert row["paused_until"] is None
+        holds.append(round((row["probe_after"] - row["refused_at"]).total_seconds()))
+    assert holds == [1, 2, 3]
 
 
 async def test_retry_later_throttle_still_pauses(queue: Queue) -> None:

@@ -74,6 +74,25 @@ async def test_a_claim_takes_no_more_than_the_key_allows(queue: Queue, pool: asy
     assert due_s is not None and 59 < due_s <= 60
 
 
+async def test_a_key_that_opened_since_the_last_claim_is_due_now(
+    queue: Queue, pool: asyncpg.Pool
+) -> None:
+    # A claim found the key closed; it opened before the worker's next-due lookup ran. Asked
+    # with the time since that claim began, the lookup says "now", not "nothing waits" (which
+    # left the worker asleep until its poll).
+    await queue.set_rate_limit(KEY, 1, 60)
+    await queue.enqueue_many([JobSpec("k", rate_limit_key=KEY) for _ in range(2)])
+    assert len(await store.claim(pool, _claim(2))) == 1
+    await pool.execute("UPDATE pgqueue.rate_limits SET next_start_at = now() - interval '200 ms'")
+    assert await store.seconds_until_due(pool, ["default"], KINDS) is None
+    due_s = await store.seconds_until_due(pool, ["default"], KINDS, since_claim_s=0.5)
+    assert due_s is not None and -0.5 < due_s <= 0
+    due_s = await store.seconds_until_key_allows(pool, ["default"], KINDS, since_claim_s=0.5)
+    assert due_s is not None and -0.5 < due_s <= 0
+    # Opened before the claim began: the claim saw it open, nothing to wake for.
+    assert await store.seconds_until_due(pool, ["default"], KINDS, since_claim_s=0.1) is None
+
+
 async def test_racing_claims_never_pass_the_limit(queue: Queue, pool: asyncpg.Pool) -> None:
     # Plain claims and fused complete-and-claims, on eight connections at once.
     await queue.set_rate_limit(KEY, 7, 60)
