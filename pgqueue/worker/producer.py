@@ -169,24 +169,33 @@ class Producer:
                         continue
                     return  # nothing runnable was left, and every outcome is written
                 self.slots.freed.clear()
-                await wait_any(self.slots.freed, self._stopping)
+                # Jobs still run: wait for one to end, or for a key that holds back jobs to
+                # allow a start before that (a paced key allows one every spacing).
+                due_s = await self._key_due_s() if self._burst_waits_for_keys else None
+                timeout = None if due_s is None else max(due_s, 0.0) + DUE_MARGIN_S
+                await wait_any(self.slots.freed, self._stopping, timeout=timeout)
                 continue
             await self._idle()
 
     async def _wait_for_a_key(self) -> bool:
         """Wait until a rate-limit key holding back jobs allows a start; False when none holds
         any back (or the lookup failed: the run ends as it would have)."""
-        try:
-            due_s = await store.seconds_until_key_allows(
-                self._db, self._template.queues, self._template.kinds, self._since_claim_s()
-            )
-        except Exception as exc:  # ending the run is what would have happened without it
-            logger.warning("held-back lookup failed: %s", exc, extra={"action": "lookup_failed"})
-            return False
+        due_s = await self._key_due_s()
         if due_s is None:
             return False
         await wait_any(self._stopping, timeout=max(due_s, 0.0) + DUE_MARGIN_S)
         return not self._stopping.is_set()
+
+    async def _key_due_s(self) -> float | None:
+        """Seconds until a rate-limit key holding back jobs allows a start; None when none
+        holds any back, or the lookup failed."""
+        try:
+            return await store.seconds_until_key_allows(
+                self._db, self._template.queues, self._template.kinds, self._since_claim_s()
+            )
+        except Exception as exc:  # ending the run is what would have happened without it
+            logger.warning("held-back lookup failed: %s", exc, extra={"action": "lookup_failed"})
+            return None
 
     async def _idle(self) -> None:
         loop = asyncio.get_running_loop()
