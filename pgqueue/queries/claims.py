@@ -52,8 +52,7 @@ from __future__ import annotations
 # -- that could start, for one claim.
 # -- Schema v14: an adaptive key with a learnt rate is paced as well: `paced` admits a start
 # -- once `paced_at` passed, and a second one if it passed a whole spacing ago (the slack the
-# -- start trigger allows), at most what its window has room for. Schema v16: so is one with
-# -- nothing learnt yet, at the first pace (it has no window limit then).
+# -- start trigger allows), at most what its window has room for.
 CLAIM_JOBS = """
 WITH candidates AS MATERIALIZED (
     SELECT c.*
@@ -109,8 +108,7 @@ WITH candidates AS MATERIALIZED (
     FOR NO KEY UPDATE
 ), limits AS (
     SELECT r.key, r.capacity, r.paused_until, r.breaker_state, r.breaker_until, r.starts,
-           r.period_s, r.adaptive, r.paced_at,
-           coalesce(r.learnt, pgqueue.rate_limit_first_pace()) AS pace
+           r.period_s, r.adaptive, r.learnt, r.paced_at
     FROM pgqueue.rate_limits AS r
     WHERE r.key = ANY (ARRAY(SELECT rate_limit_key FROM candidates))
       AND (SELECT count(*) FROM budgets) >= 0
@@ -120,11 +118,11 @@ WITH candidates AS MATERIALIZED (
     SELECT l.key, l.capacity, l.paused_until, l.breaker_state, l.breaker_until,
            (SELECT count(*) FROM unnest(l.starts) AS t
             WHERE t > clock_timestamp() - make_interval(secs => l.period_s)) AS in_window,
-           CASE WHEN NOT l.adaptive THEN 2147483647
+           CASE WHEN NOT l.adaptive OR l.learnt IS NULL THEN 2147483647
                 WHEN l.paced_at IS NULL THEN 2
                 WHEN l.paced_at > clock_timestamp() THEN 0
                 ELSE 1 + floor(least(extract(epoch FROM clock_timestamp() - l.paced_at),
-                                     l.period_s / l.pace) / (l.period_s / l.pace))
+                                     l.period_s / l.learnt) / (l.period_s / l.learnt))
            END AS paced
     FROM limits AS l
 ), chosen AS (
@@ -141,7 +139,7 @@ WITH candidates AS MATERIALIZED (
                        <= CASE WHEN l.paused_until > now() OR l.breaker_until > now() THEN 0
                                WHEN l.breaker_state <> 'closed'
                                    THEN least(1, coalesce(l.capacity - l.in_window, 1))
-                               WHEN l.capacity IS NULL THEN l.paced
+                               WHEN l.capacity IS NULL THEN 2147483647
                                ELSE least(l.capacity - l.in_window, l.paced) END)
                AND (c.budget_keys IS NULL OR NOT EXISTS (
                     SELECT 1 FROM budgets AS b
@@ -260,8 +258,7 @@ WITH completed AS (
     FOR NO KEY UPDATE
 ), limits AS (
     SELECT r.key, r.capacity, r.paused_until, r.breaker_state, r.breaker_until, r.starts,
-           r.period_s, r.adaptive, r.paced_at,
-           coalesce(r.learnt, pgqueue.rate_limit_first_pace()) AS pace
+           r.period_s, r.adaptive, r.learnt, r.paced_at
     FROM pgqueue.rate_limits AS r
     WHERE r.key = ANY (ARRAY(
         SELECT rate_limit_key FROM candidates
@@ -274,11 +271,11 @@ WITH completed AS (
     SELECT l.key, l.capacity, l.paused_until, l.breaker_state, l.breaker_until,
            (SELECT count(*) FROM unnest(l.starts) AS t
             WHERE t > clock_timestamp() - make_interval(secs => l.period_s)) AS in_window,
-           CASE WHEN NOT l.adaptive THEN 2147483647
+           CASE WHEN NOT l.adaptive OR l.learnt IS NULL THEN 2147483647
                 WHEN l.paced_at IS NULL THEN 2
                 WHEN l.paced_at > clock_timestamp() THEN 0
                 ELSE 1 + floor(least(extract(epoch FROM clock_timestamp() - l.paced_at),
-                                     l.period_s / l.pace) / (l.period_s / l.pace))
+                                     l.period_s / l.learnt) / (l.period_s / l.learnt))
            END AS paced
     FROM limits AS l
 ), chosen AS (
@@ -296,7 +293,7 @@ WITH completed AS (
                        <= CASE WHEN l.paused_until > now() OR l.breaker_until > now() THEN 0
                                WHEN l.breaker_state <> 'closed'
                                    THEN least(1, coalesce(l.capacity - l.in_window, 1))
-                               WHEN l.capacity IS NULL THEN l.paced
+                               WHEN l.capacity IS NULL THEN 2147483647
                                ELSE least(l.capacity - l.in_window, l.paced) END)
                AND (c.budget_keys IS NULL OR NOT EXISTS (
                     SELECT 1 FROM budgets AS b

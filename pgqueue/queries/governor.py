@@ -25,12 +25,13 @@ WHERE key = $1
 """
 
 # -- set_adaptive_rate: key $1's start rate is learnt over windows of $3 seconds, never above
-# -- $2 starts a window (NULL: no ceiling; until the first 429 no limit but the first pace,
-# -- schema v16). A rate already learnt under the same ceiling and window stays (every worker
-# -- sets this as it starts); a new ceiling or window starts the learning anew, from the ceiling.
+# -- $2 starts a window (NULL: no ceiling). A rate already learnt under the same ceiling and
+# -- window stays (every worker sets this as it starts); a new ceiling or window starts the
+# -- learning anew, from the ceiling (none: from rate_limit_first_pace(), schema v16).
 SET_ADAPTIVE_RATE = """
 INSERT INTO pgqueue.rate_limits AS r (key, capacity, period_s, adaptive, ceiling, learnt)
-VALUES ($1, $2::integer, $3::float8, true, $2::integer, $2::integer)
+VALUES ($1, coalesce($2::integer, ceil(pgqueue.rate_limit_first_pace())::integer), $3::float8,
+        true, $2::integer, coalesce($2::float8, pgqueue.rate_limit_first_pace()))
 ON CONFLICT (key) DO UPDATE
 SET adaptive = true,
     ceiling = EXCLUDED.ceiling,

@@ -90,9 +90,10 @@ RETURNING *
 
 # -- pause_rate_limit_key: no job of key $1 starts for $2 seconds from now(), on any worker; a
 # -- longer pause already set stays (two 429s never shorten each other's wait). An adaptive key
-# -- also cuts its rate (schema v8, pgqueue.throttle_rate_limit_key).
+# -- also cuts its rate (schema v8, pgqueue.throttle_rate_limit_key), unless the 429 refused its
+# -- probe, or answered a call that started at $3 before such a refusal (schema v16).
 PAUSE_RATE_LIMIT_KEY = """
-SELECT pgqueue.throttle_rate_limit_key($1, $2::float8)
+SELECT pgqueue.throttle_rate_limit_key($1, $2::float8, $3::timestamptz)
 """
 
 # -- upstream_failure_is_spared: would a transient failure of key $1's upstream spend no attempt

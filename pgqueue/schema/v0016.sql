@@ -28,10 +28,11 @@
 --   starts less the refused one).
 -- * aims at 97% of the quota it measured (was 95%): the pace keeps one start of slack, and the
 --   window of starts counts the rest.
--- * paces a key with nothing learnt (no ceiling, no 429 yet) at 50 starts a period (one per
---   20 ms for a 1 s period) instead of not at all: its first 429 now comes a few starts past
---   the quota, not a whole fleet's burst past it (measured: 8 429s at 100 a period, 12 with
---   no pace). It has no window limit until then.
+-- * starts a key with no ceiling at 25 starts a period (one per 40 ms for a 1 s period),
+--   where it had no limit until its first 429: its first 429 now comes a start or two past
+--   the quota, not a whole fleet's burst past it (measured: 12 429s unpaced, 5-8 paced at 50
+--   or 100 a period). Until that 429 it climbs as a probe does (its step growing fourfold each
+--   half period its pace binds), so an upstream with no quota is not held at 25.
 -- Fixed limits are untouched.
 
 -- migrate:up
@@ -46,10 +47,15 @@ COMMENT ON COLUMN pgqueue.rate_limits.probe_refusals IS
     'adaptive key: probes refused in a row since the quota it measured last rose (its hold '
     'before the next probe doubles with each)';
 
--- The pace of an adaptive key with nothing learnt yet (no ceiling, no 429): starts per period.
+-- Where an adaptive key with no ceiling starts: starts per period.
 CREATE FUNCTION pgqueue.rate_limit_first_pace() RETURNS float8 LANGUAGE sql IMMUTABLE AS $$
-    SELECT 50::float8
+    SELECT 25::float8
 $$;
+-- A key that had no limit before its first 429 starts there now.
+UPDATE pgqueue.rate_limits
+SET learnt = pgqueue.rate_limit_first_pace(),
+    capacity = ceil(pgqueue.rate_limit_first_pace())::integer
+WHERE adaptive AND learnt IS NULL;
 
 CREATE OR REPLACE FUNCTION pgqueue.rate_limit_started(job pgqueue.jobs) RETURNS void
 LANGUAGE plpgsql AS $$
@@ -105,13 +111,12 @@ BEGIN
     -- holds now, so each is older than `started`; greatest() keeps the array sorted even if
     -- the server's clock stepped back meanwhile.
     kept := kept || greatest(started, kept[cardinality(kept)]);
-    IF learning THEN
-        -- A key with nothing learnt yet is paced at the first pace (it has no window limit).
-        spacing := make_interval(secs => period / coalesce(rate, pgqueue.rate_limit_first_pace()));
+    IF learning AND rate IS NOT NULL THEN
+        spacing := make_interval(secs => period / rate);
         -- Started within half a spacing of when the key allowed it (its pace or its window,
         -- whichever held it): work was waiting for the limit, the evidence that a higher rate
         -- would be used. A start the key did not hold back is no such evidence.
-        IF rate IS NOT NULL AND allowed IS NOT NULL AND started < allowed + spacing / 2 THEN
+        IF allowed IS NOT NULL AND started < allowed + spacing / 2 THEN
             bound := started;
         END IF;
         -- One spacing of slack at most: a key that idled banks no burst.
@@ -239,16 +244,19 @@ BEGIN
           IS DISTINCT FROM (rate, held, since, seen, step, step_at, probing, refusals);
 END $$;
 
--- A 429 (a handler's throttle) on key `k`. A probe's refusal (see the header) sends the key
--- back to 97% of the quota it measured and holds it there before the next probe; the key is
--- not paused (the refused job waits its own Retry-After). Any other 429: no job of the key
+-- A 429 (a handler's throttle) on key `k`, answered to a call that started at `started` (NULL:
+-- unknown). A probe's refusal (see the header) sends the key back to 97% of the quota it
+-- measured and holds it there before the next probe; the key is not paused (the refused job
+-- waits its own Retry-After). A call that started before that refusal was written, still on
+-- its way then, that draws a 429 within the period is the same answer: it only leaves the
+-- window (a fast probe can have a few such calls in flight). Any other 429: no job of the key
 -- starts for `pause_s`, and an adaptive key learns from it. The first 429 of a period cuts its
 -- rate to half of what got it (its learnt rate, or the starts of the window when fewer were
 -- made) and notes the quota seen (the window's starts but this one); the next 429s of that
 -- period are the same signal, but each says one more of the window's starts was refused: the
 -- quota seen, what it held and its rate follow that down. It holds below the quota seen for
 -- two periods after the pause.
-CREATE OR REPLACE FUNCTION pgqueue.throttle_rate_limit_key(k text, pause_s float8)
+CREATE FUNCTION pgqueue.throttle_rate_limit_key(k text, pause_s float8, started timestamptz)
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     r pgqueue.rate_limits;
@@ -259,6 +267,16 @@ DECLARE
     paced timestamptz;
 BEGIN
     SELECT * INTO r FROM pgqueue.rate_limits AS t WHERE t.key = k FOR NO KEY UPDATE;
+    IF FOUND AND r.adaptive AND r.refused_at > now() - make_interval(secs => r.period_s)
+       AND started < r.refused_at THEN
+        UPDATE pgqueue.rate_limits
+        SET starts = starts[1:cardinality(starts) - 1],
+            next_start_at = pgqueue.rate_limit_next_start(
+                starts[1:cardinality(starts) - 1], capacity, period_s, paced_at),
+            updated_at = now()
+        WHERE key = k;
+        RETURN;
+    END IF;
     IF FOUND AND r.adaptive AND r.probe_from IS NOT NULL AND r.quota_seen IS NOT NULL
        AND r.learnt IS NOT NULL
        AND (r.last_cut_at > now() - make_interval(secs => r.period_s)) IS NOT TRUE
@@ -321,8 +339,7 @@ BEGIN
     -- start too many would aim past the quota).
     tried := greatest(1, (SELECT count(*) FROM unnest(r.starts) AS s
                           WHERE s > now() - make_interval(secs => r.period_s + least(
-                              0.05, 0.5 * r.period_s / coalesce(
-                                  r.learnt, pgqueue.rate_limit_first_pace())))));
+                              0.05, 0.5 * r.period_s / coalesce(r.learnt, 1e9)))));
     seen := greatest(1, least(tried - 1, coalesce(r.learnt, tried)));
     cut := greatest(1, least(coalesce(r.learnt, tried), tried) / 2);
     UPDATE pgqueue.rate_limits
@@ -344,6 +361,12 @@ BEGIN
             starts, ceil(cut)::integer, period_s, greatest(paced_at, r.paused_until))
     WHERE key = k;
 END $$;
+
+-- The two-argument form (a worker of version 15 or before, rolling out): the start unknown.
+CREATE OR REPLACE FUNCTION pgqueue.throttle_rate_limit_key(k text, pause_s float8)
+RETURNS void LANGUAGE sql AS $$
+    SELECT pgqueue.throttle_rate_limit_key(k, pause_s, NULL::timestamptz)
+$$;
 
 -- migrate:down
 CREATE OR REPLACE FUNCTION pgqueue.rate_limit_started(job pgqueue.jobs) RETURNS void
@@ -575,6 +598,7 @@ BEGIN
     WHERE key = k;
 END $$;
 
+DROP FUNCTION pgqueue.throttle_rate_limit_key(text, float8, timestamptz);
 DROP FUNCTION pgqueue.rate_limit_first_pace();
 ALTER TABLE pgqueue.rate_limits
     DROP COLUMN refused_at, DROP COLUMN probe_refusals, DROP COLUMN probe_from;

@@ -128,7 +128,10 @@ async def throttle(
         job = models.Job.from_record(record)
         if job.state is models.JobState.QUEUED:
             await conn.execute(
-                queries.PAUSE_RATE_LIMIT_KEY, rate_limit_key, capped_delay_s(pause_s)
+                queries.PAUSE_RATE_LIMIT_KEY,
+                rate_limit_key,
+                capped_delay_s(pause_s),
+                job.started_at,
             )
         return job
 

@@ -456,13 +456,13 @@ async def test_an_adaptive_key_without_a_ceiling_learns_from_its_first_429(
 ) -> None:
     await queue.set_adaptive_rate_limit(KEY, period_s=60.0)
     await queue.enqueue_many([JobSpec("k", rate_limit_key=KEY) for _ in range(30)])
-    # No limit yet but the first pace: 50 starts a period (here one per 1.2 s), one of slack.
+    # It starts at 25 starts a period, paced (here one per 2.4 s), with one of slack.
+    (limit,) = await queue.rate_limits()
+    assert limit["capacity"] == 25 and limit["learnt"] == 25
     claimed = await store.claim(pool, _claim(10))
     assert len(claimed) == 2
-    (limit,) = await queue.rate_limits()
-    assert limit["capacity"] is None
     for _ in range(4):
-        await _pace_passed(pool, "2 s")
+        await _pace_passed(pool, "3 s")
         claimed += await store.claim(pool, _claim(10))
     assert len(claimed) == 10
     await _answered_429(pool, claimed[0], pause_s=0.0)
@@ -503,12 +503,79 @@ async def test_a_refused_probe_costs_one_429_and_no_pause(queue: Queue, pool: as
     )
     assert job["state"] == "queued" and job["wait"] > timedelta(seconds=29)
     await pool.execute("UPDATE pgqueue.rate_limits SET paced_at = NULL, next_start_at = NULL")
-    assert len(await store.claim(pool, _claim(1))) == 1
-    # A second 429 within the period is no refusal: the quota fell. The key pauses and halves.
-    await _answered_429(pool, jobs[1], pause_s=30.0)
+    (later,) = await store.claim(pool, _claim(1))
+    # A 429 within the period to a call that started after the refusal is no refusal: the
+    # quota fell. The key pauses and halves.
+    await _answered_429(pool, later, pause_s=30.0)
     row = await _key_row(pool)
     assert row["paused_until"] is not None and row["learnt"] <= 9.7 / 2
     assert row["probe_refusals"] == 0
+
+
+async def test_a_call_on_its_way_when_a_probe_was_refused_is_the_same_answer(
+    queue: Queue, pool: asyncpg.Pool
+) -> None:
+    await queue.set_adaptive_rate_limit(KEY, ceiling=100, period_s=1.0)
+    await queue.enqueue_many([JobSpec("k", rate_limit_key=KEY) for _ in range(4)])
+    jobs = await store.claim(pool, _claim(2))
+    # A fast probe had two calls past the quota in flight; the first one's 429 refused it.
+    await pool.execute(
+        "UPDATE pgqueue.rate_limits SET learnt = 14, capacity = 14, quota_seen = 10,"
+        " probe_from = 9.7 WHERE key = $1",
+        KEY,
+    )
+    await _answered_429(pool, jobs[0], pause_s=1.0)
+    before = await _key_row(pool)
+    assert before["refused_at"] is not None and before["paused_until"] is None
+    # The second, started before that refusal was written: no pause, no second refusal; it
+    # leaves the window as the first did.
+    await _answered_429(pool, jobs[1], pause_s=1.0)
+    row = await _key_row(pool)
+    assert row["paused_until"] is None and row["probe_refusals"] == 1
+    assert row["learnt"] == before["learnt"] and row["starts"] == []
+    # A call started after the refusal that draws a 429 is the quota falling: pause, halve.
+    await pool.execute("UPDATE pgqueue.rate_limits SET paced_at = NULL, next_start_at = NULL")
+    (late,) = await store.claim(pool, _claim(1))
+    await _answered_429(pool, late, pause_s=1.0)
+    row = await _key_row(pool)
+    assert row["paused_until"] is not None and row["learnt"] <= 9.7 / 2
+
+
+async def test_a_key_with_no_ceiling_climbs_until_its_first_429(
+    queue: Queue, pool: asyncpg.Pool
+) -> None:
+    # No quota met yet: while its pace binds it climbs as a probe does, not held at 25.
+    await queue.set_adaptive_rate_limit(KEY, period_s=1.0)
+    await queue.enqueue_many([JobSpec("k", rate_limit_key=KEY) for _ in range(6)])
+    jobs = await store.claim(pool, _claim(2))
+    for job in jobs:
+        await pool.execute(
+            "UPDATE pgqueue.rate_limits SET bound_at = now(),"
+            " probe_step_at = now() - interval '1 s' WHERE key = $1",
+            KEY,
+        )
+        await _succeed(pool, [job])
+    row = await _key_row(pool)
+    assert row["learnt"] > 25 and row["probe_step"] == 4 and row["probe_from"] == 25
+    assert row["quota_seen"] == 2  # what its window took, every start of it accepted
+    # Its climb is a probe: a 429 now refuses it. The upstream's window is full, so the quota
+    # is what it holds (the window's starts but the refused one); no pause, no halving.
+    await pool.execute("UPDATE pgqueue.rate_limits SET paced_at = NULL, next_start_at = NULL")
+    (more,) = await store.claim(pool, _claim(1))
+    await _answered_429(pool, more, pause_s=1.0)
+    row = await _key_row(pool)
+    assert row["paused_until"] is None and row["learnt"] == pytest.approx(2 * 0.97)
+
+
+async def test_a_fresh_key_s_first_429_pauses_and_halves(queue: Queue, pool: asyncpg.Pool) -> None:
+    # Before its climb measured anything (the first half period), it knows no quota: the 429
+    # is the quota met, not a refusal.
+    await queue.set_adaptive_rate_limit(KEY, period_s=1.0)
+    await queue.enqueue_many([JobSpec("k", rate_limit_key=KEY) for _ in range(2)])
+    jobs = await store.claim(pool, _claim(2))
+    await _answered_429(pool, jobs[0], pause_s=1.0)
+    row = await _key_row(pool)
+    assert row["paused_until"] is not None and row["learnt"] == 1
 
 
 async def test_refusals_in_a_row_hold_the_key_longer(queue: Queue, pool: asyncpg.Pool) -> None:
