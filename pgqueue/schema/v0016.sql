@@ -277,16 +277,27 @@ BEGIN
         WHERE key = k;
         RETURN;
     END IF;
-    IF FOUND AND r.adaptive AND r.probe_from IS NOT NULL AND r.quota_seen IS NOT NULL
-       AND r.learnt IS NOT NULL
-       AND (r.last_cut_at > now() - make_interval(secs => r.period_s)) IS NOT TRUE
-       AND (r.refused_at > now() - make_interval(secs => r.period_s)) IS NOT TRUE THEN
-        -- The upstream's window is full now: what it holds is the quota (our window's starts,
-        -- counted as far back as theirs reaches, but the refused one), and the refused start
-        -- leaves our window as it never entered theirs.
+    IF FOUND AND r.adaptive AND r.learnt IS NOT NULL THEN
+        -- The starts of the window that drew the 429, the upstream's: ours are dated when
+        -- claimed, a few milliseconds before the upstream sees them, so its window reaches a
+        -- little further back than ours does now (up to 50 ms, or half a spacing when that is
+        -- less: counting one start too many would aim past the quota).
         tried := (SELECT count(*) FROM unnest(r.starts) AS s
                   WHERE s > now() - make_interval(secs => r.period_s + least(
                       0.05, 0.5 * r.period_s / r.learnt)));
+    END IF;
+    -- A refusal: the key probes past the quota it measured, or its window holds more starts
+    -- than that quota (its pace keeps 3% below it, but the upstream dates calls when they
+    -- arrive, and their few milliseconds vary: one more than the quota lands in its window now
+    -- and then). Either way the quota stands, and a refusal within the period before (or a
+    -- cut) means it does not: then this is a cut.
+    IF FOUND AND r.adaptive AND r.quota_seen IS NOT NULL AND r.learnt IS NOT NULL
+       AND (r.probe_from IS NOT NULL OR tried > r.quota_seen)
+       AND (r.last_cut_at > now() - make_interval(secs => r.period_s)) IS NOT TRUE
+       AND (r.refused_at > now() - make_interval(secs => r.period_s)) IS NOT TRUE THEN
+        -- The upstream's window is full now: what it holds is the quota (our window's starts
+        -- but the refused one), and the refused start leaves our window as it never entered
+        -- theirs.
         seen := greatest(r.quota_seen, tried - 1);
         back := greatest(1, least(r.learnt, seen * 0.97));
         paced := greatest(r.paced_at, clock_timestamp());
