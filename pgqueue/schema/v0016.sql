@@ -300,7 +300,14 @@ BEGIN
         -- theirs.
         seen := greatest(r.quota_seen, tried - 1);
         back := greatest(1, least(r.learnt, seen * 0.97));
-        paced := greatest(r.paced_at, clock_timestamp());
+        -- The next start waits until the upstream's window surely has room: until the start
+        -- whose leaving frees a place in it is 50 ms more than a period old (its clock runs
+        -- those few milliseconds behind ours). A start the moment ours had room was refused
+        -- again now and then, and a second refusal is a cut (measured: a pause a minute).
+        paced := greatest(r.paced_at, clock_timestamp(),
+                          (r.starts[1:cardinality(r.starts) - 1])[
+                              cardinality(r.starts) - ceil(back)::integer]
+                          + make_interval(secs => r.period_s + 0.05));
         UPDATE pgqueue.rate_limits
         SET learnt = back,
             capacity = ceil(back)::integer,
