@@ -295,10 +295,15 @@ BEGIN
        AND (r.probe_from IS NOT NULL OR tried > r.quota_seen)
        AND (r.last_cut_at > now() - make_interval(secs => r.period_s)) IS NOT TRUE
        AND (r.refused_at > now() - make_interval(secs => r.period_s)) IS NOT TRUE THEN
-        -- The upstream's window is full now: what it holds is the quota (our window's starts
-        -- but the refused one), and the refused start leaves our window as it never entered
-        -- theirs.
-        seen := greatest(r.quota_seen, tried - 1);
+        -- The upstream's window was full when the refused call reached it: what it held is the
+        -- quota, the starts of its window before that call (when its start is known; else
+        -- our window's but the refused one). Not the starts after it: a probe climbing fast
+        -- has a few more on their way, and counting them aimed past the quota (a second 429,
+        -- a cut and a pause). The refused start leaves our window as it never entered theirs.
+        seen := greatest(r.quota_seen, CASE WHEN started IS NULL THEN tried - 1 ELSE
+            (SELECT count(*) FROM unnest(r.starts) AS s
+             WHERE s < started AND s > started - make_interval(secs => r.period_s + least(
+                 0.05, 0.5 * r.period_s / r.learnt))) END);
         back := greatest(1, least(r.learnt, seen * 0.97));
         -- The next start waits until the upstream's window surely has room: until the start
         -- whose leaving frees a place in it is 50 ms more than a period old (its clock runs
