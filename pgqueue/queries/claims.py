@@ -52,7 +52,8 @@ from __future__ import annotations
 # -- that could start, for one claim.
 # -- Schema v14: an adaptive key with a learnt rate is paced as well: `paced` admits a start
 # -- once `paced_at` passed, and a second one if it passed a whole spacing ago (the slack the
-# -- start trigger allows), at most what its window has room for.
+# -- start trigger allows), at most what its window has room for. Schema v16: an adaptive
+# -- key's window is 25 ms longer than its period (rate_limit_window_s).
 CLAIM_JOBS = """
 WITH candidates AS MATERIALIZED (
     SELECT c.*
@@ -117,7 +118,9 @@ WITH candidates AS MATERIALIZED (
 ), windows AS (
     SELECT l.key, l.capacity, l.paused_until, l.breaker_state, l.breaker_until,
            (SELECT count(*) FROM unnest(l.starts) AS t
-            WHERE t > clock_timestamp() - make_interval(secs => l.period_s)) AS in_window,
+            WHERE t > clock_timestamp()
+                      - make_interval(secs => pgqueue.rate_limit_window_s(l.period_s, l.adaptive))
+           ) AS in_window,
            CASE WHEN NOT l.adaptive OR l.learnt IS NULL THEN 2147483647
                 WHEN l.paced_at IS NULL THEN 2
                 WHEN l.paced_at > clock_timestamp() THEN 0
@@ -270,7 +273,9 @@ WITH completed AS (
 ), windows AS (
     SELECT l.key, l.capacity, l.paused_until, l.breaker_state, l.breaker_until,
            (SELECT count(*) FROM unnest(l.starts) AS t
-            WHERE t > clock_timestamp() - make_interval(secs => l.period_s)) AS in_window,
+            WHERE t > clock_timestamp()
+                      - make_interval(secs => pgqueue.rate_limit_window_s(l.period_s, l.adaptive))
+           ) AS in_window,
            CASE WHEN NOT l.adaptive OR l.learnt IS NULL THEN 2147483647
                 WHEN l.paced_at IS NULL THEN 2
                 WHEN l.paced_at > clock_timestamp() THEN 0
