@@ -109,9 +109,9 @@ BEGIN
     IF cap IS NULL AND NOT learning THEN
         RETURN;
     END IF;
-    -- Kept 50 ms past the window (throttle_rate_limit_key looks that far back); the window's
+    -- Kept 100 ms past the window (throttle_rate_limit_key looks that far back); the window's
     -- counts filter by the period.
-    horizon := started - make_interval(secs => period + 0.05);
+    horizon := started - make_interval(secs => period + 0.1);
     -- The array is oldest first, so only a stale head means there is anything to drop; the
     -- other starts of the same claim append without rereading the window.
     IF cardinality(kept) > 0 AND kept[1] <= horizon THEN
@@ -292,12 +292,13 @@ BEGIN
     END IF;
     IF FOUND AND r.adaptive AND r.learnt IS NOT NULL THEN
         -- The starts of the window that drew the 429, the upstream's: ours are dated when
-        -- claimed, a few milliseconds before the upstream sees them, so its window reaches a
-        -- little further back than ours does now (up to 50 ms, or half a spacing when that is
-        -- less: counting one start too many would aim past the quota).
+        -- claimed, some milliseconds before the upstream sees them (tens, on a busy worker),
+        -- so its window reaches further back than ours does now: up to 100 ms, or a spacing
+        -- when that is less. Only to tell a refusal from a cut: taking a refusal for a cut
+        -- costs a pause, the other way round one more 429.
         tried := (SELECT count(*) FROM unnest(r.starts) AS s
                   WHERE s > now() - make_interval(secs => r.period_s + least(
-                      0.05, 0.5 * r.period_s / r.learnt)));
+                      0.1, r.period_s / r.learnt)));
     END IF;
     -- A refusal: the key probes past the quota it measured, or its window holds more starts
     -- than that quota (its pace keeps 3% below it, but the upstream dates calls when they
