@@ -58,6 +58,12 @@ LANGUAGE sql IMMUTABLE AS $$
     SELECT period_s + CASE WHEN adaptive THEN 0.025 ELSE 0 END
 $$;
 
+-- The share of the quota it measured an adaptive key holds at: the pace's slack and the
+-- upstream's few milliseconds of lateness fit within the rest.
+CREATE FUNCTION pgqueue.rate_limit_aim() RETURNS float8 LANGUAGE sql IMMUTABLE AS $$
+    SELECT 0.97::float8
+$$;
+
 -- Where an adaptive key with no ceiling starts: starts per period.
 CREATE FUNCTION pgqueue.rate_limit_first_pace() RETURNS float8 LANGUAGE sql IMMUTABLE AS $$
     SELECT 25::float8
@@ -210,7 +216,7 @@ BEGIN
         held := rate;
         since := now();
     END IF;
-    aim := seen * 0.97;
+    aim := seen * pgqueue.rate_limit_aim();
     IF rate < held THEN
         rate := least(held, rate + held / rate);
     ELSIF aim IS NOT NULL AND rate < aim THEN
@@ -318,7 +324,7 @@ BEGIN
             (SELECT count(*) FROM unnest(r.starts) AS s
              WHERE s < started AND s > started - make_interval(secs => r.period_s + least(
                  0.05, 0.5 * r.period_s / r.learnt))) END);
-        back := greatest(1, least(r.learnt, seen * 0.97));
+        back := greatest(1, least(r.learnt, seen * pgqueue.rate_limit_aim()));
         -- The next start waits until the upstream's window surely has room: until the start
         -- whose leaving frees a place in it is 50 ms more than a period old (its clock runs
         -- those few milliseconds behind ours). A start the moment ours had room was refused
@@ -362,7 +368,8 @@ BEGIN
         UPDATE pgqueue.rate_limits
         SET cut_throttles = cut_throttles + 1,
             quota_seen = least(quota_seen, seen),
-            sustained = CASE WHEN sustained IS NOT NULL THEN least(sustained, seen * 0.97) END,
+            sustained = CASE WHEN sustained IS NOT NULL
+                             THEN least(sustained, seen * pgqueue.rate_limit_aim()) END,
             learnt = cut,
             capacity = ceil(cut)::integer,
             paced_at = greatest(paced_at, r.paused_until),
@@ -385,7 +392,8 @@ BEGIN
     SET learnt = cut,
         capacity = ceil(cut)::integer,
         quota_seen = seen,
-        sustained = CASE WHEN sustained IS NOT NULL THEN least(sustained, seen * 0.97) END,
+        sustained = CASE WHEN sustained IS NOT NULL
+                         THEN least(sustained, seen * pgqueue.rate_limit_aim()) END,
         last_cut_at = now(),
         cut_starts = tried,
         cut_throttles = 1,
@@ -640,6 +648,7 @@ END $$;
 
 DROP FUNCTION pgqueue.throttle_rate_limit_key(text, float8, timestamptz);
 DROP FUNCTION pgqueue.rate_limit_first_pace();
+DROP FUNCTION pgqueue.rate_limit_aim();
 DROP FUNCTION pgqueue.rate_limit_window_s(float8, boolean);
 ALTER TABLE pgqueue.rate_limits
     DROP COLUMN refused_at, DROP COLUMN probe_refusals, DROP COLUMN probe_from;
