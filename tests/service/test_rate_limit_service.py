@@ -65,7 +65,12 @@ async def test_the_worker_sets_the_limit_and_unset_removes_it(
     run_worker(settings)
 
     async def unlimited() -> bool:
-        return [r["capacity"] for r in await queue.rate_limits()] == [None]
+        # No fixed limit and no ceiling: the rate is learnt (IMAGE_RATE_ADAPTIVE's default),
+        # from the first pace of 25 starts a second.
+        return [
+            (r["ceiling"], r["adaptive"], r["capacity"], r["period_s"])
+            for r in await queue.rate_limits()
+        ] == [(None, True, 25, 1.0)]
 
     await wait_for(unlimited, message="a worker without IMAGE_RATE_LIMIT removed it")
 
