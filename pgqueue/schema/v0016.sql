@@ -11,8 +11,8 @@
 -- * A key with no ceiling had no limit until its first 429, so its first burst was the fleet's
 --   every free slot at once (20 starts, 12 of them 429s: most of the run's 429 budget).
 -- This version:
--- * tells a refusal from a cut. A 429 is a refusal when the key knows its quota
---   (`quota_seen`) and either probes past it (`probe_from`: the rate its probe climbed from)
+-- * tells a refusal from a cut. A 429 is a refusal when the key knows its quota from an
+--   earlier 429 (`quota_seen`, `last_cut_at`) and either probes past it (`probe_from`: the rate its probe climbed from)
 --   or its window holds more starts than that quota (the upstream dates calls as they arrive,
 --   some milliseconds after our starts: one more than the quota lands in its window now and
 --   then), and no refusal or cut came within the period. It is the answer to a question the
@@ -311,8 +311,10 @@ BEGIN
     -- than that quota (its pace keeps 3% below it, but the upstream dates calls when they
     -- arrive, and their few milliseconds vary: one more than the quota lands in its window now
     -- and then). Either way the quota stands, and a refusal within the period before (or a
-    -- cut) means it does not: then this is a cut.
+    -- cut) means it does not: then this is a cut. So is a key's first 429 ever: the quota it
+    -- knows before one is what its climb saw accepted, not a quota met.
     IF FOUND AND r.adaptive AND r.quota_seen IS NOT NULL AND r.learnt IS NOT NULL
+       AND r.last_cut_at IS NOT NULL
        AND (r.probe_from IS NOT NULL OR tried > r.quota_seen)
        AND (r.last_cut_at > now() - make_interval(secs => r.period_s)) IS NOT TRUE
        AND (r.refused_at > now() - make_interval(secs => r.period_s)) IS NOT TRUE THEN

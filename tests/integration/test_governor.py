@@ -484,8 +484,8 @@ async def test_a_refused_probe_costs_one_429_and_no_pause(queue: Queue, pool: as
     # A key that measured a quota of 10 and probes past it, from 9.7.
     await pool.execute(
         "UPDATE pgqueue.rate_limits SET learnt = 10.5, capacity = 11, quota_seen = 10,"
-        " sustained = 10.5, probe_from = 9.7, probe_step = 2, probe_step_at = now()"
-        " WHERE key = $1",
+        " sustained = 10.5, probe_from = 9.7, probe_step = 2, probe_step_at = now(),"
+        " last_cut_at = now() - interval '1 min' WHERE key = $1",
         KEY,
     )
     await _answered_429(pool, jobs[0], pause_s=30.0)
@@ -521,7 +521,7 @@ async def test_a_call_on_its_way_when_a_probe_was_refused_is_the_same_answer(
     # A fast probe had two calls past the quota in flight; the first one's 429 refused it.
     await pool.execute(
         "UPDATE pgqueue.rate_limits SET learnt = 14, capacity = 14, quota_seen = 10,"
-        " probe_from = 9.7 WHERE key = $1",
+        " probe_from = 9.7, last_cut_at = now() - interval '1 min' WHERE key = $1",
         KEY,
     )
     await _answered_429(pool, jobs[0], pause_s=1.0)
@@ -558,13 +558,14 @@ async def test_a_key_with_no_ceiling_climbs_until_its_first_429(
     row = await _key_row(pool)
     assert row["learnt"] > 25 and row["probe_step"] == 4 and row["probe_from"] == 25
     assert row["quota_seen"] == 2  # what its window took, every start of it accepted
-    # Its climb is a probe: a 429 now refuses it. The upstream's window is full, so the quota
-    # is what it holds (the window's starts but the refused one); no pause, no halving.
+    # Its first 429 ever is a cut all the same (what its climb saw accepted is no quota met):
+    # pause and halve.
     await pool.execute("UPDATE pgqueue.rate_limits SET paced_at = NULL, next_start_at = NULL")
     (more,) = await store.claim(pool, _claim(1))
+    learnt = (await _key_row(pool))["learnt"]
     await _answered_429(pool, more, pause_s=1.0)
     row = await _key_row(pool)
-    assert row["paused_until"] is None and row["learnt"] == pytest.approx(2 * 0.97)
+    assert row["paused_until"] is not None and row["learnt"] <= learnt / 2
 
 
 async def test_a_fresh_key_s_first_429_pauses_and_halves(queue: Queue, pool: asyncpg.Pool) -> None:
@@ -578,6 +579,34 @@ async def test_a_fresh_key_s_first_429_pauses_and_halves(queue: Queue, pool: asy
     assert row["paused_until"] is not None and row["learnt"] == 1
 
 
+async def test_a_429_with_the_window_past_the_quota_is_a_refusal_and_below_it_a_cut(
+    queue: Queue, pool: asyncpg.Pool
+) -> None:
+    # Not probing, holding at 97% of a quota of 2 it met before: three starts in its window
+    # (the upstream's calls arrive a few ms late, so one more than the quota lands in its
+    # window now and then) and a 429 is a refusal; with fewer, the quota fell.
+    await queue.set_adaptive_rate_limit(KEY, ceiling=100, period_s=1.0)
+    await queue.enqueue_many([JobSpec("k", rate_limit_key=KEY) for _ in range(4)])
+    jobs = await store.claim(pool, _claim(2))
+    await pool.execute("UPDATE pgqueue.rate_limits SET paced_at = NULL, next_start_at = NULL")
+    jobs += await store.claim(pool, _claim(1))
+    assert len(jobs) == 3
+    quota_met = (
+        "UPDATE pgqueue.rate_limits SET learnt = 1.94, capacity = 2, quota_seen = 2,"
+        " last_cut_at = now() - interval '1 min', refused_at = NULL WHERE key = $1"
+    )
+    await pool.execute(quota_met, KEY)
+    await _answered_429(pool, jobs[2], pause_s=1.0)
+    row = await _key_row(pool)
+    assert row["paused_until"] is None and row["refused_at"] is not None
+    assert row["learnt"] == pytest.approx(1.94) and len(row["starts"]) == 2
+    # Two starts in the window, none past the quota: a cut.
+    await pool.execute(quota_met, KEY)
+    await _answered_429(pool, jobs[1], pause_s=1.0)
+    row = await _key_row(pool)
+    assert row["paused_until"] is not None and row["learnt"] <= 1
+
+
 async def test_refusals_in_a_row_hold_the_key_longer(queue: Queue, pool: asyncpg.Pool) -> None:
     await queue.set_adaptive_rate_limit(KEY, ceiling=100, period_s=1.0)
     await queue.enqueue_many([JobSpec("k", rate_limit_key=KEY) for _ in range(4)])
@@ -589,8 +618,9 @@ async def test_refusals_in_a_row_hold_the_key_longer(queue: Queue, pool: asyncpg
             )
             (job,) = await store.claim(pool, _claim(1))
         await pool.execute(
-            "UPDATE pgqueue.rate_limits SET learnt = 10.5, quota_seen = 10,"
-            " probe_from = 9.7, refused_at = now() - interval '2 s' WHERE key = $1",
+            "UPDATE pgqueue.rate_limits SET learnt = 10.5, quota_seen = 10, probe_from = 9.7,"
+            " refused_at = now() - interval '2 s', last_cut_at = now() - interval '1 min'"
+            " WHERE key = $1",
             KEY,
         )
         await _answered_429(pool, job, pause_s=1.0)

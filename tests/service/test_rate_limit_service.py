@@ -116,7 +116,10 @@ async def test_a_429_pauses_every_call_and_costs_no_attempt(
 
     upstream.script = script
     project_id = await _generate(client, alice, 4)
-    worker_settings = http_settings(settings, upstream)
+    # Not learning the rate: an adaptive key takes a 429 at the quota it measured for a
+    # refusal, which pauses nobody else (tests/integration/test_governor.py), and this
+    # upstream's quota is one refused shot, not a rate.
+    worker_settings = http_settings(settings, upstream, image_rate_adaptive=False)
     run_worker(worker_settings, concurrency=2)
     run_worker(worker_settings, concurrency=2)
     status = await wait_done(client, project_id, alice, timeout=20)
