@@ -12,8 +12,8 @@
 --   every free slot at once (20 starts, 12 of them 429s: most of the run's 429 budget).
 -- This version:
 -- * tells a refusal from a cut. A 429 is a refusal when the key knows its quota from an
---   earlier 429 (`quota_seen`, `last_cut_at`) and either probes past it (`probe_from`: the rate its probe climbed from)
---   or its window holds more starts than that quota (the upstream dates calls as they arrive,
+--   earlier 429 (`quota_seen`, `last_cut_at`) and either probes past it (`probe_from`: the
+--   rate its probe climbed from) or its window holds more starts than that quota (the upstream dates calls as they arrive,
 --   some milliseconds after our starts: one more than the quota lands in its window now and
 --   then), and no refusal or cut came within the period. It is the answer to a question the
 --   key asked: the refused call's job waits out its Retry-After (as every throttled job does),
@@ -284,14 +284,16 @@ DECLARE
     cut float8;
     back float8;
     paced timestamptz;
+    kept timestamptz[];  -- the window's starts but the last: one refused start leaves it
 BEGIN
     SELECT * INTO r FROM pgqueue.rate_limits AS t WHERE t.key = k FOR NO KEY UPDATE;
+    kept := r.starts[1:cardinality(r.starts) - 1];
     IF FOUND AND r.adaptive AND r.refused_at > now() - make_interval(secs => r.period_s)
        AND started < r.refused_at THEN
         UPDATE pgqueue.rate_limits
-        SET starts = starts[1:cardinality(starts) - 1],
+        SET starts = kept,
             next_start_at = pgqueue.rate_limit_next_start(
-                starts[1:cardinality(starts) - 1], capacity,
+                kept, capacity,
                 pgqueue.rate_limit_window_s(period_s, true), paced_at),
             updated_at = now()
         WHERE key = k;
@@ -333,8 +335,7 @@ BEGIN
         -- those few milliseconds behind ours). A start the moment ours had room was refused
         -- again now and then, and a second refusal is a cut (measured: a pause a minute).
         paced := greatest(r.paced_at, clock_timestamp(),
-                          (r.starts[1:cardinality(r.starts) - 1])[
-                              cardinality(r.starts) - ceil(back)::integer]
+                          kept[cardinality(r.starts) - ceil(back)::integer]
                           + make_interval(secs => r.period_s + 0.05));
         UPDATE pgqueue.rate_limits
         SET learnt = back,
@@ -348,10 +349,10 @@ BEGIN
                           + make_interval(secs => r.period_s * least(3, 1 + r.probe_refusals)),
             probe_step = 1,
             probe_step_at = NULL,
-            starts = starts[1:cardinality(starts) - 1],
+            starts = kept,
             paced_at = paced,
             next_start_at = pgqueue.rate_limit_next_start(
-                starts[1:cardinality(starts) - 1], ceil(back)::integer,
+                kept, ceil(back)::integer,
                 pgqueue.rate_limit_window_s(period_s, true), paced),
             updated_at = now()
         WHERE key = k;
@@ -388,7 +389,7 @@ BEGIN
     -- start too many would aim past the quota).
     tried := greatest(1, (SELECT count(*) FROM unnest(r.starts) AS s
                           WHERE s > now() - make_interval(secs => r.period_s + least(
-                              0.05, 0.5 * r.period_s / coalesce(r.learnt, 1e9)))));
+                              0.05, 0.5 * r.period_s / r.learnt))));
     seen := greatest(1, least(tried - 1, coalesce(r.learnt, tried)));
     cut := greatest(1, least(coalesce(r.learnt, tried), tried) / 2);
     UPDATE pgqueue.rate_limits
