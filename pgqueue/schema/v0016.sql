@@ -15,8 +15,8 @@
 --   earlier 429 (`quota_seen`, `last_cut_at`) and either probes past it (`probe_from`: the
 --   rate its probe climbed from) or its window holds more starts than that quota (the
 --   upstream dates calls as they arrive, some milliseconds after our starts: one more than the
---   quota lands in its window now and then), and no refusal or cut came within the period. It is the answer to a question the
---   key asked: the refused call's job waits out its Retry-After (as every throttled job does),
+--   quota lands in its window now and then), and no refusal or cut came within the period.
+--   It is the answer to a question the key asked: the refused call's job waits out its Retry-After (as every throttled job does),
 --   and the key goes back to 97% of the quota, measured again from the starts of the window
 --   before the refused call (`rate_limit_aim`), with no pause and no halving; its next start
 --   waits until the upstream's window surely has room. It probes again after a hold that grows
