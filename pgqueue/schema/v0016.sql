@@ -11,18 +11,18 @@
 -- * A key with no ceiling had no limit until its first 429, so its first burst was the fleet's
 --   every free slot at once (20 starts, 12 of them 429s: most of the run's 429 budget).
 -- This version:
--- * tells a refusal from a cut. A 429 is a refusal when the key knows its quota from an
---   earlier 429 (`quota_seen`, `last_cut_at`) and either probes past it (`probe_from`: the
---   rate its probe climbed from) or its window holds more starts than that quota (the
---   upstream dates calls as they arrive, some milliseconds after our starts: one more than the
---   quota lands in its window now and then), and no refusal or cut came within the period.
---   It is the answer to a question the key asked: the refused call's job waits out its Retry-After (as every throttled job does),
---   and the key goes back to 97% of the quota, measured again from the starts of the window
---   before the refused call (`rate_limit_aim`), with no pause and no halving; its next start
---   waits until the upstream's window surely has room. It probes again after a hold that grows
---   with each refusal in a row (1 period, 2, then 3). A 429 to a call started before the
---   refusal was written is the same answer. Any other 429 (the quota fell) pauses the key for
---   its Retry-After and halves its rate, as before.
+-- * tells a refusal from a cut. A 429 is a refusal when the key knows its quota from an earlier
+--   429 (`quota_seen`, `last_cut_at`) and either probes past it (`probe_from`: the rate its
+--   probe climbed from) or its window holds more starts than that quota (the upstream dates
+--   calls as they arrive, some milliseconds after our starts: one more than the quota lands in
+--   its window now and then), and no refusal or cut came within the period. It is the answer to
+--   a question the key asked: the refused call's job waits out its Retry-After (as every
+--   throttled job does), and the key goes back to 97% of the quota, measured again from the
+--   starts of the window before the refused call (`rate_limit_aim`), with no pause and no
+--   halving; its next start waits until the upstream's window surely has room. It probes again
+--   after a hold that grows with each refusal in a row (1 period, 2, then 3). A 429 to a call
+--   started before the refusal was written is the same answer. Any other 429 (the quota fell)
+--   pauses the key for its Retry-After and halves its rate, as before.
 -- * measures a quota that rose: half a period of a probe without a refusal means the upstream
 --   took every start of the last window, so `quota_seen` becomes that count, and the probe's
 --   step (starts per period added, additively, per period of successes) grows fourfold, up to
