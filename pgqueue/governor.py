@@ -63,19 +63,19 @@ class GovernorMethods:
     ) -> None:
         """Learn key `key`'s start rate from its upstream's answers, fleet-wide.
 
-        Its starts are paced, one every `period_s / learnt`, starting from `ceiling`, or with
-        no ceiling from 25 starts a window. A 429 (a handler's `RetryLater(throttle_s=...)`)
-        that says the quota fell pauses the key for its Retry-After, halves the rate (once a
-        window; never below one start) and notes what the upstream took in that window (its
-        starts less its 429s). While the pace binds, successes climb back additively: to the
-        rate last held a whole window, then to 97% of the quota seen, where it holds before
-        probing past it with a step that grows fourfold each half window the upstream keeps
-        accepting. A 429 while it probes, or with its window at the quota, is a refusal: the
-        refused job waits its Retry-After, the key goes back to 97% of the quota with no pause
-        and holds longer before the next probe. It never exceeds `ceiling` starts a window. A
-        rate already learnt is kept when this is called again with the same ceiling and window
-        (every worker calls it as it starts); a new ceiling or window starts the learning anew.
-        `set_rate_limit` or `remove_rate_limit` end the learning.
+        Its starts are paced, one every `period_s / learnt`, starting from `ceiling`, or with no
+        ceiling from 25 starts a window. A 429 (a handler's `RetryLater(throttle_s=...)`) that says
+        the quota fell pauses the key for its Retry-After, halves the rate (once a window; never
+        below one start) and notes what the upstream took in that window (its starts less its
+        429s). While the pace binds, successes climb back additively: to the rate last held a whole
+        window, then to 97% of the quota seen, where it holds before probing past it with a step
+        that grows fourfold each half window the upstream keeps accepting, and doubling the rate
+        once the upstream took more than it knew. A 429 while it probes, or with its window at the
+        quota, is a refusal: the refused job waits its Retry-After, the key goes back to 97% of the
+        quota with no pause and holds longer before the next probe. It never exceeds `ceiling`
+        starts a window. A rate already learnt is kept when this is called again with the same
+        ceiling and window (every worker calls it as it starts); a new ceiling or window starts the
+        learning anew. `set_rate_limit` or `remove_rate_limit` end the learning.
 
         Raises:
             ValueError: an argument is out of range (nothing is changed).

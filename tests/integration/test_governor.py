@@ -512,6 +512,56 @@ async def test_a_refused_probe_costs_one_429_and_no_pause(queue: Queue, pool: as
     assert row["probe_refusals"] == 0
 
 
+async def test_a_refused_start_gives_back_its_place_in_the_pace(
+    queue: Queue, pool: asyncpg.Pool
+) -> None:
+    await queue.set_adaptive_rate_limit(KEY, ceiling=100, period_s=1.0)
+    await queue.enqueue_many([JobSpec("k", rate_limit_key=KEY) for _ in range(2)])
+    jobs = await store.claim(pool, _claim(1))
+    # A probe at 10 a period whose next start is due in 0.2 s: the refused start took the
+    # spacing (0.1 s) before that.
+    await pool.execute(
+        "UPDATE pgqueue.rate_limits SET learnt = 10, capacity = 10, quota_seen = 9,"
+        " probe_from = 8.7, last_cut_at = now() - interval '1 min',"
+        " paced_at = clock_timestamp() + interval '0.2 s' WHERE key = $1",
+        KEY,
+    )
+    await _answered_429(pool, jobs[0], pause_s=1.0)
+    row = await _key_row(pool)
+    assert row["refused_at"] is not None and row["paused_until"] is None
+    # Its window is empty, so only the pace holds the next start: 0.1 s from now, not 0.2.
+    ahead = (row["paced_at"] - row["refused_at"]).total_seconds()
+    assert 0.05 < ahead < 0.15
+    assert row["next_start_at"] == row["paced_at"]
+
+
+async def test_a_probe_that_finds_the_quota_rose_doubles_its_rate(
+    queue: Queue, pool: asyncpg.Pool
+) -> None:
+    await queue.set_adaptive_rate_limit(KEY, ceiling=100, period_s=1.0)
+    await queue.enqueue_many([JobSpec("k", rate_limit_key=KEY) for _ in range(4)])
+    jobs = await store.claim(pool, _claim(2))
+    await pool.execute("UPDATE pgqueue.rate_limits SET paced_at = NULL, next_start_at = NULL")
+    jobs += await store.claim(pool, _claim(2))
+    assert len(jobs) == 4
+    # It knew a quota of 3 and probed past it for half a period: its window holds 4 starts,
+    # none refused. The upstream took more than it knew: the quota rose.
+    await pool.execute(
+        "UPDATE pgqueue.rate_limits SET learnt = 3.2, capacity = 4, quota_seen = 3,"
+        " sustained = 2.91, probe_from = 2.91, probe_step = 1,"
+        " probe_step_at = now() - interval '0.6 s', bound_at = now(),"
+        " last_cut_at = now() - interval '1 min' WHERE key = $1",
+        KEY,
+    )
+    await _succeed(pool, jobs[:1])
+    row = await _key_row(pool)
+    # The quota measured is what it took; the rate jumps to twice that, and its step doubles
+    # the rate each period from here.
+    assert row["quota_seen"] == 4 and row["probe_refusals"] == 0
+    assert row["learnt"] == 8 and row["capacity"] == 8
+    assert row["probe_step"] == 16
+
+
 async def test_a_call_on_its_way_when_a_probe_was_refused_is_the_same_answer(
     queue: Queue, pool: asyncpg.Pool
 ) -> None:
@@ -556,8 +606,10 @@ async def test_a_key_with_no_ceiling_climbs_until_its_first_429(
         )
         await _succeed(pool, [job])
     row = await _key_row(pool)
-    assert row["learnt"] > 25 and row["probe_step"] == 4 and row["probe_from"] == 25
+    assert row["learnt"] > 25 and row["probe_from"] == 25
     assert row["quota_seen"] == 2  # what its window took, every start of it accepted
+    # More than it knew was taken: from here its step doubles its rate each period.
+    assert row["probe_step"] == pytest.approx(2 * row["learnt"])
     # Its first 429 ever is a cut all the same (what its climb saw accepted is no quota met):
     # pause and halve.
     await pool.execute("UPDATE pgqueue.rate_limits SET paced_at = NULL, next_start_at = NULL")
