@@ -340,6 +340,14 @@ FROM (SELECT) AS one LEFT JOIN claimed ON true
 # -- again within the last $3 seconds (since the worker's last claim began) counts too, with
 # -- a due time in the past: the claim found it closed, this lookup would find it open and,
 # -- without it, the worker slept until its poll (up to 3 s of a paced key's starts lost).
+# -- The keys' rows are read FOR SHARE NOWAIT: a claim still running on another connection
+# -- may hold the jobs this worker's claim skipped (SKIP LOCKED) and the key's row, which a
+# -- plain read sees open until that claim commits its start and closes it. Such a lookup
+# -- fails (55P03) instead of reading it, and the store answers "due now": the next claim
+# -- waits for that lock and sees the key as the other left it. (Read plainly, an idle worker
+# -- of two slept until its poll with a paced job queued.) NOWAIT, not a wait: a lookup that
+# -- held one key's lock while waiting for another's could deadlock with a writer taking them
+# -- in another order.
 # -- The keys are few (one per upstream), and each asks jobs_queued_rate_limit_key_idx for one
 # -- held-back job; the budgets are those of the first hundred runnable budgeted jobs (an idle
 # -- worker's queued runnable jobs are all held back by something, so these are the parked
@@ -350,15 +358,19 @@ SELECT extract(epoch FROM least(
      FROM pgqueue.jobs
      WHERE state = 'queued' AND queue = ANY ($1::text[]) AND kind = ANY ($2::text[])
        AND run_at > now()),
-    (SELECT min(greatest(r.next_start_at, r.paused_until, r.breaker_until))
-     FROM pgqueue.rate_limits AS r
-     WHERE greatest(r.next_start_at, r.paused_until, r.breaker_until)
-           > now() - make_interval(secs => $3::float8)
-       AND EXISTS (
-           SELECT 1 FROM pgqueue.jobs AS j
-           WHERE j.rate_limit_key = r.key AND j.state = 'queued'
-             AND j.queue = ANY ($1::text[]) AND j.kind = ANY ($2::text[])
-             AND j.run_at <= now())),
+    (SELECT min(greatest(k.next_start_at, k.paused_until, k.breaker_until))
+     FROM (SELECT r.next_start_at, r.paused_until, r.breaker_until
+           FROM pgqueue.rate_limits AS r
+           WHERE EXISTS (
+               SELECT 1 FROM pgqueue.jobs AS j
+               WHERE j.rate_limit_key = r.key AND j.state = 'queued'
+                 AND j.queue = ANY ($1::text[]) AND j.kind = ANY ($2::text[])
+                 AND j.run_at <= now())
+           ORDER BY r.key
+           OFFSET 0  -- the time below is read from the locked row: not pushed down
+           FOR SHARE OF r NOWAIT) AS k
+     WHERE greatest(k.next_start_at, k.paused_until, k.breaker_until)
+           > now() - make_interval(secs => $3::float8)),
     (SELECT min(pgqueue.budget_window(b.period_s, now()) + make_interval(secs => b.period_s))
      FROM pgqueue.budgets AS b
      WHERE b.key IN (
@@ -375,14 +387,18 @@ SELECT extract(epoch FROM least(
 # -- again (NULL: none holds any back; $3 as there). A budgeted burst run (a drain) waits that
 # -- long rather than end with work its budget could still do.
 SECONDS_UNTIL_KEY_ALLOWS = """
-SELECT extract(epoch FROM min(greatest(r.next_start_at, r.paused_until, r.breaker_until))
+SELECT extract(epoch FROM min(greatest(k.next_start_at, k.paused_until, k.breaker_until))
                - now())::float8
-FROM pgqueue.rate_limits AS r
-WHERE greatest(r.next_start_at, r.paused_until, r.breaker_until)
+FROM (SELECT r.next_start_at, r.paused_until, r.breaker_until
+      FROM pgqueue.rate_limits AS r
+      WHERE EXISTS (
+          SELECT 1 FROM pgqueue.jobs AS j
+          WHERE j.rate_limit_key = r.key AND j.state = 'queued'
+            AND j.queue = ANY ($1::text[]) AND j.kind = ANY ($2::text[])
+            AND j.run_at <= now())
+      ORDER BY r.key
+      OFFSET 0  -- the time below is read from the locked row: not pushed down
+      FOR SHARE OF r NOWAIT) AS k
+WHERE greatest(k.next_start_at, k.paused_until, k.breaker_until)
       > now() - make_interval(secs => $3::float8)
-  AND EXISTS (
-      SELECT 1 FROM pgqueue.jobs AS j
-      WHERE j.rate_limit_key = r.key AND j.state = 'queued'
-        AND j.queue = ANY ($1::text[]) AND j.kind = ANY ($2::text[])
-        AND j.run_at <= now())
 """

@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+import asyncpg
+
 from pgqueue import models, queries
 from pgqueue.store._common import Executor, _connection, _jobs
 from pgqueue.store.outcomes import Success, _success_fields
@@ -71,10 +73,14 @@ async def seconds_until_due(
     """Seconds until the next delayed job of these queues and kinds is due, or a rate-limit
     key holding back runnable jobs of theirs allows a start again; None if nothing waits.
     A key that allowed a start again within `since_claim_s` (the time since the caller's last
-    claim began) is due now: its answer is <= 0."""
-    value = await db.fetchval(
-        queries.SECONDS_UNTIL_DUE, list(queues), list(kinds), max(since_claim_s, 0.0)
-    )
+    claim began) is due now: its answer is <= 0. So is a key whose row another transaction
+    holds locked (a claim of it is running): 0."""
+    try:
+        value = await db.fetchval(
+            queries.SECONDS_UNTIL_DUE, list(queues), list(kinds), max(since_claim_s, 0.0)
+        )
+    except asyncpg.LockNotAvailableError:
+        return 0.0  # a claim of a held-back key is running: look again once it is done
     return None if value is None else float(value)
 
 
@@ -84,9 +90,12 @@ async def seconds_until_key_allows(
     """Seconds until a rate-limit key holding back runnable jobs of these queues and kinds
     allows a start again; None if no key holds any back (`since_claim_s` as in
     `seconds_until_due`)."""
-    value = await db.fetchval(
-        queries.SECONDS_UNTIL_KEY_ALLOWS, list(queues), list(kinds), max(since_claim_s, 0.0)
-    )
+    try:
+        value = await db.fetchval(
+            queries.SECONDS_UNTIL_KEY_ALLOWS, list(queues), list(kinds), max(since_claim_s, 0.0)
+        )
+    except asyncpg.LockNotAvailableError:
+        return 0.0  # as in seconds_until_due
     return None if value is None else float(value)
 
 

@@ -93,6 +93,35 @@ async def test_a_key_that_opened_since_the_last_claim_is_due_now(
     assert await store.seconds_until_due(pool, ["default"], KINDS, since_claim_s=0.1) is None
 
 
+async def test_the_next_due_lookup_does_not_read_a_key_a_claim_still_holds(
+    queue: Queue, pool: asyncpg.Pool
+) -> None:
+    # Another worker's claim locked the key and a job this worker's claim skipped; until it
+    # commits, the key looks open to a plain read (nothing to wake for), and once it commits
+    # its start closed the key. The lookup does not read the locked key: it says "now", and
+    # the next claim waits for that lock; once it is gone the lookup reads the key as the
+    # other claim left it. This worker wakes when the key allows its next start, not at its
+    # poll.
+    await queue.set_rate_limit(KEY, 1, 60)
+    await queue.enqueue_many([JobSpec("k", rate_limit_key=KEY) for _ in range(2)])
+    # The key opened a minute ago: open since long before this worker's claim began.
+    await pool.execute("UPDATE pgqueue.rate_limits SET next_start_at = now() - interval '1 min'")
+    assert await store.seconds_until_due(pool, ["default"], KINDS, 0.5) is None
+    async with pool.acquire() as other, other.transaction():
+        await other.execute(
+            "SELECT 1 FROM pgqueue.rate_limits WHERE key = $1 FOR NO KEY UPDATE", KEY
+        )
+        assert await store.seconds_until_due(pool, ["default"], KINDS, 0.5) == 0.0
+        assert await store.seconds_until_key_allows(pool, ["default"], KINDS, 0.5) == 0.0
+        await other.execute(
+            "UPDATE pgqueue.rate_limits SET next_start_at = now() + interval '30 s' WHERE key = $1",
+            KEY,
+        )
+    for lookup in (store.seconds_until_due, store.seconds_until_key_allows):
+        due_s = await lookup(pool, ["default"], KINDS, 0.5)
+        assert due_s is not None and 29 < due_s <= 30
+
+
 async def test_racing_claims_never_pass_the_limit(queue: Queue, pool: asyncpg.Pool) -> None:
     # Plain claims and fused complete-and-claims, on eight connections at once.
     await queue.set_rate_limit(KEY, 7, 60)
