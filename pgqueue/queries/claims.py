@@ -332,6 +332,25 @@ SELECT CASE WHEN claimed.id IS NOT DISTINCT FROM (SELECT min(id) FROM claimed)
 FROM (SELECT) AS one LEFT JOIN claimed ON true
 """
 
+# -- When the first rate-limit key holding back runnable jobs of the queues $1 and kinds $2
+# -- next allows a start, as a timestamp (NULL: none holds any back; $3 as below). Shared by
+# -- the two lookups that follow.
+_KEY_ALLOWS_AT = """
+SELECT min(greatest(k.next_start_at, k.paused_until, k.breaker_until))
+FROM (SELECT r.next_start_at, r.paused_until, r.breaker_until
+      FROM pgqueue.rate_limits AS r
+      WHERE EXISTS (
+          SELECT 1 FROM pgqueue.jobs AS j
+          WHERE j.rate_limit_key = r.key AND j.state = 'queued'
+            AND j.queue = ANY ($1::text[]) AND j.kind = ANY ($2::text[])
+            AND j.run_at <= now())
+      ORDER BY r.key
+      OFFSET 0  -- the time below is read from the locked row: not pushed down
+      FOR SHARE OF r NOWAIT) AS k
+WHERE greatest(k.next_start_at, k.paused_until, k.breaker_until)
+      > now() - make_interval(secs => $3::float8)
+"""
+
 # -- seconds_until_due: how long until the next delayed job of the queues $1 and kinds $2
 # -- becomes runnable, or a rate-limit key holding back runnable jobs of theirs allows a start
 # -- again (its window frees a start, its throttle ends, its breaker lets a probe through), or
@@ -352,25 +371,13 @@ FROM (SELECT) AS one LEFT JOIN claimed ON true
 # -- held-back job; the budgets are those of the first hundred runnable budgeted jobs (an idle
 # -- worker's queued runnable jobs are all held back by something, so these are the parked
 # -- ones).
-SECONDS_UNTIL_DUE = """
+SECONDS_UNTIL_DUE = f"""
 SELECT extract(epoch FROM least(
     (SELECT min(run_at)
      FROM pgqueue.jobs
      WHERE state = 'queued' AND queue = ANY ($1::text[]) AND kind = ANY ($2::text[])
        AND run_at > now()),
-    (SELECT min(greatest(k.next_start_at, k.paused_until, k.breaker_until))
-     FROM (SELECT r.next_start_at, r.paused_until, r.breaker_until
-           FROM pgqueue.rate_limits AS r
-           WHERE EXISTS (
-               SELECT 1 FROM pgqueue.jobs AS j
-               WHERE j.rate_limit_key = r.key AND j.state = 'queued'
-                 AND j.queue = ANY ($1::text[]) AND j.kind = ANY ($2::text[])
-                 AND j.run_at <= now())
-           ORDER BY r.key
-           OFFSET 0  -- the time below is read from the locked row: not pushed down
-           FOR SHARE OF r NOWAIT) AS k
-     WHERE greatest(k.next_start_at, k.paused_until, k.breaker_until)
-           > now() - make_interval(secs => $3::float8)),
+    ({_KEY_ALLOWS_AT}),
     (SELECT min(pgqueue.budget_window(b.period_s, now()) + make_interval(secs => b.period_s))
      FROM pgqueue.budgets AS b
      WHERE b.key IN (
@@ -386,19 +393,4 @@ SELECT extract(epoch FROM least(
 # -- rate-limit key holding back runnable jobs of the queues $1 and kinds $2 allows a start
 # -- again (NULL: none holds any back; $3 as there). A budgeted burst run (a drain) waits that
 # -- long rather than end with work its budget could still do.
-SECONDS_UNTIL_KEY_ALLOWS = """
-SELECT extract(epoch FROM min(greatest(k.next_start_at, k.paused_until, k.breaker_until))
-               - now())::float8
-FROM (SELECT r.next_start_at, r.paused_until, r.breaker_until
-      FROM pgqueue.rate_limits AS r
-      WHERE EXISTS (
-          SELECT 1 FROM pgqueue.jobs AS j
-          WHERE j.rate_limit_key = r.key AND j.state = 'queued'
-            AND j.queue = ANY ($1::text[]) AND j.kind = ANY ($2::text[])
-            AND j.run_at <= now())
-      ORDER BY r.key
-      OFFSET 0  -- the time below is read from the locked row: not pushed down
-      FOR SHARE OF r NOWAIT) AS k
-WHERE greatest(k.next_start_at, k.paused_until, k.breaker_until)
-      > now() - make_interval(secs => $3::float8)
-"""
+SECONDS_UNTIL_KEY_ALLOWS = f"SELECT extract(epoch FROM ({_KEY_ALLOWS_AT}) - now())::float8"

@@ -75,13 +75,7 @@ async def seconds_until_due(
     A key that allowed a start again within `since_claim_s` (the time since the caller's last
     claim began) is due now: its answer is <= 0. So is a key whose row another transaction
     holds locked (a claim of it is running): 0."""
-    try:
-        value = await db.fetchval(
-            queries.SECONDS_UNTIL_DUE, list(queues), list(kinds), max(since_claim_s, 0.0)
-        )
-    except asyncpg.LockNotAvailableError:
-        return 0.0  # a claim of a held-back key is running: look again once it is done
-    return None if value is None else float(value)
+    return await _seconds_until(db, queries.SECONDS_UNTIL_DUE, queues, kinds, since_claim_s)
 
 
 async def seconds_until_key_allows(
@@ -90,12 +84,16 @@ async def seconds_until_key_allows(
     """Seconds until a rate-limit key holding back runnable jobs of these queues and kinds
     allows a start again; None if no key holds any back (`since_claim_s` as in
     `seconds_until_due`)."""
+    return await _seconds_until(db, queries.SECONDS_UNTIL_KEY_ALLOWS, queues, kinds, since_claim_s)
+
+
+async def _seconds_until(
+    db: Executor, query: str, queues: Sequence[str], kinds: Sequence[str], since_claim_s: float
+) -> float | None:
     try:
-        value = await db.fetchval(
-            queries.SECONDS_UNTIL_KEY_ALLOWS, list(queues), list(kinds), max(since_claim_s, 0.0)
-        )
+        value = await db.fetchval(query, list(queues), list(kinds), max(since_claim_s, 0.0))
     except asyncpg.LockNotAvailableError:
-        return 0.0  # as in seconds_until_due
+        return 0.0  # a claim of a held-back key is running: look again once it is done
     return None if value is None else float(value)
 
 

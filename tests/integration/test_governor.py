@@ -338,6 +338,22 @@ async def _pace_passed(pool: asyncpg.Pool, ago: str) -> None:
     )
 
 
+async def _adaptive_key(queue: Queue, jobs: int) -> None:
+    # A key learning its rate over 1 s windows (ceiling 100), and `jobs` queued jobs of it.
+    await queue.set_adaptive_rate_limit(KEY, ceiling=100, period_s=1.0)
+    await queue.enqueue_many([JobSpec("k", rate_limit_key=KEY) for _ in range(jobs)])
+
+
+async def _set_key(pool: asyncpg.Pool, sets: str) -> None:
+    # The key's row as a test needs it (`sets`: an UPDATE's SET list).
+    await pool.execute(f"UPDATE pgqueue.rate_limits SET {sets} WHERE key = $1", KEY)
+
+
+async def _pace_free(pool: asyncpg.Pool) -> None:
+    # The key's pace lets the next claim start at once.
+    await _set_key(pool, "paced_at = NULL, next_start_at = NULL")
+
+
 async def _succeed(pool: asyncpg.Pool, jobs: list[Job]) -> None:
     await store.complete(pool, [store.Success(j.id, j.lease_token or 0, "null") for j in jobs])
 
@@ -405,8 +421,7 @@ async def test_an_adaptive_key_paces_its_starts(queue: Queue, pool: asyncpg.Pool
 async def test_an_adaptive_key_climbs_back_holds_below_the_quota_then_probes(
     queue: Queue, pool: asyncpg.Pool
 ) -> None:
-    await queue.set_adaptive_rate_limit(KEY, ceiling=100, period_s=1.0)
-    await queue.enqueue_many([JobSpec("k", rate_limit_key=KEY) for _ in range(5)])
+    await _adaptive_key(queue, 5)
     jobs = await store.claim(pool, _claim(4))
     assert len(jobs) == 2
 
@@ -428,7 +443,7 @@ async def test_an_adaptive_key_climbs_back_holds_below_the_quota_then_probes(
     await _succeed(pool, jobs[1:2])
     assert (await _key_row(pool))["learnt"] == pytest.approx(8 + 9.7 / 8)
     # There it holds until probe_after.
-    await pool.execute("UPDATE pgqueue.rate_limits SET paced_at = NULL, next_start_at = NULL")
+    await _pace_free(pool)
     more = await store.claim(pool, _claim(2))
     await state(learnt=9.7)
     await _succeed(pool, more[:1])
@@ -443,7 +458,7 @@ async def test_an_adaptive_key_climbs_back_holds_below_the_quota_then_probes(
     assert row["quota_seen"] == 10 and row["capacity"] == 10
     # Half a period of it with no refusal: the step grows fourfold. (The quota seen would
     # become what the last window took, but this window took less than it knows.)
-    await pool.execute("UPDATE pgqueue.rate_limits SET paced_at = NULL, next_start_at = NULL")
+    await _pace_free(pool)
     (last,) = await store.claim(pool, _claim(1))
     await state(probe_step_at=datetime.now(UTC) - timedelta(seconds=1))
     await _succeed(pool, [last])
@@ -478,15 +493,14 @@ async def test_an_adaptive_key_without_a_ceiling_learns_from_its_first_429(
 
 
 async def test_a_refused_probe_costs_one_429_and_no_pause(queue: Queue, pool: asyncpg.Pool) -> None:
-    await queue.set_adaptive_rate_limit(KEY, ceiling=100, period_s=1.0)
-    await queue.enqueue_many([JobSpec("k", rate_limit_key=KEY) for _ in range(6)])
+    await _adaptive_key(queue, 6)
     jobs = await store.claim(pool, _claim(2))
     # A key that measured a quota of 10 and probes past it, from 9.7.
-    await pool.execute(
-        "UPDATE pgqueue.rate_limits SET learnt = 10.5, capacity = 11, quota_seen = 10,"
+    await _set_key(
+        pool,
+        "learnt = 10.5, capacity = 11, quota_seen = 10,"
         " sustained = 10.5, probe_from = 9.7, probe_step = 2, probe_step_at = now(),"
-        " last_cut_at = now() - interval '1 min' WHERE key = $1",
-        KEY,
+        " last_cut_at = now() - interval '1 min'",
     )
     await _answered_429(pool, jobs[0], pause_s=30.0)
     row = await _key_row(pool)
@@ -502,7 +516,7 @@ async def test_a_refused_probe_costs_one_429_and_no_pause(queue: Queue, pool: as
         "SELECT state::text, run_at - now() AS wait FROM pgqueue.jobs WHERE id = $1", jobs[0].id
     )
     assert job["state"] == "queued" and job["wait"] > timedelta(seconds=29)
-    await pool.execute("UPDATE pgqueue.rate_limits SET paced_at = NULL, next_start_at = NULL")
+    await _pace_free(pool)
     (later,) = await store.claim(pool, _claim(1))
     # A 429 within the period to a call that started after the refusal is no refusal: the
     # quota fell. The key pauses and halves.
@@ -515,16 +529,15 @@ async def test_a_refused_probe_costs_one_429_and_no_pause(queue: Queue, pool: as
 async def test_a_refused_start_gives_back_its_place_in_the_pace(
     queue: Queue, pool: asyncpg.Pool
 ) -> None:
-    await queue.set_adaptive_rate_limit(KEY, ceiling=100, period_s=1.0)
-    await queue.enqueue_many([JobSpec("k", rate_limit_key=KEY) for _ in range(2)])
+    await _adaptive_key(queue, 2)
     jobs = await store.claim(pool, _claim(1))
     # A probe at 10 a period whose next start is due in 0.2 s: the refused start took the
     # spacing (0.1 s) before that.
-    await pool.execute(
-        "UPDATE pgqueue.rate_limits SET learnt = 10, capacity = 10, quota_seen = 9,"
+    await _set_key(
+        pool,
+        "learnt = 10, capacity = 10, quota_seen = 9,"
         " probe_from = 8.7, last_cut_at = now() - interval '1 min',"
-        " paced_at = clock_timestamp() + interval '0.2 s' WHERE key = $1",
-        KEY,
+        " paced_at = clock_timestamp() + interval '0.2 s'",
     )
     await _answered_429(pool, jobs[0], pause_s=1.0)
     row = await _key_row(pool)
@@ -538,20 +551,19 @@ async def test_a_refused_start_gives_back_its_place_in_the_pace(
 async def test_a_probe_that_finds_the_quota_rose_doubles_its_rate(
     queue: Queue, pool: asyncpg.Pool
 ) -> None:
-    await queue.set_adaptive_rate_limit(KEY, ceiling=100, period_s=1.0)
-    await queue.enqueue_many([JobSpec("k", rate_limit_key=KEY) for _ in range(4)])
+    await _adaptive_key(queue, 4)
     jobs = await store.claim(pool, _claim(2))
-    await pool.execute("UPDATE pgqueue.rate_limits SET paced_at = NULL, next_start_at = NULL")
+    await _pace_free(pool)
     jobs += await store.claim(pool, _claim(2))
     assert len(jobs) == 4
     # It knew a quota of 3 and probed past it for half a period: its window holds 4 starts,
     # none refused. The upstream took more than it knew: the quota rose.
-    await pool.execute(
-        "UPDATE pgqueue.rate_limits SET learnt = 3.2, capacity = 4, quota_seen = 3,"
+    await _set_key(
+        pool,
+        "learnt = 3.2, capacity = 4, quota_seen = 3,"
         " sustained = 2.91, probe_from = 2.91, probe_step = 1,"
         " probe_step_at = now() - interval '0.6 s', bound_at = now(),"
-        " last_cut_at = now() - interval '1 min' WHERE key = $1",
-        KEY,
+        " last_cut_at = now() - interval '1 min'",
     )
     await _succeed(pool, jobs[:1])
     row = await _key_row(pool)
@@ -565,14 +577,13 @@ async def test_a_probe_that_finds_the_quota_rose_doubles_its_rate(
 async def test_a_call_on_its_way_when_a_probe_was_refused_is_the_same_answer(
     queue: Queue, pool: asyncpg.Pool
 ) -> None:
-    await queue.set_adaptive_rate_limit(KEY, ceiling=100, period_s=1.0)
-    await queue.enqueue_many([JobSpec("k", rate_limit_key=KEY) for _ in range(4)])
+    await _adaptive_key(queue, 4)
     jobs = await store.claim(pool, _claim(2))
     # A fast probe had two calls past the quota in flight; the first one's 429 refused it.
-    await pool.execute(
-        "UPDATE pgqueue.rate_limits SET learnt = 14, capacity = 14, quota_seen = 10,"
-        " probe_from = 9.7, last_cut_at = now() - interval '1 min' WHERE key = $1",
-        KEY,
+    await _set_key(
+        pool,
+        "learnt = 14, capacity = 14, quota_seen = 10,"
+        " probe_from = 9.7, last_cut_at = now() - interval '1 min'",
     )
     await _answered_429(pool, jobs[0], pause_s=1.0)
     before = await _key_row(pool)
@@ -584,7 +595,7 @@ async def test_a_call_on_its_way_when_a_probe_was_refused_is_the_same_answer(
     assert row["paused_until"] is None and row["probe_refusals"] == 1
     assert row["learnt"] == before["learnt"] and row["starts"] == []
     # A call started after the refusal that draws a 429 is the quota falling: pause, halve.
-    await pool.execute("UPDATE pgqueue.rate_limits SET paced_at = NULL, next_start_at = NULL")
+    await _pace_free(pool)
     (late,) = await store.claim(pool, _claim(1))
     await _answered_429(pool, late, pause_s=1.0)
     row = await _key_row(pool)
@@ -599,10 +610,9 @@ async def test_a_key_with_no_ceiling_climbs_until_its_first_429(
     await queue.enqueue_many([JobSpec("k", rate_limit_key=KEY) for _ in range(6)])
     jobs = await store.claim(pool, _claim(2))
     for job in jobs:
-        await pool.execute(
-            "UPDATE pgqueue.rate_limits SET bound_at = now(),"
-            " probe_step_at = now() - interval '1 s' WHERE key = $1",
-            KEY,
+        await _set_key(
+            pool,
+            "bound_at = now(), probe_step_at = now() - interval '1 s'",
         )
         await _succeed(pool, [job])
     row = await _key_row(pool)
@@ -612,7 +622,7 @@ async def test_a_key_with_no_ceiling_climbs_until_its_first_429(
     assert row["probe_step"] == pytest.approx(2 * row["learnt"])
     # Its first 429 ever is a cut all the same (what its climb saw accepted is no quota met):
     # pause and halve.
-    await pool.execute("UPDATE pgqueue.rate_limits SET paced_at = NULL, next_start_at = NULL")
+    await _pace_free(pool)
     (more,) = await store.claim(pool, _claim(1))
     learnt = (await _key_row(pool))["learnt"]
     await _answered_429(pool, more, pause_s=1.0)
@@ -637,10 +647,9 @@ async def test_a_429_with_the_window_past_the_quota_is_a_refusal_and_below_it_a_
     # Not probing, holding at 97% of a quota of 2 it met before: three starts in its window
     # (the upstream's calls arrive a few ms late, so one more than the quota lands in its
     # window now and then) and a 429 is a refusal; with fewer, the quota fell.
-    await queue.set_adaptive_rate_limit(KEY, ceiling=100, period_s=1.0)
-    await queue.enqueue_many([JobSpec("k", rate_limit_key=KEY) for _ in range(4)])
+    await _adaptive_key(queue, 4)
     jobs = await store.claim(pool, _claim(2))
-    await pool.execute("UPDATE pgqueue.rate_limits SET paced_at = NULL, next_start_at = NULL")
+    await _pace_free(pool)
     jobs += await store.claim(pool, _claim(1))
     assert len(jobs) == 3
     quota_met = (
@@ -660,20 +669,17 @@ async def test_a_429_with_the_window_past_the_quota_is_a_refusal_and_below_it_a_
 
 
 async def test_refusals_in_a_row_hold_the_key_longer(queue: Queue, pool: asyncpg.Pool) -> None:
-    await queue.set_adaptive_rate_limit(KEY, ceiling=100, period_s=1.0)
-    await queue.enqueue_many([JobSpec("k", rate_limit_key=KEY) for _ in range(4)])
+    await _adaptive_key(queue, 4)
     holds = []
     for job in await store.claim(pool, _claim(2)) + [None]:
         if job is None:
-            await pool.execute(
-                "UPDATE pgqueue.rate_limits SET paced_at = NULL, next_start_at = NULL"
-            )
+            await _pace_free(pool)
             (job,) = await store.claim(pool, _claim(1))
-        await pool.execute(
-            "UPDATE pgqueue.rate_limits SET learnt = 10.5, quota_seen = 10, probe_from = 9.7,"
+        await _set_key(
+            pool,
+            "learnt = 10.5, quota_seen = 10, probe_from = 9.7,"
             " refused_at = now() - interval '2 s', last_cut_at = now() - interval '1 min'"
-            " WHERE key = $1",
-            KEY,
+            "",
         )
         await _answered_429(pool, job, pause_s=1.0)
         row = await _key_row(pool)
